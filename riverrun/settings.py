@@ -1,0 +1,170 @@
+"""The one typed settings object: read from ``RIVERRUN_*`` environment variables and CLI flags.
+
+Every process of riverrun (the CLI, the Bytewax workers, the gRPC server) builds its
+configuration here, so a value means the same thing everywhere and can be handed to a
+child process with :meth:`Settings.to_env`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "RIVERRUN_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by every riverrun command.
+
+    >>> s = Settings.from_env({"RIVERRUN_MODEL_SPEC": "arf", "RIVERRUN_SEED": "7"})
+    >>> (s.model_spec, s.seed)
+    ('arf', 7)
+    """
+
+    bootstrap_servers: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers (host:port,...)")
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis URL of the registry and stores")
+    topic_events: str = _setting("events", "topic of incoming events (and inline labels)")
+    topic_labels: str = _setting("labels", "topic of delayed labels keyed by event id")
+    topic_predictions: str = _setting("predictions", "topic of served predictions")
+    topic_shadow: str = _setting("shadow-predictions", "topic of challengers' predictions")
+    topic_deadletter: str = _setting("deadletter", "topic of rejected input, with the reason")
+    topic_drift: str = _setting("drift", "topic of drift events")
+    partitions: int = _setting(1, "partitions of topics riverrun creates")
+    model_name: str = _setting("default", "name of the model the flow learns and serves")
+    model_spec: str = _setting("logreg", "champion spec: a built-in name or package.module:factory")
+    challengers: tuple[str, ...] = _setting((), "challenger specs, comma separated")
+    task: str = _setting("binary", "learning task: binary, multiclass or regression")
+    entity_features: tuple[str, ...] = _setting(
+        (), "per-entity features: count, since_last, mean:FIELD (comma separated)"
+    )
+    seed: int = _setting(42, "random seed of models and producers")
+    rolling_window: int = _setting(1000, "window of rolling metrics, in labelled events")
+    label_ttl: float = _setting(3600.0, "seconds of event time a prediction waits for its label")
+    max_pending: int = _setting(200_000, "most predictions waiting for a label (oldest expire)")
+    max_message_bytes: int = _setting(65_536, "larger messages are dead-lettered")
+    batch_size: int = _setting(1000, "most Kafka messages read per poll of a partition")
+    status_interval: float = _setting(2.0, "seconds between status updates of the flow")
+    epoch_interval: float = _setting(1.0, "seconds between Bytewax epochs (and snapshots)")
+    follow: bool = _setting(True, "keep following the topics (false: stop at their current end)")
+    processes: int = _setting(1, "Bytewax processes of the learn flow")
+    recovery_dir: str = _setting("", "Bytewax recovery directory (empty: no recovery)")
+    registry_key: str = _setting("", "HMAC key that signs model snapshots", secret=True)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from ``RIVERRUN_<FIELD>``; unset variables keep their defaults."""
+        env = os.environ if env is None else env
+        values = {}
+        for field_name, (_f, kind) in _fields(cls).items():
+            name = env_name(field_name)
+            if name in env:
+                values[field_name] = _parse(kind, env[name], name)
+        return cls(**values).validated()
+
+    def override(self, values: Mapping[str, Any]) -> Settings:
+        """Return a copy with the non-``None`` entries of ``values`` (e.g. parsed flags)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        changes = {k: v for k, v in values.items() if k in known and v is not None}
+        return dataclasses.replace(self, **changes).validated()
+
+    def to_env(self) -> dict[str, str]:
+        """The ``RIVERRUN_*`` variables that reproduce these settings in a child process."""
+        out = {}
+        for name in _fields(type(self)):
+            value = getattr(self, name)
+            out[env_name(name)] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return out
+
+    def validated(self) -> Settings:
+        """Check values that would otherwise fail far from their cause."""
+        if self.task not in ("binary", "multiclass", "regression"):
+            raise SettingsError(
+                f"{env_name('task')}={self.task!r}: expected binary, multiclass or regression"
+            )
+        for name in ("partitions", "rolling_window", "max_pending", "batch_size", "processes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{env_name(name)} must be at least 1")
+        for name in ("label_ttl", "status_interval", "epoch_interval"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be positive")
+        return self
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a settings field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def add_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Add ``--kebab-case`` flags for the named settings; unset flags parse as ``None``."""
+    fields = _fields(Settings)
+    for name in names:
+        f, kind = fields[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{f.metadata['help']} [env: {env_name(name)}]"
+        if kind is tuple:
+            parser.add_argument(
+                flag, dest=name, action="append", default=None, metavar="SPEC", help=help_text
+            )
+        elif kind is bool:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                help=help_text,
+            )  # fmt: skip
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment, overridden by whichever flags were given."""
+    values = dict(vars(args))
+    for name, (_f, kind) in _fields(Settings).items():
+        if kind is tuple and values.get(name) is not None:
+            values[name] = tuple(part for item in values[name] for part in item.split(",") if part)
+    return Settings.from_env(env).override(values)
+
+
+def _fields(cls: type) -> dict[str, tuple[dataclasses.Field[Any], type]]:
+    hints = get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        out[f.name] = (f, tuple if getattr(hint, "__origin__", None) is tuple else hint)
+    return out
+
+
+def _parse(kind: type, raw: str, name: str) -> Any:
+    if kind is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError(f"{name}={raw!r}: expected true or false")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected {kind.__name__}") from None
