@@ -1,0 +1,136 @@
+"""Prequential (test-then-train) metrics of one model: cumulative and rolling.
+
+The formulas are River's own (``metrics.Accuracy``, ``LogLoss``, ``CrossEntropy``,
+``MAE``, ``RMSE``, clamping probabilities to [1e-15, 1 - 1e-15]), computed in a few
+arithmetic operations per event because they run on the flow's hot path for every model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+_EPS = 1e-15
+
+
+def predicted_label(proba: Mapping[Hashable, float]) -> Hashable | None:
+    """The class River's ``predict_one`` would return for these probabilities."""
+    if not proba:
+        return None
+    return max(proba, key=proba.__getitem__)
+
+
+def log_loss(y_true: Hashable, proba: Mapping[Hashable, float], task: str) -> float:
+    """River's per-event ``LogLoss`` (binary) or ``CrossEntropy`` (multiclass)."""
+    if task == "binary":
+        p_true = min(max(proba.get(True, 0.0), _EPS), 1 - _EPS)
+        return -math.log(p_true) if y_true else -math.log(1 - p_true)
+    p = proba.get(y_true)
+    if p is None:
+        return 0.0  # River's CrossEntropy ignores a class the model never predicted
+    return -math.log(min(max(p, _EPS), 1 - _EPS))
+
+
+class RollingMean:
+    """Mean of the last ``window`` values, in O(1) per update.
+
+    >>> r = RollingMean(2)
+    >>> for v in (1.0, 2.0, 4.0):
+    ...     r.update(v)
+    >>> r.get()
+    3.0
+    """
+
+    __slots__ = ("_i", "_sum", "_values", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._values: list[float] = []
+        self._i = 0
+        self._sum = 0.0
+
+    def update(self, value: float) -> None:
+        """Add a value, dropping the oldest once the window is full."""
+        values = self._values
+        if len(values) < self.window:
+            values.append(value)
+            self._sum += value
+            return
+        i = self._i
+        self._sum += value - values[i]
+        values[i] = value
+        self._i = i + 1
+        if self._i == self.window:
+            self._i = 0
+            self._sum = math.fsum(values)  # bound the rounding error of the running sum
+
+    def get(self) -> float:
+        """The mean of the window (0 when empty)."""
+        return self._sum / len(self._values) if self._values else 0.0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class Prequential:
+    """Cumulative and rolling prequential metrics of one model.
+
+    ``update`` takes the true label and what the model predicted *before* learning it
+    (class probabilities for classifiers, a number for regressors) and returns the
+    per-event loss (log loss, or squared error), which the promotion policy pairs.
+
+    >>> m = Prequential("binary", window=2)
+    >>> for y, p in [(True, 0.9), (False, 0.2), (True, 0.4)]:
+    ...     _ = m.update(y, {True: p, False: 1 - p})
+    >>> round(m.report()["accuracy"], 3), round(m.report()["rolling_accuracy"], 3)
+    (0.667, 0.5)
+    """
+
+    def __init__(self, task: str, window: int) -> None:
+        self.task = task
+        self.n = 0
+        self._sums = [0.0, 0.0]  # correct/log loss, or absolute/squared error
+        self._rolling = [RollingMean(window), RollingMean(window)]
+
+    def update(self, y_true: Any, y_pred: Any) -> float:
+        """Score one prediction against its label; returns the event's loss."""
+        if self.task == "regression":
+            err = y_true - y_pred
+            first, loss = abs(err), err * err
+        else:
+            first = 1.0 if predicted_label(y_pred) == y_true else 0.0
+            loss = log_loss(y_true, y_pred, self.task)
+        self.n += 1
+        sums, rolling = self._sums, self._rolling
+        sums[0] += first
+        sums[1] += loss
+        rolling[0].update(first)
+        rolling[1].update(loss)
+        return loss
+
+    def report(self) -> dict[str, float]:
+        """The metrics by name: cumulative, and ``rolling_*`` over the window."""
+        n = self.n or 1
+        first, second = self._sums[0] / n, self._sums[1] / n
+        r_first, r_second = self._rolling[0].get(), self._rolling[1].get()
+        if self.task == "regression":
+            return {
+                "mae": first,
+                "rmse": math.sqrt(second),
+                "rolling_mae": r_first,
+                "rolling_rmse": math.sqrt(r_second),
+                "n": float(self.n),
+            }
+        return {
+            "accuracy": first,
+            "log_loss": second,
+            "rolling_accuracy": r_first,
+            "rolling_log_loss": r_second,
+            "n": float(self.n),
+        }
+
+    @property
+    def primary(self) -> str:
+        """The metric users watch first for this task."""
+        return "mae" if self.task == "regression" else "accuracy"

@@ -1,0 +1,110 @@
+"""Incremental per-entity features: aggregates over each entity's past events.
+
+The learn flow keeps one :class:`EntityFeatures` per Kafka partition as keyed Bytewax
+state (an entity's events share a partition, since producers key them by entity), and
+the gRPC server applies the same :meth:`EntityFeatures.peek` to the values the flow
+writes to Redis, so serving and learning compute features the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+AGGREGATES = ("count", "since_last")
+
+
+class FeatureSpecError(ValueError):
+    """An entity feature that is not ``count``, ``since_last`` or ``mean:FIELD``."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which aggregates to compute: ``count``, ``since_last`` and ``mean:FIELD`` items."""
+
+    count: bool = False
+    since_last: bool = False
+    mean_of: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> FeatureSpec:
+        """Parse ``("count", "since_last", "mean:amount")``-style items."""
+        count = since_last = False
+        mean_of: list[str] = []
+        for item in items:
+            if item == "count":
+                count = True
+            elif item == "since_last":
+                since_last = True
+            elif item.startswith("mean:") and len(item) > 5:
+                mean_of.append(item[5:])
+            else:
+                raise FeatureSpecError(
+                    f"unknown entity feature {item!r}: use count, since_last or mean:FIELD"
+                )
+        return cls(count, since_last, tuple(mean_of))
+
+    def __bool__(self) -> bool:
+        return self.count or self.since_last or bool(self.mean_of)
+
+
+# Per entity: [events seen, time of the last event, sum of each mean_of field...]
+EntityState = list[float]
+
+
+class EntityFeatures:
+    """Running aggregates per entity, added to each event's features.
+
+    The features of an event include the event itself (its count is 1 on first sight) and
+    ``since_last`` is 0 for an entity's first event.
+
+    >>> f = EntityFeatures(FeatureSpec.parse(["count", "since_last", "mean:amount"]))
+    >>> f.update("alice", 10.0, {"amount": 4.0})
+    {'amount': 4.0, 'entity_count': 1.0, 'entity_since_last': 0.0, 'entity_mean_amount': 4.0}
+    >>> f.update("alice", 12.5, {"amount": 2.0})["entity_since_last"]
+    2.5
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.entities: dict[str, EntityState] = {}
+
+    def update(self, entity: str, time: float, features: dict[str, float]) -> dict[str, float]:
+        """Fold the event into its entity's state and return its features with the aggregates."""
+        state = self.entities.get(entity)
+        if state is None:
+            state = [0.0, time] + [0.0] * len(self.spec.mean_of)
+            self.entities[entity] = state
+        since_last = time - state[1]
+        state[0] += 1.0
+        state[1] = time
+        for i, name in enumerate(self.spec.mean_of):
+            state[2 + i] += float(features.get(name, 0.0))
+        return self._augment(features, state, since_last)
+
+    def peek(self, state: EntityState | None, time: float, features: dict[str, float]) -> dict:
+        """The features an event would get from ``state``, without changing anything.
+
+        This is what a server computes for a request: the entity's stored state plus the
+        request itself, as if the request were the entity's next event.
+        """
+        if state is None:
+            state = [0.0, time] + [0.0] * len(self.spec.mean_of)
+        after = [state[0] + 1.0, time] + [
+            total + float(features.get(name, 0.0))
+            for total, name in zip(state[2:], self.spec.mean_of, strict=True)
+        ]
+        return self._augment(features, after, time - state[1])
+
+    def _augment(
+        self, features: dict[str, float], state: EntityState, since_last: float
+    ) -> dict[str, float]:
+        spec = self.spec
+        out = dict(features)
+        if spec.count:
+            out["entity_count"] = state[0]
+        if spec.since_last:
+            out["entity_since_last"] = since_last
+        for i, name in enumerate(spec.mean_of):
+            out[f"entity_mean_{name}"] = state[2 + i] / state[0]
+        return out

@@ -1,0 +1,130 @@
+"""What an event and a label are, and the checks every entry point applies to them.
+
+The learn flow, the gRPC server and offline evaluation validate input with these same
+functions, so a feature map that one of them accepts is accepted by all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+TASKS = ("binary", "multiclass", "regression")
+
+Label = bool | str | int | float
+
+
+class InvalidInput(ValueError):
+    """Input that cannot be learned from or scored.
+
+    ``reason`` is a short stable code (used in dead letters and metric labels), ``field``
+    names the offending field when there is one, and the message says what was wrong.
+    """
+
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+
+
+@dataclass(slots=True)
+class Event:
+    """One event to score: its id, event time (epoch seconds), entity key and features.
+
+    ``label`` is set when the label travels with the event (test-then-train at once);
+    ``origin`` is whatever the caller needs to report an error about it later.
+    """
+
+    id: str
+    time: float
+    entity: str
+    features: dict[str, float]
+    label: Label | None = None
+    origin: Any = None
+
+
+@dataclass(slots=True)
+class LabelMessage:
+    """The label of an event that was scored earlier, joined to it by event id."""
+
+    id: str
+    label: Label
+    time: float
+    origin: Any = None
+
+
+def check_features(features: Any) -> dict[str, float]:
+    """Return ``features`` if it maps names to finite numbers, else raise :class:`InvalidInput`.
+
+    >>> check_features({"a": 1, "b": 2.5})
+    {'a': 1, 'b': 2.5}
+    >>> check_features({"a": "x"})
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: feature 'a' must be a number, got str
+    """
+    if not isinstance(features, dict):
+        raise InvalidInput("bad_features", "features must be an object of name: number")
+    for name, value in features.items():
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                raise InvalidInput("non_finite", f"feature {name!r} is {value}", name)
+        elif kind is not int:
+            raise InvalidInput(
+                "bad_feature", f"feature {name!r} must be a number, got {_type_name(value)}", name
+            )
+    return features
+
+
+def check_schema(features: dict[str, float], expected: frozenset[str]) -> None:
+    """Raise :class:`InvalidInput` naming the first expected feature that is missing."""
+    if expected.issubset(features.keys()):
+        return
+    missing = sorted(expected.difference(features.keys()))
+    raise InvalidInput(
+        "missing_feature", f"missing feature(s): {', '.join(map(repr, missing))}", missing[0]
+    )
+
+
+def check_label(task: str, label: Any) -> Label:
+    """Return ``label`` if its type fits ``task``, else raise :class:`InvalidInput`.
+
+    Binary labels are booleans (0 and 1 become ``False`` and ``True``), multiclass labels
+    strings or integers, regression labels finite numbers.
+
+    >>> check_label("binary", True)
+    True
+    >>> check_label("regression", "high")
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: a regression label must be a number, got str
+    """
+    kind = type(label)
+    if task == "binary":
+        if kind is bool:
+            return label
+        if kind is int and label in (0, 1):
+            return bool(label)
+        expected = "true, false, 0 or 1"
+        ok = False
+    elif task == "multiclass":
+        ok = kind is str or kind is int
+        expected = "a string or an integer"
+    else:
+        ok = (kind is float and math.isfinite(label)) or kind is int
+        expected = "a number"
+    if not ok:
+        raise InvalidInput(
+            "bad_label", f"a {task} label must be {expected}, got {_type_name(label)}", "label"
+        )
+    return label
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return str(value)
+    return type(value).__name__
