@@ -1,0 +1,291 @@
+"""Kafka wiring for the flows: client configs, topic creation, and a batch source and sink.
+
+The source emits one item per poll of a partition (a list of :class:`Raw` messages), and
+the sink takes lists of :class:`Out` messages, so the dataflow pays its per-item cost once
+per batch instead of once per message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# librdkafka waits 1 s between fetches of an empty queue by default, which stalls
+# consumers of a quiet partition (and of Tansu); 10 ms keeps latency low.
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "group.id": "riverrun",
+    "enable.auto.commit": False,
+    "fetch.queue.backoff.ms": 10,
+    "fetch.wait.max.ms": 50,
+}
+PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 2, "enable.idempotence": False}
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers did not answer; the message names them."""
+
+
+@dataclass(slots=True)
+class Raw:
+    """One message as read from Kafka: where it came from and its bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class Out:
+    """One message to write: key, value and optional headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def consumer(bootstrap: str, **overrides: Any) -> Consumer:
+    """A consumer with riverrun's defaults (no group management is used)."""
+    return Consumer({"bootstrap.servers": bootstrap, **CONSUMER_DEFAULTS, **overrides})
+
+
+def producer(bootstrap: str, **overrides: Any) -> Producer:
+    """A producer with riverrun's defaults."""
+    return Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **overrides})
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: float = 30) -> None:
+    """Create whichever of ``topics`` do not exist yet, with ``partitions`` partitions."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0]}") from None
+    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing],
+        operation_timeout=timeout,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"cannot create Kafka topic {topic!r}: {exc}") from None
+
+
+def partition_count(bootstrap: str, topic: str, timeout: float = 30) -> int:
+    """How many partitions ``topic`` has; a clear error if it does not exist."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise RuntimeError(f"Kafka topic {topic!r} does not exist on {bootstrap}")
+    return len(meta.partitions)
+
+
+def end_offsets(bootstrap: str, topic: str, timeout: float = 30) -> dict[int, int]:
+    """The offset after the last message of every partition of ``topic``, right now.
+
+    Tansu reports as high watermark the base offset of the last record *batch* plus one,
+    so the watermark is only trusted as a lower bound: the last batch is read from there
+    and the end is one past its last record (on Apache Kafka the two agree).
+    """
+    c = consumer(bootstrap)
+    try:
+        return {
+            p: _true_end(c, TopicPartition(topic, p), timeout)
+            for p in range(partition_count(bootstrap, topic, timeout))
+        }
+    finally:
+        c.close()
+
+
+def _true_end(c: Consumer, tp: TopicPartition, timeout: float) -> int:
+    low, high = c.get_watermark_offsets(tp, timeout=timeout)
+    if high <= low:
+        return int(high)
+    c.assign([TopicPartition(tp.topic, tp.partition, high - 1)])
+    end = high
+    deadline = time.monotonic() + timeout
+    first: list[Message] = []
+    while not first and time.monotonic() < deadline:
+        first = [m for m in c.consume(1000, 0.1) if m.error() is None]
+    if not first:
+        raise RuntimeError(
+            f"cannot read the end of {tp.topic}[{tp.partition}] at offset {high - 1}"
+        )
+    batch = first
+    while batch:  # the rest of the last record batch came in the same fetch
+        end = max(end, *(cast(int, m.offset()) + 1 for m in batch))
+        batch = [m for m in c.consume(1000, 0) if m.error() is None]
+    c.unassign()
+    return int(end)
+
+
+class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        part: int,
+        start: int,
+        stop: int | None,
+        batch_size: int,
+        config: dict[str, Any],
+    ) -> None:
+        self._consumer = consumer(bootstrap, **config)
+        self._consumer.assign([TopicPartition(topic, part, start)])
+        self._topic = topic
+        self._part = part
+        self._offset = start
+        self._stop = stop
+        self._batch_size = batch_size
+
+    def next_batch(self) -> list[list[Raw]]:
+        if self._stop is not None and self._offset >= self._stop:
+            raise StopIteration()
+        msgs = self._consumer.consume(self._batch_size, 0)
+        batch = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise RuntimeError(f"Kafka error on {self._topic}: {err}")
+                continue  # transient: librdkafka retries by itself
+            offset = cast(int, msg.offset())
+            if self._stop is not None and offset >= self._stop:
+                break
+            value = msg.value()
+            batch.append(
+                Raw(self._topic, self._part, offset, msg.key(), value if value else b"",
+                    msg.timestamp()[1])
+            )  # fmt: skip
+            self._offset = offset + 1
+        return [batch] if batch else []
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._consumer.close()
+
+
+class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
+    """Read Kafka partitions as batches of :class:`Raw` messages, resumable by offset.
+
+    ``tail=True`` follows the topics forever; ``tail=False`` stops each partition at the
+    high watermark it had when the flow started (or at ``stop_offsets``), which bounds
+    replays and demos. ``start_offsets`` maps ``(topic, partition)`` to a first offset.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        *,
+        tail: bool = True,
+        batch_size: int = 1000,
+        start_offsets: dict[tuple[str, int], int] | None = None,
+        stop_offsets: dict[tuple[str, int], int] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._tail = tail
+        self._batch_size = batch_size
+        self._start = start_offsets or {}
+        self._stop = stop_offsets
+        self._config = config or {}
+
+    def list_parts(self) -> list[str]:
+        return [
+            f"{p}-{topic}"
+            for topic in self._topics
+            for p in range(partition_count(self._bootstrap, topic))
+        ]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _BatchPartition:
+        idx, topic = for_part.split("-", 1)
+        part = int(idx)
+        start = resume_state
+        if start is None:
+            start = self._start.get((topic, part), OFFSET_BEGINNING)
+        stop: int | None = None
+        if self._stop is not None:
+            stop = self._stop.get((topic, part), 0)
+        elif not self._tail:
+            stop = end_offsets(self._bootstrap, topic)[part]
+        if start == OFFSET_BEGINNING and stop is not None:
+            start = self._low_watermark(topic, part)
+        return _BatchPartition(
+            self._bootstrap, topic, part, start, stop, self._batch_size, self._config
+        )
+
+    def _low_watermark(self, topic: str, part: int) -> int:
+        c = consumer(self._bootstrap)
+        try:
+            return int(c.get_watermark_offsets(TopicPartition(topic, part), timeout=30)[0])
+        finally:
+            c.close()
+
+
+class _SinkPartition(StatelessSinkPartition[list[Out]]):
+    def __init__(self, bootstrap: str, topic: str, config: dict[str, Any]) -> None:
+        self._producer = producer(bootstrap, **config)
+        self._topic = topic
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def write_batch(self, items: list[list[Out]]) -> None:
+        produce = self._producer.produce
+        for batch in items:
+            for out in batch:
+                while True:
+                    try:
+                        produce(self._topic, out.value, out.key, headers=out.headers,  # type: ignore[arg-type]
+                                on_delivery=self._on_delivery)  # fmt: skip
+                        break
+                    except BufferError:  # local queue full: let deliveries drain
+                        self._producer.poll(0.05)
+        # Flushing before the epoch closes makes outputs at-least-once with recovery.
+        self._producer.flush()
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"could not write to Kafka topic {self._topic!r}: {errors[0]}")
+
+    def close(self) -> None:
+        self._producer.flush()
+
+
+class KafkaBatchSink(DynamicSink[list[Out]]):
+    """Write batches of :class:`Out` messages to one topic, flushed before each epoch ends."""
+
+    def __init__(self, bootstrap: str, topic: str, config: dict[str, Any] | None = None) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._config = config or {}
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPartition:
+        return _SinkPartition(self._bootstrap, self._topic, self._config)

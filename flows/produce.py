@@ -1,0 +1,151 @@
+"""The stream producer: a named dataset to the ``events`` topic, as JSON events and labels.
+
+Labels travel inline in each event, or with ``delay_labels=N`` as separate label messages
+N events later, in exactly the order ``river.stream.simulate_qa`` gives (so
+``progressive_val_score(delay=N)`` sees the same stream): on the events topic keyed by
+entity (same partition as the event), or on the labels topic keyed by event id.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from river import stream as river_stream
+from tqdm import tqdm
+
+from flows.codec import encode
+from flows.kafka_io import ensure_topics, producer
+from models.datasets import Stream, open_stream
+
+
+@dataclass(frozen=True)
+class ProduceRequest:
+    """What to produce and how fast."""
+
+    dataset: str
+    events: int | None
+    seed: int = 42
+    rate: float | None = None
+    delay_labels: int = 0
+    labels_topic: bool = False
+    drift_every: int = 12_500
+    entities: int = 100
+    id_prefix: str | None = None
+    start_time: float | None = None
+
+
+@dataclass(frozen=True)
+class ProduceSummary:
+    """What was written."""
+
+    events: int
+    labels: int
+    task: str
+    drifts: tuple[int, ...]
+    id_prefix: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message to send: which topic kind, key and value."""
+
+    to_labels: bool
+    key: bytes
+    value: bytes
+    is_event: bool
+
+
+def messages(req: ProduceRequest, stream: Stream, prefix: str) -> Iterator[Message]:
+    """The stream as Kafka messages, in the order they must be written."""
+    rng = random.Random(req.seed)
+    step = 1.0 / req.rate if req.rate else 0.001
+    start = req.start_time if req.start_time is not None else time.time()
+    entity_of: dict[int, str] = {}
+    time_of: dict[int, float] = {}
+    delay = req.delay_labels or None
+    for i, x, y in _questions_and_answers(stream, delay):
+        if delay is None or y is None:  # a question: the event itself
+            entity = f"entity-{rng.randrange(req.entities)}"
+            event: dict[str, Any] = {
+                "id": f"{prefix}-{i}",
+                "time": start + i * step,
+                "entity": entity,
+                "features": x,
+            }
+            if delay is None:
+                event["label"] = y
+            else:
+                entity_of[i], time_of[i] = entity, event["time"]
+            yield Message(False, entity.encode(), encode(event), True)
+            continue
+        entity = entity_of.pop(i)
+        label = {"kind": "label", "id": f"{prefix}-{i}", "label": y, "time": time_of.pop(i)}
+        key = f"{prefix}-{i}" if req.labels_topic else entity
+        yield Message(req.labels_topic, key.encode(), encode(label), False)
+
+
+def _questions_and_answers(stream: Stream, delay: int | None) -> Iterator[tuple[int, dict, Any]]:
+    if delay is None:
+        for i, (x, y) in enumerate(stream.samples):
+            yield i, x, y
+        return
+    yield from river_stream.simulate_qa(
+        stream.samples,  # type: ignore[arg-type]
+        moment=None,
+        delay=delay,
+        copy=False,
+    )
+
+
+def produce(
+    req: ProduceRequest,
+    bootstrap: str,
+    events_topic: str,
+    labels_topic: str,
+    *,
+    partitions: int = 1,
+    progress: bool = True,
+) -> ProduceSummary:
+    """Write the requested stream to Kafka, paced by ``rate`` (events/s) if given."""
+    stream = open_stream(req.dataset, seed=req.seed, events=req.events, drift_every=req.drift_every)
+    prefix = req.id_prefix or uuid.uuid4().hex[:8]
+    ensure_topics(bootstrap, [events_topic, labels_topic], partitions)
+    out = producer(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000})
+    n_events = n_labels = 0
+    began = time.monotonic()
+    bar = tqdm(total=stream.size, unit="ev", desc=f"produce {req.dataset}", disable=not progress)
+    try:
+        for msg in messages(req, stream, prefix):
+            topic = labels_topic if msg.to_labels else events_topic
+            _send(out, topic, msg.key, msg.value)
+            if msg.is_event:
+                n_events += 1
+                bar.update(1)
+                if req.rate:
+                    ahead = n_events / req.rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            else:
+                n_labels += 1
+        out.flush()
+    finally:
+        bar.close()
+    return ProduceSummary(
+        n_events, n_labels, stream.task, stream.drifts, prefix, time.monotonic() - began
+    )
+
+
+def _send(out: Any, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            out.produce(topic, value, key)
+            out.poll(0)
+            return
+        except BufferError:  # local queue full: wait for deliveries
+            out.poll(0.05)
