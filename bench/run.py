@@ -1,0 +1,32 @@
+"""``riverrun bench``: every benchmark in one process tree, a table each and one JSON file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import Report, write_reports
+from bench.throughput import throughput
+from riverrun.local import local_stack
+from riverrun.settings import Settings
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """How big to run, and where to write the JSON."""
+
+    quick: bool = False
+    out: Path = Path("bench/results/bench.json")
+
+
+def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
+    """Start a local stack, run the benchmarks, print their tables, write the JSON."""
+    events = 20_000 if req.quick else 200_000
+    reports: list[Report] = []
+    with local_stack() as stack:
+        s = Settings.from_env(stack.env()).override({"seed": settings.seed})
+        reports.append(throughput(s, events=events))
+        print(reports[-1].table(), flush=True)
+    write_reports(reports, req.out)
+    print(f"results written to {req.out}")
+    return reports

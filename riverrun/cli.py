@@ -1,0 +1,201 @@
+"""``riverrun``: the one command line of the project.
+
+Each subcommand parses its flags into the shared :class:`~riverrun.settings.Settings`
+(flags override ``RIVERRUN_*`` variables) and hands off to the module that does the work.
+Known failures end with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import KafkaException
+
+from flows.kafka_io import KafkaUnavailable
+from models.datasets import DATASETS, DatasetError
+from models.features import FeatureSpecError
+from models.specs import SpecError
+from riverrun import local_cmd
+from riverrun.local import LauncherError
+from riverrun.settings import Settings, SettingsError, add_flags, from_args
+
+KAFKA = ("bootstrap_servers",)
+TOPICS = (
+    "topic_events", "topic_labels", "topic_predictions", "topic_shadow", "topic_deadletter",
+    "topic_drift", "partitions",
+)  # fmt: skip
+MODEL = ("model_name", "model_spec", "challengers", "task", "seed", "entity_features")
+FLOW = (
+    "rolling_window", "label_ttl", "max_pending", "max_message_bytes", "batch_size",
+    "status_interval", "epoch_interval", "follow", "processes", "recovery_dir",
+)  # fmt: skip
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+class CommandError(RuntimeError):
+    """A command cannot do what was asked; the message says why in one line."""
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.produce import ProduceRequest, produce
+
+    req = ProduceRequest(
+        dataset=args.dataset,
+        events=args.events,
+        seed=settings.seed,
+        rate=args.rate,
+        delay_labels=args.delay_labels,
+        labels_topic=args.labels_topic,
+        drift_every=args.drift_every,
+        entities=args.entities,
+        id_prefix=args.id_prefix,
+    )
+    summary = produce(
+        req,
+        settings.bootstrap_servers,
+        settings.topic_events,
+        settings.topic_labels,
+        partitions=settings.partitions,
+        progress=not args.quiet,
+    )
+    where = settings.topic_labels if args.labels_topic else settings.topic_events
+    print(
+        f"produced {summary.events} {summary.task} events to {settings.topic_events} "
+        f"(ids {summary.id_prefix}-*) in {summary.seconds:.1f} s"
+        + (f", {summary.labels} delayed labels to {where}" if summary.labels else "")
+        + (f"; concept drifts at {', '.join(map(str, summary.drifts))}" if summary.drifts else "")
+    )
+    return 0
+
+
+def _learn(args: argparse.Namespace, settings: Settings) -> int:
+    from riverrun.runner import run_learn
+
+    return run_learn(settings)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from riverrun.demo import DemoRequest, run_demo
+
+    req = DemoRequest(
+        dataset=args.dataset,
+        events=args.events,
+        delay_labels=args.delay_labels,
+        drift_every=args.drift_every,
+        report_path=args.report,
+    )
+    return run_demo(req, settings)
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from bench.run import BenchRequest, run_bench
+
+    run_bench(BenchRequest(quick=args.quick, out=Path(args.out)), settings)
+    return 0
+
+
+def _add_stream_flags(p: argparse.ArgumentParser, events_default: int | None) -> None:
+    p.add_argument(
+        "--dataset",
+        default="agrawal-drift",
+        choices=sorted(DATASETS),
+        help="stream to produce (default: agrawal-drift)",
+    )
+    p.add_argument(
+        "--events",
+        type=int,
+        default=events_default,
+        help="number of events (default: all of a bundled dataset"
+        + (f", {events_default}" if events_default else "")
+        + ")",
+    )
+    p.add_argument(
+        "--delay-labels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="send each label N events after its event (default: inline)",
+    )
+    p.add_argument(
+        "--drift-every",
+        type=int,
+        default=12_500,
+        metavar="N",
+        help="events between abrupt drifts of *-drift streams (default: 12500)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="riverrun", description="Streaming MLOps for models that learn online."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    local_cmd.add_parser(sub)
+
+    p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
+    _add_stream_flags(p, None)
+    p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    p.add_argument(
+        "--labels-topic",
+        action="store_true",
+        help="send delayed labels to the labels topic, keyed by event id",
+    )
+    p.add_argument("--entities", type=int, default=100, help="distinct entity keys")
+    p.add_argument("--id-prefix", default=None, help="event id prefix (default: random)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_flags(p, KAFKA + TOPICS + ("seed",))
+    p.set_defaults(handler=_produce)
+
+    p = sub.add_parser("learn", help="run the learn flow (Kafka in, predictions out)")
+    add_flags(p, (*KAFKA, "redis_url", *TOPICS, *MODEL, *FLOW))
+    p.set_defaults(handler=_learn)
+
+    p = sub.add_parser("demo", help="the whole loop on a local broker and Redis")
+    _add_stream_flags(p, 50_000)
+    p.add_argument("--report", default=None, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--model", dest="model_spec", default=None, help="champion spec (logreg)")
+    add_flags(p, ("challengers", "seed", "entity_features", "rolling_window"))
+    p.set_defaults(handler=_demo)
+
+    p = sub.add_parser("bench", help="measure throughput and latency against baselines")
+    p.add_argument("--quick", action="store_true", help="small sizes (under 3 minutes)")
+    p.add_argument("--out", default="bench/results/bench.json", help="where to write the JSON")
+    add_flags(p, ("seed",))
+    p.set_defaults(handler=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``riverrun`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        settings = from_args(args)
+        return handler(args, settings)
+    except (
+        CommandError, SettingsError, SpecError, DatasetError, FeatureSpecError, LauncherError,
+        KafkaException, KafkaUnavailable,
+    ) as exc:  # fmt: skip
+        print(f"riverrun {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"riverrun {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Runs the learn flow: in this process, or as a cluster of Bytewax processes.
+
+Bytewax worker threads share one GIL, so riverrun scales with processes: ``processes=N``
+spawns N ``python -m bytewax.run flows.learn:flow -i K -a ...`` children that read the same
+``RIVERRUN_*`` settings, and stops them all if one fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
+
+from flows.kafka_io import ensure_topics
+from flows.learn import build_flow
+from models.features import FeatureSpec
+from models.specs import build_model
+from riverrun.local import free_port
+from riverrun.settings import Settings
+
+
+def learn_topics(settings: Settings) -> list[str]:
+    """Every topic the learn flow reads or writes."""
+    return [
+        settings.topic_events,
+        settings.topic_labels,
+        settings.topic_predictions,
+        settings.topic_shadow,
+        settings.topic_deadletter,
+        settings.topic_drift,
+    ]
+
+
+def run_learn(settings: Settings) -> int:
+    """Run the learn flow until its input ends (``follow=False``) or it is stopped."""
+    check_learn_settings(settings)
+    ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
+    if settings.processes == 1:
+        cli_main(
+            build_flow(settings, tail=settings.follow),
+            epoch_interval=timedelta(seconds=settings.epoch_interval),
+            recovery_config=_recovery(settings),
+        )
+        return 0
+    return _run_cluster(settings)
+
+
+def check_learn_settings(settings: Settings) -> None:
+    """Fail fast, before touching Kafka, on a spec or feature list that cannot work."""
+    FeatureSpec.parse(settings.entity_features)
+    for spec in (settings.model_spec, *settings.challengers):
+        build_model(spec, settings.task, settings.seed)
+
+
+def _recovery(settings: Settings) -> RecoveryConfig | None:
+    if not settings.recovery_dir:
+        return None
+    return RecoveryConfig(settings.recovery_dir)
+
+
+def _run_cluster(settings: Settings) -> int:
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(settings.processes))
+    env = {**os.environ, **settings.to_env()}
+    argv = [sys.executable, "-m", "bytewax.run", "flows.learn:flow", "-a", addresses]
+    argv += ["-s", str(settings.epoch_interval)]
+    if settings.recovery_dir:
+        argv += ["-r", settings.recovery_dir]
+    children = [subprocess.Popen([*argv, "-i", str(k)], env=env) for k in range(settings.processes)]
+    try:
+        while True:
+            codes = [c.poll() for c in children]
+            if any(code not in (None, 0) for code in codes):
+                return next(code for code in codes if code not in (None, 0))
+            if all(code == 0 for code in codes):
+                return 0
+            time.sleep(0.2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            child.wait()
