@@ -1,0 +1,51 @@
+"""Shared fixtures: one real broker and Redis per test session, fresh topics per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from riverrun.local import LocalStack, local_stack
+from riverrun.settings import Settings
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A Tansu broker and a redis-server on free loopback ports, for the whole session."""
+    with local_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture
+def make_settings(stack: LocalStack, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """Settings pointing at the session stack, with topics and a model name of this test's own."""
+
+    def make(**overrides: object) -> Settings:
+        tag = f"{request.node.name[:40]}-{next(_names)}".replace("[", "-").replace("]", "")
+        base = Settings.from_env(stack.env()).override(
+            {
+                "topic_events": f"{tag}-events",
+                "topic_labels": f"{tag}-labels",
+                "topic_predictions": f"{tag}-predictions",
+                "topic_shadow": f"{tag}-shadow",
+                "topic_deadletter": f"{tag}-deadletter",
+                "topic_drift": f"{tag}-drift",
+                "model_name": tag,
+                "follow": False,
+                "status_interval": 0.2,
+            }
+        )
+        return base.override(overrides)
+
+    return make
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A scratch directory of this test."""
+    return tmp_path

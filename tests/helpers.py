@@ -1,0 +1,91 @@
+"""Helpers of the integration tests: read a topic whole, write raw messages, run a flow."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import TopicPartition
+
+from flows.kafka_io import consumer, end_offsets, ensure_topics, producer
+from riverrun.runner import learn_topics, run_learn
+from riverrun.settings import Settings
+
+
+@dataclass
+class Message:
+    """A message read back from a topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+    def json(self) -> Any:
+        """The value parsed as JSON."""
+        return orjson.loads(self.value)
+
+
+def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[Message]:
+    """Every message of ``topic`` up to its current end, in partition then offset order."""
+    ends = end_offsets(settings.bootstrap_servers, topic)
+    c = consumer(settings.bootstrap_servers)
+    out: list[Message] = []
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in ends])
+        remaining = {p: end for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end {ends}: left {remaining}")
+            for m in c.consume(1000, 0.2):
+                if m.error() is not None or m.partition() not in remaining:
+                    continue
+                out.append(
+                    Message(m.partition(), m.offset(), m.key(), m.value() or b"",
+                            dict(m.headers() or [])))  # fmt: skip
+                if m.offset() + 1 >= remaining[m.partition()]:
+                    del remaining[m.partition()]
+    finally:
+        c.close()
+    out.sort(key=lambda m: (m.partition, m.offset))
+    return out
+
+
+def write_raw(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    """Write ``(key, value)`` messages to ``topic`` as they are."""
+    ensure_topics(settings.bootstrap_servers, [topic], settings.partitions)
+    p = producer(settings.bootstrap_servers)
+    for key, value in messages:
+        p.produce(topic, value, key)
+    p.flush()
+
+
+def event(
+    i: int,
+    features: dict[str, Any],
+    label: Any = None,
+    *,
+    prefix: str = "e",
+    entity: str = "a",
+    t0: float = 1_000_000.0,
+) -> bytes:
+    """The JSON bytes of a well-formed event number ``i``."""
+    body: dict[str, Any] = {
+        "id": f"{prefix}{i}",
+        "time": t0 + i,
+        "entity": entity,
+        "features": features,
+    }
+    if label is not None:
+        body["label"] = label
+    return orjson.dumps(body)
+
+
+def run_flow_to_end(settings: Settings) -> None:
+    """Run the learn flow in this process until the topics' current end."""
+    ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
+    run_learn(settings.override({"follow": False}))

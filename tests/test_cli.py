@@ -1,0 +1,118 @@
+"""The command line as a user meets it: local up/down, the demo, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
+
+
+def _server_pids() -> set[int]:
+    """Pids of every Tansu broker and redis-server on this machine."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"tansu" in cmd or b"redis-server" in cmd:
+                pids.add(int(entry.name))
+    return pids
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERRUN_")}
+    return {**env, **extra}
+
+
+def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
+    before = _server_pids()
+    env = _env(XDG_RUNTIME_DIR=str(tmp_path))
+    up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
+    assert up.stdout is not None
+    exports: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while "RIVERRUN_REGISTRY_KEY" not in exports and time.monotonic() < deadline:
+        line = up.stdout.readline()
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].strip().partition("=")
+            exports[name] = value
+    assert set(exports) == {
+        "RIVERRUN_BOOTSTRAP_SERVERS", "RIVERRUN_REDIS_URL", "RIVERRUN_REGISTRY_KEY"
+    }  # fmt: skip
+    assert exports["RIVERRUN_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
+    admin = AdminClient({"bootstrap.servers": exports["RIVERRUN_BOOTSTRAP_SERVERS"]})
+    assert admin.list_topics(timeout=10).topics is not None
+    del admin
+    assert redis.Redis.from_url(exports["RIVERRUN_REDIS_URL"]).ping()
+    started = _server_pids() - before
+    assert len(started) == 2
+
+    down = subprocess.run([*RIVERRUN, "local", "down"], env=env, capture_output=True, text=True)
+    assert down.returncode == 0, down.stderr
+    assert up.wait(30) == 0
+    assert not (_server_pids() & started), "local down left a server running"
+
+
+def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
+    before = _server_pids()
+    env = _env(XDG_RUNTIME_DIR=str(tmp_path))
+    up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
+    assert up.stdout is not None
+    while not up.stdout.readline().startswith("# logs in"):
+        assert up.poll() is None
+    up.send_signal(signal.SIGINT)
+    assert up.wait(30) == 0
+    assert not (_server_pids() - before)
+
+
+def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    before = _server_pids()
+    report_path = tmp_path / "report.json"
+    done = subprocess.run(
+        [*RIVERRUN, "demo", "--events", "4000", "--drift-every", "1000", "--report",
+         str(report_path)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(report_path.read_bytes())
+    assert report["events_in"] == 4000 and report["predictions_out"] == 4000
+    assert report["deadletter"] == 0 and report["labelled"] == 4000
+    champion = report["models"]["logreg"]
+    assert champion["role"] == "champion" and 0.5 < champion["metrics"]["accuracy"] <= 1.0
+    assert "labelled" in done.stdout and "logreg" in done.stdout
+    assert not (_server_pids() - before), "the demo left a server running"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["learn", "--model-spec", "nosuch"], {}, "unknown model spec 'nosuch'"),
+        (["learn", "--model-spec", "linreg"], {}, "does not do binary"),
+        (["learn"], {"RIVERRUN_SEED": "x"}, "RIVERRUN_SEED='x': expected int"),
+        (["learn", "--entity-features", "median"], {}, "unknown entity feature 'median'"),
+        (["learn", "--model-spec", "collections:OrderedDict"], {}, "not a River estimator"),
+        (["learn", "--model-spec", "json:dumps"], {}, "the factory raised TypeError"),
+        (["produce", "--bootstrap-servers", "127.0.0.1:1", "--dataset", "phishing"],
+         {}, "cannot reach Kafka at 127.0.0.1:1"),
+    ],
+)  # fmt: skip
+def test_bad_requests_exit_2_with_one_line(argv: list[str], env: Any, message: str) -> None:
+    done = subprocess.run(
+        [*RIVERRUN, *argv], env=_env(**env), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("%")]
+    assert len(lines) == 1 and message in lines[0], done.stderr

@@ -1,0 +1,61 @@
+"""Labels on their own topic join exactly once to the features seen at prediction time."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import orjson
+import redis
+
+from models.features import EntityFeatures, FeatureSpec
+from models.status import read_status
+from tests import recorder
+from tests.helpers import event, read_topic, run_flow_to_end, write_raw
+
+
+def _label(i: int | str, value: bool) -> tuple[bytes, bytes]:
+    eid = f"e{i}" if isinstance(i, int) else i
+    return eid.encode(), orjson.dumps({"kind": "label", "id": eid, "label": value})
+
+
+def test_labels_join_once_to_prediction_time_features(make_settings: Any) -> None:
+    rng = random.Random(7)
+    n = 60
+    s = make_settings(model_spec="tests.recorder:make", entity_features=("count", "since_last"),
+                      label_ttl=1000.0)  # fmt: skip
+    truth = {i: rng.random() < 0.5 for i in range(n)}
+    feats = {i: {"i": float(i), "v": rng.random()} for i in range(n)}
+    entity = {i: f"u{i % 4}" for i in range(n)}
+    # Half the labels are written before any event exists; the rest arrive shuffled later.
+    early = [_label(i, truth[i]) for i in range(0, n, 2)]
+    late = [_label(i, truth[i]) for i in range(1, n, 2)]
+    rng.shuffle(late)
+    extra = [_label(5, truth[5]), _label("never-seen", True)]
+    write_raw(s, s.topic_labels, early)
+    events = [(entity[i].encode(), event(i, feats[i], entity=entity[i])) for i in range(n)]
+    # An event that is never labelled, far in the past: it expires once time moves on.
+    events.insert(3, (b"u0", event(999, {"i": 999.0, "v": 0.5}, entity="u9", t0=0.0)))
+    write_raw(s, s.topic_events, events)
+    write_raw(s, s.topic_labels, late + extra)
+
+    recorder.LEARNED.clear()
+    run_flow_to_end(s)
+
+    learned = Counter(int(x["i"]) for x, _ in recorder.LEARNED)
+    assert learned == Counter(range(n)), "every labelled event is learned exactly once"
+    agg = EntityFeatures(FeatureSpec.parse(["count", "since_last"]))
+    expected = {i: agg.update(entity[i], 1_000_000.0 + i, feats[i]) for i in range(n)}
+    for x, y in recorder.LEARNED:
+        i = int(x["i"])
+        assert x == expected[i], f"event {i} learned with features other than at prediction"
+        assert y is truth[i]
+
+    dead = read_topic(s, s.topic_deadletter)
+    dead_ids = Counter(orjson.loads(m.value)["id"] for m in dead)
+    assert dead_ids == Counter({"e5": 1, "never-seen": 1})
+    assert {m.headers["reason"] for m in dead} <= {b"unknown_event_id", b"duplicate_label"}
+    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
+    assert status is not None
+    assert status["labelled"] == n and status["expired"] == 1

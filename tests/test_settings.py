@@ -1,0 +1,51 @@
+"""The settings object: environment, flags, round trip to a child's environment, errors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from riverrun.settings import Settings, SettingsError, add_flags, from_args
+
+
+def test_environment_overrides_defaults_and_round_trips() -> None:
+    env = {
+        "RIVERRUN_BOOTSTRAP_SERVERS": "k:1",
+        "RIVERRUN_CHALLENGERS": "arf, hoeffding",
+        "RIVERRUN_LABEL_TTL": "2.5",
+        "RIVERRUN_FOLLOW": "false",
+        "RIVERRUN_TASK": "regression",
+    }
+    s = Settings.from_env(env)
+    assert s.bootstrap_servers == "k:1"
+    assert s.challengers == ("arf", "hoeffding")
+    assert s.label_ttl == 2.5 and s.follow is False and s.task == "regression"
+    assert Settings.from_env(s.to_env()) == s
+
+
+def test_flags_override_environment() -> None:
+    parser = argparse.ArgumentParser()
+    add_flags(parser, ["seed", "challengers", "follow"])
+    args = parser.parse_args(["--seed", "9", "--challengers", "arf,x", "--no-follow"])
+    s = from_args(args, {"RIVERRUN_SEED": "3", "RIVERRUN_MODEL_SPEC": "hoeffding"})
+    assert (s.seed, s.challengers, s.follow, s.model_spec) == (9, ("arf", "x"), False, "hoeffding")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RIVERRUN_SEED": "many"}, "RIVERRUN_SEED='many': expected int"),
+        ({"RIVERRUN_TASK": "ranking"}, "RIVERRUN_TASK='ranking'"),
+        ({"RIVERRUN_BATCH_SIZE": "0"}, "RIVERRUN_BATCH_SIZE must be at least 1"),
+        ({"RIVERRUN_FOLLOW": "maybe"}, "expected true or false"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_secret_is_not_shown() -> None:
+    s = Settings.from_env({"RIVERRUN_REGISTRY_KEY": "hunter2"})
+    assert "hunter2" not in repr(s)
