@@ -172,13 +172,13 @@ def new_learner(settings: Settings) -> OnlineLearner:
     )
 
 
-def build_flow(settings: Settings, *, tail: bool = True) -> Dataflow:
-    """The learn dataflow for ``settings``; ``tail=False`` stops at the topics' current end."""
+def build_flow(settings: Settings) -> Dataflow:
+    """The learn dataflow; with ``settings.follow`` off it stops at the topics' current end."""
     flow = Dataflow("riverrun-learn")
     source = KafkaBatchSource(
         settings.bootstrap_servers,
         [settings.topic_events, settings.topic_labels],
-        tail=tail,
+        tail=settings.follow,
         batch_size=settings.batch_size,
     )
     raw = op.input("kafka-in", flow, source)

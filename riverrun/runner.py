@@ -41,13 +41,22 @@ def run_learn(settings: Settings) -> int:
     check_learn_settings(settings)
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
     if settings.processes == 1:
-        cli_main(
-            build_flow(settings, tail=settings.follow),
-            epoch_interval=timedelta(seconds=settings.epoch_interval),
-            recovery_config=_recovery(settings),
-        )
+        run_process(settings)
         return 0
     return _run_cluster(settings)
+
+
+def run_process(
+    settings: Settings, process_id: int | None = None, addresses: list[str] | None = None
+) -> None:
+    """Run this process's share of the learn flow (all of it when alone)."""
+    cli_main(
+        build_flow(settings),
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=settings.epoch_interval),
+        recovery_config=_recovery(settings),
+    )
 
 
 def check_learn_settings(settings: Settings) -> None:
@@ -66,16 +75,16 @@ def _recovery(settings: Settings) -> RecoveryConfig | None:
 def _run_cluster(settings: Settings) -> int:
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(settings.processes))
     env = {**os.environ, **settings.to_env()}
-    argv = [sys.executable, "-m", "bytewax.run", "flows.learn:flow", "-a", addresses]
-    argv += ["-s", str(settings.epoch_interval)]
-    if settings.recovery_dir:
-        argv += ["-r", settings.recovery_dir]
-    children = [subprocess.Popen([*argv, "-i", str(k)], env=env) for k in range(settings.processes)]
+    children = [
+        subprocess.Popen([sys.executable, "-m", "riverrun.runner", str(k), addresses], env=env)
+        for k in range(settings.processes)
+    ]
     try:
         while True:
             codes = [c.poll() for c in children]
-            if any(code not in (None, 0) for code in codes):
-                return next(code for code in codes if code not in (None, 0))
+            failed = [code for code in codes if code not in (None, 0)]
+            if failed:
+                return failed[0]
             if all(code == 0 for code in codes):
                 return 0
             time.sleep(0.2)
@@ -85,3 +94,7 @@ def _run_cluster(settings: Settings) -> int:
                 child.terminate()
         for child in children:
             child.wait()
+
+
+if __name__ == "__main__":  # one process of a cluster: PROCESS_ID "HOST:PORT;HOST:PORT;..."
+    run_process(Settings.from_env(), int(sys.argv[1]), sys.argv[2].split(";"))

@@ -1,0 +1,47 @@
+"""The producer: simulate_qa order for delayed labels, the labels topic, pacing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from river import stream
+
+from flows.produce import ProduceRequest, produce
+from models.datasets import open_stream
+from tests.helpers import read_topic
+
+
+def test_delayed_labels_follow_simulate_qa_order(make_settings: Any) -> None:
+    s = make_settings()
+    req = ProduceRequest("bananas", 300, seed=3, delay_labels=7, id_prefix="q")
+    summary = produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+    assert (summary.events, summary.labels) == (300, 300)
+    got = [(m.json().get("kind", "event"), m.json()["id"]) for m in read_topic(s, s.topic_events)]
+    samples = open_stream("bananas", seed=3, events=300).samples
+    expected = [
+        ("event" if y is None else "label", f"q-{i}")
+        for i, _x, y in stream.simulate_qa(samples, moment=None, delay=7)
+    ]
+    assert got == expected
+
+
+def test_labels_topic_is_keyed_by_event_id(make_settings: Any) -> None:
+    s = make_settings()
+    req = ProduceRequest("phishing", 100, delay_labels=5, labels_topic=True, id_prefix="k")
+    produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+    events = read_topic(s, s.topic_events)
+    labels = read_topic(s, s.topic_labels)
+    assert len(events) == 100 and all("label" not in m.json() for m in events)
+    assert [m.key for m in labels] == [f"k-{i}".encode() for i in range(100)]
+    assert all(m.json()["kind"] == "label" and isinstance(m.json()["label"], bool) for m in labels)
+    assert all(m.key == m.json()["entity"].encode() for m in events)
+
+
+def test_rate_paces_the_stream(make_settings: Any) -> None:
+    s = make_settings()
+    req = ProduceRequest("sea-drift", 40, rate=100.0, id_prefix="r")
+    summary = produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+    assert summary.seconds >= 39 / 100.0
+    times = [m.json()["time"] for m in read_topic(s, s.topic_events)]
+    assert times[1] - times[0] == pytest.approx(0.01)
