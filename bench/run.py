@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import Report, write_reports
+from bench.snapshots import snapshots
 from bench.throughput import throughput
 from riverrun.local import local_stack
 from riverrun.settings import Settings
@@ -25,8 +26,12 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
     reports: list[Report] = []
     with local_stack() as stack:
         s = Settings.from_env(stack.env()).override({"seed": settings.seed})
-        reports.append(throughput(s, events=events))
-        print(reports[-1].table(), flush=True)
+        for bench in (
+            lambda: throughput(s, events=events),
+            lambda: snapshots(s, events=10_000, repeats=1 if req.quick else 3),
+        ):
+            reports.append(bench())
+            print(reports[-1].table(), flush=True)
     write_reports(reports, req.out)
     print(f"results written to {req.out}")
     return reports

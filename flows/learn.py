@@ -11,9 +11,9 @@ challengers predict every event and learn every label) → ``predictions``.
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -23,10 +23,13 @@ from bytewax.operators import StatefulBatchLogic
 
 from flows.codec import Parsed, Parser, dead_letter, encode
 from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
+from flows.snapshots import Checkpoint, RegistryLink
 from models.evaluation import Prequential, predicted_label
 from models.features import EntityFeatures, FeatureSpec
 from models.learner import OnlineLearner, Slot
+from models.registry import Registry, RegistryError, model_params
 from models.schema import Event, InvalidInput, LabelMessage
+from models.signing import SignatureError, check_key, dumps_signed, loads_signed
 from models.specs import build_model
 from models.status import write_status
 from riverrun.settings import Settings
@@ -47,8 +50,9 @@ class LearnOut:
 class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
     """Per-entity aggregates for the entities of one source partition."""
 
-    def __init__(self, features: EntityFeatures) -> None:
+    def __init__(self, features: EntityFeatures, key: bytes) -> None:
         self.features = features
+        self.key = key
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[list[Record]], bool]:
         update = self.features.update
@@ -59,7 +63,7 @@ class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
         return values, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.features, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps_signed(self.features, self.key)
 
 
 class StatusReporter:
@@ -88,13 +92,22 @@ class StatusReporter:
 
 
 class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
-    """Runs the :class:`OnlineLearner` over batches and encodes what it returns."""
+    """Runs the :class:`OnlineLearner` over batches, encodes what it returns, and keeps the
+    registry's champion in step (checkpoints out, champions moved elsewhere in)."""
 
-    def __init__(self, settings: Settings, learner: OnlineLearner) -> None:
+    def __init__(self, settings: Settings, learner: OnlineLearner, link: RegistryLink) -> None:
         self.settings = settings
         self.learner = learner
+        self.link = link
+        self.key = check_key(settings.registry_key)
         self.status = StatusReporter(settings)
         self.classify = learner.task != "regression"
+        if learner.champion.version:
+            link.rebase(learner.champion.version)
+        else:  # a fresh model: register it before serving, so predictions name a version
+            self._checkpoint()
+            if link.final(timeout=5.0):
+                learner.champion.version = link.written_version() or 0
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[LearnOut], bool]:
         learner = self.learner
@@ -103,6 +116,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         champion = learner.champion
         name = self.settings.model_name
         classify = self.classify
+        positions = learner.positions
         for records in values:
             for rec in records:
                 if type(rec) is not Event:
@@ -137,18 +151,74 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                 else:
                     payload["prediction"] = y_pred
                 predictions.append(Out(rec.entity.encode(), encode(payload)))
+            if records:
+                origin = records[-1].origin
+                positions[f"{origin.topic}-{origin.partition}"] = origin.offset + 1
         for label in learner.expire():
             dead.append(_unknown_label(label))
+        self._sync_registry()
         self.status.maybe_write(learner)
         return [out], StatefulBatchLogic.RETAIN
 
+    def on_notify(self) -> tuple[list[LearnOut], bool]:
+        self._sync_registry()
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=1)
+
     def on_eof(self) -> tuple[list[LearnOut], bool]:
         out = LearnOut(dead=[_unknown_label(label) for label in self.learner.drain_orphans()])
+        self._checkpoint()
+        if not self.link.final():
+            log.warning("the last checkpoint could not be written before the input ended")
+        self._sync_registry()
         self.status.maybe_write(self.learner, force=True)
         return [out], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.learner, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps_signed(self.learner, self.key)
+
+    def _sync_registry(self) -> None:
+        champion = self.learner.champion
+        written = self.link.written_version()
+        if written is not None:
+            champion.version = written
+        moved = self.link.moved_elsewhere(champion.version)
+        if moved is not None:
+            self._adopt(moved)
+        elif self.link.due(self.learner.counts.labelled):
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        learner, champion = self.learner, self.learner.champion
+        self.link.submit(
+            Checkpoint(
+                signed=dumps_signed(champion.model, self.key),
+                spec=champion.spec,
+                task=learner.task,
+                metrics=champion.metrics.report(),
+                events_seen=champion.learned,
+                positions=dict(learner.positions),
+                params=model_params(champion.model),
+            ),
+            learner.counts.labelled,
+        )
+
+    def _adopt(self, version: int) -> None:
+        """Serve the champion someone else chose (a rollback or a manual promotion)."""
+        try:
+            info = self.link.registry.info(self.settings.model_name, version)
+            model = self.link.registry.load(self.settings.model_name, version)
+        except (redis.RedisError, RegistryError, SignatureError) as exc:
+            log.error("cannot adopt champion v%s, keeping v%s: %s",
+                      version, self.learner.champion.version, exc)  # fmt: skip
+            return
+        slot = Slot(info.spec, model, Prequential(self.learner.task, self.settings.rolling_window),
+                    version=version)  # fmt: skip
+        self.learner.replace_champion(slot)
+        self.link.rebase(version)
+        log.warning("now serving %s v%s, moved by someone else", info.spec, version)
 
 
 def _unknown_label(label: LabelMessage) -> Out:
@@ -159,16 +229,39 @@ def _unknown_label(label: LabelMessage) -> Out:
     )
 
 
-def new_learner(settings: Settings) -> OnlineLearner:
-    """A learner with a fresh champion built from the settings' model spec."""
+def new_learner(settings: Settings, link: RegistryLink) -> OnlineLearner:
+    """A learner whose champion is the registry's, or a fresh model of the settings' spec."""
     task = settings.task
-    champion = Slot(
-        settings.model_spec,
-        build_model(settings.model_spec, task, settings.seed),
-        Prequential(task, settings.rolling_window),
-    )
+    window = settings.rolling_window
+    found = link.load_champion()
+    if found is not None:
+        info, model = found
+        if info.task != task:
+            raise RegistryError(
+                f"champion v{info.version} of {settings.model_name!r} does {info.task}, "
+                f"but this flow's task is {task}"
+            )
+        champion = Slot(info.spec, model, Prequential(task, window), version=info.version,
+                        learned=info.events_seen)  # fmt: skip
+        log.info("continuing from the registry's champion %s v%s", info.spec, info.version)
+    else:
+        model = build_model(settings.model_spec, task, settings.seed)
+        champion = Slot(settings.model_spec, model, Prequential(task, window))
     return OnlineLearner(
         task, [champion], label_ttl=settings.label_ttl, max_pending=settings.max_pending
+    )
+
+
+def registry_link(settings: Settings) -> RegistryLink:
+    """The flow's link to the registry named by the settings."""
+    registry = Registry.connect(
+        settings.redis_url, settings.registry_key, keep=settings.registry_keep
+    )
+    return RegistryLink(
+        registry,
+        settings.model_name,
+        every_labelled=settings.snapshot_every,
+        every_seconds=settings.snapshot_interval,
     )
 
 
@@ -195,17 +288,21 @@ def build_flow(settings: Settings) -> Dataflow:
     )
     spec = FeatureSpec.parse(settings.entity_features)
     if spec:
+        key = check_key(settings.registry_key)
 
         def build_features(state: bytes | None) -> FeatureLogic:
-            return FeatureLogic(EntityFeatures(spec) if state is None else pickle.loads(state))
+            features = EntityFeatures(spec) if state is None else loads_signed(state, key)
+            return FeatureLogic(features, key)
 
         records = op.stateful_batch("features", records, build_features)
 
     to_model = op.map("route-model", records, lambda kv: (settings.model_name, kv[1]))
 
     def build_learn(state: bytes | None) -> LearnLogic:
-        learner = new_learner(settings) if state is None else pickle.loads(state)
-        return LearnLogic(settings, learner)
+        link = registry_link(settings)
+        key = check_key(settings.registry_key)
+        learner = new_learner(settings, link) if state is None else loads_signed(state, key)
+        return LearnLogic(settings, learner, link)
 
     learned = op.stateful_batch("learn", to_model, build_learn)
     outs = op.map("unkey", learned, lambda kv: kv[1])

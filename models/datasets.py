@@ -135,7 +135,13 @@ def open_stream(name: str, *, seed: int, events: int | None, drift_every: int = 
     if spec.size is not None:
         events = min(events, spec.size)
     drifts = tuple(range(drift_every, events, drift_every)) if spec.abrupt else ()
-    samples: Iterator[Sample] = itertools.islice(spec.make(seed, drift_every), events)
-    if spec.task == "binary":  # Agrawal says 0/1; every binary stream here says False/True
-        samples = ((x, bool(y)) for x, y in samples)
-    return Stream(name, spec.task, samples, drifts, events)
+    samples = itertools.islice(spec.make(seed, drift_every), events)
+    return Stream(name, spec.task, _as_json(samples, spec.task), drifts, events)
+
+
+def _as_json(samples: Iterator[Sample], task: str) -> Iterator[Sample]:
+    """Samples as they look after a trip through JSON: feature names are strings (SEA
+    numbers its features), and binary labels are booleans (Agrawal says 0/1)."""
+    binary = task == "binary"
+    for x, y in samples:
+        yield {str(k): v for k, v in x.items()}, bool(y) if binary else y

@@ -84,12 +84,22 @@ class OnlineLearner:
     orphans: dict[str, tuple[LabelMessage, float]] = field(default_factory=dict)
     watermark: float = -math.inf
     counts: Counts = field(default_factory=Counts)
+    positions: dict[str, int] = field(default_factory=dict)
     last_uid: int = 0
 
     def __post_init__(self) -> None:
         for slot in self.slots:
-            self.last_uid += 1
-            slot.uid = self.last_uid
+            self._enrol(slot)
+
+    def _enrol(self, slot: Slot) -> None:
+        self.last_uid += 1
+        slot.uid = self.last_uid
+
+    def replace_champion(self, slot: Slot) -> None:
+        """Serve and learn with ``slot`` from now on instead of the current champion."""
+        self._enrol(slot)
+        slot.role = "champion"
+        self.slots[0] = slot
 
     @property
     def champion(self) -> Slot:
@@ -142,7 +152,8 @@ class OnlineLearner:
         if label.id in self.orphans:
             self.counts.unknown_labels += 1
             return label
-        self.orphans[label.id] = (label, self.watermark)
+        # An early label waits label_ttl from its own time (or from now, if that is later).
+        self.orphans[label.id] = (label, max(label.time, self.watermark))
         return None
 
     def _learn(self, x: dict[str, float], y: Any, predictions: dict[int, Any]) -> None:

@@ -13,12 +13,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaException
+from redis import RedisError
 
 from flows.kafka_io import KafkaUnavailable
 from models.datasets import DATASETS, DatasetError
 from models.features import FeatureSpecError
+from models.registry import RegistryError
+from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
-from riverrun import local_cmd
+from riverrun import local_cmd, registry_cmd
 from riverrun.local import LauncherError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     local_cmd.add_parser(sub)
+    registry_cmd.add_parser(sub)
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
     _add_stream_flags(p, None)
@@ -188,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except (
         CommandError, SettingsError, SpecError, DatasetError, FeatureSpecError, LauncherError,
-        KafkaException, KafkaUnavailable,
+        KafkaException, KafkaUnavailable, RegistryError, SignatureError, MissingKeyError,
+        RedisError,
     ) as exc:  # fmt: skip
         print(f"riverrun {args.command}: error: {exc}", file=sys.stderr)
         return 2

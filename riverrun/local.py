@@ -146,15 +146,20 @@ def start_broker(workdir: Path, port: int | None = None) -> Server:
     return server
 
 
-def start_redis(workdir: Path, port: int | None = None) -> Server:
-    """Start a memory-only ``redis-server`` on a loopback port and wait until it answers."""
+def start_redis(workdir: Path, port: int | None = None, *, durable: bool = False) -> Server:
+    """Start ``redis-server`` on a loopback port and wait until it answers.
+
+    It keeps nothing on disk unless ``durable``, which writes every command to an
+    append-only file in ``workdir`` (so a restart on the same directory keeps the data).
+    """
     port = port or free_port()
     argv = [
         redis_binary(),
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes" if durable else "no",
+        "--appendfsync", "always",
         "--dir", str(workdir),
     ]  # fmt: skip
     server = _spawn("redis", argv, port, workdir)

@@ -7,12 +7,16 @@ spawns N ``python -m bytewax.run flows.learn:flow -i K -a ...`` children that re
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
+from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
@@ -40,10 +44,37 @@ def run_learn(settings: Settings) -> int:
     """Run the learn flow until its input ends (``follow=False``) or it is stopped."""
     check_learn_settings(settings)
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
-    if settings.processes == 1:
-        run_process(settings)
-        return 0
-    return _run_cluster(settings)
+    with _stop_quietly_on_signal():
+        if settings.processes == 1:
+            run_process(settings)
+            return 0
+        return _run_cluster(settings)
+    return 0
+
+
+@contextlib.contextmanager
+def _stop_quietly_on_signal() -> Iterator[None]:
+    """Ctrl-C or SIGTERM stop the flow; whichever code it interrupted, that is no error."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("learn flow stopped by signal", file=sys.stderr)
+    except BytewaxRuntimeError as exc:
+        if not _by_signal(exc):
+            raise
+        print("learn flow stopped by signal", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _by_signal(exc: BaseException | None) -> bool:
+    """Whether Bytewax stopped because of a signal (it wraps the KeyboardInterrupt)."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt) or "signal received" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def run_process(
@@ -97,4 +128,5 @@ def _run_cluster(settings: Settings) -> int:
 
 
 if __name__ == "__main__":  # one process of a cluster: PROCESS_ID "HOST:PORT;HOST:PORT;..."
-    run_process(Settings.from_env(), int(sys.argv[1]), sys.argv[2].split(";"))
+    with _stop_quietly_on_signal():
+        run_process(Settings.from_env(), int(sys.argv[1]), sys.argv[2].split(";"))

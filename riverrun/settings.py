@@ -61,6 +61,9 @@ class Settings:
     follow: bool = _setting(True, "keep following the topics (false: stop at their current end)")
     processes: int = _setting(1, "Bytewax processes of the learn flow")
     recovery_dir: str = _setting("", "Bytewax recovery directory (empty: no recovery)")
+    snapshot_every: int = _setting(10_000, "labelled events between champion checkpoints")
+    snapshot_interval: float = _setting(30.0, "most seconds between champion checkpoints")
+    registry_keep: int = _setting(20, "recent versions (and alias moves) retention keeps")
     registry_key: str = _setting("", "HMAC key that signs model snapshots", secret=True)
 
     @classmethod
@@ -94,10 +97,13 @@ class Settings:
             raise SettingsError(
                 f"{env_name('task')}={self.task!r}: expected binary, multiclass or regression"
             )
-        for name in ("partitions", "rolling_window", "max_pending", "batch_size", "processes"):
+        for name in (
+            "partitions", "rolling_window", "max_pending", "batch_size", "processes",
+            "snapshot_every", "registry_keep",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
-        for name in ("label_ttl", "status_interval", "epoch_interval"):
+        for name in ("label_ttl", "status_interval", "epoch_interval", "snapshot_interval"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
         return self

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,3 +94,57 @@ def run_flow_to_end(settings: Settings) -> None:
     """Run the learn flow in this process until the topics' current end."""
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
     run_learn(settings.override({"follow": False}))
+
+
+class LearnProcess:
+    """``riverrun learn`` following its topics in a child process, stopped with Ctrl-C."""
+
+    def __init__(self, settings: Settings, *extra: str) -> None:
+        env = {**os.environ, **settings.override({"follow": True}).to_env()}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "riverrun.cli", "learn", *extra],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def alive(self) -> bool:
+        """Whether the flow is still running."""
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 60) -> int:
+        """Interrupt the flow and return its exit status."""
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def stderr(self) -> str:
+        """What the flow wrote to stderr (after it stopped)."""
+        return self.process.stderr.read() if self.process.stderr else ""
+
+    def __enter__(self) -> LearnProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.alive():
+            self.stop()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` at timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def count_messages(settings: Settings, topic: str) -> int:
+    """How many messages ``topic`` holds."""
+    return sum(end_offsets(settings.bootstrap_servers, topic).values())

@@ -1,0 +1,400 @@
+"""The model registry in Redis: immutable versions, aliases moved by compare-and-set, an
+audit stream of every move, announcements on pub/sub, rollback and retention.
+
+Layout under ``riverrun:registry:{model}``: ``next`` (version counter), ``versions``
+(sorted set), ``v:{N}`` (metadata JSON), ``blob:{N}`` (signed pickle), ``aliases``
+(hash), ``history`` (previous champions, newest first), ``audit`` (stream) and
+``refused`` (counter). Moves are announced on ``riverrun:registry:events``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from models.signing import SignatureError, check_key, dumps_signed, loads_signed, verify
+
+PREFIX = "riverrun:registry"
+CHANNEL = f"{PREFIX}:events"
+ANY = "*"  # expected version that matches whatever the alias points at
+AUDIT_MAXLEN = 100_000
+HISTORY_MAX = 100
+
+# Moves an alias atomically: compare, set, remember the previous champion, audit, announce.
+_MOVE = """
+local aliases, versions, history, audit = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local alias, expected, to, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local current = redis.call('HGET', aliases, alias) or ''
+if expected ~= '*' and expected ~= current then return {'conflict', current, '', ''} end
+if action == 'rollback' then
+  to = redis.call('LINDEX', history, 0)
+  if not to then return {'nohistory', current, '', ''} end
+end
+if to ~= '' and not redis.call('ZSCORE', versions, to) then
+  return {'noversion', current, to, ''}
+end
+if to == '' then redis.call('HDEL', aliases, alias) else redis.call('HSET', aliases, alias, to) end
+if alias == 'champion' then
+  if action == 'promote' and current ~= '' and current ~= to then
+    redis.call('LPUSH', history, current)
+    redis.call('LTRIM', history, 0, tonumber(ARGV[11]) - 1)
+  elseif action == 'rollback' then
+    redis.call('LPOP', history)
+  end
+end
+local id = redis.call('XADD', audit, 'MAXLEN', '~', ARGV[10], '*', 'alias', alias,
+  'from', current, 'to', to, 'action', action, 'actor', ARGV[5], 'reason', ARGV[6],
+  'evidence', ARGV[7], 'at', ARGV[8])
+redis.call('PUBLISH', ARGV[9], cjson.encode({model = ARGV[12], alias = alias, from = current,
+  to = to, action = action, id = id}))
+return {'ok', current, to, id}
+"""
+
+
+class RegistryError(RuntimeError):
+    """A registry request that cannot be done; the message says why."""
+
+
+class NotFound(RegistryError, LookupError):
+    """No such model, version or alias."""
+
+
+class Conflict(RegistryError):
+    """An alias did not point at the version the caller expected: someone else moved it."""
+
+    def __init__(self, message: str, current: int | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """Everything the registry knows about one immutable version."""
+
+    model: str
+    version: int
+    spec: str
+    task: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    events_seen: int
+    positions: dict[str, int]
+    parent: int | None
+    code_version: str
+    created_at: float
+    tags: dict[str, str]
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for JSON."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One entry of the audit stream."""
+
+    id: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    action: str
+    actor: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for JSON."""
+        return asdict(self)
+
+
+def _version(raw: bytes | str | None) -> int | None:
+    if raw is None or raw in (b"", ""):
+        return None
+    return int(raw)
+
+
+def _code_version() -> str:
+    try:
+        return importlib.metadata.version("riverrun")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Registry:
+    """Versions and aliases of models in Redis.
+
+    ``key`` signs every snapshot; ``keep`` is how many recent versions (and recent alias
+    moves) retention protects, besides every version an alias or the champion history
+    points at.
+    """
+
+    def __init__(
+        self, client: redis.Redis, key: str | bytes, *, keep: int = 20, code_version: str = ""
+    ) -> None:
+        # redis-py types every reply as a union of sync and async results; treat it as Any.
+        self.client: Any = client
+        self.key = check_key(key)
+        self.keep = keep
+        self.code_version = code_version or _code_version()
+        self._move = client.register_script(_MOVE)
+
+    @classmethod
+    def connect(
+        cls, url: str, key: str | bytes, *, keep: int = 20, timeout: float = 5.0
+    ) -> Registry:
+        """A registry on the Redis at ``url``."""
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return cls(client, key, keep=keep)
+
+    def _k(self, model: str, *parts: object) -> str:
+        return ":".join([PREFIX, model, *map(str, parts)])
+
+    # -- versions --------------------------------------------------------------------------
+
+    def register(
+        self,
+        model: str,
+        obj: Any,
+        *,
+        spec: str,
+        task: str,
+        metrics: Mapping[str, float] | None = None,
+        events_seen: int = 0,
+        positions: Mapping[str, int] | None = None,
+        parent: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        signed: bytes | None = None,
+    ) -> VersionInfo:
+        """Store ``obj`` (signed) as the next version of ``model``; it is never rewritten.
+
+        ``signed`` may carry the already signed pickle of ``obj`` (made off the hot path).
+        """
+        blob = signed if signed is not None else dumps_signed(obj, self.key)
+        version = int(self.client.incr(self._k(model, "next")))
+        info = VersionInfo(
+            model=model,
+            version=version,
+            spec=spec,
+            task=task,
+            params=dict(params if params is not None else model_params(obj)),
+            metrics=dict(metrics or {}),
+            events_seen=events_seen,
+            positions=dict(positions or {}),
+            parent=parent,
+            code_version=self.code_version,
+            created_at=time.time(),
+            tags=dict(tags or {}),
+            size=len(blob),
+            sha256=hashlib.sha256(blob).hexdigest(),
+        )
+        with self.client.pipeline(transaction=True) as tx:
+            tx.set(self._k(model, "v", version), orjson.dumps(info.to_dict(), default=str), nx=True)
+            tx.set(self._k(model, "blob", version), blob, nx=True)
+            tx.zadd(self._k(model, "versions"), {str(version): version})
+            tx.sadd(f"{PREFIX}:models", model)
+            tx.execute()
+        return info
+
+    def info(self, model: str, version: int) -> VersionInfo:
+        """Metadata of one version."""
+        raw = self.client.get(self._k(model, "v", version))
+        if raw is None:
+            raise NotFound(f"model {model!r} has no version {version}")
+        return VersionInfo(**orjson.loads(raw))
+
+    def versions(self, model: str) -> list[VersionInfo]:
+        """Metadata of every stored version of ``model``, oldest first."""
+        numbers = [int(v) for v in self.client.zrange(self._k(model, "versions"), 0, -1)]
+        if not numbers:
+            return []
+        raws = self.client.mget([self._k(model, "v", n) for n in numbers])
+        return [VersionInfo(**orjson.loads(r)) for r in raws if r is not None]
+
+    def models(self) -> list[str]:
+        """Names of every model in the registry."""
+        return sorted(m.decode() for m in self.client.smembers(f"{PREFIX}:models"))
+
+    def load(self, model: str, version: int) -> Any:
+        """The model object of a version, unpickled only if its signature checks.
+
+        A refused snapshot is counted (``refused``) and audited before the error is raised.
+        """
+        blob = self.client.get(self._k(model, "blob", version))
+        if blob is None:
+            raise NotFound(f"model {model!r} has no version {version}")
+        try:
+            return loads_signed(blob, self.key)
+        except SignatureError as exc:
+            self._refused(model, version, str(exc))
+            raise
+
+    def _refused(self, model: str, version: int, why: str) -> None:
+        with self.client.pipeline(transaction=True) as tx:
+            tx.incr(self._k(model, "refused"))
+            tx.xadd(
+                self._k(model, "audit"),
+                {"alias": "", "from": str(version), "to": "", "action": "refused",
+                 "actor": "registry", "reason": why, "evidence": "{}", "at": str(time.time())},
+                maxlen=AUDIT_MAXLEN, approximate=True,
+            )  # fmt: skip
+            tx.execute()
+
+    def refused_count(self, model: str) -> int:
+        """How many snapshots of ``model`` were refused for a bad signature."""
+        return int(self.client.get(self._k(model, "refused")) or 0)
+
+    def verify(self, model: str) -> list[tuple[int, str | None]]:
+        """Check every version's signature without unpickling: ``(version, error or None)``."""
+        out: list[tuple[int, str | None]] = []
+        for info in self.versions(model):
+            blob = self.client.get(self._k(model, "blob", info.version))
+            try:
+                if blob is None:
+                    raise SignatureError("snapshot bytes are missing")
+                verify(blob, self.key)
+                out.append((info.version, None))
+            except SignatureError as exc:
+                out.append((info.version, str(exc)))
+        return out
+
+    # -- aliases ---------------------------------------------------------------------------
+
+    def aliases(self, model: str) -> dict[str, int]:
+        """Every alias of ``model`` and the version it points at."""
+        raw = self.client.hgetall(self._k(model, "aliases"))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def alias(self, model: str, alias: str) -> int | None:
+        """The version ``alias`` points at, or ``None``."""
+        return _version(self.client.hget(self._k(model, "aliases"), alias))
+
+    def load_alias(self, model: str, alias: str) -> tuple[VersionInfo, Any] | None:
+        """Metadata and model object of the version ``alias`` points at, if any."""
+        version = self.alias(model, alias)
+        if version is None:
+            return None
+        return self.info(model, version), self.load(model, version)
+
+    def move_alias(
+        self,
+        model: str,
+        alias: str,
+        to_version: int | None,
+        *,
+        expected: int | str | None = ANY,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+        action: str = "promote",
+    ) -> AliasMove:
+        """Point ``alias`` at ``to_version`` (``None`` removes it) if it points at ``expected``.
+
+        ``expected=None`` means "the alias must not exist yet"; ``ANY`` skips the check.
+        Raises :class:`Conflict` when someone else moved it first. ``action`` is
+        ``promote`` (a new champion: the old one becomes a rollback target), ``checkpoint``
+        (a newer snapshot of the same model) or ``set``.
+        """
+        exp = ANY if expected == ANY else ("" if expected is None else str(expected))
+        to = "" if to_version is None else str(to_version)
+        return self._run_move(model, alias, exp, to, action, actor, reason, evidence)
+
+    def rollback(self, model: str, *, actor: str, reason: str) -> AliasMove:
+        """Move ``champion`` back to the previous champion, audited like any move."""
+        return self._run_move(model, "champion", ANY, "", "rollback", actor, reason, None)
+
+    def _run_move(
+        self,
+        model: str,
+        alias: str,
+        expected: str,
+        to: str,
+        action: str,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None,
+    ) -> AliasMove:
+        at = time.time()
+        evidence_json = orjson.dumps(dict(evidence or {}), default=str).decode()
+        keys = [self._k(model, p) for p in ("aliases", "versions", "history", "audit")]
+        args: list[str | int] = [
+            alias, expected, to, action, actor, reason, evidence_json, repr(at), CHANNEL,
+            AUDIT_MAXLEN, HISTORY_MAX, model,
+        ]  # fmt: skip
+        status, current, target, entry = (
+            x.decode() if isinstance(x, bytes) else x for x in self._move(keys=keys, args=args)
+        )
+        if status == "conflict":
+            raise Conflict(
+                f"{model} {alias} points at {current or 'nothing'}, not {expected or 'nothing'}: "
+                "someone else moved it",
+                _version(current),
+            )
+        if status == "nohistory":
+            raise RegistryError(f"{model} has no previous champion to roll back to")
+        if status == "noversion":
+            raise NotFound(f"model {model!r} has no version {target}")
+        return AliasMove(entry, alias, _version(current), _version(target), action, actor, reason,
+                         dict(evidence or {}), at)  # fmt: skip
+
+    def history(self, model: str, count: int = 1000) -> list[AliasMove]:
+        """The last ``count`` audit entries of ``model``, oldest first."""
+        entries = self.client.xrevrange(self._k(model, "audit"), count=count)
+        moves = []
+        for entry_id, fields in reversed(entries):
+            f = {k.decode(): v.decode() for k, v in fields.items()}
+            moves.append(
+                AliasMove(entry_id.decode(), f["alias"], _version(f["from"]), _version(f["to"]),
+                          f["action"], f["actor"], f["reason"], orjson.loads(f["evidence"]),
+                          float(f["at"]))
+            )  # fmt: skip
+        return moves
+
+    def champion_history(self, model: str) -> list[int]:
+        """Previous champions, newest first: where ``rollback`` goes next."""
+        return [int(v) for v in self.client.lrange(self._k(model, "history"), 0, -1)]
+
+    # -- retention -------------------------------------------------------------------------
+
+    def prune(self, model: str) -> list[int]:
+        """Delete versions nothing protects; returns the versions removed.
+
+        Protected: the last ``keep`` versions, every version an alias points at, every
+        version named by the last ``keep`` alias moves, and every rollback target.
+        """
+        numbers = [int(v) for v in self.client.zrange(self._k(model, "versions"), 0, -1)]
+        protected = set(numbers[-self.keep :])
+        protected.update(self.aliases(model).values())
+        protected.update(self.champion_history(model))
+        moves = [m for m in self.history(model, count=self.keep * 4) if m.action != "refused"]
+        for move in moves[-self.keep :]:
+            protected.update(v for v in (move.from_version, move.to_version) if v is not None)
+        doomed = [n for n in numbers if n not in protected]
+        if doomed:
+            with self.client.pipeline(transaction=True) as tx:
+                tx.zrem(self._k(model, "versions"), *map(str, doomed))
+                for n in doomed:
+                    tx.delete(self._k(model, "v", n), self._k(model, "blob", n))
+                tx.execute()
+        return doomed
+
+
+def model_params(obj: Any) -> dict[str, Any]:
+    """A River model's parameters as JSON-able data (``{}`` for other objects)."""
+    get = getattr(obj, "_get_params", None)
+    if get is None:
+        return {}
+    try:
+        return orjson.loads(orjson.dumps(get(), default=str))
+    except (TypeError, orjson.JSONEncodeError):
+        return {}

@@ -1,0 +1,64 @@
+"""The online learner alone: test-then-train order, joins, early labels, expiry, bounds."""
+
+from __future__ import annotations
+
+from river import linear_model
+
+from models.evaluation import Prequential
+from models.learner import OnlineLearner, Slot
+from models.schema import Event, LabelMessage
+
+
+def _learner(**kw: object) -> OnlineLearner:
+    slot = Slot("lin", linear_model.LinearRegression(), Prequential("regression", 10))
+    return OnlineLearner("regression", [slot], **kw)  # type: ignore[arg-type]
+
+
+def _event(i: int, t: float, label: float | None = None) -> Event:
+    return Event(f"e{i}", t, "a", {"x": float(i)}, label)
+
+
+def test_label_before_any_event_waits_for_its_event() -> None:
+    lr = _learner(label_ttl=10.0)
+    assert lr.on_label(LabelMessage("e1", 3.0, 100.0)) is None
+    assert lr.expire() == []
+    lr.on_event(_event(1, 100.0))
+    assert lr.counts.labelled == 1 and not lr.orphans and not lr.pending
+
+
+def test_early_label_expires_after_ttl_of_event_time() -> None:
+    lr = _learner(label_ttl=10.0)
+    lr.on_label(LabelMessage("ghost", 1.0, 100.0))
+    lr.on_event(_event(1, 105.0))
+    assert lr.expire() == []
+    lr.on_event(_event(2, 111.0))
+    assert [label.id for label in lr.expire()] == ["ghost"]
+    assert lr.counts.unknown_labels == 1
+
+
+def test_second_early_label_for_one_event_is_rejected() -> None:
+    lr = _learner()
+    first, second = LabelMessage("e1", 1.0, 0.0), LabelMessage("e1", 2.0, 0.0)
+    assert lr.on_label(first) is None
+    assert lr.on_label(second) is second
+
+
+def test_pending_predictions_expire_and_are_bounded() -> None:
+    lr = _learner(label_ttl=5.0, max_pending=3)
+    for i in range(3):
+        lr.on_event(_event(i, float(i)))
+    lr.on_event(_event(3, 6.0))  # e0 is now older than the TTL
+    lr.expire()
+    assert list(lr.pending) == ["e1", "e2", "e3"] and lr.counts.expired == 1
+    lr.on_event(_event(4, 6.5))  # over max_pending: the oldest goes
+    lr.expire()
+    assert list(lr.pending) == ["e2", "e3", "e4"] and lr.counts.expired == 2
+    lr.on_label(LabelMessage("e0", 1.0, 0.0))  # too late: it waits, then is unclaimed
+    assert [label.id for label in lr.drain_orphans()] == ["e0"]
+
+
+def test_prediction_comes_before_learning_and_uses_prediction_time_features() -> None:
+    lr = _learner()
+    preds = lr.on_event(_event(1, 0.0, label=2.0))
+    assert preds[lr.champion.uid] == 0.0  # an untrained model's answer, not a trained one's
+    assert lr.champion.learned == 1 and lr.champion.metrics.n == 1

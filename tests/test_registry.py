@@ -1,0 +1,234 @@
+"""The registry on a real Redis: versions, compare-and-set aliases, audit, rollback,
+signatures, retention, and the CLI over it."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from river import linear_model
+
+from models.registry import CHANNEL, Conflict, NotFound, Registry, RegistryError
+from models.signing import SignatureError, dumps_signed
+from riverrun.local import LocalStack
+
+KEY = "k" * 32
+
+
+@pytest.fixture
+def reg(stack: LocalStack) -> Registry:
+    return Registry(redis.Redis.from_url(stack.redis_url), KEY, keep=3)
+
+
+@pytest.fixture
+def name() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}"
+
+
+def _register(reg: Registry, name: str, n: int = 1, **kw: Any) -> list[int]:
+    return [
+        reg.register(name, linear_model.LinearRegression(), spec="linreg", task="regression",
+                     **kw).version
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def test_versions_are_numbered_and_hold_their_lineage(reg: Registry, name: str) -> None:
+    first = reg.register(name, linear_model.LinearRegression(), spec="linreg", task="regression",
+                         metrics={"mae": 1.5}, events_seen=10, positions={"events-0": 10},
+                         tags={"who": "test"})  # fmt: skip
+    second = reg.register(name, linear_model.LinearRegression(), spec="linreg", task="regression",
+                          parent=first.version)  # fmt: skip
+    assert (first.version, second.version) == (1, 2)
+    info = reg.info(name, 1)
+    assert info.metrics == {"mae": 1.5} and info.positions == {"events-0": 10}
+    assert info.events_seen == 10 and info.tags == {"who": "test"} and info.parent is None
+    assert reg.info(name, 2).parent == 1
+    assert info.params["intercept_lr"] is not None and info.code_version
+    assert info.size > 0 and len(info.sha256) == 64
+    assert [v.version for v in reg.versions(name)] == [1, 2]
+    assert name in reg.models()
+    with pytest.raises(NotFound):
+        reg.info(name, 99)
+
+
+def test_alias_moves_are_conditional_audited_and_announced(reg: Registry, name: str) -> None:
+    v1, v2, v3 = _register(reg, name, 3)
+    listener = reg.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(CHANNEL)
+    reg.move_alias(name, "champion", v1, expected=None, actor="a", reason="first")
+    with pytest.raises(Conflict) as err:
+        reg.move_alias(name, "champion", v3, expected=None, actor="b", reason="late")
+    assert err.value.current == v1
+    reg.move_alias(name, "champion", v2, expected=v1, actor="c", reason="better",
+                   evidence={"p_value": 0.01})  # fmt: skip
+    with pytest.raises(Conflict):
+        reg.move_alias(name, "champion", v3, expected=v1, actor="d", reason="stale")
+    with pytest.raises(NotFound):
+        reg.move_alias(name, "challenger", 42, actor="e", reason="no such version")
+    assert reg.aliases(name) == {"champion": v2}
+    moves = reg.history(name)
+    assert [(m.from_version, m.to_version, m.actor) for m in moves] == [
+        (None, v1, "a"),
+        (v1, v2, "c"),
+    ]
+    assert moves[1].evidence == {"p_value": 0.01} and moves[1].reason == "better"
+    announced = []
+    deadline = time.monotonic() + 10
+    while len(announced) < 2:
+        assert time.monotonic() < deadline, "no announcement on the channel"
+        message = listener.get_message(timeout=1)
+        if message is not None:
+            announced.append(orjson.loads(message["data"]))
+    assert [(a["model"], a["to"]) for a in announced] == [(name, str(v1)), (name, str(v2))]
+
+
+def _racer(url: str, name: str, me: int, rounds: Any, results: Any, barrier: Any) -> None:
+    reg = Registry(redis.Redis.from_url(url), KEY)
+    while (job := rounds.get()) is not None:
+        expected, target = job
+        barrier.wait()
+        try:
+            reg.move_alias(name, "champion", target, expected=expected, actor=f"racer-{me}",
+                           reason="race")  # fmt: skip
+            results.put((me, target, True))
+        except Conflict:
+            results.put((me, target, False))
+
+
+def test_two_processes_racing_100_times_never_both_win(
+    reg: Registry, name: str, stack: LocalStack
+) -> None:
+    versions = _register(reg, name, 201)
+    reg.move_alias(name, "champion", versions[0], expected=None, actor="setup", reason="start")
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(2)
+    queues = [ctx.Queue(), ctx.Queue()]
+    results: Any = ctx.Queue()
+    procs = [ctx.Process(target=_racer, args=(stack.redis_url, name, i, queues[i], results,
+                                               barrier)) for i in range(2)]  # fmt: skip
+    for p in procs:
+        p.start()
+    winners = []
+    current = versions[0]
+    for r in range(100):
+        targets = versions[1 + 2 * r], versions[2 + 2 * r]
+        for i in range(2):
+            queues[i].put((current, targets[i]))
+        outcome = [results.get(timeout=30) for _ in range(2)]
+        won = [target for _me, target, ok in outcome if ok]
+        assert len(won) == 1, f"round {r}: {outcome}"
+        winners.append((current, won[0]))
+        current = won[0]
+    for q in queues:
+        q.put(None)
+    for p in procs:
+        p.join(30)
+    assert reg.alias(name, "champion") == current
+    audited = [(m.from_version, m.to_version) for m in reg.history(name)][1:]
+    assert audited == winners
+
+
+def test_rollback_walks_back_through_previous_champions(reg: Registry, name: str) -> None:
+    v1, v2, v3 = _register(reg, name, 3)
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="r")
+    reg.move_alias(name, "champion", v2, expected=v1, actor="t", reason="r")
+    reg.move_alias(name, "champion", v3, expected=v2, actor="t", reason="r")
+    assert reg.rollback(name, actor="ops", reason="bad model").to_version == v2
+    assert reg.rollback(name, actor="ops", reason="still bad").to_version == v1
+    with pytest.raises(RegistryError, match="no previous champion"):
+        reg.rollback(name, actor="ops", reason="again")
+    moves = reg.history(name)
+    assert [m.action for m in moves[-2:]] == ["rollback", "rollback"]
+    assert moves[-1].reason == "still bad" and moves[-1].actor == "ops"
+
+
+class _Booby:
+    """A pickle that creates a file when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.marker,))
+
+
+def test_tampered_and_unsigned_snapshots_are_refused_unread(
+    reg: Registry, name: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "code-ran"
+    payload = pickle.dumps(_Booby(marker))
+    pickle.loads(payload)  # the payload is live: unpickling it does run code
+    assert marker.exists()
+    marker.unlink()
+
+    (v1,) = _register(reg, name)
+    blob_key = f"riverrun:registry:{name}:blob:{v1}"
+    signed = bytearray(dumps_signed(_Booby(marker), reg.key))
+    signed[-3] ^= 0x01  # flip one byte of the pickle
+    reg.client.set(blob_key, bytes(signed))
+    with pytest.raises(SignatureError, match="does not match"):
+        reg.load(name, v1)
+    reg.client.set(blob_key, payload)  # unsigned
+    with pytest.raises(SignatureError, match="unsigned"):
+        reg.load(name, v1)
+    assert not marker.exists(), "code inside a refused snapshot ran"
+    assert reg.refused_count(name) == 2
+    assert [m.action for m in reg.history(name)] == ["refused", "refused"]
+    assert reg.verify(name) == [(v1, "unsigned snapshot: refused")]
+    other = Registry(reg.client, "another key of 32 bytes........")
+    with pytest.raises(SignatureError):
+        other.load(name, _register(reg, name)[0])
+
+
+def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, name: str) -> None:
+    versions = _register(reg, name, 12)
+    reg.move_alias(name, "champion", 1, expected=None, actor="t", reason="r")
+    reg.move_alias(name, "champion", 2, expected=1, actor="t", reason="r")
+    reg.move_alias(name, "challenger", 5, expected=None, actor="t", reason="r", action="set")
+    reg.move_alias(name, "challenger", 6, expected=5, actor="t", reason="r", action="set")
+    removed = reg.prune(name)
+    kept = {v.version for v in reg.versions(name)}
+    # last 3 (10-12), aliases (2, 6), rollback target (1), named by the last 3 moves (5)
+    assert kept == {1, 2, 5, 6, 10, 11, 12}
+    assert sorted(removed) == sorted(set(versions) - kept)
+    assert reg.rollback(name, actor="t", reason="r").to_version == 1
+
+
+def _cli(stack: LocalStack, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stack.env(), "RIVERRUN_REGISTRY_KEY": KEY}
+    return subprocess.run([sys.executable, "-m", "riverrun.cli", "registry", *argv], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_cli_promotes_rolls_back_and_reports(reg: Registry, name: str, stack: LocalStack) -> None:
+    v1, v2 = _register(reg, name, 2)
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="r")
+    done = _cli(stack, "promote", name, str(v2), "--reason", "looks better")
+    assert done.returncode == 0 and f"v{v1} -> v{v2}" in done.stdout
+    listing = orjson.loads(_cli(stack, "list", name, "--json").stdout)
+    assert listing["aliases"] == {"champion": v2} and len(listing["versions"]) == 2
+    assert orjson.loads(_cli(stack, "show", name, "--json").stdout)["version"] == v2
+    assert _cli(stack, "rollback", name).returncode == 0
+    assert reg.alias(name, "champion") == v1
+    hist = orjson.loads(_cli(stack, "history", name, "--json").stdout)
+    assert [h["action"] for h in hist] == ["promote", "promote", "rollback"]
+    assert hist[1]["reason"] == "looks better" and "(cli)" in hist[1]["actor"]
+    assert _cli(stack, "verify", name).returncode == 0
+    reg.client.set(f"riverrun:registry:{name}:blob:{v2}", b"junk")
+    bad = _cli(stack, "verify", name)
+    assert bad.returncode == 1 and f"v{v2}" in bad.stdout and "REFUSED" in bad.stdout
+    failed = _cli(stack, "rollback", name)
+    assert failed.returncode == 2
+    assert failed.stderr.strip() == f"riverrun registry: error: {name} has no previous champion " \
+                                    "to roll back to"  # fmt: skip
