@@ -347,6 +347,30 @@ class Registry:
         return AliasMove(entry, alias, _version(current), _version(target), action, actor, reason,
                          dict(evidence or {}), at)  # fmt: skip
 
+    def set_ab_fraction(self, model: str, fraction: float, *, actor: str, reason: str) -> None:
+        """Serve ``fraction`` of entities (by key hash) with the challenger; audited, announced."""
+        if not 0.0 <= fraction <= 1.0:
+            raise RegistryError(f"A/B fraction must be within [0, 1], not {fraction}")
+        previous = self.ab_fraction(model)
+        at = time.time()
+        with self.client.pipeline(transaction=True) as tx:
+            tx.set(self._k(model, "ab"), repr(fraction))
+            tx.xadd(
+                self._k(model, "audit"),
+                {"alias": "ab", "from": "", "to": "", "action": "ab", "actor": actor,
+                 "reason": reason, "at": repr(at),
+                 "evidence": orjson.dumps({"from": previous, "to": fraction}).decode()},
+                maxlen=AUDIT_MAXLEN, approximate=True,
+            )  # fmt: skip
+            tx.publish(CHANNEL, orjson.dumps({"model": model, "alias": "ab", "action": "ab",
+                                              "fraction": fraction}))  # fmt: skip
+            tx.execute()
+
+    def ab_fraction(self, model: str) -> float:
+        """The fraction of entities the challenger serves (0 when no split is set)."""
+        raw = self.client.get(self._k(model, "ab"))
+        return 0.0 if raw is None else float(raw)
+
     def history(self, model: str, count: int = 1000) -> list[AliasMove]:
         """The last ``count`` audit entries of ``model``, oldest first."""
         entries = self.client.xrevrange(self._k(model, "audit"), count=count)
