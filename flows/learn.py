@@ -17,10 +17,11 @@ from bytewax.dataflow import Dataflow
 
 from flows.codec import Parsed, Parser
 from flows.feature_step import FeatureLogic
-from flows.kafka_io import KafkaBatchSink, KafkaBatchSource
+from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
 from flows.learn_step import LearnLogic, new_learner, registry_link
 from models.features import EntityFeatures, FeatureSpec
 from models.signing import check_key, loads_signed
+from riverrun.metrics import DEADLETTERS, EVENTS_IN
 from riverrun.settings import Settings
 
 
@@ -38,6 +39,7 @@ def build_flow(settings: Settings) -> Dataflow:
 
     def parse(batch: list[Any]) -> tuple[str, Parsed]:
         first = batch[0]
+        EVENTS_IN.labels(first.topic).inc(len(batch))
         return f"{first.topic}-{first.partition}", parser.parse_batch(batch)
 
     parsed = op.map("parse", raw, parse)
@@ -67,7 +69,7 @@ def build_flow(settings: Settings) -> Dataflow:
     outs = op.map("unkey", learned, lambda kv: kv[1])
     predictions = op.filter_map("predictions", outs, lambda o: o.predictions or None)
     learn_dead = op.filter_map("learn-rejects", outs, lambda o: o.dead or None)
-    dead = op.merge("rejects", parse_dead, learn_dead)
+    dead = op.map("count-rejects", op.merge("rejects", parse_dead, learn_dead), count_rejects)
     op.output(
         "predictions-out", predictions,
         KafkaBatchSink(settings.bootstrap_servers, settings.topic_predictions),
@@ -78,6 +80,14 @@ def build_flow(settings: Settings) -> Dataflow:
         KafkaBatchSink(settings.bootstrap_servers, settings.topic_deadletter),
     )
     return flow
+
+
+def count_rejects(batch: list[Out]) -> list[Out]:
+    """Count dead letters by reason on their way out."""
+    for out in batch:
+        reason = dict(out.headers or ()).get("reason", b"unknown")
+        DEADLETTERS.labels(reason.decode()).inc()
+    return batch
 
 
 def __getattr__(name: str) -> Any:

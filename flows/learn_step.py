@@ -21,6 +21,7 @@ from models.registry import Registry, RegistryError, model_params
 from models.schema import Event, InvalidInput, LabelMessage
 from models.signing import SignatureError, check_key, dumps_signed
 from models.specs import build_model
+from riverrun.metrics import REFUSED
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
             info = self.link.registry.info(self.settings.model_name, version)
             model = self.link.registry.load(self.settings.model_name, version)
         except (redis.RedisError, RegistryError, SignatureError) as exc:
+            if isinstance(exc, SignatureError):
+                REFUSED.labels(self.settings.model_name).inc()
             log.error("cannot adopt champion v%s, keeping v%s: %s",
                       version, self.learner.champion.version, exc)  # fmt: skip
             return

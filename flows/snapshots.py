@@ -19,6 +19,7 @@ import orjson
 import redis
 
 from models.registry import CHANNEL, Conflict, Registry
+from riverrun.metrics import SNAPSHOT_FAILURES, SNAPSHOT_LAST
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class SnapshotWriter:
                 backoff = 0.1
             except redis.RedisError as exc:
                 self.state.failures += 1
+                SNAPSHOT_FAILURES.labels(self.model).inc()
                 log.warning("snapshot not written (%d failures), retrying: %s",
                             self.state.failures, exc)  # fmt: skip
                 with self._lock:
@@ -143,6 +145,7 @@ class SnapshotWriter:
             if generation == self._generation:
                 self.state.version = info.version
                 self.state.written += 1
+        SNAPSHOT_LAST.labels(self.model).set(time.time())
         self.registry.prune(self.model)
 
 

@@ -1,4 +1,5 @@
-"""The learn flow's status in Redis, written now and then without ever stopping the flow."""
+"""The learn flow's status: to Redis now and then (never stopping the flow if Redis is
+down), and to this process's Prometheus metrics at the same pace."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import redis
 
 from models.learner import OnlineLearner
 from models.status import write_status
+from riverrun.metrics import EXPIRED, LABELLED, MODEL_METRIC, PENDING, PREDICTIONS
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class StatusReporter:
-    """Writes the learner's status to Redis now and then; never stops the flow if Redis is down."""
+    """Writes the learner's status to Redis and its figures to Prometheus, every interval."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -24,16 +26,46 @@ class StatusReporter:
         )
         self.next_at = 0.0
         self.failures = 0
+        self._seen: dict[str, int] = {}
+        self._series: set[tuple[str, ...]] = set()
 
     def maybe_write(self, learner: OnlineLearner, *, force: bool = False) -> None:
-        """Write if the status interval has passed (or ``force``)."""
+        """Report if the status interval has passed (or ``force``)."""
         now = time.monotonic()
         if not force and now < self.next_at:
             return
         self.next_at = now + self.settings.status_interval
+        report = learner.report()
+        self._export(learner, report)
         try:
-            write_status(self.client, self.settings.model_name, learner.report())
+            write_status(self.client, self.settings.model_name, report)
         except redis.RedisError as exc:
             self.failures += 1
             if self.failures == 1 or self.failures % 100 == 0:
                 log.warning("cannot write status to Redis (%d failures): %s", self.failures, exc)
+
+    def _grow(self, counter_key: str, total: int) -> int:
+        """How much ``total`` grew since the last report (counters only go up)."""
+        delta = total - self._seen.get(counter_key, 0)
+        self._seen[counter_key] = total
+        return max(delta, 0)
+
+    def _export(self, learner: OnlineLearner, report: dict) -> None:
+        name = self.settings.model_name
+        PENDING.labels(name).set(len(learner.pending))
+        LABELLED.labels(name).inc(self._grow("labelled", learner.counts.labelled))
+        EXPIRED.labels(name).inc(self._grow("expired", learner.counts.expired))
+        series: set[tuple[str, ...]] = set()
+        for slot, model in zip(learner.slots, report["models"], strict=True):
+            PREDICTIONS.labels(name, slot.role).inc(self._grow(f"p{slot.uid}", slot.predicted))
+            for metric, value in model["metrics"].items():
+                if metric == "n":
+                    continue
+                window = "rolling" if metric.startswith("rolling_") else "cumulative"
+                labels = (name, str(slot.version), slot.role, slot.spec,
+                          metric.removeprefix("rolling_"), window)  # fmt: skip
+                MODEL_METRIC.labels(*labels).set(value)
+                series.add(labels)
+        for gone in self._series - series:  # a model's old version or role: drop its series
+            MODEL_METRIC.remove(*gone)
+        self._series = series

@@ -23,6 +23,7 @@ from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
 from riverrun import local_cmd, registry_cmd
 from riverrun.local import LauncherError
+from riverrun.metrics import MetricsPortError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
 KAFKA = ("bootstrap_servers",)
@@ -34,6 +35,7 @@ MODEL = ("model_name", "model_spec", "challengers", "task", "seed", "entity_feat
 FLOW = (
     "rolling_window", "label_ttl", "max_pending", "max_message_bytes", "batch_size",
     "status_interval", "epoch_interval", "follow", "processes", "recovery_dir",
+    "snapshot_every", "snapshot_interval", "registry_keep", "metrics_host", "metrics_port",
 )  # fmt: skip
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -193,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         CommandError, SettingsError, SpecError, DatasetError, FeatureSpecError, LauncherError,
         KafkaException, KafkaUnavailable, RegistryError, SignatureError, MissingKeyError,
-        RedisError,
+        RedisError, MetricsPortError,
     ) as exc:  # fmt: skip
         print(f"riverrun {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -50,6 +50,7 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
                 "task": task,
                 "follow": False,
                 "status_interval": 0.5,
+                "metrics_port": 0,
             }
         )
         summary = produce(

@@ -25,6 +25,7 @@ from flows.learn import build_flow
 from models.features import FeatureSpec
 from models.specs import build_model
 from riverrun.local import free_port
+from riverrun.metrics import serve_metrics
 from riverrun.settings import Settings
 
 
@@ -81,6 +82,8 @@ def run_process(
     settings: Settings, process_id: int | None = None, addresses: list[str] | None = None
 ) -> None:
     """Run this process's share of the learn flow (all of it when alone)."""
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port + (process_id or 0), settings.metrics_host)
     cli_main(
         build_flow(settings),
         process_id=process_id,

@@ -64,6 +64,10 @@ class Settings:
     snapshot_every: int = _setting(10_000, "labelled events between champion checkpoints")
     snapshot_interval: float = _setting(30.0, "most seconds between champion checkpoints")
     registry_keep: int = _setting(20, "recent versions (and alias moves) retention keeps")
+    metrics_host: str = _setting("127.0.0.1", "address /metrics listens on")
+    metrics_port: int = _setting(
+        9800, "port of the learn flow's /metrics (process K uses port+K; 0 turns it off)"
+    )
     registry_key: str = _setting("", "HMAC key that signs model snapshots", secret=True)
 
     @classmethod

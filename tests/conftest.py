@@ -38,6 +38,7 @@ def make_settings(stack: LocalStack, request: pytest.FixtureRequest) -> Callable
                 "model_name": tag,
                 "follow": False,
                 "status_interval": 0.2,
+                "metrics_port": 0,
             }
         )
         return base.override(overrides)

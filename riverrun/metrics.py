@@ -1,0 +1,94 @@
+"""Every Prometheus metric riverrun exports, in one place.
+
+Each process serves its own ``/metrics`` (a Bytewax cluster: one port per process), so
+counters are per process and add up with ``sum()`` in PromQL. Names follow Prometheus
+conventions: ``riverrun_*_total`` counters, base units (``_seconds``, ``_bytes``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.5, 1.0,
+)  # fmt: skip
+
+# -- the learn flow ------------------------------------------------------------------------
+EVENTS_IN = Counter("riverrun_events_in_total", "Messages read from Kafka", ["topic"])
+PREDICTIONS = Counter(
+    "riverrun_predictions_total", "Predictions made, served or shadow", ["model", "role"]
+)
+DEADLETTERS = Counter(
+    "riverrun_deadletters_total", "Messages sent to the dead-letter topic", ["reason"]
+)
+LABELLED = Counter("riverrun_labelled_total", "Labelled events learned", ["model"])
+PENDING = Gauge("riverrun_pending_predictions", "Predictions waiting for a label", ["model"])
+EXPIRED = Counter(
+    "riverrun_expired_predictions_total", "Predictions whose label never came", ["model"]
+)
+MODEL_METRIC = Gauge(
+    "riverrun_model_metric",
+    "Prequential metric of a model (window: cumulative or rolling)",
+    ["model", "version", "role", "spec", "metric", "window"],
+)
+PREDICT_SECONDS = Histogram(
+    "riverrun_predict_seconds", "Time to predict one event (sampled)", ["model", "role"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+LEARN_SECONDS = Histogram(
+    "riverrun_learn_seconds", "Time to learn one event (sampled)", ["model", "role"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+DRIFT_EVENTS = Counter("riverrun_drift_events_total", "Drift detected", ["model", "kind", "source"])
+PROMOTIONS = Counter("riverrun_promotions_total", "Challengers promoted to champion", ["model"])
+ROLLBACKS = Counter("riverrun_rollbacks_total", "Champions rolled back", ["model"])
+RETRAINS = Counter("riverrun_retrains_total", "Full retrains, by outcome", ["model", "outcome"])
+SNAPSHOT_LAST = Gauge(
+    "riverrun_snapshot_last_success_timestamp_seconds",
+    "Unix time of the last champion checkpoint written to the registry",
+    ["model"],
+)
+SNAPSHOT_FAILURES = Counter(
+    "riverrun_snapshot_failures_total", "Checkpoint writes that failed", ["model"]
+)
+REFUSED = Counter(
+    "riverrun_snapshots_refused_total", "Snapshots refused for a bad signature", ["model"]
+)
+CONSUMER_LAG = Gauge(
+    "riverrun_consumer_lag_messages", "Messages behind the end of a partition",
+    ["topic", "partition"],
+)  # fmt: skip
+
+# -- the gRPC server -----------------------------------------------------------------------
+GRPC_REQUESTS = Counter(
+    "riverrun_grpc_requests_total", "gRPC requests by method and status code", ["rpc", "code"]
+)
+GRPC_SECONDS = Histogram(
+    "riverrun_grpc_request_seconds", "gRPC request latency", ["rpc"], buckets=LATENCY_BUCKETS
+)
+SERVED_VERSION = Gauge(
+    "riverrun_served_model_version", "Version a server answers with", ["model", "role"]
+)
+SWAPS = Counter("riverrun_model_swaps_total", "Models swapped in by a server", ["model"])
+
+
+class MetricsPortError(RuntimeError):
+    """The /metrics port cannot be bound; the message names it."""
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread (``port=0``: don't)."""
+    if port <= 0:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        raise MetricsPortError(
+            f"cannot serve /metrics on {host}:{port} ({exc.strerror}); "
+            "choose another port with RIVERRUN_METRICS_PORT (0 turns metrics off)"
+        ) from None
+    log.info("metrics on http://%s:%d/metrics", host, port)
