@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.harness import Report, write_reports
 from bench.snapshots import snapshots
-from bench.throughput import throughput
+from bench.throughput import challenger_cost, throughput
 from riverrun.local import local_stack
 from riverrun.settings import Settings
 
@@ -25,9 +25,10 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
     events = 20_000 if req.quick else 200_000
     reports: list[Report] = []
     with local_stack() as stack:
-        s = Settings.from_env(stack.env()).override({"seed": settings.seed})
+        s = Settings.from_env(stack.env()).override({"seed": settings.seed, "metrics_port": 0})
         for bench in (
             lambda: throughput(s, events=events),
+            lambda: challenger_cost(s, events=events // 2),
             lambda: snapshots(s, events=10_000, repeats=1 if req.quick else 3),
         ):
             reports.append(bench())

@@ -26,15 +26,19 @@ def _measure(registry: Registry, model: Any, spec: str, repeats: int) -> dict[st
     name = f"bench-snapshot-{spec}"
     blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     version = registry.register(name, model, spec=spec, task="binary").version
-    save = best_of(repeats, lambda: _seconds(
-        lambda: registry.register(name, model, spec=spec, task="binary")))  # fmt: skip
+    save = best_of(
+        repeats, lambda: _seconds(lambda: registry.register(name, model, spec=spec, task="binary"))
+    )
     load = best_of(repeats, lambda: _seconds(lambda: registry.load(name, version)))
-    base_save = best_of(repeats, lambda: _seconds(
-        lambda: pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)))  # fmt: skip
+    base_save = best_of(
+        repeats, lambda: _seconds(lambda: pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    )
     base_load = best_of(repeats, lambda: _seconds(lambda: pickle.loads(blob)))
     for info in registry.versions(name):
-        registry.client.delete(f"riverrun:registry:{name}:v:{info.version}",
-                               f"riverrun:registry:{name}:blob:{info.version}")  # fmt: skip
+        registry.client.delete(
+            f"riverrun:registry:{name}:v:{info.version}",
+            f"riverrun:registry:{name}:blob:{info.version}",
+        )
     return {
         "size_kb": len(blob) / 1024,
         "save_ms": save * 1000,

@@ -24,22 +24,24 @@ def bare_loop(samples: list[tuple[dict[str, Any], Any]], spec: str, task: str, s
     return t.seconds
 
 
+def isolated(settings: Settings, tag: str) -> Settings:
+    """Settings whose topics and model name belong to one benchmark run only."""
+    topics = ("events", "labels", "predictions", "shadow", "deadletter", "drift")
+    return settings.override(
+        {**{f"topic_{t}": f"{tag}-{t}" for t in topics}, "model_name": tag, "follow": False}
+    )
+
+
 def flow_run(settings: Settings, events: int, dataset: str, tag: str) -> float:
     """Seconds for the learn flow to read ``events`` produced events and write predictions."""
-    s = settings.override(
-        {
-            "topic_events": f"{tag}-events",
-            "topic_labels": f"{tag}-labels",
-            "topic_predictions": f"{tag}-predictions",
-            "topic_deadletter": f"{tag}-deadletter",
-            "model_name": tag,
-            "follow": False,
-        }
-    )
+    s = isolated(settings, tag)
     produce(
         ProduceRequest(dataset, events, seed=s.seed, id_prefix=tag),
-        s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False,
-    )  # fmt: skip
+        s.bootstrap_servers,
+        s.topic_events,
+        s.topic_labels,
+        progress=False,
+    )
     with timed() as t:
         run_learn(s)
     return t.seconds
@@ -55,4 +57,18 @@ def throughput(settings: Settings, *, events: int, dataset: str = "agrawal-drift
     report = Report("learn-flow throughput", {"events": events, "dataset": dataset, "model": spec})
     report.add(setup="bare River loop (no Kafka)", events_per_s=events / bare, ratio=1.0)
     report.add(setup="learn flow through Kafka", events_per_s=events / flow, ratio=bare / flow)
+    return report
+
+
+def challenger_cost(settings: Settings, *, events: int, dataset: str = "agrawal-drift") -> Report:
+    """Learn-flow events/s with 0, 1 and 3 ``logreg`` challengers, relative to none."""
+    task = open_stream(dataset, seed=settings.seed, events=1).task
+    base = settings.override({"model_spec": "logreg", "task": task, "auto_promote": False})
+    report = Report("cost of challengers", {"events": events, "dataset": dataset})
+    alone = 0.0
+    for n in (0, 1, 3):
+        s = base.override({"challengers": ("logreg",) * n})
+        seconds = flow_run(s, events, dataset, f"cc{n}")
+        alone = alone or seconds
+        report.add(challengers=n, events_per_s=events / seconds, vs_champion_alone=alone / seconds)
     return report

@@ -175,9 +175,15 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
                 break
             value = msg.value()
             batch.append(
-                Raw(self._topic, self._part, offset, msg.key(), value if value else b"",
-                    msg.timestamp()[1])
-            )  # fmt: skip
+                Raw(
+                    self._topic,
+                    self._part,
+                    offset,
+                    msg.key(),
+                    value if value else b"",
+                    msg.timestamp()[1],
+                )
+            )
             self._offset = offset + 1
         return [batch] if batch else []
 
@@ -264,8 +270,13 @@ class _SinkPartition(StatelessSinkPartition[list[Out]]):
             for out in batch:
                 while True:
                     try:
-                        produce(self._topic, out.value, out.key, headers=out.headers,  # type: ignore[arg-type]
-                                on_delivery=self._on_delivery)  # fmt: skip
+                        produce(
+                            self._topic,
+                            out.value,
+                            out.key,
+                            headers=out.headers,  # type: ignore[arg-type]
+                            on_delivery=self._on_delivery,
+                        )
                         break
                     except BufferError:  # local queue full: let deliveries drain
                         self._producer.poll(0.05)

@@ -18,7 +18,8 @@ from bytewax.dataflow import Dataflow
 from flows.codec import Parsed, Parser
 from flows.feature_step import FeatureLogic
 from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
-from flows.learn_step import LearnLogic, new_learner, registry_link
+from flows.learn_step import LearnLogic
+from flows.registry_sync import RegistrySync, new_learner, registry_link
 from models.features import EntityFeatures, FeatureSpec
 from models.signing import check_key, loads_signed
 from riverrun.metrics import DEADLETTERS, EVENTS_IN
@@ -63,17 +64,22 @@ def build_flow(settings: Settings) -> Dataflow:
         link = registry_link(settings)
         key = check_key(settings.registry_key)
         learner = new_learner(settings, link) if state is None else loads_signed(state, key)
-        return LearnLogic(settings, learner, link)
+        return LearnLogic(settings, learner, RegistrySync(settings, link))
 
     learned = op.stateful_batch("learn", to_model, build_learn)
     outs = op.map("unkey", learned, lambda kv: kv[1])
     predictions = op.filter_map("predictions", outs, lambda o: o.predictions or None)
+    shadow = op.filter_map("shadow-predictions", outs, lambda o: o.shadow or None)
     learn_dead = op.filter_map("learn-rejects", outs, lambda o: o.dead or None)
     dead = op.map("count-rejects", op.merge("rejects", parse_dead, learn_dead), count_rejects)
     op.output(
-        "predictions-out", predictions,
+        "predictions-out",
+        predictions,
         KafkaBatchSink(settings.bootstrap_servers, settings.topic_predictions),
-    )  # fmt: skip
+    )
+    op.output(
+        "shadow-out", shadow, KafkaBatchSink(settings.bootstrap_servers, settings.topic_shadow)
+    )
     op.output(
         "deadletter-out",
         dead,

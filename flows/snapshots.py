@@ -1,10 +1,12 @@
-"""The learn flow's link to the registry: champion checkpoints written from a background
-thread, and a watcher of registry announcements.
+"""The learn flow's link to the registry: checkpoints written from a background thread,
+and a watcher of registry announcements.
 
-The flow pickles and signs a snapshot on its own thread (the only consistent point) and
-hands the bytes over; registering them, moving the alias and retrying while Redis is down
-happen off the per-event path. The in-memory model is never lost: a failed write is
-retried with backoff until a newer snapshot replaces it.
+The flow pickles and signs snapshots on its own thread (the only consistent point) and
+hands the bytes over; registering them, moving aliases and retrying while Redis is down
+happen off the per-event path. Each alias the flow serves (``champion``, ``challenger``,
+``challenger-2``, ...) is a lineage: every checkpoint becomes a version whose parent is
+the previous one, and the alias moves to it by compare-and-set. The in-memory models are
+never lost: a failed write is retried with backoff until a newer snapshot replaces it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import orjson
 import redis
 
-from models.registry import CHANNEL, Conflict, Registry
+from models.ab import CHAMPION
+from models.registry import CHANNEL, Conflict, Registry, VersionInfo
 from riverrun.metrics import SNAPSHOT_FAILURES, SNAPSHOT_LAST
 
 log = logging.getLogger(__name__)
@@ -26,10 +29,16 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
 
 
+def is_shadowed(alias: str) -> bool:
+    """Whether the learn flow runs the model under ``alias``: the champion and challengers."""
+    return alias == CHAMPION or alias.startswith("challenger")
+
+
 @dataclass
 class Checkpoint:
-    """A signed snapshot of the champion and what the registry should record about it."""
+    """A signed snapshot of the model under ``alias`` and what the registry should record."""
 
+    alias: str
     signed: bytes
     spec: str
     task: str
@@ -40,54 +49,55 @@ class Checkpoint:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class WriterState:
-    """What the writer thread reports back to the flow."""
-
-    version: int | None = None  # the champion version this flow's lineage is at
-    conflict: int | None = None  # the version someone else moved the champion to
-    failures: int = 0
-    written: int = 0
-
-
 class SnapshotWriter:
-    """Registers checkpoints in a background thread; the newest waiting one wins.
+    """Registers checkpoints in a background thread; per alias, the newest waiting one wins."""
 
-    Each checkpoint becomes a version whose parent is the previous one this writer wrote
-    (or ``start``), and the champion alias moves to it by compare-and-set. ``rebase``
-    restarts the lineage from a champion chosen elsewhere.
-    """
-
-    def __init__(self, registry: Registry, model: str, actor: str, start: int | None) -> None:
+    def __init__(self, registry: Registry, model: str, actor: str) -> None:
         self.registry = registry
         self.model = model
         self.actor = actor
-        self.state = WriterState(version=start)
-        self._lock = threading.Condition()
-        self._job: Checkpoint | None = None
+        self.failures = 0
+        self._heads: dict[str, int] = {}
+        self._conflicts: dict[str, int | None] = {}
+        self._generation: dict[str, int] = {}
+        self._jobs: dict[str, Checkpoint] = {}
         self._busy = False
-        self._generation = 0
+        self._lock = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
         self._thread.start()
 
     def submit(self, checkpoint: Checkpoint) -> None:
-        """Queue ``checkpoint``, replacing one that is still waiting."""
+        """Queue ``checkpoint``, replacing one of the same alias that is still waiting."""
         with self._lock:
-            self._job = checkpoint
+            self._jobs[checkpoint.alias] = checkpoint
             self._lock.notify_all()
 
-    def rebase(self, version: int) -> None:
-        """Continue the lineage from ``version``; drop checkpoints of the previous champion."""
+    def head(self, alias: str) -> int | None:
+        """The newest version of ``alias``'s lineage that this writer knows of."""
         with self._lock:
-            self._job = None
-            self._generation += 1
-            self.state.version = version
+            return self._heads.get(alias)
+
+    def rebase(self, alias: str, version: int | None) -> None:
+        """Continue ``alias`` from ``version`` (``None``: forget it); drop its waiting job."""
+        with self._lock:
+            self._jobs.pop(alias, None)
+            self._generation[alias] = self._generation.get(alias, 0) + 1
+            if version is None:
+                self._heads.pop(alias, None)
+            else:
+                self._heads[alias] = version
+
+    def take_conflicts(self) -> dict[str, int | None]:
+        """Aliases someone else moved while we wrote, with where they point now."""
+        with self._lock:
+            conflicts, self._conflicts = self._conflicts, {}
+            return conflicts
 
     def flush(self, timeout: float) -> bool:
         """Wait until nothing is queued or being written; ``False`` if ``timeout`` passed."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._job is not None or self._busy:
+            while self._jobs or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -98,21 +108,22 @@ class SnapshotWriter:
         backoff = 0.1
         while True:
             with self._lock:
-                while self._job is None:
+                while not self._jobs:
                     self._lock.wait()
-                job, self._job, self._busy = self._job, None, True
-                parent, generation = self.state.version, self._generation
+                alias = CHAMPION if CHAMPION in self._jobs else next(iter(self._jobs))
+                job = self._jobs.pop(alias)
+                parent, generation = self._heads.get(alias), self._generation.get(alias, 0)
+                self._busy = True
             try:
                 self._write(job, parent, generation)
                 backoff = 0.1
             except redis.RedisError as exc:
-                self.state.failures += 1
+                self.failures += 1
                 SNAPSHOT_FAILURES.labels(self.model).inc()
-                log.warning("snapshot not written (%d failures), retrying: %s",
-                            self.state.failures, exc)  # fmt: skip
+                log.warning("snapshot not written (%d failures), retrying: %s", self.failures, exc)
                 with self._lock:
-                    if self._job is None and generation == self._generation:
-                        self._job = job  # nothing newer: retry this one
+                    if alias not in self._jobs and generation == self._generation.get(alias, 0):
+                        self._jobs[alias] = job  # nothing newer: retry this one
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
@@ -121,41 +132,57 @@ class SnapshotWriter:
                     self._lock.notify_all()
 
     def _write(self, job: Checkpoint, parent: int | None, generation: int) -> None:
-        info = self.registry.register(
-            self.model, None, spec=job.spec, task=job.task, metrics=job.metrics,
-            events_seen=job.events_seen, positions=job.positions, parent=parent,
-            tags=job.tags, params=job.params, signed=job.signed,
-        )  # fmt: skip
-        first = parent is None
+        info = self.write_now(job, parent)
         try:
+            first = parent is None
             self.registry.move_alias(
-                self.model, "champion", info.version,
-                expected=parent, actor=self.actor,
-                action="promote" if first else "checkpoint",
-                reason="first model of this name" if first else "periodic checkpoint",
+                self.model,
+                job.alias,
+                info.version,
+                expected=parent,
+                actor=self.actor,
+                action=("promote" if job.alias == CHAMPION else "set") if first else "checkpoint",
+                reason=f"first {job.alias} of this flow" if first else "periodic checkpoint",
                 evidence={"events_seen": job.events_seen, **job.metrics},
-            )  # fmt: skip
+            )
         except Conflict as exc:
             with self._lock:
-                if generation == self._generation:
-                    self.state.conflict = exc.current
-            log.warning("champion of %s was moved elsewhere (now v%s)", self.model, exc.current)
+                if generation == self._generation.get(job.alias, 0):
+                    self._conflicts[job.alias] = exc.current
+            log.warning(
+                "%s of %s was moved elsewhere (now v%s)", job.alias, self.model, exc.current
+            )
             return
         with self._lock:
-            if generation == self._generation:
-                self.state.version = info.version
-                self.state.written += 1
+            if generation == self._generation.get(job.alias, 0):
+                self._heads[job.alias] = info.version
         SNAPSHOT_LAST.labels(self.model).set(time.time())
         self.registry.prune(self.model)
 
+    def write_now(self, job: Checkpoint, parent: int | None) -> VersionInfo:
+        """Register ``job`` as a new version with ``parent``, on the caller's thread."""
+        return self.registry.register(
+            self.model,
+            None,
+            spec=job.spec,
+            task=job.task,
+            metrics=job.metrics,
+            events_seen=job.events_seen,
+            positions=job.positions,
+            parent=parent,
+            tags=job.tags,
+            params=job.params,
+            signed=job.signed,
+        )
+
 
 class RegistryWatcher:
-    """Listens to registry announcements and raises a flag when this model's aliases move."""
+    """Listens to registry announcements and raises a flag when this model's aliases or
+    A/B split change (other than by checkpoints)."""
 
-    def __init__(self, client: redis.Redis, model: str, actor: str) -> None:
+    def __init__(self, client: redis.Redis, model: str) -> None:
         self.client = client
         self.model = model
-        self.actor = actor
         self.changed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
         self._thread.start()
@@ -178,79 +205,70 @@ class RegistryWatcher:
 
 
 class RegistryLink:
-    """Everything the learn step does with the registry, behind three calls.
-
-    ``load_champion`` finds the registry's champion at start, ``due``/``submit`` write
-    checkpoints, ``moved_elsewhere``/``rebase`` follow a champion chosen by someone else,
-    and ``final`` waits for the last checkpoint when the input ends.
-    """
+    """The registry as the learn step sees it: a writer of checkpoints, a watcher of
+    changes made elsewhere, and the cadence of checkpoints."""
 
     def __init__(
-        self,
-        registry: Registry,
-        model: str,
-        *,
-        every_labelled: int,
-        every_seconds: float,
+        self, registry: Registry, model: str, *, every_labelled: int, every_seconds: float
     ) -> None:
         self.registry = registry
         self.model = model
         self.actor = f"learn-flow:{model}"
         self.every_labelled = every_labelled
         self.every_seconds = every_seconds
-        self.writer = SnapshotWriter(registry, model, self.actor, None)
-        self.watcher = RegistryWatcher(registry.client, model, self.actor)
+        self.writer = SnapshotWriter(registry, model, self.actor)
+        self.watcher = RegistryWatcher(registry.client, model)
         self._next_at = time.monotonic() + every_seconds
         self._next_labelled = every_labelled
-        self._submitted: int | None = None
 
-    def load_champion(self) -> tuple[Any, Any] | None:
-        """``(info, model)`` of the registry's champion, or ``None`` if there is none (or
-        Redis cannot be reached: the flow then starts fresh and registers later).
+    def load_shadowed(self) -> dict[str, tuple[VersionInfo, Any]]:
+        """The champion and challengers the registry holds for this model, loaded.
 
-        A champion whose signature fails raises :class:`~models.signing.SignatureError`.
+        Empty if Redis cannot be reached (the flow then starts from its settings and
+        registers later). A champion whose signature fails raises
+        :class:`~models.signing.SignatureError`; such a challenger is skipped.
         """
         try:
-            return self.registry.load_alias(self.model, "champion")
+            aliases = self.registry.aliases(self.model)
         except redis.RedisError as exc:
-            log.warning("registry unreachable at start, starting from the spec: %s", exc)
+            log.warning("registry unreachable at start, starting from the settings: %s", exc)
+            return {}
+        return {
+            alias: loaded
+            for alias in sorted(aliases, key=lambda a: a != CHAMPION)
+            if is_shadowed(alias) and (loaded := self.load(alias, aliases[alias])) is not None
+        }
+
+    def load(self, alias: str, version: int) -> tuple[VersionInfo, Any] | None:
+        """``(info, model)`` of a version; a bad challenger is logged and skipped."""
+        try:
+            return self.registry.info(self.model, version), self.registry.load(self.model, version)
+        except Exception as exc:
+            if alias == CHAMPION:
+                raise
+            log.error(
+                "cannot load %s v%s of %s, not shadowing it: %s", alias, version, self.model, exc
+            )
             return None
 
     def due(self, labelled: int) -> bool:
-        """Whether a checkpoint is due after ``labelled`` labelled events."""
+        """Whether checkpoints are due after ``labelled`` labelled events."""
         return labelled >= self._next_labelled or time.monotonic() >= self._next_at
 
-    def submit(self, checkpoint: Checkpoint, labelled: int) -> None:
-        """Hand a checkpoint to the writer and schedule the next one."""
-        self.writer.submit(checkpoint)
+    def submit(self, checkpoints: list[Checkpoint], labelled: int) -> None:
+        """Hand checkpoints to the writer and schedule the next ones."""
+        for checkpoint in checkpoints:
+            self.writer.submit(checkpoint)
         self._next_at = time.monotonic() + self.every_seconds
         self._next_labelled = labelled + self.every_labelled
 
-    def written_version(self) -> int | None:
-        """The version of the champion's lineage the registry holds last."""
-        return self.writer.state.version
-
-    def rebase(self, version: int) -> None:
-        """The champion is now ``version``, chosen elsewhere: continue its lineage."""
-        self.writer.rebase(version)
-
-    def moved_elsewhere(self, ours: int) -> int | None:
-        """The champion version someone else set, if it is not ours; clears the signal."""
-        conflict, self.writer.state.conflict = self.writer.state.conflict, None
-        if conflict is not None:
-            return conflict
-        if not self.watcher.changed.is_set():
-            return None
-        self.watcher.changed.clear()
-        try:
-            current = self.registry.alias(self.model, "champion")
-        except redis.RedisError:
-            self.watcher.changed.set()  # try again later
-            return None
-        if current is None or current in (ours, self.writer.state.version):
-            return None
-        return current
+    def changed(self) -> bool:
+        """Whether something was moved elsewhere since the last call (clears the signal)."""
+        if self.watcher.changed.is_set():
+            self.watcher.changed.clear()
+            return True
+        return False
 
     def final(self, timeout: float = 60.0) -> bool:
-        """Wait for the last checkpoint to be written."""
+        """Wait for the queued checkpoints to be written."""
         return self.writer.flush(timeout)

@@ -62,8 +62,14 @@ class StatusReporter:
                 if metric == "n":
                     continue
                 window = "rolling" if metric.startswith("rolling_") else "cumulative"
-                labels = (name, str(slot.version), slot.role, slot.spec,
-                          metric.removeprefix("rolling_"), window)  # fmt: skip
+                labels = (
+                    name,
+                    str(slot.version),
+                    slot.role,
+                    slot.spec,
+                    metric.removeprefix("rolling_"),
+                    window,
+                )
                 MODEL_METRIC.labels(*labels).set(value)
                 series.add(labels)
         for gone in self._series - series:  # a model's old version or role: drop its series

@@ -4,35 +4,48 @@
 order and ships what it returns. Every labelled event is predicted by every model before
 any model learns it, and a delayed label is joined by event id to the features that were
 seen at prediction time, so the champion's metric equals River's
-``evaluate.progressive_val_score`` on the same stream.
+``evaluate.progressive_val_score`` on the same stream. Challengers predict and learn the
+same events in shadow; their paired losses feed the promotion :class:`Contest`.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.ab import CHALLENGER, CHAMPION, serving_arm
+from models.contest import Contest
 from models.evaluation import Prequential
+from models.promotion import Decision, PromotionPolicy
 from models.schema import Event, LabelMessage, check_schema
+
+TIMING_EVERY = 32  # sample each model's prediction time on one event in this many
 
 
 @dataclass(eq=False)
 class Slot:
-    """One model of the group, with its role, registry version and prequential metrics."""
+    """One model of the group: its registry alias and version, and prequential metrics."""
 
     spec: str
     model: Any
     metrics: Prequential
-    role: str = "champion"
+    alias: str = CHAMPION
     version: int = 0
     uid: int = 0
     predicted: int = 0
     learned: int = 0
 
+    @property
+    def role(self) -> str:
+        """``champion`` or ``challenger``."""
+        return CHAMPION if self.alias == CHAMPION else CHALLENGER
+
     def report(self) -> dict[str, Any]:
-        """Role, version, spec, counts and metrics, as plain data."""
+        """Alias, role, version, spec, counts and metrics, as plain data."""
         return {
+            "alias": self.alias,
             "role": self.role,
             "version": self.version,
             "spec": self.spec,
@@ -44,11 +57,13 @@ class Slot:
 
 @dataclass(slots=True)
 class Pending:
-    """A prediction waiting for its label: when, on which features, and what each model said."""
+    """A prediction waiting for its label: when, on which features, what each model said,
+    and which A/B arm served it."""
 
     time: float
     features: dict[str, float]
     predictions: dict[int, Any]
+    served: int
 
 
 @dataclass
@@ -62,6 +77,27 @@ class Counts:
 
 
 @dataclass
+class Promotion:
+    """A swap the learner made: when, from which model to which, and the evidence."""
+
+    at_event: int
+    from_spec: str
+    from_version: int
+    to_spec: str
+    to_version: int
+    evidence: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's form: ``{at_event, from, to, evidence}``."""
+        return {
+            "at_event": self.at_event,
+            "from": f"{self.from_spec}@v{self.from_version}",
+            "to": f"{self.to_spec}@v{self.to_version}",
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
 class OnlineLearner:
     """Champion and challengers learning from one stream, test-then-train.
 
@@ -69,8 +105,8 @@ class OnlineLearner:
     >>> from models.schema import Event, LabelMessage
     >>> lr = OnlineLearner("regression", [Slot("lin", linear_model.LinearRegression(),
     ...                                        Prequential("regression", 10))])
-    >>> preds = lr.on_event(Event("e1", 0.0, "a", {"x": 1.0}))   # predicted, label pending
-    >>> lr.on_label(LabelMessage("e1", 2.0, 0.0))                 # joined, then learned
+    >>> preds, served = lr.on_event(Event("e1", 0.0, "a", {"x": 1.0}))  # label pending
+    >>> lr.on_label(LabelMessage("e1", 2.0, 0.0))                        # joined, learned
     >>> lr.counts.labelled, lr.champion.learned
     (1, 1)
     """
@@ -79,32 +115,65 @@ class OnlineLearner:
     slots: list[Slot]
     label_ttl: float = 3600.0
     max_pending: int = 200_000
+    window: int = 1000
+    policy: PromotionPolicy = field(default_factory=PromotionPolicy)
+    ab_fraction: float = 0.0
     schema: frozenset[str] | None = None
     pending: dict[str, Pending] = field(default_factory=dict)
     orphans: dict[str, tuple[LabelMessage, float]] = field(default_factory=dict)
     watermark: float = -math.inf
     counts: Counts = field(default_factory=Counts)
     positions: dict[str, int] = field(default_factory=dict)
+    arms: dict[str, Prequential] = field(default_factory=dict)
+    promotions: list[Promotion] = field(default_factory=list)
+    contest: Contest = field(init=False)
     last_uid: int = 0
 
     def __post_init__(self) -> None:
+        self.contest = Contest(self.policy)
+        self.arms = {arm: Prequential(self.task, self.window) for arm in (CHAMPION, CHALLENGER)}
         for slot in self.slots:
             self._enrol(slot)
 
     def _enrol(self, slot: Slot) -> None:
         self.last_uid += 1
         slot.uid = self.last_uid
-
-    def replace_champion(self, slot: Slot) -> None:
-        """Serve and learn with ``slot`` from now on instead of the current champion."""
-        self._enrol(slot)
-        slot.role = "champion"
-        self.slots[0] = slot
+        self.contest.enter(slot.uid)
 
     @property
     def champion(self) -> Slot:
-        """The model whose predictions are served."""
+        """The model whose predictions are served (outside the A/B arm)."""
         return self.slots[0]
+
+    def slot(self, alias: str) -> Slot | None:
+        """The model under ``alias``, if any."""
+        return next((s for s in self.slots if s.alias == alias), None)
+
+    # -- membership -------------------------------------------------------------------------
+
+    def replace_champion(self, slot: Slot) -> None:
+        """Serve and learn with ``slot`` from now on instead of the current champion."""
+        self.contest.leave(self.champion.uid)
+        slot.alias = CHAMPION
+        self._enrol(slot)
+        self.slots[0] = slot
+
+    def put_challenger(self, slot: Slot) -> None:
+        """Shadow ``slot`` under its alias from now on, replacing one already there."""
+        self.remove_challenger(slot.alias)
+        self._enrol(slot)
+        self.slots.append(slot)
+
+    def remove_challenger(self, alias: str) -> Slot | None:
+        """Stop shadowing the challenger under ``alias``; returns it if there was one."""
+        old = self.slot(alias)
+        if old is None or old is self.champion:
+            return None
+        self.slots.remove(old)
+        self.contest.leave(old.uid)
+        return old
+
+    # -- test-then-train ----------------------------------------------------------------------
 
     def predict(self, event: Event) -> dict[int, Any]:
         """Every model's prediction for ``event`` (probabilities for classifiers), by slot uid.
@@ -117,28 +186,45 @@ class OnlineLearner:
         else:
             check_schema(x, self.schema)
         classify = self.task != "regression"
+        timed = self.counts.events % TIMING_EVERY == 0
+        gates = self.contest.gates
         out = {}
         for slot in self.slots:
             model = slot.model
-            out[slot.uid] = model.predict_proba_one(x) if classify else model.predict_one(x)
+            began = time.perf_counter() if timed else 0.0
+            y_pred = model.predict_proba_one(x) if classify else model.predict_one(x)
+            if timed:
+                gates[slot.uid].timing(time.perf_counter() - began)
+            gates[slot.uid].output(y_pred, classify)
+            out[slot.uid] = y_pred
             slot.predicted += 1
         return out
 
-    def on_event(self, event: Event) -> dict[int, Any]:
-        """Predict an event, then learn it at once if its label is known (inline or early)."""
+    def serving(self, entity: str) -> Slot:
+        """The model that serves ``entity``: the A/B arm's challenger, or the champion."""
+        if self.ab_fraction > 0.0 and serving_arm(entity, self.ab_fraction) == CHALLENGER:
+            challenger = self.slot(CHALLENGER)
+            if challenger is not None:
+                return challenger
+        return self.champion
+
+    def on_event(self, event: Event) -> tuple[dict[int, Any], Slot]:
+        """Predict an event with every model, then learn it at once if its label is known
+        (inline or early); returns the predictions and the model that serves it."""
         predictions = self.predict(event)
+        served = self.serving(event.entity)
         self.counts.events += 1
         if event.time > self.watermark:
             self.watermark = event.time
         if event.label is not None:
-            self._learn(event.features, event.label, predictions)
-            return predictions
+            self._learn(event.features, event.label, predictions, served)
+            return predictions, served
         early = self.orphans.pop(event.id, None)
         if early is not None:
-            self._learn(event.features, early[0].label, predictions)
+            self._learn(event.features, early[0].label, predictions, served)
         else:
-            self.pending[event.id] = Pending(event.time, event.features, predictions)
-        return predictions
+            self.pending[event.id] = Pending(event.time, event.features, predictions, served.uid)
+        return predictions, served
 
     def on_label(self, label: LabelMessage) -> LabelMessage | None:
         """Join a label to its pending prediction and learn; keep it a while if it came early.
@@ -147,7 +233,8 @@ class OnlineLearner:
         """
         pending = self.pending.pop(label.id, None)
         if pending is not None:
-            self._learn(pending.features, label.label, pending.predictions)
+            served = next((s for s in self.slots if s.uid == pending.served), self.champion)
+            self._learn(pending.features, label.label, pending.predictions, served)
             return None
         if label.id in self.orphans:
             self.counts.unknown_labels += 1
@@ -156,14 +243,62 @@ class OnlineLearner:
         self.orphans[label.id] = (label, max(label.time, self.watermark))
         return None
 
-    def _learn(self, x: dict[str, float], y: Any, predictions: dict[int, Any]) -> None:
+    def _learn(
+        self, x: dict[str, float], y: Any, predictions: dict[int, Any], served: Slot
+    ) -> None:
         self.counts.labelled += 1
+        losses = {}
         for slot in self.slots:
             y_pred = predictions.get(slot.uid)
             if y_pred is not None and y_pred != {}:
-                slot.metrics.update(y, y_pred)
+                losses[slot.uid] = slot.metrics.update(y, y_pred)
             slot.model.learn_one(x, y)
             slot.learned += 1
+        served_pred = predictions.get(served.uid)
+        if served_pred is not None and served_pred != {}:
+            self.arms[served.role].update(y, served_pred)
+        if len(self.slots) > 1:
+            self.contest.record(self.champion.uid, losses, y)
+
+    # -- promotion ----------------------------------------------------------------------------
+
+    def candidate(self) -> tuple[Slot, Decision] | None:
+        """The challenger the policy would promote now, with the decision, if any."""
+        best = self.contest.best(self.champion.uid, self.counts.labelled)
+        if best is None:
+            return None
+        uid, decision = best
+        return next(s for s in self.slots if s.uid == uid), decision
+
+    def decisions(self) -> dict[str, Decision]:
+        """The policy's current decision for every challenger, by alias."""
+        return {s.alias: self.contest.decision(self.champion.uid, s.uid) for s in self.slots[1:]}
+
+    def swap(self, challenger: Slot, decision: Decision, *, keep_old: bool) -> Slot:
+        """Make ``challenger`` the champion; the old champion takes the challenger's alias
+        (``keep_old``) or leaves. Returns the old champion."""
+        old = self.champion
+        index = self.slots.index(challenger)
+        old_alias = challenger.alias
+        challenger.alias, old.alias = CHAMPION, old_alias
+        self.slots[0], self.slots[index] = challenger, old
+        if not keep_old:
+            self.slots.remove(old)
+            self.contest.leave(old.uid)
+        self.promotions.append(
+            Promotion(
+                self.counts.labelled,
+                old.spec,
+                old.version,
+                challenger.spec,
+                challenger.version,
+                decision.evidence(),
+            )
+        )
+        self.contest.swapped(self.counts.labelled)
+        return old
+
+    # -- bookkeeping --------------------------------------------------------------------------
 
     def expire(self) -> list[LabelMessage]:
         """Drop predictions older than the TTL (counted) and return labels nobody claimed.
@@ -199,7 +334,7 @@ class OnlineLearner:
         return unclaimed
 
     def report(self) -> dict[str, Any]:
-        """Counts and every model's report, keyed by ``spec@vVERSION``-style names."""
+        """Counts, every model's report, per-arm metrics and the promotions so far."""
         return {
             "events": self.counts.events,
             "labelled": self.counts.labelled,
@@ -207,4 +342,8 @@ class OnlineLearner:
             "expired": self.counts.expired,
             "unknown_labels": self.counts.unknown_labels,
             "models": [slot.report() for slot in self.slots],
+            "ab_fraction": self.ab_fraction,
+            "arms": {arm: m.report() for arm, m in self.arms.items()},
+            "promotions": [p.to_dict() for p in self.promotions],
+            "contest": {alias: d.evidence() for alias, d in self.decisions().items()},
         }

@@ -244,10 +244,19 @@ class Registry:
             tx.incr(self._k(model, "refused"))
             tx.xadd(
                 self._k(model, "audit"),
-                {"alias": "", "from": str(version), "to": "", "action": "refused",
-                 "actor": "registry", "reason": why, "evidence": "{}", "at": str(time.time())},
-                maxlen=AUDIT_MAXLEN, approximate=True,
-            )  # fmt: skip
+                {
+                    "alias": "",
+                    "from": str(version),
+                    "to": "",
+                    "action": "refused",
+                    "actor": "registry",
+                    "reason": why,
+                    "evidence": "{}",
+                    "at": str(time.time()),
+                },
+                maxlen=AUDIT_MAXLEN,
+                approximate=True,
+            )
             tx.execute()
 
     def refused_count(self, model: str) -> int:
@@ -328,9 +337,19 @@ class Registry:
         evidence_json = orjson.dumps(dict(evidence or {}), default=str).decode()
         keys = [self._k(model, p) for p in ("aliases", "versions", "history", "audit")]
         args: list[str | int] = [
-            alias, expected, to, action, actor, reason, evidence_json, repr(at), CHANNEL,
-            AUDIT_MAXLEN, HISTORY_MAX, model,
-        ]  # fmt: skip
+            alias,
+            expected,
+            to,
+            action,
+            actor,
+            reason,
+            evidence_json,
+            repr(at),
+            CHANNEL,
+            AUDIT_MAXLEN,
+            HISTORY_MAX,
+            model,
+        ]
         status, current, target, entry = (
             x.decode() if isinstance(x, bytes) else x for x in self._move(keys=keys, args=args)
         )
@@ -344,8 +363,17 @@ class Registry:
             raise RegistryError(f"{model} has no previous champion to roll back to")
         if status == "noversion":
             raise NotFound(f"model {model!r} has no version {target}")
-        return AliasMove(entry, alias, _version(current), _version(target), action, actor, reason,
-                         dict(evidence or {}), at)  # fmt: skip
+        return AliasMove(
+            entry,
+            alias,
+            _version(current),
+            _version(target),
+            action,
+            actor,
+            reason,
+            dict(evidence or {}),
+            at,
+        )
 
     def set_ab_fraction(self, model: str, fraction: float, *, actor: str, reason: str) -> None:
         """Serve ``fraction`` of entities (by key hash) with the challenger; audited, announced."""
@@ -357,13 +385,23 @@ class Registry:
             tx.set(self._k(model, "ab"), repr(fraction))
             tx.xadd(
                 self._k(model, "audit"),
-                {"alias": "ab", "from": "", "to": "", "action": "ab", "actor": actor,
-                 "reason": reason, "at": repr(at),
-                 "evidence": orjson.dumps({"from": previous, "to": fraction}).decode()},
-                maxlen=AUDIT_MAXLEN, approximate=True,
-            )  # fmt: skip
-            tx.publish(CHANNEL, orjson.dumps({"model": model, "alias": "ab", "action": "ab",
-                                              "fraction": fraction}))  # fmt: skip
+                {
+                    "alias": "ab",
+                    "from": "",
+                    "to": "",
+                    "action": "ab",
+                    "actor": actor,
+                    "reason": reason,
+                    "at": repr(at),
+                    "evidence": orjson.dumps({"from": previous, "to": fraction}).decode(),
+                },
+                maxlen=AUDIT_MAXLEN,
+                approximate=True,
+            )
+            tx.publish(
+                CHANNEL,
+                orjson.dumps({"model": model, "alias": "ab", "action": "ab", "fraction": fraction}),
+            )
             tx.execute()
 
     def ab_fraction(self, model: str) -> float:
@@ -378,10 +416,18 @@ class Registry:
         for entry_id, fields in reversed(entries):
             f = {k.decode(): v.decode() for k, v in fields.items()}
             moves.append(
-                AliasMove(entry_id.decode(), f["alias"], _version(f["from"]), _version(f["to"]),
-                          f["action"], f["actor"], f["reason"], orjson.loads(f["evidence"]),
-                          float(f["at"]))
-            )  # fmt: skip
+                AliasMove(
+                    entry_id.decode(),
+                    f["alias"],
+                    _version(f["from"]),
+                    _version(f["to"]),
+                    f["action"],
+                    f["actor"],
+                    f["reason"],
+                    orjson.loads(f["evidence"]),
+                    float(f["at"]),
+                )
+            )
         return moves
 
     def champion_history(self, model: str) -> list[int]:

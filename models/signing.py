@@ -59,8 +59,9 @@ def verify(signed: bytes, key: bytes) -> bytes:
     mac = signed[len(MAGIC) : len(MAGIC) + _DIGEST]
     payload = signed[len(MAGIC) + _DIGEST :]
     if not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
-        raise SignatureError("snapshot signature does not match: refused (tampered, or signed "
-                             "with another key)")  # fmt: skip
+        raise SignatureError(
+            "snapshot signature does not match: refused (tampered, or signed with another key)"
+        )
     return payload
 
 

@@ -28,15 +28,32 @@ from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
 KAFKA = ("bootstrap_servers",)
 TOPICS = (
-    "topic_events", "topic_labels", "topic_predictions", "topic_shadow", "topic_deadletter",
-    "topic_drift", "partitions",
-)  # fmt: skip
+    "topic_events",
+    "topic_labels",
+    "topic_predictions",
+    "topic_shadow",
+    "topic_deadletter",
+    "topic_drift",
+    "partitions",
+)
 MODEL = ("model_name", "model_spec", "challengers", "task", "seed", "entity_features")
 FLOW = (
-    "rolling_window", "label_ttl", "max_pending", "max_message_bytes", "batch_size",
-    "status_interval", "epoch_interval", "follow", "processes", "recovery_dir",
-    "snapshot_every", "snapshot_interval", "registry_keep", "metrics_host", "metrics_port",
-)  # fmt: skip
+    "rolling_window",
+    "label_ttl",
+    "max_pending",
+    "max_message_bytes",
+    "batch_size",
+    "status_interval",
+    "epoch_interval",
+    "follow",
+    "processes",
+    "recovery_dir",
+    "snapshot_every",
+    "snapshot_interval",
+    "registry_keep",
+    "metrics_host",
+    "metrics_port",
+)
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -193,10 +210,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = from_args(args)
         return handler(args, settings)
     except (
-        CommandError, SettingsError, SpecError, DatasetError, FeatureSpecError, LauncherError,
-        KafkaException, KafkaUnavailable, RegistryError, SignatureError, MissingKeyError,
-        RedisError, MetricsPortError,
-    ) as exc:  # fmt: skip
+        CommandError,
+        SettingsError,
+        SpecError,
+        DatasetError,
+        FeatureSpecError,
+        LauncherError,
+        KafkaException,
+        KafkaUnavailable,
+        RegistryError,
+        SignatureError,
+        MissingKeyError,
+        RedisError,
+        MetricsPortError,
+    ) as exc:
         print(f"riverrun {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

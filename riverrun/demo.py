@@ -43,7 +43,7 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
             {
                 "model_name": "demo",
                 "model_spec": settings.model_spec,
-                "challengers": settings.challengers,
+                "challengers": settings.challengers or ("arf",),
                 "seed": settings.seed,
                 "entity_features": settings.entity_features or ("count", "since_last"),
                 "rolling_window": settings.rolling_window,
@@ -117,6 +117,7 @@ def collect_report(settings: Settings) -> dict[str, Any]:
         "deadletter": count(settings.topic_deadletter),
         "labelled": status.get("labelled", 0),
         "models": models,
+        "promotions": status.get("promotions", []),
     }
 
 
@@ -137,4 +138,10 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(
                 name.ljust(22) + role.ljust(12) + "".join(f"{metrics[k]:>18.4f}" for k in keys)
             )
+    for p in report["promotions"]:
+        e = p["evidence"]
+        lines.append(
+            f"promoted {p['to']} over {p['from']} at event {p['at_event']:,}: loss lower by "
+            f"{e['mean_difference']:.4f} over {e['n']:,} paired events (p={e['p_value']:.2g})"
+        )
     return "\n".join(lines)

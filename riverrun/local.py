@@ -155,13 +155,19 @@ def start_redis(workdir: Path, port: int | None = None, *, durable: bool = False
     port = port or free_port()
     argv = [
         redis_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "yes" if durable else "no",
-        "--appendfsync", "always",
-        "--dir", str(workdir),
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if durable else "no",
+        "--appendfsync",
+        "always",
+        "--dir",
+        str(workdir),
+    ]
     server = _spawn("redis", argv, port, workdir)
 
     def ready() -> bool:

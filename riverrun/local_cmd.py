@@ -19,8 +19,10 @@ def up(args: argparse.Namespace, _settings: Any) -> int:
     """Start both servers, print the settings to export, and wait for Ctrl-C or ``down``."""
     marker = state_file()
     if marker.exists() and _running(int(marker.read_text() or 0)):
-        raise LauncherError(f"a local stack already runs (pid {marker.read_text()}); "
-                            "stop it with: riverrun local down")  # fmt: skip
+        raise LauncherError(
+            f"a local stack already runs (pid {marker.read_text()}); "
+            "stop it with: riverrun local down"
+        )
     stack = start_stack(Path(args.workdir) if args.workdir else None)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

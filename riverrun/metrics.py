@@ -14,8 +14,21 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (
-    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.5, 1.0,
-)  # fmt: skip
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    0.1,
+    0.5,
+    1.0,
+)
 
 # -- the learn flow ------------------------------------------------------------------------
 EVENTS_IN = Counter("riverrun_events_in_total", "Messages read from Kafka", ["topic"])
@@ -36,13 +49,17 @@ MODEL_METRIC = Gauge(
     ["model", "version", "role", "spec", "metric", "window"],
 )
 PREDICT_SECONDS = Histogram(
-    "riverrun_predict_seconds", "Time to predict one event (sampled)", ["model", "role"],
+    "riverrun_predict_seconds",
+    "Time to predict one event (sampled)",
+    ["model", "role"],
     buckets=LATENCY_BUCKETS,
-)  # fmt: skip
+)
 LEARN_SECONDS = Histogram(
-    "riverrun_learn_seconds", "Time to learn one event (sampled)", ["model", "role"],
+    "riverrun_learn_seconds",
+    "Time to learn one event (sampled)",
+    ["model", "role"],
     buckets=LATENCY_BUCKETS,
-)  # fmt: skip
+)
 DRIFT_EVENTS = Counter("riverrun_drift_events_total", "Drift detected", ["model", "kind", "source"])
 PROMOTIONS = Counter("riverrun_promotions_total", "Challengers promoted to champion", ["model"])
 ROLLBACKS = Counter("riverrun_rollbacks_total", "Champions rolled back", ["model"])
@@ -59,9 +76,10 @@ REFUSED = Counter(
     "riverrun_snapshots_refused_total", "Snapshots refused for a bad signature", ["model"]
 )
 CONSUMER_LAG = Gauge(
-    "riverrun_consumer_lag_messages", "Messages behind the end of a partition",
+    "riverrun_consumer_lag_messages",
+    "Messages behind the end of a partition",
     ["topic", "partition"],
-)  # fmt: skip
+)
 
 # -- the gRPC server -----------------------------------------------------------------------
 GRPC_REQUESTS = Counter(

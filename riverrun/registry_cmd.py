@@ -70,8 +70,15 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
     """Make a version the champion (compare-and-set on the current one)."""
     reg = _registry(settings)
     current = reg.alias(args.model, "champion")
-    move = reg.move_alias(args.model, "champion", args.version, expected=current, actor=_actor(),
-                          reason=args.reason, action="promote")  # fmt: skip
+    move = reg.move_alias(
+        args.model,
+        "champion",
+        args.version,
+        expected=current,
+        actor=_actor(),
+        reason=args.reason,
+        action="promote",
+    )
     text = f"{args.model}: champion v{move.from_version} -> v{move.to_version}"
     return _emit(args, move.to_dict(), text)
 

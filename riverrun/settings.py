@@ -61,6 +61,17 @@ class Settings:
     follow: bool = _setting(True, "keep following the topics (false: stop at their current end)")
     processes: int = _setting(1, "Bytewax processes of the learn flow")
     recovery_dir: str = _setting("", "Bytewax recovery directory (empty: no recovery)")
+    auto_promote: bool = _setting(True, "promote a challenger when the policy says so")
+    promote_min_samples: int = _setting(1000, "paired labelled events before any promotion")
+    promote_window: int = _setting(5000, "most recent paired events the promotion test uses")
+    promote_margin: float = _setting(0.02, "least loss improvement, relative to the champion")
+    promote_alpha: float = _setting(0.01, "significance of the one-sided paired test")
+    promote_latency_budget: float = _setting(
+        0.005, "most seconds a challenger may take per prediction"
+    )
+    promote_cooldown: int = _setting(5000, "labelled events after a swap before the next")
+    promote_keep_old: bool = _setting(True, "keep the old champion as a challenger")
+    ab_fraction: float = _setting(0.0, "fraction of entities the challenger serves (A/B)")
     snapshot_every: int = _setting(10_000, "labelled events between champion checkpoints")
     snapshot_interval: float = _setting(30.0, "most seconds between champion checkpoints")
     registry_keep: int = _setting(20, "recent versions (and alias moves) retention keeps")
@@ -102,14 +113,24 @@ class Settings:
                 f"{env_name('task')}={self.task!r}: expected binary, multiclass or regression"
             )
         for name in (
-            "partitions", "rolling_window", "max_pending", "batch_size", "processes",
-            "snapshot_every", "registry_keep",
-        ):  # fmt: skip
+            "partitions",
+            "rolling_window",
+            "max_pending",
+            "batch_size",
+            "processes",
+            "snapshot_every",
+            "registry_keep",
+            "promote_min_samples",
+            "promote_window",
+            "promote_cooldown",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("label_ttl", "status_interval", "epoch_interval", "snapshot_interval"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
+        if not 0.0 <= self.ab_fraction <= 1.0:
+            raise SettingsError(f"{env_name('ab_fraction')} must be within [0, 1]")
         return self
 
     def __repr__(self) -> str:
@@ -140,9 +161,12 @@ def add_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
             )
         elif kind is bool:
             parser.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
                 help=help_text,
-            )  # fmt: skip
+            )
         else:
             parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
 

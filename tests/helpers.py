@@ -50,8 +50,14 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[Me
                 if m.error() is not None or m.partition() not in remaining:
                     continue
                 out.append(
-                    Message(m.partition(), m.offset(), m.key(), m.value() or b"",
-                            dict(m.headers() or [])))  # fmt: skip
+                    Message(
+                        m.partition(),
+                        m.offset(),
+                        m.key(),
+                        m.value() or b"",
+                        dict(m.headers() or []),
+                    )
+                )
                 if m.offset() + 1 >= remaining[m.partition()]:
                     del remaining[m.partition()]
     finally:
@@ -103,8 +109,10 @@ class LearnProcess:
         env = {**os.environ, **settings.override({"follow": True}).to_env()}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "riverrun.cli", "learn", *extra],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def alive(self) -> bool:
         """Whether the flow is still running."""

@@ -50,8 +50,10 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
             name, _, value = line[len("export ") :].strip().partition("=")
             exports[name] = value
     assert set(exports) == {
-        "RIVERRUN_BOOTSTRAP_SERVERS", "RIVERRUN_REDIS_URL", "RIVERRUN_REGISTRY_KEY"
-    }  # fmt: skip
+        "RIVERRUN_BOOTSTRAP_SERVERS",
+        "RIVERRUN_REDIS_URL",
+        "RIVERRUN_REGISTRY_KEY",
+    }
     assert exports["RIVERRUN_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
     admin = AdminClient({"bootstrap.servers": exports["RIVERRUN_BOOTSTRAP_SERVERS"]})
     assert admin.list_topics(timeout=10).topics is not None
@@ -82,16 +84,30 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
     before = _server_pids()
     report_path = tmp_path / "report.json"
     done = subprocess.run(
-        [*RIVERRUN, "demo", "--events", "4000", "--drift-every", "1000", "--report",
-         str(report_path)],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            *RIVERRUN,
+            "demo",
+            "--events",
+            "4000",
+            "--drift-every",
+            "1000",
+            "--report",
+            str(report_path),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     report = orjson.loads(report_path.read_bytes())
     assert report["events_in"] == 4000 and report["predictions_out"] == 4000
     assert report["deadletter"] == 0 and report["labelled"] == 4000
-    champion = report["models"]["logreg"]
-    assert champion["role"] == "champion" and 0.5 < champion["metrics"]["accuracy"] <= 1.0
+    models = report["models"]
+    assert set(models) == {"logreg", "arf"}
+    assert {m["role"] for m in models.values()} == {"champion", "challenger"}
+    assert all(0.5 < m["metrics"]["accuracy"] <= 1.0 for m in models.values())
+    assert isinstance(report["promotions"], list)
     assert "labelled" in done.stdout and "logreg" in done.stdout
     assert not (_server_pids() - before), "the demo left a server running"
 
@@ -105,10 +121,13 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
         (["learn", "--entity-features", "median"], {}, "unknown entity feature 'median'"),
         (["learn", "--model-spec", "collections:OrderedDict"], {}, "not a River estimator"),
         (["learn", "--model-spec", "json:dumps"], {}, "the factory raised TypeError"),
-        (["produce", "--bootstrap-servers", "127.0.0.1:1", "--dataset", "phishing"],
-         {}, "cannot reach Kafka at 127.0.0.1:1"),
+        (
+            ["produce", "--bootstrap-servers", "127.0.0.1:1", "--dataset", "phishing"],
+            {},
+            "cannot reach Kafka at 127.0.0.1:1",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_exit_2_with_one_line(argv: list[str], env: Any, message: str) -> None:
     done = subprocess.run(
         [*RIVERRUN, *argv], env=_env(**env), capture_output=True, text=True, timeout=120

@@ -23,8 +23,9 @@ def _label(i: int | str, value: bool) -> tuple[bytes, bytes]:
 def test_labels_join_once_to_prediction_time_features(make_settings: Any) -> None:
     rng = random.Random(7)
     n = 60
-    s = make_settings(model_spec="tests.recorder:make", entity_features=("count", "since_last"),
-                      label_ttl=1000.0)  # fmt: skip
+    s = make_settings(
+        model_spec="tests.recorder:make", entity_features=("count", "since_last"), label_ttl=1000.0
+    )
     truth = {i: rng.random() < 0.5 for i in range(n)}
     feats = {i: {"i": float(i), "v": rng.random()} for i in range(n)}
     entity = {i: f"u{i % 4}" for i in range(n)}

@@ -24,8 +24,9 @@ CASES = {
 def _run(make_settings: Any, dataset: str, delay: int, **overrides: Any) -> tuple[Any, dict]:
     task, spec, _ = CASES[dataset]
     s = make_settings(task=task, model_spec=spec, **overrides)
-    req = ProduceRequest(dataset, None, seed=s.seed, delay_labels=delay, id_prefix="ev",
-                         start_time=1_700_000_000.0)  # fmt: skip
+    req = ProduceRequest(
+        dataset, None, seed=s.seed, delay_labels=delay, id_prefix="ev", start_time=1_700_000_000.0
+    )
     produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
     run_flow_to_end(s)
     status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)

@@ -18,8 +18,14 @@ from tests.helpers import read_topic
 
 def _produce(s: Any, events: int, **kw: Any) -> None:
     req = ProduceRequest("sea-drift", events, seed=s.seed, id_prefix="m", **kw)
-    produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels,
-            partitions=s.partitions, progress=False)  # fmt: skip
+    produce(
+        req,
+        s.bootstrap_servers,
+        s.topic_events,
+        s.topic_labels,
+        partitions=s.partitions,
+        progress=False,
+    )
 
 
 def _env(s: Any) -> dict[str, str]:
@@ -34,8 +40,11 @@ def test_python_m_bytewax_run_reads_settings_from_env(make_settings: Any) -> Non
     ensure_topics(s.bootstrap_servers, learn_topics(s), s.partitions)
     done = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "flows.learn:flow"],
-        env=_env(s), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=_env(s),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     ids = [m.json()["id"] for m in read_topic(s, s.topic_predictions)]
     assert ids == [f"m-{i}" for i in range(2000)]
@@ -46,8 +55,11 @@ def test_two_processes_three_partitions_predict_and_learn_everything(make_settin
     _produce(s, 6000, delay_labels=50, labels_topic=True)
     done = subprocess.run(
         [sys.executable, "-m", "riverrun.cli", "learn", "--processes", "2", "--no-follow"],
-        env=_env(s), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=_env(s),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     predictions = read_topic(s, s.topic_predictions)
     assert Counter(m.json()["id"] for m in predictions) == Counter(f"m-{i}" for i in range(6000))

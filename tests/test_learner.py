@@ -59,6 +59,7 @@ def test_pending_predictions_expire_and_are_bounded() -> None:
 
 def test_prediction_comes_before_learning_and_uses_prediction_time_features() -> None:
     lr = _learner()
-    preds = lr.on_event(_event(1, 0.0, label=2.0))
+    preds, served = lr.on_event(_event(1, 0.0, label=2.0))
     assert preds[lr.champion.uid] == 0.0  # an untrained model's answer, not a trained one's
+    assert served is lr.champion
     assert lr.champion.learned == 1 and lr.champion.metrics.n == 1

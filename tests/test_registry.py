@@ -37,18 +37,31 @@ def name() -> str:
 
 def _register(reg: Registry, name: str, n: int = 1, **kw: Any) -> list[int]:
     return [
-        reg.register(name, linear_model.LinearRegression(), spec="linreg", task="regression",
-                     **kw).version
+        reg.register(
+            name, linear_model.LinearRegression(), spec="linreg", task="regression", **kw
+        ).version
         for _ in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def test_versions_are_numbered_and_hold_their_lineage(reg: Registry, name: str) -> None:
-    first = reg.register(name, linear_model.LinearRegression(), spec="linreg", task="regression",
-                         metrics={"mae": 1.5}, events_seen=10, positions={"events-0": 10},
-                         tags={"who": "test"})  # fmt: skip
-    second = reg.register(name, linear_model.LinearRegression(), spec="linreg", task="regression",
-                          parent=first.version)  # fmt: skip
+    first = reg.register(
+        name,
+        linear_model.LinearRegression(),
+        spec="linreg",
+        task="regression",
+        metrics={"mae": 1.5},
+        events_seen=10,
+        positions={"events-0": 10},
+        tags={"who": "test"},
+    )
+    second = reg.register(
+        name,
+        linear_model.LinearRegression(),
+        spec="linreg",
+        task="regression",
+        parent=first.version,
+    )
     assert (first.version, second.version) == (1, 2)
     info = reg.info(name, 1)
     assert info.metrics == {"mae": 1.5} and info.positions == {"events-0": 10}
@@ -70,8 +83,9 @@ def test_alias_moves_are_conditional_audited_and_announced(reg: Registry, name: 
     with pytest.raises(Conflict) as err:
         reg.move_alias(name, "champion", v3, expected=None, actor="b", reason="late")
     assert err.value.current == v1
-    reg.move_alias(name, "champion", v2, expected=v1, actor="c", reason="better",
-                   evidence={"p_value": 0.01})  # fmt: skip
+    reg.move_alias(
+        name, "champion", v2, expected=v1, actor="c", reason="better", evidence={"p_value": 0.01}
+    )
     with pytest.raises(Conflict):
         reg.move_alias(name, "champion", v3, expected=v1, actor="d", reason="stale")
     with pytest.raises(NotFound):
@@ -99,8 +113,9 @@ def _racer(url: str, name: str, me: int, rounds: Any, results: Any, barrier: Any
         expected, target = job
         barrier.wait()
         try:
-            reg.move_alias(name, "champion", target, expected=expected, actor=f"racer-{me}",
-                           reason="race")  # fmt: skip
+            reg.move_alias(
+                name, "champion", target, expected=expected, actor=f"racer-{me}", reason="race"
+            )
             results.put((me, target, True))
         except Conflict:
             results.put((me, target, False))
@@ -115,8 +130,10 @@ def test_two_processes_racing_100_times_never_both_win(
     barrier = ctx.Barrier(2)
     queues = [ctx.Queue(), ctx.Queue()]
     results: Any = ctx.Queue()
-    procs = [ctx.Process(target=_racer, args=(stack.redis_url, name, i, queues[i], results,
-                                               barrier)) for i in range(2)]  # fmt: skip
+    procs = [
+        ctx.Process(target=_racer, args=(stack.redis_url, name, i, queues[i], results, barrier))
+        for i in range(2)
+    ]
     for p in procs:
         p.start()
     winners = []
@@ -207,8 +224,13 @@ def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, nam
 
 def _cli(stack: LocalStack, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **stack.env(), "RIVERRUN_REGISTRY_KEY": KEY}
-    return subprocess.run([sys.executable, "-m", "riverrun.cli", "registry", *argv], env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", "registry", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_promotes_rolls_back_and_reports(reg: Registry, name: str, stack: LocalStack) -> None:
@@ -230,5 +252,7 @@ def test_cli_promotes_rolls_back_and_reports(reg: Registry, name: str, stack: Lo
     assert bad.returncode == 1 and f"v{v2}" in bad.stdout and "REFUSED" in bad.stdout
     failed = _cli(stack, "rollback", name)
     assert failed.returncode == 2
-    assert failed.stderr.strip() == f"riverrun registry: error: {name} has no previous champion " \
-                                    "to roll back to"  # fmt: skip
+    assert (
+        failed.stderr.strip() == f"riverrun registry: error: {name} has no previous champion "
+        "to roll back to"
+    )

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 
 from flows.produce import ProduceRequest, produce
@@ -69,8 +70,9 @@ def test_a_new_flow_resumes_from_the_registry_champion(make_settings: Any) -> No
     _produce(second, 200, "b", seed=99)
     run_flow_to_end(second)
     got = [m.json() for m in read_topic(second, second.topic_predictions)]
-    for (x, y), prediction in zip(open_stream("sea-drift", seed=99, events=200).samples, got,
-                                  strict=True):  # fmt: skip
+    for (x, y), prediction in zip(
+        open_stream("sea-drift", seed=99, events=200).samples, got, strict=True
+    ):
         expected = loaded.predict_proba_one(x)
         assert prediction["proba"]["true"] == expected[True]
         loaded.learn_one(x, y)
@@ -79,20 +81,27 @@ def test_a_new_flow_resumes_from_the_registry_champion(make_settings: Any) -> No
 
 def test_flow_keeps_learning_through_a_redis_outage(make_settings: Any, tmp_path: Path) -> None:
     server = start_redis(tmp_path, durable=True)
-    s = make_settings(redis_url=f"redis://127.0.0.1:{server.port}/0", snapshot_interval=0.3,
-                      snapshot_every=10**9)  # fmt: skip
+    s = make_settings(
+        redis_url=f"redis://127.0.0.1:{server.port}/0", snapshot_interval=0.3, snapshot_every=10**9
+    )
     _produce(s, 2000, "r1")
     reg = _registry(s)
     try:
         with LearnProcess(s) as flow:
-            wait_for(lambda: count_messages(s, s.topic_predictions) >= 2000, 60,
-                     "the first 2000 predictions")  # fmt: skip
+            wait_for(
+                lambda: count_messages(s, s.topic_predictions) >= 2000,
+                60,
+                "the first 2000 predictions",
+            )
             wait_for(lambda: reg.alias(s.model_name, "champion"), 30, "a first checkpoint")
             os.kill(server.process.pid, signal.SIGKILL)
             server.process.wait()
             _produce(s, 2000, "r2", seed=2)
-            wait_for(lambda: count_messages(s, s.topic_predictions) >= 4000, 60,
-                     "predictions while Redis is down")  # fmt: skip
+            wait_for(
+                lambda: count_messages(s, s.topic_predictions) >= 4000,
+                60,
+                "predictions while Redis is down",
+            )
             assert flow.alive(), "the flow stopped when Redis went away"
             server = start_redis(tmp_path, server.port, durable=True)
             reg = _registry(s)
@@ -122,9 +131,13 @@ def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
         other = reg.register(s.model_name, open_stream_model(), spec="hoeffding", task="binary")
         cli = [sys.executable, "-m", "riverrun.cli", "registry"]
         env = {**os.environ, **s.to_env()}
-        current = reg.alias(s.model_name, "champion")
-        subprocess.run([*cli, "promote", s.model_name, str(other.version)], env=env, check=True,
-                       capture_output=True)  # fmt: skip
+        promoted = subprocess.run(
+            [*cli, "promote", s.model_name, str(other.version), "--json"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        before = orjson.loads(promoted.stdout)["from_version"]
 
         def served_by(version: int, spec: str, prefix: str) -> bool:
             _produce(s, 50, prefix)
@@ -132,13 +145,22 @@ def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
             return all(g["spec"] == spec and g["version"] >= version for g in got)
 
         rounds = iter(range(1000))
-        wait_for(lambda: served_by(other.version, "hoeffding", f"q{next(rounds)}"), 30,
-                 "predictions from the promoted champion")  # fmt: skip
-        subprocess.run([*cli, "rollback", s.model_name], env=env, check=True,
-                       capture_output=True)  # fmt: skip
-        assert reg.alias(s.model_name, "champion") == current
-        wait_for(lambda: served_by(current, "logreg", f"w{next(rounds)}"), 30,
-                 "predictions from the rolled-back champion")  # fmt: skip
+        wait_for(
+            lambda: served_by(other.version, "hoeffding", f"q{next(rounds)}"),
+            30,
+            "predictions from the promoted champion",
+        )
+        rolled = subprocess.run(
+            [*cli, "rollback", s.model_name, "--json"], env=env, check=True, capture_output=True
+        )
+        back = orjson.loads(rolled.stdout)["to_version"]
+        assert back == before, "rolled back to the champion before the promotion"
+        assert reg.info(s.model_name, back).spec == "logreg"
+        wait_for(
+            lambda: served_by(back, "logreg", f"w{next(rounds)}"),
+            30,
+            "predictions from the rolled-back champion",
+        )
         assert ours and flow.stop() == 0, flow.stderr()[-3000:]
 
 
@@ -162,8 +184,13 @@ def test_flow_refuses_a_tampered_champion_at_start(make_settings: Any) -> None:
     again = make_settings(model_name=s.model_name)
     _produce(again, 10, "u")
     env = {**os.environ, **again.to_env()}
-    done = subprocess.run([sys.executable, "-m", "riverrun.cli", "learn"], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", "learn"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "signature does not match" in done.stderr
     assert _registry(s).refused_count(s.model_name) == 1

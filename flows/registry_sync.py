@@ -1,0 +1,303 @@
+"""Keeps the learn step's models and the registry in step.
+
+Out: checkpoints of every model the flow runs, and promotions (the challenger's snapshot
+becomes the champion by compare-and-set, with the evidence in the audit stream). In:
+champions, challengers and the A/B split set by someone else (a manual promotion, a
+rollback, a pushed or removed challenger), picked up within about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from flows.snapshots import Checkpoint, RegistryLink, is_shadowed
+from models.ab import CHALLENGER, CHAMPION
+from models.evaluation import Prequential
+from models.learner import OnlineLearner, Slot
+from models.promotion import Decision, PromotionPolicy
+from models.registry import Conflict, Registry, RegistryError, model_params
+from models.signing import SignatureError, check_key, dumps_signed
+from models.specs import build_model
+from riverrun.metrics import PROMOTIONS, REFUSED
+from riverrun.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = 250  # labelled events between promotion checks
+
+
+def promotion_policy(settings: Settings) -> PromotionPolicy:
+    """The promotion thresholds of the settings."""
+    return PromotionPolicy(
+        min_samples=settings.promote_min_samples,
+        window=settings.promote_window,
+        margin=settings.promote_margin,
+        alpha=settings.promote_alpha,
+        latency_budget=settings.promote_latency_budget,
+        cooldown=settings.promote_cooldown,
+    )
+
+
+def challenger_alias(index: int) -> str:
+    """``challenger``, ``challenger-2``, ``challenger-3``, ... for the settings' challengers."""
+    return CHALLENGER if index == 0 else f"{CHALLENGER}-{index + 1}"
+
+
+def registry_link(settings: Settings) -> RegistryLink:
+    """The flow's link to the registry named by the settings."""
+    registry = Registry.connect(
+        settings.redis_url, settings.registry_key, keep=settings.registry_keep
+    )
+    return RegistryLink(
+        registry,
+        settings.model_name,
+        every_labelled=settings.snapshot_every,
+        every_seconds=settings.snapshot_interval,
+    )
+
+
+def new_learner(settings: Settings, link: RegistryLink) -> OnlineLearner:
+    """A learner with the registry's champion and challengers, or fresh ones of the
+    settings' specs when the registry has none yet."""
+    task, window = settings.task, settings.rolling_window
+    found = link.load_shadowed()
+    for alias, (info, _model) in found.items():
+        if info.task != task:
+            raise RegistryError(
+                f"{alias} v{info.version} of {settings.model_name!r} does "
+                f"{info.task}, but this flow's task is {task}"
+            )
+    slots = [
+        Slot(
+            info.spec,
+            model,
+            Prequential(task, window),
+            alias,
+            info.version,
+            learned=info.events_seen,
+        )
+        for alias, (info, model) in found.items()
+    ]
+    if CHAMPION not in found:
+        model = build_model(settings.model_spec, task, settings.seed)
+        slots.insert(0, Slot(settings.model_spec, model, Prequential(task, window)))
+    if len(found) > (CHAMPION in found) and settings.challengers:
+        log.warning(
+            "the registry already has challengers for %s: RIVERRUN_CHALLENGERS is "
+            "ignored (push or remove challengers in the registry)",
+            settings.model_name,
+        )
+    elif settings.challengers:
+        slots += [
+            Slot(
+                spec,
+                build_model(spec, task, settings.seed),
+                Prequential(task, window),
+                challenger_alias(i),
+            )
+            for i, spec in enumerate(settings.challengers)
+        ]
+    return OnlineLearner(
+        task,
+        slots,
+        label_ttl=settings.label_ttl,
+        max_pending=settings.max_pending,
+        window=window,
+        policy=promotion_policy(settings),
+        ab_fraction=settings.ab_fraction,
+    )
+
+
+class RegistrySync:
+    """The learn step's registry duties, called between batches."""
+
+    def __init__(self, settings: Settings, link: RegistryLink) -> None:
+        self.settings = settings
+        self.link = link
+        self.key = check_key(settings.registry_key)
+        self.model = settings.model_name
+        self._next_check = 0
+
+    @property
+    def registry(self) -> Registry:
+        """The registry behind the link."""
+        return self.link.registry
+
+    def start(self, learner: OnlineLearner) -> None:
+        """Continue the lineages of registered models; register fresh ones before serving."""
+        for slot in learner.slots:
+            if slot.version:
+                self.link.writer.rebase(slot.alias, slot.version)
+        fresh = [slot for slot in learner.slots if not slot.version]
+        if fresh:  # register them now, so that predictions name a version
+            self.link.submit(
+                [self._checkpoint(learner, slot) for slot in fresh], learner.counts.labelled
+            )
+            if self.link.final(timeout=5.0):
+                self._pick_up_versions(learner)
+        self._sync_ab(learner)
+
+    def tick(self, learner: OnlineLearner) -> None:
+        """Follow changes made elsewhere, promote when the policy says so, checkpoint."""
+        self._pick_up_versions(learner)
+        conflicts = self.link.writer.take_conflicts()
+        if conflicts or self.link.changed():
+            self._reconcile(learner)
+        if self.settings.auto_promote and learner.counts.labelled >= self._next_check:
+            self._next_check = learner.counts.labelled + CHECK_EVERY
+            candidate = learner.candidate()
+            if candidate is not None:
+                self._promote(learner, *candidate)
+        if self.link.due(learner.counts.labelled):
+            self.checkpoint_all(learner)
+
+    def finish(self, learner: OnlineLearner) -> None:
+        """The input ended: write every model's last checkpoint and wait for it."""
+        self.checkpoint_all(learner)
+        if not self.link.final():
+            log.warning("the last checkpoints could not be written before the input ended")
+        self._pick_up_versions(learner)
+
+    def checkpoint_all(self, learner: OnlineLearner) -> None:
+        """Queue a checkpoint of every model."""
+        checkpoints = [self._checkpoint(learner, slot) for slot in learner.slots]
+        self.link.submit(checkpoints, learner.counts.labelled)
+
+    def _checkpoint(self, learner: OnlineLearner, slot: Slot, **tags: str) -> Checkpoint:
+        return Checkpoint(
+            alias=slot.alias,
+            signed=dumps_signed(slot.model, self.key),
+            spec=slot.spec,
+            task=learner.task,
+            metrics=slot.metrics.report(),
+            events_seen=slot.learned,
+            positions=dict(learner.positions),
+            params=model_params(slot.model),
+            tags=tags,
+        )
+
+    def _pick_up_versions(self, learner: OnlineLearner) -> None:
+        for slot in learner.slots:
+            head = self.link.writer.head(slot.alias)
+            if head is not None:
+                slot.version = head
+
+    def _sync_ab(self, learner: OnlineLearner) -> None:
+        try:
+            fraction = self.registry.ab_fraction(self.model)
+            if fraction == 0.0 and self.settings.ab_fraction > 0.0:
+                self.registry.set_ab_fraction(
+                    self.model,
+                    self.settings.ab_fraction,
+                    actor=self.link.actor,
+                    reason="flow settings",
+                )
+                fraction = self.settings.ab_fraction
+        except redis.RedisError:
+            return
+        learner.ab_fraction = fraction
+
+    def _reconcile(self, learner: OnlineLearner) -> None:
+        """Adopt the champion, challengers and split the registry holds now."""
+        try:
+            aliases = self.registry.aliases(self.model)
+            learner.ab_fraction = self.registry.ab_fraction(self.model)
+        except redis.RedisError:
+            self.link.watcher.changed.set()  # try again later
+            return
+        for alias, version in aliases.items():
+            slot = learner.slot(alias)
+            ours = slot is not None and version in (slot.version, self.link.writer.head(alias))
+            if is_shadowed(alias) and not ours:
+                self._adopt(learner, alias, version)
+        for slot in list(learner.slots[1:]):
+            if slot.alias not in aliases and self.link.writer.head(slot.alias) is not None:
+                learner.remove_challenger(slot.alias)
+                self.link.writer.rebase(slot.alias, None)
+                log.warning(
+                    "stopped shadowing %s (%s): removed from the registry", slot.alias, slot.spec
+                )
+
+    def _adopt(self, learner: OnlineLearner, alias: str, version: int) -> None:
+        """Run the model someone else put under ``alias``."""
+        try:
+            info = self.registry.info(self.model, version)
+            model = self.registry.load(self.model, version)
+        except (redis.RedisError, RegistryError, SignatureError) as exc:
+            if isinstance(exc, SignatureError):
+                REFUSED.labels(self.model).inc()
+            log.error("cannot adopt %s v%s of %s: %s", alias, version, self.model, exc)
+            return
+        window = self.settings.rolling_window
+        slot = Slot(
+            info.spec,
+            model,
+            Prequential(learner.task, window),
+            alias,
+            version,
+            learned=info.events_seen,
+        )
+        if alias == CHAMPION:
+            learner.replace_champion(slot)
+        else:
+            learner.put_challenger(slot)
+        self.link.writer.rebase(alias, version)
+        log.warning("now running %s v%s as %s, set in the registry", info.spec, version, alias)
+
+    def _promote(self, learner: OnlineLearner, challenger: Slot, decision: Decision) -> None:
+        """Swap in ``challenger`` if the registry agrees (compare-and-set on both aliases)."""
+        if not self.link.final(timeout=10.0):
+            log.warning(
+                "promotion of %s postponed: checkpoints are not getting through", challenger.spec
+            )
+            return
+        champion, keep = learner.champion, self.settings.promote_keep_old
+        writer, actor = self.link.writer, self.link.actor
+        try:
+            new = writer.write_now(
+                self._checkpoint(learner, challenger, promoted="true"),
+                writer.head(challenger.alias),
+            )
+            self.registry.move_alias(
+                self.model,
+                CHAMPION,
+                new.version,
+                expected=writer.head(CHAMPION),
+                actor=actor,
+                reason=f"{challenger.spec} beat {champion.spec}: {decision.reason}",
+                evidence=decision.evidence(),
+                action="promote",
+            )
+            old: int | None = None
+            if keep:
+                old = writer.write_now(
+                    self._checkpoint(learner, champion, demoted="true"), writer.head(CHAMPION)
+                ).version
+            self.registry.move_alias(
+                self.model,
+                challenger.alias,
+                old,
+                expected=writer.head(challenger.alias),
+                actor=actor,
+                action="set",
+                reason="the former champion, kept as a challenger" if keep else "promoted",
+            )
+        except (redis.RedisError, Conflict) as exc:
+            log.warning("promotion of %s not done, the registry said: %s", challenger.spec, exc)
+            self.link.watcher.changed.set()
+            return
+        writer.rebase(CHAMPION, new.version)
+        writer.rebase(challenger.alias, old)
+        challenger.version = new.version
+        learner.swap(challenger, decision, keep_old=keep)
+        champion.version = old or champion.version
+        PROMOTIONS.labels(self.model).inc()
+        log.warning(
+            "promoted %s v%s over %s: %s",
+            challenger.spec,
+            new.version,
+            champion.spec,
+            decision.reason,
+        )
