@@ -30,21 +30,23 @@ Samples = dict[str, list[tuple[dict[str, str], float]]]
 IDENTIFIER = re.compile(r"(?<![\w.$])[a-zA-Z_:][\w:]*(?![\w:]|\s*\()")
 
 
-def tool(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a Prometheus tool (promtool, amtool, prometheus); fail clearly if it is missing."""
-    if shutil.which(name) is None:
+def require_tool(name: str) -> str:
+    """The path of a Prometheus program (promtool, amtool, prometheus); fail clearly if none."""
+    path = shutil.which(name)
+    if path is None:
         raise AssertionError(
             f"{name} is not installed: `make test` installs Debian's prometheus and "
             "prometheus-alertmanager packages with apt-get; install them by hand otherwise"
         )
-    return subprocess.run(
-        [name, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
+    return path
 
 
 def assert_tool_ok(name: str, *args: str, cwd: Path | None = None) -> str:
     """Run a Prometheus tool and fail the test with its output unless it succeeds."""
-    done = tool(name, *args, cwd=cwd)
+    done = subprocess.run(
+        [require_tool(name), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
     assert done.returncode == 0, f"{name} {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -118,7 +120,7 @@ class PrometheusServer:
         self.log = (workdir / "prometheus.log").open("w")
         self.process = subprocess.Popen(
             [
-                "prometheus",
+                require_tool("prometheus"),
                 f"--config.file={config_path}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
