@@ -17,8 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 import riverrun.metrics
-from riverrun.local import free_port
-from tests.helpers import wait_for
+from riverrun.local import _spawn, _wait_until, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -101,11 +100,11 @@ class PrometheusServer:
     """A real ``prometheus`` on a free loopback port scraping ``jobs`` every second.
 
     ``jobs`` maps a job name to its ``host:port`` targets; the rules of
-    ``deploy/prometheus/alerts.yml`` are loaded and evaluated every second too.
+    ``deploy/prometheus/alerts.yml`` are loaded and evaluated every second too. It is
+    started like the local broker and Redis: logged, and ended if the tests die.
     """
 
     def __init__(self, workdir: Path, jobs: dict[str, list[str]]) -> None:
-        self.port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
@@ -117,25 +116,23 @@ class PrometheusServer:
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
         assert_tool_ok("promtool", "check", "config", str(config_path))
-        self.log = (workdir / "prometheus.log").open("w")
-        self.process = subprocess.Popen(
+        self.port = free_port()
+        self.server = _spawn(
+            "prometheus",
             [
                 require_tool("prometheus"),
                 f"--config.file={config_path}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for(self._ready, 60, f"prometheus on port {self.port} (log: {self.log.name})")
+            self.port,
+            workdir,
+        )
+        _wait_until(self.server, self._ready, f"prometheus on port {self.port}")
 
     def _ready(self) -> bool:
-        assert self.process.poll() is None, f"prometheus exited; see {self.log.name}"
-        try:
-            with urllib.request.urlopen(self._url("/-/ready"), timeout=2) as resp:
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, ConnectionError):
-            return False
+        with urllib.request.urlopen(self._url("/-/ready"), timeout=2) as resp:
+            return bool(resp.status == 200)
 
     def _url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -161,18 +158,8 @@ class PrometheusServer:
         assert len(results) <= 1, f"{expr} has {len(results)} results"
         return results[0] if results else None
 
-    def stop(self) -> None:
-        """Stop the server and wait for it."""
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
     def __enter__(self) -> PrometheusServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.server.stop()
