@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The tests check the Prometheus and Alertmanager files with promtool and amtool and run a
+# real Prometheus: Debian's packages, installed here when missing.
+tools:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
+	    || ! command -v amtool >/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	  else \
+	    echo "promtool, prometheus or amtool missing and no apt-get: install Prometheus" \
+	      "and Alertmanager, or the Prometheus tests fail" >&2; \
+	  fi; \
+	fi
+
+test: lint tools
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -24,6 +24,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from riverrun.metrics import CONSUMER_LAG
+
 # librdkafka waits 1 s between fetches of an empty queue by default, which stalls
 # consumers of a quiet partition (and of Tansu); 10 ms keeps latency low.
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -33,6 +35,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch.wait.max.ms": 50,
 }
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 2, "enable.idempotence": False}
+LAG_INTERVAL = 5.0  # seconds between updates of a partition's consumer-lag gauge
 
 
 class KafkaUnavailable(RuntimeError):
@@ -150,6 +153,7 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         stop: int | None,
         batch_size: int,
         config: dict[str, Any],
+        lag_interval: float,
     ) -> None:
         self._consumer = consumer(bootstrap, **config)
         self._consumer.assign([TopicPartition(topic, part, start)])
@@ -158,9 +162,13 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         self._offset = start
         self._stop = stop
         self._batch_size = batch_size
+        self._lag = CONSUMER_LAG.labels(topic, str(part))
+        self._lag_interval = lag_interval
+        self._lag_at = 0.0
 
     def next_batch(self) -> list[list[Raw]]:
         if self._stop is not None and self._offset >= self._stop:
+            self._report_lag()
             raise StopIteration()
         msgs = self._consumer.consume(self._batch_size, 0)
         batch = []
@@ -185,7 +193,23 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
                 )
             )
             self._offset = offset + 1
+        if time.monotonic() >= self._lag_at:
+            self._report_lag()
         return [batch] if batch else []
+
+    def _report_lag(self) -> None:
+        """Set the lag gauge: high watermark minus the next offset to read, at least 0."""
+        # The watermarks are the ones librdkafka cached from its last fetch of this
+        # partition (no broker round trip), so the figure is as fresh as that fetch. Tansu
+        # reports as high watermark the base offset of the last record batch plus one, so
+        # there the lag is a lower bound (on Apache Kafka it is exact).
+        tp = TopicPartition(self._topic, self._part)
+        low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0:  # no fetch has answered yet
+            return
+        position = self._offset if self._offset >= 0 else max(low, 0)
+        self._lag.set(max(high - position, 0))
+        self._lag_at = time.monotonic() + self._lag_interval
 
     def snapshot(self) -> int:
         return self._offset
@@ -201,6 +225,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
     ``tail=True`` follows the topics forever; ``tail=False`` stops each partition at the
     high watermark it had when the flow started (or at ``stop_offsets``), which bounds
     replays and demos. ``start_offsets`` maps ``(topic, partition)`` to a first offset.
+    Every ``lag_interval`` seconds each partition sets its consumer-lag gauge.
     """
 
     def __init__(
@@ -213,6 +238,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         start_offsets: dict[tuple[str, int], int] | None = None,
         stop_offsets: dict[tuple[str, int], int] | None = None,
         config: dict[str, Any] | None = None,
+        lag_interval: float = LAG_INTERVAL,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
@@ -221,6 +247,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         self._start = start_offsets or {}
         self._stop = stop_offsets
         self._config = config or {}
+        self._lag_interval = lag_interval
 
     def list_parts(self) -> list[str]:
         return [
@@ -243,8 +270,9 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         if start == OFFSET_BEGINNING and stop is not None:
             start = self._low_watermark(topic, part)
         return _BatchPartition(
-            self._bootstrap, topic, part, start, stop, self._batch_size, self._config
-        )
+            self._bootstrap, topic, part, start, stop, self._batch_size, self._config,
+            self._lag_interval,
+        )  # fmt: skip
 
     def _low_watermark(self, topic: str, part: int) -> int:
         c = consumer(self._bootstrap)

@@ -79,6 +79,9 @@ class Settings:
     metrics_port: int = _setting(
         9800, "port of the learn flow's /metrics (process K uses port+K; 0 turns it off)"
     )
+    trigger_metrics_port: int = _setting(
+        9850, "port of the trigger service's /metrics (0 turns it off)"
+    )
     registry_key: str = _setting("", "HMAC key that signs model snapshots", secret=True)
 
     @classmethod

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,8 @@ import orjson
 from confluent_kafka import TopicPartition
 
 from flows.kafka_io import consumer, end_offsets, ensure_topics, producer
+from flows.produce import ProduceRequest, produce
+from riverrun.local import free_port
 from riverrun.runner import learn_topics, run_learn
 from riverrun.settings import Settings
 
@@ -156,3 +160,24 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: flo
 def count_messages(settings: Settings, topic: str) -> int:
     """How many messages ``topic`` holds."""
     return sum(end_offsets(settings.bootstrap_servers, topic).values())
+
+
+def produce_stream(settings: Settings, events: int, prefix: str, **request: Any) -> None:
+    """Write ``events`` events of the seeded ``sea-drift`` stream (ids ``PREFIX-N``)."""
+    req = ProduceRequest("sea-drift", events, seed=settings.seed, id_prefix=prefix, **request)
+    produce(req, settings.bootstrap_servers, settings.topic_events, settings.topic_labels,
+            partitions=settings.partitions, progress=False)  # fmt: skip
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports that nothing listens on right now."""
+    while True:
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first

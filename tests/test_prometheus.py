@@ -1,0 +1,53 @@
+"""A real Prometheus scrapes a running learn flow on loopback: its queries count every event,
+show the champion's metrics, and riverrun's alert rules evaluate on the live series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from models.status import read_status
+from riverrun.local import free_port
+from tests.helpers import LearnProcess, count_messages, produce_stream, wait_for
+from tests.prom import PrometheusServer
+
+EVENTS = 2000
+
+
+def test_prometheus_counts_every_event_of_a_running_flow(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    s = make_settings(metrics_port=port)
+    produce_stream(s, EVENTS, "p")
+    targets = {"riverrun-learn": [f"127.0.0.1:{port}"]}
+    with LearnProcess(s) as flow, PrometheusServer(tmp_path, targets) as prom:
+        wait_for(lambda: count_messages(s, s.topic_predictions) == EVENTS, 120, "predictions")
+        wait_for(
+            lambda: prom.value('sum(riverrun_events_in_total{job="riverrun-learn"})') == EVENTS,
+            60, "Prometheus to count every event",
+        )  # fmt: skip
+        assert prom.value('up{job="riverrun-learn"}') == 1
+
+        client = redis.Redis.from_url(s.redis_url)
+        accuracy = (
+            f'riverrun_model_metric{{model="{s.model_name}", role="champion", '
+            'metric="accuracy", window="cumulative"}'
+        )
+
+        def same_accuracy_as_the_flow_reports() -> bool:
+            status = read_status(client, s.model_name)
+            reported = status["models"][0]["metrics"]["accuracy"] if status else None
+            return reported is not None and prom.value(accuracy) == reported
+
+        wait_for(same_accuracy_as_the_flow_reports, 30, "the champion's accuracy")
+
+        def rules_evaluated() -> list[dict[str, Any]]:
+            rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
+            return rules if all(r["health"] != "unknown" for r in rules) else []
+
+        rules = wait_for(rules_evaluated, 30, "the alert rules to be evaluated")
+        assert {r["name"]: r["health"] for r in rules} == {r["name"]: "ok" for r in rules}
+        assert flow.stop() == 0, flow.stderr()
