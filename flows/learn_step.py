@@ -95,6 +95,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
 
     def on_notify(self) -> tuple[list[LearnOut], bool]:
         self.sync.tick(self.learner)
+        self.status.maybe_write(self.learner)  # figures stay fresh when the stream is quiet
         return [], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime:

@@ -10,7 +10,15 @@ import redis
 
 from models.learner import OnlineLearner
 from models.status import write_status
-from riverrun.metrics import EXPIRED, LABELLED, MODEL_METRIC, PENDING, PREDICTIONS
+from riverrun.metrics import (
+    EXPIRED,
+    LABELLED,
+    LEARN_SECONDS,
+    MODEL_METRIC,
+    PENDING,
+    PREDICT_SECONDS,
+    PREDICTIONS,
+)
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,11 @@ class StatusReporter:
 
     def _export(self, learner: OnlineLearner, report: dict) -> None:
         name = self.settings.model_name
+        timings, learner.timings = learner.timings, []
+        for kind, role, seconds in timings:
+            (PREDICT_SECONDS if kind == "predict" else LEARN_SECONDS).labels(name, role).observe(
+                seconds
+            )
         PENDING.labels(name).set(len(learner.pending))
         LABELLED.labels(name).inc(self._grow("labelled", learner.counts.labelled))
         EXPIRED.labels(name).inc(self._grow("expired", learner.counts.expired))

@@ -21,7 +21,7 @@ from models.evaluation import Prequential
 from models.promotion import Decision, PromotionPolicy
 from models.schema import Event, LabelMessage, check_schema
 
-TIMING_EVERY = 32  # sample each model's prediction time on one event in this many
+TIMING_EVERY = 32  # sample each model's predict and learn time on one event in this many
 
 
 @dataclass(eq=False)
@@ -126,6 +126,7 @@ class OnlineLearner:
     positions: dict[str, int] = field(default_factory=dict)
     arms: dict[str, Prequential] = field(default_factory=dict)
     promotions: list[Promotion] = field(default_factory=list)
+    timings: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
     contest: Contest = field(init=False)
     last_uid: int = 0
 
@@ -194,7 +195,9 @@ class OnlineLearner:
             began = time.perf_counter() if timed else 0.0
             y_pred = model.predict_proba_one(x) if classify else model.predict_one(x)
             if timed:
-                gates[slot.uid].timing(time.perf_counter() - began)
+                seconds = time.perf_counter() - began
+                gates[slot.uid].timing(seconds)
+                self.timings.append(("predict", slot.role, seconds))
             gates[slot.uid].output(y_pred, classify)
             out[slot.uid] = y_pred
             slot.predicted += 1
@@ -248,11 +251,15 @@ class OnlineLearner:
     ) -> None:
         self.counts.labelled += 1
         losses = {}
+        timed = self.counts.labelled % TIMING_EVERY == 0
         for slot in self.slots:
             y_pred = predictions.get(slot.uid)
             if y_pred is not None and y_pred != {}:
                 losses[slot.uid] = slot.metrics.update(y, y_pred)
+            began = time.perf_counter() if timed else 0.0
             slot.model.learn_one(x, y)
+            if timed:
+                self.timings.append(("learn", slot.role, time.perf_counter() - began))
             slot.learned += 1
         served_pred = predictions.get(served.uid)
         if served_pred is not None and served_pred != {}:
