@@ -58,6 +58,10 @@ SNAPSHOT_FAILURES = Counter(
 REFUSED = Counter(
     "riverrun_snapshots_refused_total", "Snapshots refused for a bad signature", ["model"]
 )
+FEATURE_STORE_FAILURES = Counter(
+    "riverrun_feature_store_failures_total",
+    "Writes of entity features to the online store that failed (retried later)", ["model"],
+)  # fmt: skip
 CONSUMER_LAG = Gauge(
     "riverrun_consumer_lag_messages", "Messages behind the end of a partition",
     ["topic", "partition"],
