@@ -1,8 +1,10 @@
 """A Python client of the scoring service: plain values in, plain values out.
 
->>> with ScoringClient("127.0.0.1:50051") as client:          # doctest: +SKIP
-...     answer = client.predict({"amount": 12.5, "age": 31}, entity="user-7")
-...     answer.prediction, answer.proba["true"], answer.version
+.. code-block:: python
+
+    with ScoringClient("127.0.0.1:50051") as client:
+        answer = client.predict({"amount": 12.5, "age": 31}, entity="user-7")
+        print(answer.prediction, answer.proba["true"], answer.version)
 
 Errors are the server's: :class:`grpc.RpcError` with ``code()`` and ``details()``. Features
 that are not numbers never reach the wire: :class:`~models.schema.InvalidInput` names them.

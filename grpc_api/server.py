@@ -78,21 +78,22 @@ class ScoringServer:
     def _bind(self) -> int:
         s = self.settings
         address = f"{s.serve_host}:{s.serve_port}"
-        cause: RuntimeError | None = None
+        credentials = None
+        if s.serve_tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(_read(s.serve_tls_key, "key"), _read(s.serve_tls_cert, "certificate"))]
+            )
         try:
-            if s.serve_tls_cert:
-                credentials = grpc.ssl_server_credentials(
-                    [(_read(s.serve_tls_key, "key"), _read(s.serve_tls_cert, "certificate"))]
-                )
+            if credentials is not None:
                 port = self.server.add_secure_port(address, credentials)
             else:
                 port = self.server.add_insecure_port(address)
-        except RuntimeError as exc:
-            port, cause = 0, exc
+        except RuntimeError:  # grpc logs the cause itself
+            port = 0
         if not port:
             raise ServeError(
                 f"cannot listen on {address} (in use, or not an address of this machine); "
-                f"choose another with RIVERRUN_SERVE_HOST/RIVERRUN_SERVE_PORT ({cause or ''})"
+                "choose another with RIVERRUN_SERVE_HOST and RIVERRUN_SERVE_PORT"
             )
         return port
 

@@ -27,9 +27,25 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings)
 
 
+def _value(raw: str) -> Any:
+    """A number if ``raw`` reads as one (``nan`` too: the server refuses it by name), else
+    whatever JSON it is, else the text itself (refused by the check that names it)."""
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
 def parse_features(items: list[str]) -> dict[str, Any]:
-    """A JSON object, or ``NAME=VALUE`` items whose values are JSON (so ``x=abc`` stays text
-    and is refused by the check that names it)."""
+    """A JSON object, or ``NAME=VALUE`` items.
+
+    >>> parse_features(["a=1", "b=x"])
+    {'a': 1.0, 'b': 'x'}
+    """
     if len(items) == 1 and items[0].lstrip().startswith("{"):
         return dict(orjson.loads(items[0]))
     out: dict[str, Any] = {}
@@ -37,10 +53,7 @@ def parse_features(items: list[str]) -> dict[str, Any]:
         name, sep, raw = item.partition("=")
         if not sep or not name:
             raise ValueError(f"expected NAME=VALUE or a JSON object, got {item!r}")
-        try:
-            out[name] = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            out[name] = raw
+        out[name] = _value(raw)
     return out
 
 
