@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import Report, write_reports
+from bench.serving import serving
 from bench.snapshots import snapshots
 from bench.throughput import throughput
 from riverrun.local import local_stack
@@ -29,6 +30,7 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
         for bench in (
             lambda: throughput(s, events=events),
             lambda: snapshots(s, events=10_000, repeats=1 if req.quick else 3),
+            lambda: serving(s, quick=req.quick),
         ):
             reports.append(bench())
             print(reports[-1].table(), flush=True)
