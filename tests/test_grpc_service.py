@@ -12,8 +12,11 @@ import redis
 
 from grpc_api.proto import pb
 from models.ab import serving_arm
+from models.feature_store import FeatureStore
+from models.features import FeatureSpec
 from models.schema import InvalidInput
 from models.status import read_status
+from riverrun.local import start_redis
 from tests.helpers import event, read_topic, run_flow_to_end, wait_for, write_raw
 from tests.serving import (
     field_of,
@@ -285,3 +288,23 @@ def test_health_checking_and_reflection_are_served(make_settings: Any) -> None:
             "riverrun.v1.Scoring"
         )
         assert described.name == "riverrun/v1/scoring.proto"
+
+
+def test_a_redis_outage_leaves_loaded_models_serving(make_settings: Any, tmp_path: Any) -> None:
+    server = start_redis(tmp_path)
+    try:
+        s = make_settings(redis_url=f"redis://127.0.0.1:{server.port}/0")
+        model, rows = trained()
+        publish(s, model)
+        with_entities = f"{s.model_name}-entities"
+        publish(s, model, name=with_entities)
+        FeatureStore.connect(s.redis_url, with_entities).write(FeatureSpec.parse(["count"]), {})
+        with running(s) as (_, client):
+            wait_for(lambda: client.get_model(with_entities).entity_features, 5, "the spec")
+            server.stop()
+            assert client.predict(rows[0]).version == 1, "answered from memory"
+            error = refusal(lambda: client.predict(rows[0], model=with_entities))
+            assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+            assert "the online feature store cannot be reached" in error.details()  # type: ignore[attr-defined]
+    finally:
+        server.stop()
