@@ -44,9 +44,9 @@ class Refusal(Exception):
         self.field = field
 
 
-def _invalid(exc: InvalidInput, prefix: str = "") -> Refusal:
-    field = f"{prefix}{exc.field}" if exc.field else prefix.rstrip(".")
-    return Refusal(Code.INVALID_ARGUMENT, f"{prefix}{exc}" if prefix else str(exc), field)
+def _invalid(exc: InvalidInput) -> Refusal:
+    """The refusal of input the shared checks (``models.schema``) rejected."""
+    return Refusal(Code.INVALID_ARGUMENT, str(exc), exc.field or "")
 
 
 class _Counted:
