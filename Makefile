@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench lint tools clean
 
-$(STAMP): pyproject.toml
+# setup.py generates the gRPC stubs from protos/ during the install.
+$(STAMP): pyproject.toml setup.py $(shell find protos -name '*.proto')
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -43,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/riverrun bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info grpc_api/_generated

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import Report, write_reports
+from bench.serving import serving
 from bench.snapshots import snapshots
 from bench.throughput import challenger_cost, throughput
 from riverrun.local import local_stack
@@ -30,6 +31,7 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
             lambda: throughput(s, events=events),
             lambda: challenger_cost(s, events=events // 2),
             lambda: snapshots(s, events=10_000, repeats=1 if req.quick else 3),
+            lambda: serving(s, quick=req.quick),
         ):
             reports.append(bench())
             print(reports[-1].table(), flush=True)

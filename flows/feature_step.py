@@ -1,12 +1,17 @@
-"""The ``features`` step: per-entity aggregates for the entities of one source partition."""
+"""The ``features`` step: per-entity aggregates for the entities of one source partition,
+and their latest state written to the online feature store for the gRPC server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from bytewax.operators import StatefulBatchLogic
 
+from models.feature_store import FeatureWriter
 from models.features import EntityFeatures
 from models.schema import Event, LabelMessage
 from models.signing import dumps_signed
+from riverrun.metrics import FEATURE_STORE_FAILURES
 
 Record = Event | LabelMessage
 
@@ -14,17 +19,29 @@ Record = Event | LabelMessage
 class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
     """Per-entity aggregates for the entities of one source partition."""
 
-    def __init__(self, features: EntityFeatures, key: bytes) -> None:
+    def __init__(self, features: EntityFeatures, key: bytes, writer: FeatureWriter) -> None:
         self.features = features
         self.key = key
+        self.writer = writer
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[list[Record]], bool]:
         update = self.features.update
+        touched = []
         for records in values:
             for rec in records:
                 if type(rec) is Event:
                     rec.features = update(rec.entity, rec.time, rec.features)
+                    touched.append(rec.entity)
+        self._store(touched)
         return values, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[list[Record]], bool]:
+        self._store((), force=True)
+        return [], StatefulBatchLogic.RETAIN
+
+    def _store(self, touched: Iterable[str], *, force: bool = False) -> None:
+        if not self.writer.write(self.features.entities, touched, force=force):
+            FEATURE_STORE_FAILURES.labels(self.writer.store.model).inc()
 
     def snapshot(self) -> bytes:
         return dumps_signed(self.features, self.key)

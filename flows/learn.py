@@ -4,7 +4,8 @@ Run it with ``riverrun learn`` or ``python -m bytewax.run flows.learn:flow`` (se
 from ``RIVERRUN_*``). Steps, each one batch per Kafka poll:
 
 ``kafka-in`` → ``parse`` (rejects to ``deadletter``) → ``features`` (keyed by source
-partition: per-entity aggregates) → ``learn`` (keyed by model name: the champion and its
+partition: per-entity aggregates, whose latest state also goes to the online feature
+store in Redis) → ``learn`` (keyed by model name: the champion and its
 challengers predict every event and learn every label) → ``predictions``.
 """
 
@@ -20,6 +21,7 @@ from flows.feature_step import FeatureLogic
 from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
+from models.feature_store import FeatureStore, FeatureWriter
 from models.features import EntityFeatures, FeatureSpec
 from models.signing import check_key, loads_signed
 from riverrun.metrics import DEADLETTERS, EVENTS_IN
@@ -51,10 +53,11 @@ def build_flow(settings: Settings) -> Dataflow:
     spec = FeatureSpec.parse(settings.entity_features)
     if spec:
         key = check_key(settings.registry_key)
+        store = FeatureStore.connect(settings.redis_url, settings.model_name)
 
         def build_features(state: bytes | None) -> FeatureLogic:
             features = EntityFeatures(spec) if state is None else loads_signed(state, key)
-            return FeatureLogic(features, key)
+            return FeatureLogic(features, key, FeatureWriter(store, spec))
 
         records = op.stateful_batch("features", records, build_features)
 

@@ -44,6 +44,15 @@ class FeatureSpec:
                 )
         return cls(count, since_last, tuple(mean_of))
 
+    def items(self) -> tuple[str, ...]:
+        """The spec as :meth:`parse` reads it back.
+
+        >>> FeatureSpec.parse(["mean:amount", "count"]).items()
+        ('count', 'mean:amount')
+        """
+        flags = ("count",) * self.count + ("since_last",) * self.since_last
+        return flags + tuple(f"mean:{name}" for name in self.mean_of)
+
     def __bool__(self) -> bool:
         return self.count or self.since_last or bool(self.mean_of)
 

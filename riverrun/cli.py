@@ -16,14 +16,17 @@ from confluent_kafka import KafkaException
 from redis import RedisError
 
 from flows.kafka_io import KafkaUnavailable
+from grpc_api.errors import ServeError
 from models.datasets import DATASETS, DatasetError
 from models.features import FeatureSpecError
 from models.registry import RegistryError
+from models.schema import InvalidInput
 from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
-from riverrun import local_cmd, registry_cmd
+from riverrun import local_cmd, registry_cmd, serve_cmd
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
+from riverrun.serve_cmd import PredictError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
 KAFKA = ("bootstrap_servers",)
@@ -163,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     local_cmd.add_parser(sub)
     registry_cmd.add_parser(sub)
+    serve_cmd.add_parsers(sub)
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
     _add_stream_flags(p, None)
@@ -223,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         MissingKeyError,
         RedisError,
         MetricsPortError,
+        ServeError,
+        PredictError,
+        InvalidInput,
     ) as exc:
         print(f"riverrun {args.command}: error: {exc}", file=sys.stderr)
         return 2

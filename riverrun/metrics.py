@@ -75,6 +75,10 @@ SNAPSHOT_FAILURES = Counter(
 REFUSED = Counter(
     "riverrun_snapshots_refused_total", "Snapshots refused for a bad signature", ["model"]
 )
+FEATURE_STORE_FAILURES = Counter(
+    "riverrun_feature_store_failures_total",
+    "Writes of entity features to the online store that failed (retried later)", ["model"],
+)  # fmt: skip
 CONSUMER_LAG = Gauge(
     "riverrun_consumer_lag_messages",
     "Messages behind the end of a partition",
@@ -98,8 +102,11 @@ class MetricsPortError(RuntimeError):
     """The /metrics port cannot be bound; the message names it."""
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread (``port=0``: don't)."""
+def serve_metrics(port: int, host: str = "127.0.0.1", setting: str = "metrics_port") -> None:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread (``port=0``: don't).
+
+    ``setting`` names the settings field of the port, for the error message.
+    """
     if port <= 0:
         return
     try:
@@ -107,6 +114,6 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     except OSError as exc:
         raise MetricsPortError(
             f"cannot serve /metrics on {host}:{port} ({exc.strerror}); "
-            "choose another port with RIVERRUN_METRICS_PORT (0 turns metrics off)"
+            f"choose another port with RIVERRUN_{setting.upper()} (0 turns metrics off)"
         ) from None
     log.info("metrics on http://%s:%d/metrics", host, port)

@@ -82,6 +82,22 @@ class Settings:
     trigger_metrics_port: int = _setting(
         9850, "port of the trigger service's /metrics (0 turns it off)"
     )
+    serve_host: str = _setting(
+        "127.0.0.1", "address of the gRPC server: where it binds, and where clients connect"
+    )
+    serve_port: int = _setting(50051, "port of the gRPC server (0: any free port)")
+    serve_models: tuple[str, ...] = _setting(
+        (), "models the gRPC server serves, comma separated (empty: every registry model)"
+    )
+    serve_workers: int = _setting(16, "threads of the gRPC server answering requests")
+    serve_max_batch: int = _setting(10_000, "most rows in one PredictBatch call")
+    serve_sync_interval: float = _setting(
+        5.0, "seconds between the gRPC server's full re-reads of the registry"
+    )
+    serve_tls_cert: str = _setting("", "PEM certificate file of the gRPC server (TLS with the key)")
+    serve_tls_key: str = _setting("", "PEM private key file of the gRPC server")
+    serve_tls_ca: str = _setting("", "PEM root certificate file a gRPC client trusts (TLS)")
+    serve_metrics_port: int = _setting(9900, "port of the gRPC server's /metrics (0 turns it off)")
     registry_key: str = _setting("", "HMAC key that signs model snapshots", secret=True)
 
     @classmethod
@@ -126,14 +142,23 @@ class Settings:
             "promote_min_samples",
             "promote_window",
             "promote_cooldown",
+            "serve_workers",
+            "serve_max_batch",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
-        for name in ("label_ttl", "status_interval", "epoch_interval", "snapshot_interval"):
+        for name in (
+            "label_ttl", "status_interval", "epoch_interval", "snapshot_interval",
+            "serve_sync_interval",
+        ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
         if not 0.0 <= self.ab_fraction <= 1.0:
             raise SettingsError(f"{env_name('ab_fraction')} must be within [0, 1]")
+        if bool(self.serve_tls_cert) != bool(self.serve_tls_key):
+            raise SettingsError(
+                f"{env_name('serve_tls_cert')} and {env_name('serve_tls_key')} go together"
+            )
         return self
 
     def __repr__(self) -> str:

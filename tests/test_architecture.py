@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "models": {"bytewax", "confluent_kafka", "grpc", "flows", "grpc_api", "riverrun"},
     "flows": {"grpc", "grpc_api"},
+    "grpc_api": {"flows", "bytewax"},  # siblings of flows: Kafka only through confluent_kafka
 }
 # flows and grpc_api may read the shared settings and metrics, nothing else of the shell.
 SHELL_LEAVES = {"riverrun.settings", "riverrun.metrics"}

@@ -49,3 +49,12 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 def test_secret_is_not_shown() -> None:
     s = Settings.from_env({"RIVERRUN_REGISTRY_KEY": "hunter2"})
     assert "hunter2" not in repr(s)
+
+
+def test_the_server_binds_to_loopback_by_default_and_tls_needs_both_files() -> None:
+    s = Settings.from_env({})
+    assert (s.serve_host, s.serve_port, s.serve_metrics_port) == ("127.0.0.1", 50051, 9900)
+    with pytest.raises(SettingsError, match="RIVERRUN_SERVE_TLS_CERT and RIVERRUN_SERVE_TLS_KEY"):
+        Settings.from_env({"RIVERRUN_SERVE_TLS_CERT": "cert.pem"})
+    with pytest.raises(SettingsError, match="RIVERRUN_SERVE_MAX_BATCH must be at least 1"):
+        Settings.from_env({"RIVERRUN_SERVE_MAX_BATCH": "0"})

@@ -1,0 +1,80 @@
+"""Labels from the Feedback RPC to the labels topic, where the learn flow joins them.
+
+A label is written as ``{"kind": "label", "id", "label", "time"}`` keyed by event id,
+exactly what the flow reads from the labels topic, and the RPC answers only once Kafka
+has acknowledged it. The producer is created on first use, so a server whose callers
+never send feedback needs no Kafka.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from models.schema import Label
+
+DELIVERY_TIMEOUT = 10.0
+
+
+class PublishError(RuntimeError):
+    """The label could not be written to Kafka; the message says why."""
+
+
+class LabelPublisher:
+    """Writes labels to one topic and waits for each acknowledgement."""
+
+    def __init__(self, bootstrap: str, topic: str, timeout: float = DELIVERY_TIMEOUT) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.timeout = timeout
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def _get(self) -> Producer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer({
+                    "bootstrap.servers": self.bootstrap, "linger.ms": 1,
+                    "message.timeout.ms": int(self.timeout * 1000),
+                })  # fmt: skip
+                threading.Thread(target=self._poll, name="label-deliveries", daemon=True).start()
+            return self._producer
+
+    def _poll(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        while not self._closed.is_set():
+            producer.poll(0.05)
+
+    def publish(self, event_id: str, label: Label, at: float) -> tuple[str, int, int]:
+        """Write one label; returns ``(topic, partition, offset)`` once Kafka has it."""
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            outcome["err"], outcome["msg"] = err, msg
+            done.set()
+
+        value = orjson.dumps({"kind": "label", "id": event_id, "label": label, "time": at})
+        try:
+            self._get().produce(self.topic, value, event_id.encode(), on_delivery=delivered)
+        except (BufferError, KafkaException) as exc:
+            raise PublishError(
+                f"cannot queue the label for Kafka topic {self.topic!r}: {exc}"
+            ) from None
+        if not done.wait(self.timeout + 1.0):
+            raise PublishError(f"Kafka did not acknowledge the label within {self.timeout:.0f} s")
+        err, msg = outcome["err"], outcome["msg"]
+        if err is not None:
+            raise PublishError(f"cannot write the label to Kafka topic {self.topic!r}: {err}")
+        return msg.topic(), msg.partition(), msg.offset()
+
+    def close(self) -> None:
+        """Deliver what is queued, then stop."""
+        self._closed.set()
+        if self._producer is not None:
+            self._producer.flush(self.timeout)

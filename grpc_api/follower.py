@@ -1,0 +1,156 @@
+"""The server's link to the registry: load what each model's aliases point at, and follow
+every announcement, off the request path.
+
+A background thread subscribes to the registry channel, then reads every served model
+(so no move made while it was not listening is missed), and again every
+``sync_interval`` seconds in case an announcement was lost. An announcement of a model
+makes it re-read that model at once: a changed alias is loaded (signature checked by the
+registry), compiled into a scorer, and swapped in by replacing the model's record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import orjson
+import redis
+
+from grpc_api.book import Loaded, Served
+from models.ab import CHALLENGER, CHAMPION
+from models.feature_store import FeatureStore
+from models.features import FeatureSpec
+from models.registry import CHANNEL, Registry, RegistryError
+from models.scorers import compile_scorer
+from models.signing import SignatureError
+from riverrun.metrics import REFUSED, SERVED_VERSION, SWAPS
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 5.0
+
+
+class Follower:
+    """Keeps ``served`` (model name to :class:`Served`) in step with the registry."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store_client: redis.Redis,
+        *,
+        models: Iterable[str] = (),
+        sync_interval: float = 5.0,
+    ) -> None:
+        self.registry = registry
+        self.store_client = store_client
+        self.only = frozenset(models)
+        self.sync_interval = sync_interval
+        self.served: dict[str, Served] = {}
+        self.ready = threading.Event()
+        self._wanted = threading.Event()  # a request asked for a model not yet served
+        self._refused: dict[tuple[str, int], str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="registry-follower", daemon=True)
+
+    def start(self) -> None:
+        """Start following in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following (the models in memory stay)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def serves(self, model: str) -> bool:
+        """Whether this server is configured to serve ``model``."""
+        return not self.only or model in self.only
+
+    def exists(self, model: str) -> bool:
+        """Whether the registry knows ``model`` (asks Redis: for error replies only)."""
+        known = model in self.registry.models()
+        if known:
+            self._wanted.set()
+        return known
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except redis.RedisError as exc:
+                log.warning("registry unreachable, serving what is loaded: %s", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            else:
+                backoff = 0.1
+
+    def _follow(self) -> None:
+        pubsub = self.registry.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(CHANNEL)
+            next_sync = 0.0
+            while not self._stop.is_set():
+                if time.monotonic() >= next_sync or self._wanted.is_set():
+                    self._wanted.clear()
+                    self.sync_all()
+                    self.ready.set()
+                    next_sync = time.monotonic() + self.sync_interval
+                timeout = min(max(next_sync - time.monotonic(), 0.0), 0.2)
+                message = pubsub.get_message(timeout=timeout)
+                if message is not None:
+                    model = orjson.loads(message["data"]).get("model")
+                    if isinstance(model, str) and self.serves(model):
+                        self.sync(model)
+        finally:
+            pubsub.close()
+
+    def sync_all(self) -> None:
+        """Re-read every served model."""
+        names = self.only or frozenset(self.registry.models())
+        for name in sorted(names | self.served.keys()):
+            self.sync(name)
+
+    def sync(self, name: str) -> None:
+        """Re-read one model's aliases, A/B split and feature spec; swap what changed."""
+        aliases = self.registry.aliases(name)
+        current = self.served.get(name)
+        champion = self._version(name, CHAMPION, aliases.get(CHAMPION), current)
+        challenger = self._version(name, CHALLENGER, aliases.get(CHALLENGER), current)
+        store = current.store if current is not None and current.store else None
+        store = store or FeatureStore(self.store_client, name)
+        spec = store.read_spec() or FeatureSpec()
+        record = Served(name, champion, challenger, self.registry.ab_fraction(name), spec, store)
+        if record != current:
+            self.served[name] = record
+
+    def _version(
+        self, name: str, role: str, version: int | None, current: Served | None
+    ) -> Loaded | None:
+        """The loaded version ``role`` points at: the one in memory if unchanged, else
+        loaded now; the one in memory if the new one is refused."""
+        before = getattr(current, role) if current is not None else None
+        if version is None:
+            if before is not None:
+                SERVED_VERSION.remove(name, role)
+            return None
+        if before is not None and before.info.version == version:
+            return before
+        if (name, version) in self._refused:
+            return before
+        try:
+            info = self.registry.info(name, version)
+            model = self.registry.load(name, version)
+        except (SignatureError, RegistryError) as exc:
+            if isinstance(exc, SignatureError):
+                REFUSED.labels(name).inc()
+            self._refused[(name, version)] = str(exc)
+            log.error("%s %s v%s not loaded, keeping %s: %s", name, role, version,
+                      f"v{before.info.version}" if before else "nothing", exc)  # fmt: skip
+            return before
+        loaded = Loaded(info, compile_scorer(model, info.task), role, time.time())
+        SERVED_VERSION.labels(name, role).set(version)
+        SWAPS.labels(name).inc()
+        log.info("%s %s is now v%s (%s)", name, role, version, info.spec)
+        return loaded

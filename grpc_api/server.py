@@ -1,0 +1,150 @@
+"""The scoring server: the service, standard health checking and reflection, TLS, metrics.
+
+``riverrun serve`` runs :func:`serve`; tests and benchmarks start a :class:`ScoringServer`
+on a free port. It binds to loopback unless told otherwise, and reports SERVING on the
+health service once it has read the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+from types import FrameType
+
+import grpc
+import redis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from grpc_api.errors import ServeError
+from grpc_api.feedback import LabelPublisher
+from grpc_api.follower import Follower
+from grpc_api.proto import SERVICE, rpc
+from grpc_api.service import ScoringService
+from models.registry import Registry
+from riverrun.metrics import serve_metrics
+from riverrun.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+READY_TIMEOUT = 30.0
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ServeError(f"cannot read the TLS {what} {path!r}: {exc.strerror}") from None
+
+
+class ScoringServer:
+    """A running scoring server: the gRPC server, the registry follower and the publisher."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        registry = Registry.connect(settings.redis_url, settings.registry_key)
+        store_client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self.follower = Follower(
+            registry, store_client, models=settings.serve_models,
+            sync_interval=settings.serve_sync_interval,
+        )  # fmt: skip
+        self.publisher = LabelPublisher(settings.bootstrap_servers, settings.topic_labels)
+        self.health = health.HealthServicer()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(settings.serve_workers, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
+            ],
+        )
+        service = ScoringService(
+            self.follower, self.publisher, default_model=settings.model_name,
+            max_batch=settings.serve_max_batch,
+        )  # fmt: skip
+        rpc.add_ScoringServicer_to_server(service, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self._bind()
+
+    def _bind(self) -> int:
+        s = self.settings
+        address = f"{s.serve_host}:{s.serve_port}"
+        credentials = None
+        if s.serve_tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(_read(s.serve_tls_key, "key"), _read(s.serve_tls_cert, "certificate"))]
+            )
+        try:
+            if credentials is not None:
+                port = self.server.add_secure_port(address, credentials)
+            else:
+                port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpc logs the cause itself
+            port = 0
+        if not port:
+            raise ServeError(
+                f"cannot listen on {address} (in use, or not an address of this machine); "
+                "choose another with RIVERRUN_SERVE_HOST and RIVERRUN_SERVE_PORT"
+            )
+        return port
+
+    @property
+    def target(self) -> str:
+        """``host:port`` a client dials."""
+        return f"{self.settings.serve_host}:{self.port}"
+
+    def start(self, ready_timeout: float = READY_TIMEOUT) -> ScoringServer:
+        """Start serving; wait (up to ``ready_timeout``) until the registry has been read."""
+        for name in ("", SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.follower.start()
+        self.server.start()
+        if not self.follower.ready.wait(ready_timeout):
+            log.warning("registry not read within %.0f s; answering UNAVAILABLE", ready_timeout)
+        for name in ("", SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING, finish the requests in flight, stop following."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.follower.stop()
+        self.publisher.close()
+
+    def __enter__(self) -> ScoringServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=1.0)
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGINT or SIGTERM, then stop gracefully."""
+    server = ScoringServer(settings)
+    serve_metrics(settings.serve_metrics_port, settings.metrics_host, "serve_metrics_port")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        scheme = "TLS" if settings.serve_tls_cert else "plaintext"
+        print(f"serving riverrun.v1.Scoring on {server.target} ({scheme})", flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

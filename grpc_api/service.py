@@ -1,0 +1,407 @@
+"""The ``riverrun.v1.Scoring`` service: requests in, answers from the served versions out.
+
+Every request reads its model's :class:`~grpc_api.book.Served` record once and answers
+from it alone. Bad input is refused with a status and a message naming the field (also
+in the ``riverrun-field`` trailing metadata); every answer and refusal is counted by RPC
+and status code, and nothing a client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import redis
+
+from grpc_api.book import Loaded, Served
+from grpc_api.feedback import LabelPublisher, PublishError
+from grpc_api.follower import Follower
+from grpc_api.labels import class_text, from_label, to_label
+from grpc_api.proto import pb, rpc
+from models.evaluation import predicted_label
+from models.features import EntityFeatures
+from models.schema import InvalidInput, check_features, check_label, check_schema
+from models.scorers import Answers
+from riverrun.metrics import GRPC_REQUESTS, GRPC_SECONDS
+
+log = logging.getLogger(__name__)
+
+FIELD_METADATA = "riverrun-field"
+Reply = TypeVar("Reply")
+Code = grpc.StatusCode
+
+
+class Refusal(Exception):
+    """A request the server will not answer: a status code, a message and maybe a field."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+def _invalid(exc: InvalidInput) -> Refusal:
+    """The refusal of input the shared checks (``models.schema``) rejected."""
+    return Refusal(Code.INVALID_ARGUMENT, str(exc), exc.field or "")
+
+
+class _Counted:
+    """Counts and times one RPC; children of the labelled metrics are looked up once."""
+
+    def __init__(self, rpc_name: str) -> None:
+        self.name = rpc_name
+        self.seconds = GRPC_SECONDS.labels(rpc_name)
+        self.codes = {code: GRPC_REQUESTS.labels(rpc_name, code.name) for code in Code}
+
+    def record(self, code: grpc.StatusCode, began: float) -> None:
+        self.codes[code].inc()
+        self.seconds.observe(time.perf_counter() - began)
+
+    def unary(self, handle: Callable[[Any], Reply], request: Any, context: Any) -> Reply:
+        """Answer, or abort with the refusal's status; never let an error escape."""
+        began = time.perf_counter()
+        try:
+            reply = handle(request)
+        except Refusal as exc:
+            refusal = exc
+        except Exception as exc:
+            log.exception("%s failed", self.name)
+            refusal = Refusal(Code.INTERNAL, f"internal error: {type(exc).__name__}")
+        else:
+            self.record(Code.OK, began)
+            return reply
+        self.record(refusal.code, began)
+        if refusal.field:
+            context.set_trailing_metadata(((FIELD_METADATA, refusal.field),))
+        context.abort(refusal.code, str(refusal))
+        raise AssertionError("unreachable: abort raises")
+
+
+class ScoringService(rpc.ScoringServicer):
+    """Predict, PredictBatch, PredictStream, Feedback and GetModel over the served models."""
+
+    def __init__(
+        self,
+        follower: Follower,
+        publisher: LabelPublisher,
+        *,
+        default_model: str,
+        max_batch: int,
+    ) -> None:
+        self.follower = follower
+        self.publisher = publisher
+        self.default_model = default_model
+        self.max_batch = max_batch
+        self._rpcs = {
+            name: _Counted(name)
+            for name in ("Predict", "PredictBatch", "PredictStream", "Feedback", "GetModel")
+        }
+
+    # -- RPCs ------------------------------------------------------------------------------
+
+    def Predict(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+        return self._rpcs["Predict"].unary(self._predict, request, context)
+
+    def PredictBatch(
+        self, request: pb.PredictBatchRequest, context: Any
+    ) -> pb.PredictBatchResponse:
+        return self._rpcs["PredictBatch"].unary(self._predict_batch, request, context)
+
+    def PredictStream(self, requests: Iterator[pb.PredictRequest], context: Any) -> Iterator:
+        counted = self._rpcs["PredictStream"]
+        for request in requests:
+            began = time.perf_counter()
+            try:
+                reply = pb.StreamReply(id=request.id, result=self._predict(request))
+                code = Code.OK
+            except Refusal as exc:
+                code = exc.code
+                reply = pb.StreamReply(id=request.id, error=pb.StreamError(
+                    code=code.name, message=str(exc), field=exc.field))  # fmt: skip
+            except Exception as exc:
+                log.exception("PredictStream failed on one request")
+                code = Code.INTERNAL
+                reply = pb.StreamReply(id=request.id, error=pb.StreamError(
+                    code=code.name, message=f"internal error: {type(exc).__name__}"))  # fmt: skip
+            counted.record(code, began)
+            yield reply
+
+    def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
+        return self._rpcs["Feedback"].unary(self._feedback, request, context)
+
+    def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
+        return self._rpcs["GetModel"].unary(self._get_model, request, context)
+
+    # -- the work --------------------------------------------------------------------------
+
+    def _served(self, name: str) -> Served:
+        """The model's record with a champion, or the refusal that says why there is none."""
+        name = name or self.default_model
+        served = self.follower.served.get(name)
+        if served is not None and served.champion is not None:
+            return served
+        if not self.follower.serves(name):
+            raise Refusal(Code.NOT_FOUND, f"model {name!r} is not served here", "model")
+        if served is None:
+            try:
+                known = self.follower.exists(name)
+            except redis.RedisError as exc:
+                raise Refusal(Code.UNAVAILABLE, f"the registry cannot be reached: {exc}") from None
+            if not known and not self.follower.only:
+                raise Refusal(Code.NOT_FOUND, f"unknown model {name!r}", "model")
+        raise Refusal(
+            Code.UNAVAILABLE,
+            f"model {name!r} has no champion yet: nothing to serve until one is registered "
+            "and promoted (the learn flow registers its first model on start)",
+        )
+
+    def _predict(self, request: pb.PredictRequest) -> pb.PredictResponse:
+        served = self._served(request.model)
+        return self._score(served, request, self._states(served, [request.entity])[0])
+
+    def _states(self, served: Served, entities: list[str]) -> list[Any]:
+        """The entities' states in the online feature store (``None`` for each if unused)."""
+        if served.features is None or served.store is None:
+            return [None] * len(entities)
+        try:
+            return served.store.read_many(served.spec, entities)
+        except redis.RedisError as exc:
+            raise Refusal(
+                Code.UNAVAILABLE, f"the online feature store cannot be reached: {exc}"
+            ) from None
+
+    def _score(self, served: Served, request: pb.PredictRequest, state: Any) -> pb.PredictResponse:
+        """One event's answer from ``served``; ``state`` is its entity's stored state."""
+        loaded = served.pick(request.entity)
+        assert loaded is not None  # _served checked the champion
+        try:
+            features = check_features(dict(request.features))
+        except InvalidInput as exc:
+            raise _invalid(exc) from None
+        entity_features = served.features
+        if entity_features is not None:
+            features = entity_features.peek(state, request.time or time.time(), features)
+        expected = loaded.scorer.features
+        if expected is not None:
+            try:
+                check_schema(features, expected)
+            except InvalidInput as exc:
+                raise _invalid(exc) from None
+        reply = pb.PredictResponse(
+            id=request.id, model=served.name, version=loaded.info.version, arm=loaded.role
+        )
+        prediction = loaded.scorer.predict_one(features)
+        if isinstance(prediction, dict):
+            best = predicted_label(prediction)
+            if best is not None:
+                reply.prediction.CopyFrom(to_label(best))
+            for cls, p in prediction.items():
+                reply.proba[class_text(cls)] = p
+        else:
+            reply.prediction.number = prediction
+        return reply
+
+    def _predict_batch(self, request: pb.PredictBatchRequest) -> pb.PredictBatchResponse:
+        if request.events and request.HasField("packed"):
+            raise Refusal(Code.INVALID_ARGUMENT, "give events or packed rows, not both", "packed")
+        if request.HasField("packed"):
+            return pb.PredictBatchResponse(packed=self._predict_packed(request))
+        events = request.events
+        if len(events) > self.max_batch:
+            raise self._oversize(len(events))
+        name = request.model or self.default_model
+        for i, event in enumerate(events):
+            if event.model and event.model != name:
+                raise Refusal(Code.INVALID_ARGUMENT,
+                              f"events[{i}].model is {event.model!r}, the batch's is {name!r}",
+                              f"events[{i}].model")  # fmt: skip
+        if not events:
+            return pb.PredictBatchResponse()
+        served = self._served(name)
+        states = self._states(served, [event.entity for event in events])
+        results = []
+        for i, (event, state) in enumerate(zip(events, states, strict=True)):
+            try:
+                results.append(self._score(served, event, state))
+            except Refusal as exc:
+                field = f"events[{i}].{exc.field}" if exc.field else f"events[{i}]"
+                raise Refusal(exc.code, f"events[{i}]: {exc}", field) from None
+        return pb.PredictBatchResponse(results=results)
+
+    def _oversize(self, rows: int) -> Refusal:
+        return Refusal(
+            Code.RESOURCE_EXHAUSTED,
+            f"batch of {rows} rows exceeds this server's limit of {self.max_batch} "
+            "(RIVERRUN_SERVE_MAX_BATCH): split it",
+        )
+
+    def _predict_packed(self, request: pb.PredictBatchRequest) -> pb.PackedAnswers:
+        packed = request.packed
+        names = list(packed.feature_names)
+        width = len(names)
+        if width == 0 or len(set(names)) != width:
+            raise Refusal(Code.INVALID_ARGUMENT,
+                          "packed.feature_names must be distinct and not empty",
+                          "packed.feature_names")  # fmt: skip
+        if len(packed.values) % width:
+            raise Refusal(Code.INVALID_ARGUMENT,
+                          f"packed.values holds {len(packed.values)} numbers, not a multiple "
+                          f"of {width} feature names", "packed.values")  # fmt: skip
+        rows = len(packed.values) // width
+        if rows > self.max_batch:
+            raise self._oversize(rows)
+        for extra in ("entities", "times"):
+            if len(getattr(packed, extra)) not in (0, rows):
+                raise Refusal(Code.INVALID_ARGUMENT,
+                              f"packed.{extra} must be empty or hold one per row ({rows})",
+                              f"packed.{extra}")  # fmt: skip
+        served = self._served(request.model)
+        matrix = np.array(packed.values, dtype=float).reshape(rows, width)
+        finite = np.isfinite(matrix)
+        if not finite.all():
+            row, col = (int(i) for i in np.argwhere(~finite)[0])
+            raise Refusal(Code.INVALID_ARGUMENT,
+                          f"packed row {row}: feature {names[col]!r} is {matrix[row, col]}",
+                          names[col])  # fmt: skip
+        entities = list(packed.entities) or [""] * rows
+        entity_features = served.features
+        if entity_features is not None and rows:
+            names, matrix = self._with_entity_features(
+                served, entity_features, names, matrix, entities, list(packed.times)
+            )
+        arms = [served.pick(e) for e in entities] if served.challenger else None
+        return self._answer_packed(served, names, matrix, arms)
+
+    def _with_entity_features(
+        self,
+        served: Served,
+        code: EntityFeatures,
+        names: list[str],
+        matrix: np.ndarray,
+        entities: list[str],
+        times: list[float],
+    ) -> tuple[list[str], np.ndarray]:
+        """The matrix with the aggregates the learn flow's feature code adds to each row."""
+        states = self._states(served, entities)
+        now = time.time()
+        used = [(f, names.index(f)) for f in served.spec.mean_of if f in names]
+        added = [
+            code.peek(state, times[r] if times else now, {f: matrix[r, c] for f, c in used})
+            for r, state in enumerate(states)
+        ]
+        own = {f for f, _ in used}
+        extra_names = [n for n in added[0] if n not in own]
+        extra = np.array([[row[n] for n in extra_names] for row in added], dtype=float)
+        keep = [i for i, n in enumerate(names) if n not in extra_names]  # the flow overwrites
+        return [names[i] for i in keep] + extra_names, np.hstack((matrix[:, keep], extra))
+
+    def _answer_packed(
+        self,
+        served: Served,
+        names: list[str],
+        matrix: np.ndarray,
+        arms: list[Loaded | None] | None,
+    ) -> pb.PackedAnswers:
+        assert served.champion is not None
+        answerers = [served.champion] if arms is None else list(dict.fromkeys(arms))
+        groups: list[tuple[Loaded, np.ndarray | None]] = []
+        for loaded in answerers:
+            assert loaded is not None
+            expected = loaded.scorer.features
+            if expected is not None:
+                try:
+                    check_schema(dict.fromkeys(names, 0.0), expected)
+                except InvalidInput as exc:
+                    raise _invalid(exc) from None
+            rows = None if arms is None else np.array([a is loaded for a in arms])
+            groups.append((loaded, rows))
+        out = pb.PackedAnswers(answerers=[
+            pb.Answerer(model=served.name, version=loaded.info.version, arm=loaded.role)
+            for loaded, _ in groups
+        ])  # fmt: skip
+        if len(groups) == 1:
+            _fill(out, groups[0][0].scorer.predict_matrix(names, matrix))
+            return out
+        merged = _merge(names, matrix, groups, len(matrix))
+        _fill(out, merged[0])
+        out.answered_by.extend(merged[1])
+        return out
+
+    def _feedback(self, request: pb.FeedbackRequest) -> pb.FeedbackResponse:
+        if not request.id:
+            raise Refusal(Code.INVALID_ARGUMENT, "id: the event id is missing", "id")
+        value = from_label(request.label)
+        if value is None:
+            raise Refusal(Code.INVALID_ARGUMENT, "label: the label is missing", "label")
+        served = self._served(request.model)
+        assert served.champion is not None
+        try:
+            label = check_label(served.champion.info.task, value)
+        except InvalidInput as exc:
+            raise _invalid(exc) from None
+        try:
+            topic, partition, offset = self.publisher.publish(
+                request.id, label, request.time or time.time()
+            )
+        except PublishError as exc:
+            raise Refusal(Code.UNAVAILABLE, str(exc)) from None
+        return pb.FeedbackResponse(topic=topic, partition=partition, offset=offset)
+
+    def _get_model(self, request: pb.GetModelRequest) -> pb.GetModelResponse:
+        served = self._served(request.model)
+        reply = pb.GetModelResponse(
+            champion=_version(served.champion),
+            ab_fraction=served.ab_fraction,
+            entity_features=list(served.spec.items()),
+        )
+        if served.challenger is not None:
+            reply.challenger.CopyFrom(_version(served.challenger))
+        return reply
+
+
+def _version(loaded: Loaded | None) -> pb.ModelVersion:
+    assert loaded is not None
+    info = loaded.info
+    return pb.ModelVersion(
+        model=info.model, version=info.version, spec=info.spec, task=info.task,
+        metrics={k: float(v) for k, v in info.metrics.items()}, events_seen=info.events_seen,
+        created_at=info.created_at, loaded_at=loaded.loaded_at,
+        vectorised=loaded.scorer.vectorised,
+    )  # fmt: skip
+
+
+def _fill(out: pb.PackedAnswers, answers: Answers) -> None:
+    if answers.classes:
+        out.classes.extend(class_text(c) for c in answers.classes)
+        out.proba.extend(answers.proba.ravel().tolist())
+        out.predicted.extend(answers.predicted.tolist())
+    else:
+        out.values.extend(answers.values.tolist())
+
+
+def _merge(
+    names: list[str], matrix: np.ndarray, groups: list[tuple[Loaded, Any]], rows: int
+) -> tuple[Answers, list[int]]:
+    """One set of answers from the arms that each answered some rows."""
+    parts = [(g.scorer.predict_matrix(names, matrix[mask]), mask) for g, mask in groups]
+    classes: dict[Any, int] = {}
+    for answers, _ in parts:
+        for c in answers.classes:
+            classes.setdefault(c, len(classes))
+    proba = np.zeros((rows, len(classes)))
+    predicted = np.zeros(rows, dtype=np.uint32)
+    values = np.zeros(rows if not classes else 0)
+    answered_by = np.zeros(rows, dtype=np.uint32)
+    for k, (answers, mask) in enumerate(parts):
+        answered_by[mask] = k
+        if classes:
+            cols = [classes[c] for c in answers.classes]
+            proba[np.ix_(mask, cols)] = answers.proba
+            predicted[mask] = np.array(cols, dtype=np.uint32)[answers.predicted]
+        else:
+            values[mask] = answers.values
+    return Answers(tuple(classes), proba, predicted, values), answered_by.tolist()

@@ -1,0 +1,66 @@
+"""The online feature store: the learn flow writes each entity's latest state to Redis, and
+writes survive a Redis outage without stopping anything."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from models.feature_store import FeatureStore, FeatureWriter
+from models.features import EntityFeatures, FeatureSpec
+from riverrun.local import start_redis
+from tests.helpers import event, run_flow_to_end, write_raw
+
+ITEMS = ("count", "since_last", "mean:x")
+
+
+def test_flow_writes_every_entitys_latest_state_and_the_spec(make_settings: Any) -> None:
+    s = make_settings(entity_features=ITEMS)
+    entities = [f"user-{i % 7}" for i in range(300)]
+    features = [{"x": float(i % 11), "y": float(i % 3)} for i in range(300)]
+    write_raw(s, s.topic_events, [
+        (e.encode(), event(i, f, i % 2 == 0, entity=e))
+        for i, (e, f) in enumerate(zip(entities, features, strict=True))
+    ])  # fmt: skip
+    run_flow_to_end(s)
+
+    spec = FeatureSpec.parse(ITEMS)
+    offline = EntityFeatures(spec)
+    for i, (e, f) in enumerate(zip(entities, features, strict=True)):
+        offline.update(e, 1_000_000.0 + i, f)
+    store = FeatureStore.connect(s.redis_url, s.model_name)
+    assert store.read_spec() == spec
+    assert store.read_many(spec, sorted(offline.entities)) == [
+        offline.entities[e] for e in sorted(offline.entities)
+    ]
+    assert store.read(spec, "nobody") is None
+    assert store.read(FeatureSpec.parse(["count"]), "user-1") is None, "another layout"
+
+
+def test_writer_keeps_entities_through_an_outage_and_writes_them_after(tmp_path: Path) -> None:
+    server = start_redis(tmp_path, durable=True)
+    try:
+        spec = FeatureSpec.parse(["count"])
+        store = FeatureStore.connect(f"redis://127.0.0.1:{server.port}/0", "outage")
+        now = [0.0]
+        writer = FeatureWriter(store, spec, clock=lambda: now[0])
+        assert writer.write({"a": [1.0, 5.0]}, ["a"])
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+
+        states = {"a": [2.0, 6.0], "b": [1.0, 6.0]}
+        assert not writer.write(states, ["a", "b"]), "a failed write is reported"
+        assert writer.failures == 1 and writer.dirty == {"a", "b"}
+        states["c"] = [1.0, 7.0]
+        assert writer.write(states, ["c"]), "backing off: nothing tried"
+        assert writer.failures == 1
+
+        server = start_redis(tmp_path, server.port, durable=True)
+        now[0] += 1.0  # past the backoff
+        assert writer.write(states, [])
+        assert writer.dirty == set()
+        assert store.read_many(spec, ["a", "b", "c"]) == [[2.0, 6.0], [1.0, 6.0], [1.0, 7.0]]
+    finally:
+        server.stop()

@@ -1,0 +1,310 @@
+"""Every RPC of the scoring service through a real gRPC channel, against the session's Redis
+and Kafka: answers with River's numbers, and each refusal with its status, field and count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import redis
+
+from grpc_api.proto import pb
+from models.ab import serving_arm
+from models.feature_store import FeatureStore
+from models.features import FeatureSpec
+from models.schema import InvalidInput
+from models.status import read_status
+from riverrun.local import start_redis
+from tests.helpers import event, read_topic, run_flow_to_end, wait_for, write_raw
+from tests.serving import (
+    field_of,
+    publish,
+    refusal,
+    registry,
+    requests_counted,
+    running,
+    trained,
+)
+
+TOLERANCE = 1e-12
+Code = grpc.StatusCode
+
+
+def test_predict_answers_from_the_champion_with_rivers_numbers(make_settings: Any) -> None:
+    s = make_settings()
+    model, rows = trained()
+    version = publish(s, model)
+    before = requests_counted("Predict", "OK")
+    with running(s) as (_, client):
+        for i, x in enumerate(rows[:50]):
+            answer = client.predict(x, id=f"e{i}", entity=f"u{i}")
+            expected = model.predict_proba_one(x)
+            assert (answer.id, answer.model, answer.version) == (f"e{i}", s.model_name, version)
+            assert answer.arm == "champion" and answer.prediction == model.predict_one(x)
+            assert answer.proba.keys() == {"true", "false"}
+            assert abs(answer.proba["true"] - expected[True]) <= TOLERANCE
+    assert requests_counted("Predict", "OK") == before + 50
+
+
+def test_predict_batch_map_and_packed_forms_give_rivers_numbers(make_settings: Any) -> None:
+    s = make_settings()
+    clf, rows = trained()
+    reg, reg_rows = trained("linreg", "trumpapproval", events=200)
+    publish(s, clf)
+    publish(s, reg, spec="linreg", task="regression", name=f"{s.model_name}-reg")
+    with running(s) as (_, client):
+        answers = client.predict_batch(rows[:100])
+        names = sorted(rows[0])
+        packed = client.predict_packed(names, np.array([[x[n] for n in names] for x in rows]))
+        assert packed.classes == ["false", "true"] and len(packed.proba) == len(rows)
+        for i, x in enumerate(rows):
+            expected = clf.predict_proba_one(x)[True]
+            assert abs(packed.proba[i, 1] - expected) <= TOLERANCE
+            assert packed.predicted[i] == str(clf.predict_one(x)).lower()
+            if i < 100:
+                assert abs(answers[i].proba["true"] - expected) <= TOLERANCE
+        assert {who for who in packed.answered_by} == {(s.model_name, 1, "champion")}
+
+        names = sorted(reg_rows[0])
+        values = client.predict_packed(
+            names, np.array([[x[n] for n in names] for x in reg_rows]), model=f"{s.model_name}-reg"
+        ).values
+        expected_values = np.array([reg.predict_one(x) for x in reg_rows])
+        assert np.allclose(values, expected_values, rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_predict_stream_answers_in_order_and_goes_on_after_a_bad_event(
+    make_settings: Any,
+) -> None:
+    s = make_settings()
+    model, rows = trained()
+    publish(s, model)
+    bad = dict(rows[1], popup_window=float("nan"))
+    events = [
+        {"id": "ok-0", "features": rows[0]},
+        {"id": "nan", "features": bad},
+        {"id": "missing", "features": {"long_url": 1.0}},
+        {"id": "unknown", "features": rows[2], "model": "no-such-model"},
+        {"id": "ok-3", "features": rows[3]},
+    ]
+    ok_before = requests_counted("PredictStream", "OK")
+    with running(s) as (_, client):
+        replies = list(client.stream(events))
+    assert [r.id for r in replies] == ["ok-0", "nan", "missing", "unknown", "ok-3"]
+    assert [getattr(r, "code", "OK") for r in replies] == [
+        "OK", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "NOT_FOUND", "OK",
+    ]  # fmt: skip
+    assert replies[1].field == "popup_window"  # type: ignore[union-attr]
+    assert "missing feature" in replies[2].message  # type: ignore[union-attr]
+    assert abs(replies[4].proba["true"] - model.predict_proba_one(rows[3])[True]) <= TOLERANCE  # type: ignore[union-attr]
+    assert requests_counted("PredictStream", "OK") == ok_before + 2
+
+
+def test_get_model_reports_both_arms_their_metrics_and_when_they_were_loaded(
+    make_settings: Any,
+) -> None:
+    s = make_settings()
+    model, _ = trained()
+    reg = registry(s)
+    champion = reg.register(s.model_name, model, spec="logreg", task="binary",
+                            metrics={"accuracy": 0.9}, events_seen=300)  # fmt: skip
+    reg.move_alias(s.model_name, "champion", champion.version, actor="t", reason="t")
+    challenger = publish(s, trained("hoeffding")[0], alias="challenger", spec="hoeffding")
+    reg.set_ab_fraction(s.model_name, 0.25, actor="t", reason="t")
+    with running(s) as (_, client):
+        got = client.get_model(s.model_name)
+    assert (got.champion.version, got.champion.spec, got.champion.task) == (1, "logreg", "binary")
+    assert got.champion.metrics == {"accuracy": 0.9} and got.champion.events_seen == 300
+    assert got.champion.vectorised and not got.challenger.vectorised
+    assert got.challenger.version == challenger and got.ab_fraction == 0.25
+    assert champion.created_at <= got.champion.loaded_at
+    assert list(got.entity_features) == []
+
+
+def test_a_b_split_answers_each_entity_from_its_arm(make_settings: Any) -> None:
+    s = make_settings()
+    champion, rows = trained()
+    challenger, _ = trained("hoeffding")
+    publish(s, champion)
+    publish(s, challenger, alias="challenger", spec="hoeffding")
+    entities = [f"user-{i}" for i in range(200)]
+    names = sorted(rows[0])
+    matrix = np.array([[rows[i][n] for n in names] for i in range(200)])
+    with running(s) as (server, client):
+        assert {client.predict(rows[0], entity=e).arm for e in entities[:20]} == {"champion"}
+        registry(s).set_ab_fraction(s.model_name, 0.5, actor="test", reason="a/b")
+        wait_for(lambda: server.follower.served[s.model_name].ab_fraction == 0.5, 5,
+                 "the server to follow the A/B announcement")  # fmt: skip
+        packed = client.predict_packed(names, matrix, entities=entities)
+        for i, entity in enumerate(entities):
+            arm = serving_arm(entity, 0.5)
+            model = champion if arm == "champion" else challenger
+            answer = client.predict(rows[i], entity=entity)
+            assert (answer.arm, answer.version) == (arm, 1 if arm == "champion" else 2)
+            expected = model.predict_proba_one(rows[i]).get(True, 0.0)
+            assert abs(answer.proba.get("true", 0.0) - expected) <= TOLERANCE
+            assert packed.answered_by[i] == (s.model_name, answer.version, arm)
+            assert abs(packed.proba[i, packed.classes.index("true")] - expected) <= TOLERANCE
+    assert {a for _, _, a in packed.answered_by} == {"champion", "challenger"}
+
+
+def test_feedback_goes_to_the_labels_topic_and_the_flow_learns_it(make_settings: Any) -> None:
+    s = make_settings()
+    publish(s, trained()[0])
+    features = {"x": 1.0}
+    write_raw(s, s.topic_events, [(b"a", event(0, features, prefix="fb"))])
+    write_raw(s, s.topic_labels, [])
+    with running(s) as (_, client):
+        topic, partition, offset = client.feedback("fb0", True, time=1_000_000.5)
+    assert (topic, partition, offset) == (s.topic_labels, 0, 0)
+    [message] = read_topic(s, s.topic_labels)
+    assert message.key == b"fb0"
+    assert message.json() == {"kind": "label", "id": "fb0", "label": True, "time": 1_000_000.5}
+    run_flow_to_end(s.override({"model_name": f"{s.model_name}-flow"}))
+    status = read_status(redis.Redis.from_url(s.redis_url), f"{s.model_name}-flow")
+    assert status is not None and status["labelled"] == 1 and status["unknown_labels"] == 0
+
+
+@pytest.mark.parametrize(
+    ("rpc", "call", "code", "field", "message"),
+    [
+        ("Predict", lambda c, r: c.predict(r[0], model="no-such"), Code.NOT_FOUND, "model",
+         "unknown model 'no-such'"),
+        ("PredictBatch", lambda c, r: c.predict_batch(r[:2], model="no-such"), Code.NOT_FOUND,
+         "model", "unknown model"),
+        ("GetModel", lambda c, r: c.get_model("no-such"), Code.NOT_FOUND, "model", "unknown"),
+        ("Feedback", lambda c, r: c.feedback("e1", True, model="no-such"), Code.NOT_FOUND,
+         "model", "unknown"),
+        ("Predict", lambda c, r: c.predict(dict(r[0], long_url=float("nan"))),
+         Code.INVALID_ARGUMENT, "long_url", "feature 'long_url' is nan"),
+        ("Predict", lambda c, r: c.predict(dict(r[0], long_url=float("inf"))),
+         Code.INVALID_ARGUMENT, "long_url", "is inf"),
+        ("Predict", lambda c, r: c.predict({"long_url": 1.0}), Code.INVALID_ARGUMENT,
+         "age_of_domain", "missing feature(s): 'age_of_domain'"),
+        ("PredictBatch", lambda c, r: c.predict_batch([r[0], {"long_url": 1.0}]),
+         Code.INVALID_ARGUMENT, "events[1].age_of_domain", "events[1]: missing feature"),
+        ("PredictBatch", lambda c, r: c.predict_packed(["long_url"], np.ones((2, 1))),
+         Code.INVALID_ARGUMENT, "age_of_domain", "missing feature"),
+        ("PredictBatch", lambda c, r: c.predict_packed(
+            sorted(r[0]), np.array([[float("nan")] * len(r[0])])), Code.INVALID_ARGUMENT,
+         "age_of_domain", "packed row 0: feature 'age_of_domain' is nan"),
+        ("PredictBatch", lambda c, r: c.stub.PredictBatch(pb.PredictBatchRequest(
+            packed=pb.PackedRows(feature_names=["a", "b"], values=[1.0, 2.0, 3.0]))),
+         Code.INVALID_ARGUMENT, "packed.values", "not a multiple of 2"),
+        ("PredictBatch", lambda c, r: c.predict_packed(["a", "a"], np.ones((1, 2))),
+         Code.INVALID_ARGUMENT, "packed.feature_names", "distinct"),
+        ("PredictBatch", lambda c, r: c.predict_packed(["a"], np.ones((2, 1)), entities=["x"]),
+         Code.INVALID_ARGUMENT, "packed.entities", "one per row"),
+        ("Feedback", lambda c, r: c.feedback("e1", "yes"), Code.INVALID_ARGUMENT, "label",
+         "a binary label must be true, false, 0 or 1, got str"),
+        ("Feedback", lambda c, r: c.feedback("", True), Code.INVALID_ARGUMENT, "id", "missing"),
+        ("PredictBatch", lambda c, r: c.predict_packed(["a"], np.ones((11, 1))),
+         Code.RESOURCE_EXHAUSTED, "", "batch of 11 rows exceeds this server's limit of 10"),
+        ("PredictBatch", lambda c, r: c.predict_batch(r[:11]), Code.RESOURCE_EXHAUSTED, "",
+         "exceeds this server's limit"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_a_status_naming_the_field_and_are_counted(
+    make_settings: Any, rpc: str, call: Any, code: grpc.StatusCode, field: str, message: str
+) -> None:
+    s = make_settings(serve_max_batch=10)
+    model, rows = trained()
+    publish(s, model)
+    before = requests_counted(rpc, code.name)
+    with running(s) as (_, client):
+        error = refusal(lambda: call(client, rows))
+        assert error.code() == code  # type: ignore[attr-defined]
+        assert message in error.details(), error.details()  # type: ignore[attr-defined]
+        assert field_of(error) == field
+        assert client.predict(rows[0]).version == 1, "the server goes on answering"
+    assert requests_counted(rpc, code.name) == before + 1
+
+
+def test_no_champion_yet_is_unavailable_until_one_is_promoted(make_settings: Any) -> None:
+    s = make_settings()
+    model, rows = trained()
+    info = registry(s).register(s.model_name, model, spec="logreg", task="binary")
+    before = requests_counted("Predict", "UNAVAILABLE")
+    with running(s) as (_, client):
+        error = refusal(lambda: client.predict(rows[0]))
+        assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+        assert "has no champion yet" in error.details()  # type: ignore[attr-defined]
+        registry(s).move_alias(s.model_name, "champion", info.version, actor="t", reason="t")
+
+        def answered() -> bool:
+            try:
+                return client.predict(rows[0]).version == info.version
+            except grpc.RpcError:
+                return False
+
+        wait_for(answered, 5, "the first champion to answer")
+    assert requests_counted("Predict", "UNAVAILABLE") >= before + 1
+
+
+def test_non_numeric_features_are_refused_by_the_client_naming_the_field(
+    make_settings: Any,
+) -> None:
+    s = make_settings()
+    publish(s, trained()[0])
+    with running(s) as (_, client), pytest.raises(InvalidInput) as info:
+        client.predict({"long_url": "long"})
+    assert info.value.field == "long_url" and "must be a number, got str" in str(info.value)
+
+
+def test_a_tampered_promotion_is_refused_and_the_old_champion_keeps_serving(
+    make_settings: Any,
+) -> None:
+    s = make_settings()
+    model, rows = trained()
+    good = publish(s, model)
+    reg = registry(s)
+    bad = reg.register(s.model_name, model, spec="logreg", task="binary")
+    reg.client.set(f"riverrun:registry:{s.model_name}:blob:{bad.version}", b"RRS1" + b"0" * 40)
+    with running(s) as (server, client):
+        reg.move_alias(s.model_name, "champion", bad.version, actor="t", reason="tampered")
+        wait_for(lambda: reg.refused_count(s.model_name) == 1, 5, "the refusal")
+        assert client.predict(rows[0]).version == good
+        assert server.follower.served[s.model_name].champion.info.version == good  # type: ignore[union-attr]
+
+
+def test_health_checking_and_reflection_are_served(make_settings: Any) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    s = make_settings()
+    with running(s) as (server, client):
+        assert server.target.startswith("127.0.0.1:"), "loopback by default"
+        health = health_pb2_grpc.HealthStub(client.channel)
+        for service in ("", "riverrun.v1.Scoring"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        services = ProtoReflectionDescriptorDatabase(client.channel).get_services()
+        assert {"riverrun.v1.Scoring", "grpc.health.v1.Health"} <= set(services)
+        described = ProtoReflectionDescriptorDatabase(client.channel).FindFileContainingSymbol(
+            "riverrun.v1.Scoring"
+        )
+        assert described.name == "riverrun/v1/scoring.proto"
+
+
+def test_a_redis_outage_leaves_loaded_models_serving(make_settings: Any, tmp_path: Any) -> None:
+    server = start_redis(tmp_path)
+    try:
+        s = make_settings(redis_url=f"redis://127.0.0.1:{server.port}/0")
+        model, rows = trained()
+        publish(s, model)
+        with_entities = f"{s.model_name}-entities"
+        publish(s, model, name=with_entities)
+        FeatureStore.connect(s.redis_url, with_entities).write(FeatureSpec.parse(["count"]), {})
+        with running(s) as (_, client):
+            wait_for(lambda: client.get_model(with_entities).entity_features, 5, "the spec")
+            server.stop()
+            assert client.predict(rows[0]).version == 1, "answered from memory"
+            error = refusal(lambda: client.predict(rows[0], model=with_entities))
+            assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+            assert "the online feature store cannot be reached" in error.details()  # type: ignore[attr-defined]
+    finally:
+        server.stop()
