@@ -17,9 +17,12 @@ import grpc
 from grpc_api.proto import pb, rpc
 
 REPLY = pb.PredictResponse(
-    model="echo", version=1, arm="champion", prediction=pb.Label(boolean=True),
+    model="echo",
+    version=1,
+    arm="champion",
+    prediction=pb.Label(boolean=True),
     proba={"false": 0.25, "true": 0.75},
-)  # fmt: skip
+)
 WHO = pb.Answerer(model="echo", version=1, arm="champion")
 
 

@@ -190,10 +190,12 @@ def _measure(
     one = pb.PredictRequest(model=MODEL, entity="user-1", features=rows[0])
     names = sorted(rows[0])
     matrix = np.array([[x[n] for n in names] for x in rows[:ROWS]])
-    packed = pb.PredictBatchRequest(model=MODEL, packed=pb.PackedRows(
-        feature_names=names, values=matrix.ravel()))  # fmt: skip
-    mapped = pb.PredictBatchRequest(model=MODEL, events=[
-        pb.PredictRequest(features=x) for x in rows[:ROWS]])  # fmt: skip
+    packed = pb.PredictBatchRequest(
+        model=MODEL, packed=pb.PackedRows(feature_names=names, values=matrix.ravel())
+    )
+    mapped = pb.PredictBatchRequest(
+        model=MODEL, events=[pb.PredictRequest(features=x) for x in rows[:ROWS]]
+    )
 
     def call(method: Any, request: Any) -> Callable[[], None]:
         return lambda: seen.append((time.monotonic(), _version(method(request))))
@@ -235,10 +237,17 @@ def serving(settings: Settings, *, quick: bool = False) -> Report:
     versions, rows = _trained_versions(registry, 60, settings.seed)
     registry.move_alias(MODEL, "champion", versions[0], actor="bench", reason="bench")
     port = free_port()
-    serve_env = {**os.environ, **settings.override({
-        "serve_port": port, "serve_metrics_port": 0, "serve_models": (MODEL,),
-        "model_name": MODEL,
-    }).to_env()}  # fmt: skip
+    serve_env = {
+        **os.environ,
+        **settings.override(
+            {
+                "serve_port": port,
+                "serve_metrics_port": 0,
+                "serve_models": (MODEL,),
+                "model_name": MODEL,
+            }
+        ).to_env(),
+    }
     echo_port = free_port()
     echo_argv = [sys.executable, "-m", "bench.echo", str(echo_port)]
     serve_argv = [sys.executable, "-m", "riverrun.cli", "serve"]
@@ -264,16 +273,28 @@ def serving(settings: Settings, *, quick: bool = False) -> Report:
     baseline, calm, busy = (_best([r[k] for r in rounds]) for k in range(3))
     report = Report(
         "gRPC serving (loopback, logreg)",
-        {"rows_per_batch": ROWS, "in_flight": IN_FLIGHT, "promote_every_s": PROMOTE_EVERY,
-         "promotions": len(promoter.promoted), "sizes": sizes.__dict__,
-         "figures": "each at its best over the rounds",
-         "baseline": "bench.echo: the same grpcio server and messages, no work"},
-    )  # fmt: skip
+        {
+            "rows_per_batch": ROWS,
+            "in_flight": IN_FLIGHT,
+            "promote_every_s": PROMOTE_EVERY,
+            "promotions": len(promoter.promoted),
+            "sizes": sizes.__dict__,
+            "figures": "each at its best over the rounds",
+            "baseline": "bench.echo: the same grpcio server and messages, no work",
+        },
+    )
     for key, label in LABELS.items():
-        report.add(measure=label, echo=baseline[key], riverrun=calm[key],
-                   during_promotions=busy[key], vs_echo=calm[key] / baseline[key])  # fmt: skip
+        report.add(
+            measure=label,
+            echo=baseline[key],
+            riverrun=calm[key],
+            during_promotions=busy[key],
+            vs_echo=calm[key] / baseline[key],
+        )
     lags_ms = [lag * 1e3 for lag in promoter.lags(seen)]
-    report.add(measure=f"new champion answers after (ms), p50 of {len(lags_ms)}",
-               during_promotions=statistics.median(lags_ms))  # fmt: skip
+    report.add(
+        measure=f"new champion answers after (ms), p50 of {len(lags_ms)}",
+        during_promotions=statistics.median(lags_ms),
+    )
     report.add(measure="new champion answers after (ms), max", during_promotions=max(lags_ms))
     return report

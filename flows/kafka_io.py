@@ -270,9 +270,15 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         if start == OFFSET_BEGINNING and stop is not None:
             start = self._low_watermark(topic, part)
         return _BatchPartition(
-            self._bootstrap, topic, part, start, stop, self._batch_size, self._config,
+            self._bootstrap,
+            topic,
+            part,
+            start,
+            stop,
+            self._batch_size,
+            self._config,
             self._lag_interval,
-        )  # fmt: skip
+        )
 
     def _low_watermark(self, topic: str, part: int) -> int:
         c = consumer(self._bootstrap)

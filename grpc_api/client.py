@@ -72,9 +72,10 @@ def numeric_features(features: Mapping[str, Any]) -> dict[str, float]:
     for name, value in features.items():
         if type(value) not in (int, float):
             raise InvalidInput(
-                "bad_feature", f"feature {name!r} must be a number, got {type(value).__name__}",
+                "bad_feature",
+                f"feature {name!r} must be a number, got {type(value).__name__}",
                 name,
-            )  # fmt: skip
+            )
         out[name] = float(value)
     return out
 
@@ -88,8 +89,14 @@ def _request(
 
 
 def _answer(reply: pb.PredictResponse) -> Answer:
-    return Answer(reply.id, reply.model, reply.version, reply.arm,
-                  from_label(reply.prediction), dict(reply.proba))  # fmt: skip
+    return Answer(
+        reply.id,
+        reply.model,
+        reply.version,
+        reply.arm,
+        from_label(reply.prediction),
+        dict(reply.proba),
+    )
 
 
 class ScoringClient:
@@ -147,8 +154,12 @@ class ScoringClient:
         model: str = "",
     ) -> PackedAnswer:
         """Score the rows of ``matrix`` (columns ``names``) in one call, packed."""
-        rows = pb.PackedRows(feature_names=list(names), values=np.asarray(matrix, float).ravel(),
-                             entities=list(entities), times=list(times))  # fmt: skip
+        rows = pb.PackedRows(
+            feature_names=list(names),
+            values=np.asarray(matrix, float).ravel(),
+            entities=list(entities),
+            times=list(times),
+        )
         reply = self.stub.PredictBatch(
             pb.PredictBatchRequest(model=model, packed=rows), timeout=self.timeout
         ).packed
@@ -157,17 +168,27 @@ class ScoringClient:
         proba = np.array(reply.proba).reshape(n, len(classes))
         who = [(a.model, a.version, a.arm) for a in reply.answerers]
         by = list(reply.answered_by) or [0] * n
-        return PackedAnswer(classes, proba, [classes[i] for i in reply.predicted],
-                            np.array(reply.values), [who[i] for i in by])  # fmt: skip
+        return PackedAnswer(
+            classes,
+            proba,
+            [classes[i] for i in reply.predicted],
+            np.array(reply.values),
+            [who[i] for i in by],
+        )
 
     def stream(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Answer | StreamFailure]:
         """Score a stream of events, each a dict with ``features`` and optionally ``entity``,
         ``model``, ``id`` and ``time``; answers come in order."""
         requests = (
-            _request(e["features"], e.get("entity", ""), e.get("model", ""), e.get("id", ""),
-                     e.get("time", 0.0))
+            _request(
+                e["features"],
+                e.get("entity", ""),
+                e.get("model", ""),
+                e.get("id", ""),
+                e.get("time", 0.0),
+            )
             for e in events
-        )  # fmt: skip
+        )
         for reply in self.stub.PredictStream(requests, timeout=self.timeout):
             if reply.WhichOneof("outcome") == "result":
                 yield _answer(reply.result)

@@ -37,10 +37,13 @@ class LabelPublisher:
     def _get(self) -> Producer:
         with self._lock:
             if self._producer is None:
-                self._producer = Producer({
-                    "bootstrap.servers": self.bootstrap, "linger.ms": 1,
-                    "message.timeout.ms": int(self.timeout * 1000),
-                })  # fmt: skip
+                self._producer = Producer(
+                    {
+                        "bootstrap.servers": self.bootstrap,
+                        "linger.ms": 1,
+                        "message.timeout.ms": int(self.timeout * 1000),
+                    }
+                )
                 threading.Thread(target=self._poll, name="label-deliveries", daemon=True).start()
             return self._producer
 

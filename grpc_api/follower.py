@@ -146,8 +146,14 @@ class Follower:
             if isinstance(exc, SignatureError):
                 REFUSED.labels(name).inc()
             self._refused[(name, version)] = str(exc)
-            log.error("%s %s v%s not loaded, keeping %s: %s", name, role, version,
-                      f"v{before.info.version}" if before else "nothing", exc)  # fmt: skip
+            log.error(
+                "%s %s v%s not loaded, keeping %s: %s",
+                name,
+                role,
+                version,
+                f"v{before.info.version}" if before else "nothing",
+                exc,
+            )
             return before
         loaded = Loaded(info, compile_scorer(model, info.task), role, time.time())
         SERVED_VERSION.labels(name, role).set(version)

@@ -51,9 +51,11 @@ class ScoringServer:
             settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self.follower = Follower(
-            registry, store_client, models=settings.serve_models,
+            registry,
+            store_client,
+            models=settings.serve_models,
             sync_interval=settings.serve_sync_interval,
-        )  # fmt: skip
+        )
         self.publisher = LabelPublisher(settings.bootstrap_servers, settings.topic_labels)
         self.health = health.HealthServicer()
         self.server = grpc.server(
@@ -65,9 +67,11 @@ class ScoringServer:
             ],
         )
         service = ScoringService(
-            self.follower, self.publisher, default_model=settings.model_name,
+            self.follower,
+            self.publisher,
+            default_model=settings.model_name,
             max_batch=settings.serve_max_batch,
-        )  # fmt: skip
+        )
         rpc.add_ScoringServicer_to_server(service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

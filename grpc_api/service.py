@@ -120,13 +120,19 @@ class ScoringService(rpc.ScoringServicer):
                 code = Code.OK
             except Refusal as exc:
                 code = exc.code
-                reply = pb.StreamReply(id=request.id, error=pb.StreamError(
-                    code=code.name, message=str(exc), field=exc.field))  # fmt: skip
+                reply = pb.StreamReply(
+                    id=request.id,
+                    error=pb.StreamError(code=code.name, message=str(exc), field=exc.field),
+                )
             except Exception as exc:
                 log.exception("PredictStream failed on one request")
                 code = Code.INTERNAL
-                reply = pb.StreamReply(id=request.id, error=pb.StreamError(
-                    code=code.name, message=f"internal error: {type(exc).__name__}"))  # fmt: skip
+                reply = pb.StreamReply(
+                    id=request.id,
+                    error=pb.StreamError(
+                        code=code.name, message=f"internal error: {type(exc).__name__}"
+                    ),
+                )
             counted.record(code, began)
             yield reply
 
@@ -216,9 +222,11 @@ class ScoringService(rpc.ScoringServicer):
         name = request.model or self.default_model
         for i, event in enumerate(events):
             if event.model and event.model != name:
-                raise Refusal(Code.INVALID_ARGUMENT,
-                              f"events[{i}].model is {event.model!r}, the batch's is {name!r}",
-                              f"events[{i}].model")  # fmt: skip
+                raise Refusal(
+                    Code.INVALID_ARGUMENT,
+                    f"events[{i}].model is {event.model!r}, the batch's is {name!r}",
+                    f"events[{i}].model",
+                )
         if not events:
             return pb.PredictBatchResponse()
         served = self._served(name)
@@ -244,29 +252,38 @@ class ScoringService(rpc.ScoringServicer):
         names = list(packed.feature_names)
         width = len(names)
         if width == 0 or len(set(names)) != width:
-            raise Refusal(Code.INVALID_ARGUMENT,
-                          "packed.feature_names must be distinct and not empty",
-                          "packed.feature_names")  # fmt: skip
+            raise Refusal(
+                Code.INVALID_ARGUMENT,
+                "packed.feature_names must be distinct and not empty",
+                "packed.feature_names",
+            )
         if len(packed.values) % width:
-            raise Refusal(Code.INVALID_ARGUMENT,
-                          f"packed.values holds {len(packed.values)} numbers, not a multiple "
-                          f"of {width} feature names", "packed.values")  # fmt: skip
+            raise Refusal(
+                Code.INVALID_ARGUMENT,
+                f"packed.values holds {len(packed.values)} numbers, not a multiple "
+                f"of {width} feature names",
+                "packed.values",
+            )
         rows = len(packed.values) // width
         if rows > self.max_batch:
             raise self._oversize(rows)
         for extra in ("entities", "times"):
             if len(getattr(packed, extra)) not in (0, rows):
-                raise Refusal(Code.INVALID_ARGUMENT,
-                              f"packed.{extra} must be empty or hold one per row ({rows})",
-                              f"packed.{extra}")  # fmt: skip
+                raise Refusal(
+                    Code.INVALID_ARGUMENT,
+                    f"packed.{extra} must be empty or hold one per row ({rows})",
+                    f"packed.{extra}",
+                )
         served = self._served(request.model)
         matrix = np.array(packed.values, dtype=float).reshape(rows, width)
         finite = np.isfinite(matrix)
         if not finite.all():
             row, col = (int(i) for i in np.argwhere(~finite)[0])
-            raise Refusal(Code.INVALID_ARGUMENT,
-                          f"packed row {row}: feature {names[col]!r} is {matrix[row, col]}",
-                          names[col])  # fmt: skip
+            raise Refusal(
+                Code.INVALID_ARGUMENT,
+                f"packed row {row}: feature {names[col]!r} is {matrix[row, col]}",
+                names[col],
+            )
         entities = list(packed.entities) or [""] * rows
         entity_features = served.features
         if entity_features is not None and rows:
@@ -319,10 +336,12 @@ class ScoringService(rpc.ScoringServicer):
                     raise _invalid(exc) from None
             rows = None if arms is None else np.array([a is loaded for a in arms])
             groups.append((loaded, rows))
-        out = pb.PackedAnswers(answerers=[
-            pb.Answerer(model=served.name, version=loaded.info.version, arm=loaded.role)
-            for loaded, _ in groups
-        ])  # fmt: skip
+        out = pb.PackedAnswers(
+            answerers=[
+                pb.Answerer(model=served.name, version=loaded.info.version, arm=loaded.role)
+                for loaded, _ in groups
+            ]
+        )
         if len(groups) == 1:
             _fill(out, groups[0][0].scorer.predict_matrix(names, matrix))
             return out
@@ -367,11 +386,16 @@ def _version(loaded: Loaded | None) -> pb.ModelVersion:
     assert loaded is not None
     info = loaded.info
     return pb.ModelVersion(
-        model=info.model, version=info.version, spec=info.spec, task=info.task,
-        metrics={k: float(v) for k, v in info.metrics.items()}, events_seen=info.events_seen,
-        created_at=info.created_at, loaded_at=loaded.loaded_at,
+        model=info.model,
+        version=info.version,
+        spec=info.spec,
+        task=info.task,
+        metrics={k: float(v) for k, v in info.metrics.items()},
+        events_seen=info.events_seen,
+        created_at=info.created_at,
+        loaded_at=loaded.loaded_at,
         vectorised=loaded.scorer.vectorised,
-    )  # fmt: skip
+    )
 
 
 def _fill(out: pb.PackedAnswers, answers: Answers) -> None:

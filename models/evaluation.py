@@ -90,6 +90,7 @@ class Prequential:
     def __init__(self, task: str, window: int) -> None:
         self.task = task
         self.n = 0
+        self.last_error = 0.0  # the last event's error: 0/1 for classifiers, |error| otherwise
         self._sums = [0.0, 0.0]  # correct/log loss, or absolute/squared error
         self._rolling = [RollingMean(window), RollingMean(window)]
 
@@ -101,6 +102,7 @@ class Prequential:
         else:
             first = 1.0 if predicted_label(y_pred) == y_true else 0.0
             loss = log_loss(y_true, y_pred, self.task)
+        self.last_error = first if self.task == "regression" else 1.0 - first
         self.n += 1
         sums, rolling = self._sums, self._rolling
         sums[0] += first

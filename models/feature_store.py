@@ -69,9 +69,10 @@ class FeatureStore:
         with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.spec_key, orjson.dumps(spec.items()))
             if states:
-                pipe.hset(self.state_key(spec), mapping={
-                    entity: encode_state(state) for entity, state in states.items()
-                })  # fmt: skip
+                pipe.hset(
+                    self.state_key(spec),
+                    mapping={entity: encode_state(state) for entity, state in states.items()},
+                )
             pipe.execute()
 
     def read_spec(self) -> FeatureSpec | None:

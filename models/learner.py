@@ -17,6 +17,7 @@ from typing import Any
 
 from models.ab import CHALLENGER, CHAMPION, serving_arm
 from models.contest import Contest
+from models.drift import DriftWatch
 from models.evaluation import Prequential
 from models.promotion import Decision, PromotionPolicy
 from models.schema import Event, LabelMessage, check_schema
@@ -61,6 +62,7 @@ class Pending:
     and which A/B arm served it."""
 
     time: float
+    entity: str
     features: dict[str, float]
     predictions: dict[int, Any]
     served: int
@@ -74,6 +76,19 @@ class Counts:
     labelled: int = 0
     expired: int = 0
     unknown_labels: int = 0
+
+
+@dataclass(slots=True)
+class LabelledRow:
+    """One labelled example as the models saw it, for the offline store: the features at
+    prediction time, the label, and each model's prediction with its alias and version."""
+
+    id: str
+    time: float
+    entity: str
+    features: dict[str, float]
+    label: Any
+    predictions: list[tuple[str, str, int, Any]]
 
 
 @dataclass
@@ -118,6 +133,8 @@ class OnlineLearner:
     window: int = 1000
     policy: PromotionPolicy = field(default_factory=PromotionPolicy)
     ab_fraction: float = 0.0
+    drift: DriftWatch | None = None
+    keep_rows: bool = False
     schema: frozenset[str] | None = None
     pending: dict[str, Pending] = field(default_factory=dict)
     orphans: dict[str, tuple[LabelMessage, float]] = field(default_factory=dict)
@@ -127,6 +144,7 @@ class OnlineLearner:
     arms: dict[str, Prequential] = field(default_factory=dict)
     promotions: list[Promotion] = field(default_factory=list)
     timings: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
+    rows: list[LabelledRow] = field(default_factory=list, repr=False)
     contest: Contest = field(init=False)
     last_uid: int = 0
 
@@ -172,6 +190,8 @@ class OnlineLearner:
             return None
         self.slots.remove(old)
         self.contest.leave(old.uid)
+        if self.drift is not None:
+            self.drift.forget(old.uid)
         return old
 
     # -- test-then-train ----------------------------------------------------------------------
@@ -217,16 +237,24 @@ class OnlineLearner:
         predictions = self.predict(event)
         served = self.serving(event.entity)
         self.counts.events += 1
+        if self.drift is not None:
+            self.drift.features(event.features, self.counts.events)
         if event.time > self.watermark:
             self.watermark = event.time
-        if event.label is not None:
-            self._learn(event.features, event.label, predictions, served)
-            return predictions, served
-        early = self.orphans.pop(event.id, None)
-        if early is not None:
-            self._learn(event.features, early[0].label, predictions, served)
-        else:
-            self.pending[event.id] = Pending(event.time, event.features, predictions, served.uid)
+        label = event.label
+        if label is None:
+            early = self.orphans.pop(event.id, None)
+            if early is None:
+                self.pending[event.id] = Pending(
+                    event.time, event.entity, event.features, predictions, served.uid
+                )
+                return predictions, served
+            label = early[0].label
+        self._learn(
+            event.id,
+            Pending(event.time, event.entity, event.features, predictions, served.uid),
+            label,
+        )
         return predictions, served
 
     def on_label(self, label: LabelMessage) -> LabelMessage | None:
@@ -236,8 +264,7 @@ class OnlineLearner:
         """
         pending = self.pending.pop(label.id, None)
         if pending is not None:
-            served = next((s for s in self.slots if s.uid == pending.served), self.champion)
-            self._learn(pending.features, label.label, pending.predictions, served)
+            self._learn(label.id, pending, label.label)
             return None
         if label.id in self.orphans:
             self.counts.unknown_labels += 1
@@ -246,26 +273,45 @@ class OnlineLearner:
         self.orphans[label.id] = (label, max(label.time, self.watermark))
         return None
 
-    def _learn(
-        self, x: dict[str, float], y: Any, predictions: dict[int, Any], served: Slot
-    ) -> None:
+    def _learn(self, event_id: str, seen: Pending, y: Any) -> None:
+        """Score every model's earlier prediction against ``y``, then let each learn."""
         self.counts.labelled += 1
+        x, predictions = seen.features, seen.predictions
         losses = {}
         timed = self.counts.labelled % TIMING_EVERY == 0
+        drift = self.drift
         for slot in self.slots:
             y_pred = predictions.get(slot.uid)
             if y_pred is not None and y_pred != {}:
                 losses[slot.uid] = slot.metrics.update(y, y_pred)
+                if drift is not None:
+                    drift.error(slot.uid, slot.alias, slot.metrics.last_error, self.counts.labelled)
             began = time.perf_counter() if timed else 0.0
             slot.model.learn_one(x, y)
             if timed:
                 self.timings.append(("learn", slot.role, time.perf_counter() - began))
             slot.learned += 1
+        served = next((s for s in self.slots if s.uid == seen.served), self.champion)
         served_pred = predictions.get(served.uid)
         if served_pred is not None and served_pred != {}:
             self.arms[served.role].update(y, served_pred)
         if len(self.slots) > 1:
             self.contest.record(self.champion.uid, losses, y)
+        if self.keep_rows:
+            self.rows.append(
+                LabelledRow(
+                    event_id,
+                    seen.time,
+                    seen.entity,
+                    x,
+                    y,
+                    [
+                        (s.alias, s.spec, s.version, predictions[s.uid])
+                        for s in self.slots
+                        if s.uid in predictions
+                    ],
+                )
+            )
 
     # -- promotion ----------------------------------------------------------------------------
 

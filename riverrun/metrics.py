@@ -77,8 +77,9 @@ REFUSED = Counter(
 )
 FEATURE_STORE_FAILURES = Counter(
     "riverrun_feature_store_failures_total",
-    "Writes of entity features to the online store that failed (retried later)", ["model"],
-)  # fmt: skip
+    "Writes of entity features to the online store that failed (retried later)",
+    ["model"],
+)
 CONSUMER_LAG = Gauge(
     "riverrun_consumer_lag_messages",
     "Messages behind the end of a partition",

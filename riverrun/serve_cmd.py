@@ -10,10 +10,21 @@ import orjson
 from riverrun.settings import Settings, add_flags
 
 SERVE = (
-    "serve_host", "serve_port", "serve_models", "serve_workers", "serve_max_batch",
-    "serve_sync_interval", "serve_tls_cert", "serve_tls_key", "serve_metrics_port",
-    "metrics_host", "redis_url", "bootstrap_servers", "topic_labels", "model_name",
-)  # fmt: skip
+    "serve_host",
+    "serve_port",
+    "serve_models",
+    "serve_workers",
+    "serve_max_batch",
+    "serve_sync_interval",
+    "serve_tls_cert",
+    "serve_tls_key",
+    "serve_metrics_port",
+    "metrics_host",
+    "redis_url",
+    "bootstrap_servers",
+    "topic_labels",
+    "model_name",
+)
 CLIENT = ("serve_host", "serve_port", "serve_tls_ca")
 
 
@@ -77,8 +88,10 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
         print(orjson.dumps(answer.__dict__).decode())
         return 0
     proba = ", ".join(f"{k}={v:.4f}" for k, v in answer.proba.items())
-    print(f"{answer.model} v{answer.version} ({answer.arm}): {answer.prediction}"
-          + (f"  [{proba}]" if proba else ""))  # fmt: skip
+    print(
+        f"{answer.model} v{answer.version} ({answer.arm}): {answer.prediction}"
+        + (f"  [{proba}]" if proba else "")
+    )
     return 0
 
 
@@ -89,8 +102,9 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser("predict", help="score one event with a running gRPC server")
-    p.add_argument("features", nargs="+", metavar="FEATURES",
-                   help="NAME=VALUE items, or one JSON object")  # fmt: skip
+    p.add_argument(
+        "features", nargs="+", metavar="FEATURES", help="NAME=VALUE items, or one JSON object"
+    )
     p.add_argument("--model", default="", help="model name (default: the server's)")
     p.add_argument("--entity", default="", help="entity key (A/B arm, entity features)")
     p.add_argument("--id", default="", help="event id, for feedback later")

@@ -148,9 +148,12 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in (
-            "label_ttl", "status_interval", "epoch_interval", "snapshot_interval",
+            "label_ttl",
+            "status_interval",
+            "epoch_interval",
+            "snapshot_interval",
             "serve_sync_interval",
-        ):  # fmt: skip
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
         if not 0.0 <= self.ab_fraction <= 1.0:

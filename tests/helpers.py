@@ -165,8 +165,14 @@ def count_messages(settings: Settings, topic: str) -> int:
 def produce_stream(settings: Settings, events: int, prefix: str, **request: Any) -> None:
     """Write ``events`` events of the seeded ``sea-drift`` stream (ids ``PREFIX-N``)."""
     req = ProduceRequest("sea-drift", events, seed=settings.seed, id_prefix=prefix, **request)
-    produce(req, settings.bootstrap_servers, settings.topic_events, settings.topic_labels,
-            partitions=settings.partitions, progress=False)  # fmt: skip
+    produce(
+        req,
+        settings.bootstrap_servers,
+        settings.topic_events,
+        settings.topic_labels,
+        partitions=settings.partitions,
+        progress=False,
+    )
 
 
 def free_ports(count: int) -> int:

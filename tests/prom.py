@@ -43,9 +43,13 @@ def require_tool(name: str) -> str:
 def assert_tool_ok(name: str, *args: str, cwd: Path | None = None) -> str:
     """Run a Prometheus tool and fail the test with its output unless it succeeds."""
     done = subprocess.run(
-        [require_tool(name), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        [require_tool(name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, f"{name} {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 

@@ -36,9 +36,14 @@ def trained(
 
 
 def publish(
-    settings: Settings, model: Any, *, alias: str = "champion", spec: str = "logreg",
-    task: str = "binary", name: str | None = None,
-) -> int:  # fmt: skip
+    settings: Settings,
+    model: Any,
+    *,
+    alias: str = "champion",
+    spec: str = "logreg",
+    task: str = "binary",
+    name: str | None = None,
+) -> int:
     """Register ``model`` and point ``alias`` at it; returns the version."""
     reg = registry(settings)
     name = name or settings.model_name

@@ -86,9 +86,16 @@ def _targets(job: str) -> set[str]:
 
 def test_the_services_of_the_loop_are_all_there() -> None:
     assert set(_services()) == {
-        "kafka", "redis", "prometheus", "alertmanager", "grafana",
-        "producer", "learn", "trigger", "serve",
-    }  # fmt: skip
+        "kafka",
+        "redis",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "producer",
+        "learn",
+        "trigger",
+        "serve",
+    }
     assert set(_riverrun_services()) == {"producer", "learn", "trigger", "serve"}
     assert _services()["kafka"]["image"].startswith("apache/kafka:")
     assert _services()["redis"]["image"].startswith("redis:7")
@@ -139,10 +146,18 @@ def test_kafka_redis_and_topics_agree_across_services() -> None:
         assert s.bootstrap_servers == advertised, name
         assert s.redis_url.startswith("redis://redis:6379/"), name
     topics = {
-        name: (s.topic_events, s.topic_labels, s.topic_predictions, s.topic_shadow,
-               s.topic_deadletter, s.topic_drift, s.partitions, s.model_name)
+        name: (
+            s.topic_events,
+            s.topic_labels,
+            s.topic_predictions,
+            s.topic_shadow,
+            s.topic_deadletter,
+            s.topic_drift,
+            s.partitions,
+            s.model_name,
+        )
         for name, s in ((n, _settings(n)) for n in _riverrun_services())
-    }  # fmt: skip
+    }
     assert len(set(topics.values())) == 1, topics
 
 

@@ -63,10 +63,14 @@ def test_queries_read_only_metrics_riverrun_exports() -> None:
 def test_shows_throughput_models_latency_lag_and_dead_letters() -> None:
     shown = set().union(*(metric_names(t["expr"]) for p in _panels() for t in p["targets"]))
     assert {
-        "riverrun_events_in_total", "riverrun_predictions_total", "riverrun_model_metric",
-        "riverrun_predict_seconds_bucket", "riverrun_grpc_request_seconds_bucket",
-        "riverrun_consumer_lag_messages", "riverrun_deadletters_total",
-    } <= shown  # fmt: skip
+        "riverrun_events_in_total",
+        "riverrun_predictions_total",
+        "riverrun_model_metric",
+        "riverrun_predict_seconds_bucket",
+        "riverrun_grpc_request_seconds_bucket",
+        "riverrun_consumer_lag_messages",
+        "riverrun_deadletters_total",
+    } <= shown
     annotated = set().union(*(metric_names(a["expr"]) for a in _annotations()))
     assert {"riverrun_promotions_total", "riverrun_drift_events_total"} <= annotated
 

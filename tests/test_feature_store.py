@@ -20,10 +20,14 @@ def test_flow_writes_every_entitys_latest_state_and_the_spec(make_settings: Any)
     s = make_settings(entity_features=ITEMS)
     entities = [f"user-{i % 7}" for i in range(300)]
     features = [{"x": float(i % 11), "y": float(i % 3)} for i in range(300)]
-    write_raw(s, s.topic_events, [
-        (e.encode(), event(i, f, i % 2 == 0, entity=e))
-        for i, (e, f) in enumerate(zip(entities, features, strict=True))
-    ])  # fmt: skip
+    write_raw(
+        s,
+        s.topic_events,
+        [
+            (e.encode(), event(i, f, i % 2 == 0, entity=e))
+            for i, (e, f) in enumerate(zip(entities, features, strict=True))
+        ],
+    )
     run_flow_to_end(s)
 
     spec = FeatureSpec.parse(ITEMS)

@@ -64,11 +64,14 @@ def test_serve_and_predict_from_the_command_line(make_settings: Any) -> None:
         assert answer["version"] == 1 and abs(answer["proba"]["true"] - p_true) <= 1e-12
 
         assert "feature 'https' must be a number, got str" in _one_line(
-            _run(s, "predict", *items, "https=yes"))  # fmt: skip
+            _run(s, "predict", *items, "https=yes")
+        )
         assert "INVALID_ARGUMENT: feature 'https' is nan" in _one_line(
-            _run(s, "predict", *items, "https=NaN"))  # fmt: skip
+            _run(s, "predict", *items, "https=NaN")
+        )
         assert "NOT_FOUND: unknown model 'nope'" in _one_line(
-            _run(s, "predict", *items, "--model", "nope"))  # fmt: skip
+            _run(s, "predict", *items, "--model", "nope")
+        )
 
         url = f"http://127.0.0.1:{s.serve_metrics_port}/metrics"
         metrics = urllib.request.urlopen(url, timeout=10).read().decode()
@@ -101,15 +104,22 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "riverrun test")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pem = serialization.Encoding.PEM

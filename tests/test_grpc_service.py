@@ -94,8 +94,12 @@ def test_predict_stream_answers_in_order_and_goes_on_after_a_bad_event(
         replies = list(client.stream(events))
     assert [r.id for r in replies] == ["ok-0", "nan", "missing", "unknown", "ok-3"]
     assert [getattr(r, "code", "OK") for r in replies] == [
-        "OK", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "NOT_FOUND", "OK",
-    ]  # fmt: skip
+        "OK",
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "OK",
+    ]
     assert replies[1].field == "popup_window"  # type: ignore[union-attr]
     assert "missing feature" in replies[2].message  # type: ignore[union-attr]
     assert abs(replies[4].proba["true"] - model.predict_proba_one(rows[3])[True]) <= TOLERANCE  # type: ignore[union-attr]
@@ -108,8 +112,14 @@ def test_get_model_reports_both_arms_their_metrics_and_when_they_were_loaded(
     s = make_settings()
     model, _ = trained()
     reg = registry(s)
-    champion = reg.register(s.model_name, model, spec="logreg", task="binary",
-                            metrics={"accuracy": 0.9}, events_seen=300)  # fmt: skip
+    champion = reg.register(
+        s.model_name,
+        model,
+        spec="logreg",
+        task="binary",
+        metrics={"accuracy": 0.9},
+        events_seen=300,
+    )
     reg.move_alias(s.model_name, "champion", champion.version, actor="t", reason="t")
     challenger = publish(s, trained("hoeffding")[0], alias="challenger", spec="hoeffding")
     reg.set_ab_fraction(s.model_name, 0.25, actor="t", reason="t")
@@ -135,8 +145,11 @@ def test_a_b_split_answers_each_entity_from_its_arm(make_settings: Any) -> None:
     with running(s) as (server, client):
         assert {client.predict(rows[0], entity=e).arm for e in entities[:20]} == {"champion"}
         registry(s).set_ab_fraction(s.model_name, 0.5, actor="test", reason="a/b")
-        wait_for(lambda: server.follower.served[s.model_name].ab_fraction == 0.5, 5,
-                 "the server to follow the A/B announcement")  # fmt: skip
+        wait_for(
+            lambda: server.follower.served[s.model_name].ab_fraction == 0.5,
+            5,
+            "the server to follow the A/B announcement",
+        )
         packed = client.predict_packed(names, matrix, entities=entities)
         for i, entity in enumerate(entities):
             arm = serving_arm(entity, 0.5)
@@ -170,42 +183,119 @@ def test_feedback_goes_to_the_labels_topic_and_the_flow_learns_it(make_settings:
 @pytest.mark.parametrize(
     ("rpc", "call", "code", "field", "message"),
     [
-        ("Predict", lambda c, r: c.predict(r[0], model="no-such"), Code.NOT_FOUND, "model",
-         "unknown model 'no-such'"),
-        ("PredictBatch", lambda c, r: c.predict_batch(r[:2], model="no-such"), Code.NOT_FOUND,
-         "model", "unknown model"),
+        (
+            "Predict",
+            lambda c, r: c.predict(r[0], model="no-such"),
+            Code.NOT_FOUND,
+            "model",
+            "unknown model 'no-such'",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_batch(r[:2], model="no-such"),
+            Code.NOT_FOUND,
+            "model",
+            "unknown model",
+        ),
         ("GetModel", lambda c, r: c.get_model("no-such"), Code.NOT_FOUND, "model", "unknown"),
-        ("Feedback", lambda c, r: c.feedback("e1", True, model="no-such"), Code.NOT_FOUND,
-         "model", "unknown"),
-        ("Predict", lambda c, r: c.predict(dict(r[0], long_url=float("nan"))),
-         Code.INVALID_ARGUMENT, "long_url", "feature 'long_url' is nan"),
-        ("Predict", lambda c, r: c.predict(dict(r[0], long_url=float("inf"))),
-         Code.INVALID_ARGUMENT, "long_url", "is inf"),
-        ("Predict", lambda c, r: c.predict({"long_url": 1.0}), Code.INVALID_ARGUMENT,
-         "age_of_domain", "missing feature(s): 'age_of_domain'"),
-        ("PredictBatch", lambda c, r: c.predict_batch([r[0], {"long_url": 1.0}]),
-         Code.INVALID_ARGUMENT, "events[1].age_of_domain", "events[1]: missing feature"),
-        ("PredictBatch", lambda c, r: c.predict_packed(["long_url"], np.ones((2, 1))),
-         Code.INVALID_ARGUMENT, "age_of_domain", "missing feature"),
-        ("PredictBatch", lambda c, r: c.predict_packed(
-            sorted(r[0]), np.array([[float("nan")] * len(r[0])])), Code.INVALID_ARGUMENT,
-         "age_of_domain", "packed row 0: feature 'age_of_domain' is nan"),
-        ("PredictBatch", lambda c, r: c.stub.PredictBatch(pb.PredictBatchRequest(
-            packed=pb.PackedRows(feature_names=["a", "b"], values=[1.0, 2.0, 3.0]))),
-         Code.INVALID_ARGUMENT, "packed.values", "not a multiple of 2"),
-        ("PredictBatch", lambda c, r: c.predict_packed(["a", "a"], np.ones((1, 2))),
-         Code.INVALID_ARGUMENT, "packed.feature_names", "distinct"),
-        ("PredictBatch", lambda c, r: c.predict_packed(["a"], np.ones((2, 1)), entities=["x"]),
-         Code.INVALID_ARGUMENT, "packed.entities", "one per row"),
-        ("Feedback", lambda c, r: c.feedback("e1", "yes"), Code.INVALID_ARGUMENT, "label",
-         "a binary label must be true, false, 0 or 1, got str"),
+        (
+            "Feedback",
+            lambda c, r: c.feedback("e1", True, model="no-such"),
+            Code.NOT_FOUND,
+            "model",
+            "unknown",
+        ),
+        (
+            "Predict",
+            lambda c, r: c.predict(dict(r[0], long_url=float("nan"))),
+            Code.INVALID_ARGUMENT,
+            "long_url",
+            "feature 'long_url' is nan",
+        ),
+        (
+            "Predict",
+            lambda c, r: c.predict(dict(r[0], long_url=float("inf"))),
+            Code.INVALID_ARGUMENT,
+            "long_url",
+            "is inf",
+        ),
+        (
+            "Predict",
+            lambda c, r: c.predict({"long_url": 1.0}),
+            Code.INVALID_ARGUMENT,
+            "age_of_domain",
+            "missing feature(s): 'age_of_domain'",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_batch([r[0], {"long_url": 1.0}]),
+            Code.INVALID_ARGUMENT,
+            "events[1].age_of_domain",
+            "events[1]: missing feature",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_packed(["long_url"], np.ones((2, 1))),
+            Code.INVALID_ARGUMENT,
+            "age_of_domain",
+            "missing feature",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_packed(sorted(r[0]), np.array([[float("nan")] * len(r[0])])),
+            Code.INVALID_ARGUMENT,
+            "age_of_domain",
+            "packed row 0: feature 'age_of_domain' is nan",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.stub.PredictBatch(
+                pb.PredictBatchRequest(
+                    packed=pb.PackedRows(feature_names=["a", "b"], values=[1.0, 2.0, 3.0])
+                )
+            ),
+            Code.INVALID_ARGUMENT,
+            "packed.values",
+            "not a multiple of 2",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_packed(["a", "a"], np.ones((1, 2))),
+            Code.INVALID_ARGUMENT,
+            "packed.feature_names",
+            "distinct",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_packed(["a"], np.ones((2, 1)), entities=["x"]),
+            Code.INVALID_ARGUMENT,
+            "packed.entities",
+            "one per row",
+        ),
+        (
+            "Feedback",
+            lambda c, r: c.feedback("e1", "yes"),
+            Code.INVALID_ARGUMENT,
+            "label",
+            "a binary label must be true, false, 0 or 1, got str",
+        ),
         ("Feedback", lambda c, r: c.feedback("", True), Code.INVALID_ARGUMENT, "id", "missing"),
-        ("PredictBatch", lambda c, r: c.predict_packed(["a"], np.ones((11, 1))),
-         Code.RESOURCE_EXHAUSTED, "", "batch of 11 rows exceeds this server's limit of 10"),
-        ("PredictBatch", lambda c, r: c.predict_batch(r[:11]), Code.RESOURCE_EXHAUSTED, "",
-         "exceeds this server's limit"),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_packed(["a"], np.ones((11, 1))),
+            Code.RESOURCE_EXHAUSTED,
+            "",
+            "batch of 11 rows exceeds this server's limit of 10",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_batch(r[:11]),
+            Code.RESOURCE_EXHAUSTED,
+            "",
+            "exceeds this server's limit",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_get_a_status_naming_the_field_and_are_counted(
     make_settings: Any, rpc: str, call: Any, code: grpc.StatusCode, field: str, message: str
 ) -> None:

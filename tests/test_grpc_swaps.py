@@ -84,8 +84,12 @@ def test_fifty_promotions_under_load_fail_no_request(make_settings: Any) -> None
                 reg.move_alias(s.model_name, "champion", version, actor="test", reason="load")
                 moved = time.monotonic()
                 answers_now = lambda v=version: client.predict(probe).version == v  # noqa: E731
-                wait_for(answers_now, 1.0, f"v{version} to answer within 1 s of its promotion",
-                         every=0.001)  # fmt: skip
+                wait_for(
+                    answers_now,
+                    1.0,
+                    f"v{version} to answer within 1 s of its promotion",
+                    every=0.001,
+                )
                 seen_at[version] = time.monotonic()
                 lags.append(seen_at[version] - moved)
             time.sleep(0.05)  # a little load on the last champion too

@@ -27,8 +27,9 @@ def test_prometheus_counts_every_event_of_a_running_flow(
         wait_for(lambda: count_messages(s, s.topic_predictions) == EVENTS, 120, "predictions")
         wait_for(
             lambda: prom.value('sum(riverrun_events_in_total{job="riverrun-learn"})') == EVENTS,
-            60, "Prometheus to count every event",
-        )  # fmt: skip
+            60,
+            "Prometheus to count every event",
+        )
         assert prom.value('up{job="riverrun-learn"}') == 1
 
         client = redis.Redis.from_url(s.redis_url)

@@ -18,8 +18,15 @@ from models.promotion import GateReport, PairedLosses, PromotionPolicy, decide
 from models.schema import Event
 from models.specs import build_model
 
-POLICY = PromotionPolicy(min_samples=500, window=2000, margin=0.02, alpha=0.01, block=50,
-                         latency_budget=0.002, cooldown=3000)  # fmt: skip
+POLICY = PromotionPolicy(
+    min_samples=500,
+    window=2000,
+    margin=0.02,
+    alpha=0.01,
+    block=50,
+    latency_budget=0.002,
+    cooldown=3000,
+)
 
 
 def _paired(n: int, champion: float, challenger: float, seed: int = 0) -> PairedLosses:
@@ -81,10 +88,14 @@ class _Oracle(base.Classifier):
 def _contest(challenger: Any, n: int = 1500) -> OnlineLearner:
     rng = random.Random(1)
     champion = build_model("logreg", "binary", 0)
-    lr = OnlineLearner("binary", [
-        Slot("logreg", champion, Prequential("binary", 100)),
-        Slot("oracle", challenger, Prequential("binary", 100), "challenger"),
-    ], policy=POLICY)  # fmt: skip
+    lr = OnlineLearner(
+        "binary",
+        [
+            Slot("logreg", champion, Prequential("binary", 100)),
+            Slot("oracle", challenger, Prequential("binary", 100), "challenger"),
+        ],
+        policy=POLICY,
+    )
     for i in range(n):
         truth = rng.random() < 0.5
         features = {"i": float(i), "truth": float(truth), "noise": rng.random()}
@@ -107,11 +118,19 @@ def test_gates_block_flawed_challengers_in_the_learner() -> None:
 def test_identical_challenger_is_never_promoted_across_20_seeds() -> None:
     promotions = 0
     for seed in range(20):
-        lr = OnlineLearner("binary", [
-            Slot("logreg", build_model("logreg", "binary", seed), Prequential("binary", 100)),
-            Slot("logreg", build_model("logreg", "binary", seed), Prequential("binary", 100),
-                 "challenger"),
-        ], policy=POLICY)  # fmt: skip
+        lr = OnlineLearner(
+            "binary",
+            [
+                Slot("logreg", build_model("logreg", "binary", seed), Prequential("binary", 100)),
+                Slot(
+                    "logreg",
+                    build_model("logreg", "binary", seed),
+                    Prequential("binary", 100),
+                    "challenger",
+                ),
+            ],
+            policy=POLICY,
+        )
         for i, (x, y) in enumerate(open_stream("sea-drift", seed=seed, events=3000).samples):
             lr.on_event(Event(str(i), float(i), "a", x, y))
             if i % 250 == 0 and (c := lr.candidate()) is not None:
@@ -137,8 +156,9 @@ def test_equal_but_noisy_models_are_rarely_promoted() -> None:
 
 def test_cooldown_stops_flapping_between_alternating_models() -> None:
     def run(cooldown: int) -> list[int]:
-        policy = PromotionPolicy(min_samples=200, window=1000, margin=0.02, alpha=0.01,
-                                 block=50, cooldown=cooldown)  # fmt: skip
+        policy = PromotionPolicy(
+            min_samples=200, window=1000, margin=0.02, alpha=0.01, block=50, cooldown=cooldown
+        )
         contest = Contest(policy)
         champion, challenger = 1, 2
         contest.enter(champion)

@@ -40,16 +40,21 @@ def test_server_predicts_what_the_flow_predicts_for_the_same_event(make_settings
     s = make_settings(entity_features=ITEMS)
     publish(s, _trained_on_entity_features())
     history = _stream(200, seed=2)
-    write_raw(s, s.topic_events, [
-        (entity.encode(), event(i, x, entity=entity, prefix="h", t0=T0))
-        for i, (entity, x, _) in enumerate(history)
-    ])  # fmt: skip
+    write_raw(
+        s,
+        s.topic_events,
+        [
+            (entity.encode(), event(i, x, entity=entity, prefix="h", t0=T0))
+            for i, (entity, x, _) in enumerate(history)
+        ],
+    )
     run_flow_to_end(s)  # no labels: the champion only predicts, and the store fills up
     assert FeatureStore.connect(s.redis_url, s.model_name).read_spec() == FeatureSpec.parse(ITEMS)
 
     # The next event of every entity, scored by the server first...
-    upcoming = [(e, {"x": 4.0 + k, "y": 0.5 - k / 10}, T0 + 500 + 7 * k)
-                for k, e in enumerate(ENTITIES)]  # fmt: skip
+    upcoming = [
+        (e, {"x": 4.0 + k, "y": 0.5 - k / 10}, T0 + 500 + 7 * k) for k, e in enumerate(ENTITIES)
+    ]
     with running(s) as (_, client):
         assert list(client.get_model().entity_features) == list(ITEMS)
         served = {
@@ -57,15 +62,21 @@ def test_server_predicts_what_the_flow_predicts_for_the_same_event(make_settings
             for k, (e, x, t) in enumerate(upcoming)
         }
         packed = client.predict_packed(
-            ["x", "y"], [[x["x"], x["y"]] for _, x, _ in upcoming],  # type: ignore[arg-type]
-            entities=[e for e, _, _ in upcoming], times=[t for _, _, t in upcoming],
-        )  # fmt: skip
+            ["x", "y"],
+            [[x["x"], x["y"]] for _, x, _ in upcoming],  # type: ignore[arg-type]
+            entities=[e for e, _, _ in upcoming],
+            times=[t for _, _, t in upcoming],
+        )
 
     # ...then by the flow, which replays the same history and reaches the same states.
-    write_raw(s, s.topic_events, [
-        (e.encode(), event(0, x, entity=e, prefix=f"n{k}-", t0=t))
-        for k, (e, x, t) in enumerate(upcoming)
-    ])  # fmt: skip
+    write_raw(
+        s,
+        s.topic_events,
+        [
+            (e.encode(), event(0, x, entity=e, prefix=f"n{k}-", t0=t))
+            for k, (e, x, t) in enumerate(upcoming)
+        ],
+    )
     run_flow_to_end(s)
     flow = {m.json()["id"].replace("-0", ""): m.json() for m in read_topic(s, s.topic_predictions)}
     for k in range(len(upcoming)):
