@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import KafkaException
 from redis import RedisError
 
+from flows.files import SourceError
 from flows.kafka_io import KafkaUnavailable
 from grpc_api.errors import ServeError
 from models.datasets import DATASETS, DatasetError
@@ -23,7 +24,8 @@ from models.registry import RegistryError
 from models.schema import InvalidInput
 from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
-from riverrun import local_cmd, registry_cmd, serve_cmd
+from riverrun import evaluate_cmd, local_cmd, registry_cmd, serve_cmd
+from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
 from riverrun.serve_cmd import PredictError
@@ -167,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     local_cmd.add_parser(sub)
     registry_cmd.add_parser(sub)
     serve_cmd.add_parsers(sub)
+    evaluate_cmd.add_parser(sub)
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
     _add_stream_flags(p, None)
@@ -230,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ServeError,
         PredictError,
         InvalidInput,
+        EvaluateError,
+        SourceError,
     ) as exc:
         print(f"riverrun {args.command}: error: {exc}", file=sys.stderr)
         return 2
