@@ -7,11 +7,13 @@ way: ``kafka``, a dataset name (``phishing``, ``agrawal-drift``, ...) or a path.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from flows import files, kafka_range
@@ -103,3 +105,26 @@ def _kafka(rng: KafkaRange, settings: Settings, rejects: Rejects) -> Source:
 
     span = ", ".join(f"{b.topic}[{b.partition}] {b.start}-{b.stop}" for b in bounds)
     return Source(f"kafka {span}", settings.task, records(), sum(b.stop - b.start for b in bounds))
+
+
+def latest_event(settings: Settings, look_back: int = 100, timeout: float = 5) -> Event | None:
+    """The newest readable event among the last ``look_back`` messages of each partition of
+    the events topic: a sample of the live stream (``None`` if Kafka has none to give)."""
+    boot = settings.bootstrap_servers
+    try:
+        bounds = [
+            dataclasses.replace(b, start=max(b.start, b.stop - look_back))
+            for b in kafka_range.plan(boot, [settings.topic_events], KafkaRange(), timeout)
+        ]
+        raws = list(kafka_range.read(boot, bounds, KafkaRange(), timeout))
+    except (KafkaException, RuntimeError):
+        return None
+    parser = Parser(settings.task, settings.max_message_bytes)
+    for raw in reversed(raws):
+        try:
+            parsed = parser.parse(raw)
+        except InvalidInput:
+            continue
+        if type(parsed) is Event:
+            return parsed
+    return None

@@ -92,6 +92,23 @@ def open_checked(
     return source, first
 
 
+def new_evaluation(
+    source: Source, models: list[tuple[str, Any]], settings: Settings, rejects: Rejects
+) -> Evaluation:
+    """An evaluation of ``models`` on ``source`` with the learn flow's settings (rolling
+    window, label TTL and cap, and expiry once per batch as the flow does)."""
+    return Evaluation(
+        source.task,
+        models,
+        window=settings.rolling_window,
+        label_ttl=settings.label_ttl,
+        max_pending=settings.max_pending,
+        expire_every=settings.batch_size,
+        sample_every=sample_every(source.size),
+        rejects=rejects,
+    )
+
+
 def run(source: Source, evaluation: Evaluation, *, progress: bool, desc: str) -> None:
     """Feed the whole source to the evaluation, with a progress bar of events."""
     with tqdm(total=source.size, unit="ev", desc=desc, disable=not progress) as bar:
@@ -111,16 +128,7 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> int:
         (spec, build_model(spec, source.task, settings.seed, first.features))
         for spec in args.models
     ]
-    evaluation = Evaluation(
-        source.task,
-        models,
-        window=settings.rolling_window,
-        label_ttl=settings.label_ttl,
-        max_pending=settings.max_pending,
-        expire_every=settings.batch_size,
-        sample_every=sample_every(source.size),
-        rejects=rejects,
-    )
+    evaluation = new_evaluation(source, models, settings, rejects)
     run(source, evaluation, progress=not args.quiet, desc="evaluate")
     report = {"source": source.description, **evaluation.report()}
     if report["labelled"] == 0:
