@@ -58,6 +58,9 @@ FLOW = (
     "registry_keep",
     "metrics_host",
     "metrics_port",
+    "offline_store_dir",
+    "offline_store_max_bytes",
+    "offline_store_max_seconds",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]
