@@ -20,7 +20,15 @@ from models.datasets import open_stream
 from models.learner import LabelledRow
 from models.offline_store import OfflineStore
 from models.registry import Registry
-from tests.helpers import LearnProcess, event, read_topic, run_flow_to_end, wait_for, write_raw
+from tests.helpers import (
+    LearnProcess,
+    count_messages,
+    event,
+    read_topic,
+    run_flow_to_end,
+    wait_for,
+    write_raw,
+)
 
 HOUR = 1_699_999_200.0  # 2023-11-14 22:00:00 UTC
 
@@ -118,6 +126,20 @@ def test_a_flow_killed_while_writing_leaves_no_corrupt_file(
     assert all(p.name.startswith(".part-") and p.name.endswith(".tmp") for p in leftovers)
     OfflineStore(store, "binary")  # the next store in this folder clears what was left
     assert not [p for p in store.rglob("*.tmp")]
+
+
+def test_a_flow_stopped_by_a_signal_writes_the_rows_it_holds(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    s = make_settings(offline_store_dir=str(store), offline_store_max_seconds=3600.0)
+    samples = list(open_stream("sea-drift", seed=8, events=300).samples)
+    with LearnProcess(s) as flow:
+        write_raw(s, s.topic_events, [(b"k", event(i, *samples[i], t0=HOUR)) for i in range(300)])
+        wait_for(lambda: count_messages(s, s.topic_predictions) == 300, 60, "300 predictions")
+        assert not _visible(store), "rows wait for the hour's file to fill or age"
+        assert flow.stop() == 0
+    assert sorted(pd.read_parquet(store)["id"]) == sorted(f"e{i}" for i in range(300))
 
 
 WRITER = """

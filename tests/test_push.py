@@ -197,3 +197,34 @@ def test_push_without_warm_start_samples_the_live_stream_and_refuses_what_does_n
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_a_flow_that_cannot_import_a_pushed_model_keeps_serving_and_says_why(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "dsmodel.py").write_text(DSMODEL)
+    s = make_settings()
+
+    def produce_round(k: int) -> set[str]:
+        req = ProduceRequest("phishing", 100, seed=k, id_prefix=f"r{k}")
+        produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+        return {f"r{k}-{i}" for i in range(100)}
+
+    with LearnProcess(s) as flow:  # without the folder on its path
+        first = produce_round(0)
+        wait_for(lambda: first <= _ids(s, s.topic_predictions), 60, "the flow serving")
+        env = {**os.environ, **s.to_env(), "PYTHONPATH": str(folder)}
+        push = [sys.executable, "-m", "riverrun.cli", "registry", "push", s.model_name]
+        pushed = subprocess.run(
+            [*push, "--spec", SPEC], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        for k in (1, 2):  # two rounds after the push: the flow has tried to adopt it
+            later = produce_round(k)
+            wait_for(lambda ids=later: ids <= _ids(s, s.topic_predictions), 60, f"round {k} served")
+        assert flow.alive() and not _ids(s, s.topic_shadow)
+        assert flow.stop() == 0
+        said = flow.stderr()
+        assert "cannot adopt challenger" in said and "No module named 'dsmodel'" in said
