@@ -43,6 +43,12 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
 
 
+def _write_events(s: Any, samples: list[Any], first: int, stop: int) -> None:
+    """Write events ``first`` to ``stop - 1`` of ``samples``, labels inline, from HOUR on."""
+    messages = [(b"k", event(i, *samples[i], t0=HOUR)) for i in range(first, stop)]
+    write_raw(s, s.topic_events, messages)
+
+
 def _every_file_reads(folder: Path) -> int:
     """Read every visible file whole; return the rows they hold."""
     return sum(pq.read_table(path).num_rows for path in _visible(folder))
@@ -111,11 +117,7 @@ def test_a_flow_killed_while_writing_leaves_no_corrupt_file(
     samples = list(open_stream("sea-drift", seed=6, events=20_000).samples)
     with LearnProcess(s) as flow:
         for chunk in range(0, 20_000, 500):
-            write_raw(
-                s,
-                s.topic_events,
-                [(b"k", event(i, *samples[i], t0=HOUR)) for i in range(chunk, chunk + 500)],
-            )
+            _write_events(s, samples, chunk, chunk + 500)
             if len(_visible(store)) >= 5:
                 break
         wait_for(lambda: len(_visible(store)) >= 5, 60, "files written by the flow")
@@ -135,7 +137,7 @@ def test_a_flow_stopped_by_a_signal_writes_the_rows_it_holds(
     s = make_settings(offline_store_dir=str(store), offline_store_max_seconds=3600.0)
     samples = list(open_stream("sea-drift", seed=8, events=300).samples)
     with LearnProcess(s) as flow:
-        write_raw(s, s.topic_events, [(b"k", event(i, *samples[i], t0=HOUR)) for i in range(300)])
+        _write_events(s, samples, 0, 300)
         wait_for(lambda: count_messages(s, s.topic_predictions) == 300, 60, "300 predictions")
         assert not _visible(store), "rows wait for the hour's file to fill or age"
         assert flow.stop() == 0
