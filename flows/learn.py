@@ -73,6 +73,7 @@ def build_flow(settings: Settings) -> Dataflow:
     outs = op.map("unkey", learned, lambda kv: kv[1])
     predictions = op.filter_map("predictions", outs, lambda o: o.predictions or None)
     shadow = op.filter_map("shadow-predictions", outs, lambda o: o.shadow or None)
+    drift = op.filter_map("drift-events", outs, lambda o: o.drift or None)
     learn_dead = op.filter_map("learn-rejects", outs, lambda o: o.dead or None)
     dead = op.map("count-rejects", op.merge("rejects", parse_dead, learn_dead), count_rejects)
     op.output(
@@ -83,6 +84,7 @@ def build_flow(settings: Settings) -> Dataflow:
     op.output(
         "shadow-out", shadow, KafkaBatchSink(settings.bootstrap_servers, settings.topic_shadow)
     )
+    op.output("drift-out", drift, KafkaBatchSink(settings.bootstrap_servers, settings.topic_drift))
     op.output(
         "deadletter-out",
         dead,

@@ -18,6 +18,7 @@ from redis import RedisError
 from flows.kafka_io import KafkaUnavailable
 from grpc_api.errors import ServeError
 from models.datasets import DATASETS, DatasetError
+from models.drift import DriftConfigError
 from models.features import FeatureSpecError
 from models.registry import RegistryError
 from models.schema import InvalidInput
@@ -56,6 +57,18 @@ FLOW = (
     "registry_keep",
     "metrics_host",
     "metrics_port",
+    "drift_detector",
+    "drift_min_gap",
+    "data_drift_window",
+    "auto_promote",
+    "ab_fraction",
+    "promote_min_samples",
+    "promote_window",
+    "promote_margin",
+    "promote_alpha",
+    "promote_latency_budget",
+    "promote_cooldown",
+    "promote_keep_old",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -218,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SettingsError,
         SpecError,
         DatasetError,
+        DriftConfigError,
         FeatureSpecError,
         LauncherError,
         KafkaException,

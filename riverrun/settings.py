@@ -72,6 +72,13 @@ class Settings:
     promote_cooldown: int = _setting(5000, "labelled events after a swap before the next")
     promote_keep_old: bool = _setting(True, "keep the old champion as a challenger")
     ab_fraction: float = _setting(0.0, "fraction of entities the challenger serves (A/B)")
+    drift_detector: str = _setting(
+        "adwin", "concept-drift detector on each model's error: adwin, page_hinkley, ddm, off"
+    )
+    drift_min_gap: int = _setting(1000, "fewest events between two drift alarms of one source")
+    data_drift_window: int = _setting(
+        5000, "events per window of the PSI data-drift check (0 turns it off)"
+    )
     snapshot_every: int = _setting(10_000, "labelled events between champion checkpoints")
     snapshot_interval: float = _setting(30.0, "most seconds between champion checkpoints")
     registry_keep: int = _setting(20, "recent versions (and alias moves) retention keeps")
