@@ -110,6 +110,7 @@ class ErrorWatch:
         dropped_mean = (before + error - self.level * kept) / dropped
         return self.level > dropped_mean
 
+
 class PSIWatch:
     """Population stability index of every numeric feature, window against reference.
 

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException
 from redis import RedisError
 
 from flows.kafka_io import KafkaUnavailable
+from flows.retrain import RetrainError
 from grpc_api.errors import ServeError
 from models.datasets import DATASETS, DatasetError
 from models.drift import DriftConfigError
@@ -24,7 +25,8 @@ from models.registry import RegistryError
 from models.schema import InvalidInput
 from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
-from riverrun import local_cmd, registry_cmd, serve_cmd
+from models.triggers import TriggerConfigError
+from riverrun import local_cmd, registry_cmd, retrain_cmd, serve_cmd
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
 from riverrun.serve_cmd import PredictError
@@ -86,6 +88,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         events=args.events,
         seed=settings.seed,
         rate=args.rate,
+        burst=args.burst,
         delay_labels=args.delay_labels,
         labels_topic=args.labels_topic,
         drift_every=args.drift_every,
@@ -180,10 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     local_cmd.add_parser(sub)
     registry_cmd.add_parser(sub)
     serve_cmd.add_parsers(sub)
+    retrain_cmd.add_parsers(sub)
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
     _add_stream_flags(p, None)
     p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    p.add_argument(
+        "--burst", type=int, default=0, metavar="N", help="the first N events at full speed"
+    )
     p.add_argument(
         "--labels-topic",
         action="store_true",
@@ -232,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         SpecError,
         DatasetError,
         DriftConfigError,
+        TriggerConfigError,
+        RetrainError,
         FeatureSpecError,
         LauncherError,
         KafkaException,
