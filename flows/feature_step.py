@@ -19,7 +19,7 @@ Record = Event | LabelMessage
 class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
     """Per-entity aggregates for the entities of one source partition."""
 
-    def __init__(self, features: EntityFeatures, key: bytes, writer: FeatureWriter) -> None:
+    def __init__(self, features: EntityFeatures, key: bytes, writer: FeatureWriter | None) -> None:
         self.features = features
         self.key = key
         self.writer = writer
@@ -40,7 +40,9 @@ class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
         return [], StatefulBatchLogic.RETAIN
 
     def _store(self, touched: Iterable[str], *, force: bool = False) -> None:
-        if not self.writer.write(self.features.entities, touched, force=force):
+        if self.writer is not None and not self.writer.write(
+            self.features.entities, touched, force=force
+        ):
             FEATURE_STORE_FAILURES.labels(self.writer.store.model).inc()
 
     def snapshot(self) -> bytes:

@@ -121,6 +121,22 @@ def end_offsets(bootstrap: str, topic: str, timeout: float = 30) -> dict[int, in
         c.close()
 
 
+def offsets_at(bootstrap: str, topic: str, when_ms: int, timeout: float = 30) -> dict[int, int]:
+    """Per partition, an offset at or before the first message stamped ``when_ms`` or later.
+
+    Apache Kafka answers exactly; Tansu answers with the earliest offset. Either way it is
+    a lower bound: readers filter the messages by their timestamp.
+    """
+    c = consumer(bootstrap)
+    try:
+        parts = range(partition_count(bootstrap, topic, timeout))
+        found = c.offsets_for_times([TopicPartition(topic, p, when_ms) for p in parts], timeout)
+        ends = end_offsets(bootstrap, topic, timeout)
+        return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+    finally:
+        c.close()
+
+
 def _true_end(c: Consumer, tp: TopicPartition, timeout: float) -> int:
     low, high = c.get_watermark_offsets(tp, timeout=timeout)
     if high <= low:
@@ -154,8 +170,10 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         batch_size: int,
         config: dict[str, Any],
         lag_interval: float,
+        window: tuple[int, int] | None,
     ) -> None:
         self._consumer = consumer(bootstrap, **config)
+        self._window = window
         self._consumer.assign([TopicPartition(topic, part, start)])
         self._topic = topic
         self._part = part
@@ -164,6 +182,7 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         self._batch_size = batch_size
         self._lag = CONSUMER_LAG.labels(topic, str(part))
         self._lag_interval = lag_interval
+        self._window = window
         self._lag_at = 0.0
 
     def next_batch(self) -> list[list[Raw]]:
@@ -181,6 +200,10 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
             offset = cast(int, msg.offset())
             if self._stop is not None and offset >= self._stop:
                 break
+            self._offset = offset + 1
+            stamp = msg.timestamp()[1]
+            if self._window is not None and not self._window[0] <= stamp < self._window[1]:
+                continue
             value = msg.value()
             batch.append(
                 Raw(
@@ -189,10 +212,9 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
                     offset,
                     msg.key(),
                     value if value else b"",
-                    msg.timestamp()[1],
+                    stamp,
                 )
             )
-            self._offset = offset + 1
         if time.monotonic() >= self._lag_at:
             self._report_lag()
         return [batch] if batch else []
@@ -225,7 +247,8 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
     ``tail=True`` follows the topics forever; ``tail=False`` stops each partition at the
     high watermark it had when the flow started (or at ``stop_offsets``), which bounds
     replays and demos. ``start_offsets`` maps ``(topic, partition)`` to a first offset.
-    Every ``lag_interval`` seconds each partition sets its consumer-lag gauge.
+    ``window`` keeps only messages stamped within ``[start_ms, end_ms)``. Every
+    ``lag_interval`` seconds each partition sets its consumer-lag gauge.
     """
 
     def __init__(
@@ -239,6 +262,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         stop_offsets: dict[tuple[str, int], int] | None = None,
         config: dict[str, Any] | None = None,
         lag_interval: float = LAG_INTERVAL,
+        window: tuple[int, int] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
@@ -248,6 +272,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         self._stop = stop_offsets
         self._config = config or {}
         self._lag_interval = lag_interval
+        self._window = window
 
     def list_parts(self) -> list[str]:
         return [
@@ -278,6 +303,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
             self._batch_size,
             self._config,
             self._lag_interval,
+            self._window,
         )
 
     def _low_watermark(self, topic: str, part: int) -> int:

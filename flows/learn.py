@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.operators import KeyedStream
 
 from flows.codec import Parsed, Parser
 from flows.feature_step import FeatureLogic
 from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
-from flows.learn_step import LearnLogic
+from flows.learn_step import LearnLogic, Record
 from flows.registry_sync import RegistrySync, new_learner, registry_link
 from models.feature_store import FeatureStore, FeatureWriter
 from models.features import EntityFeatures, FeatureSpec
@@ -28,15 +29,11 @@ from riverrun.metrics import DEADLETTERS, EVENTS_IN
 from riverrun.settings import Settings
 
 
-def build_flow(settings: Settings) -> Dataflow:
-    """The learn dataflow; with ``settings.follow`` off it stops at the topics' current end."""
-    flow = Dataflow("riverrun-learn")
-    source = KafkaBatchSource(
-        settings.bootstrap_servers,
-        [settings.topic_events, settings.topic_labels],
-        tail=settings.follow,
-        batch_size=settings.batch_size,
-    )
+def record_streams(
+    flow: Dataflow, settings: Settings, source: KafkaBatchSource, *, online_store: bool
+) -> tuple[KeyedStream[list[Record]], Stream[list[Out]]]:
+    """``kafka-in`` → ``parse`` → ``features``: batches of records keyed by source partition,
+    and the parse rejects. ``online_store`` writes entity state for the servers."""
     raw = op.input("kafka-in", flow, source)
     parser = Parser(settings.task, settings.max_message_bytes)
 
@@ -57,9 +54,22 @@ def build_flow(settings: Settings) -> Dataflow:
 
         def build_features(state: bytes | None) -> FeatureLogic:
             features = EntityFeatures(spec) if state is None else loads_signed(state, key)
-            return FeatureLogic(features, key, FeatureWriter(store, spec))
+            return FeatureLogic(features, key, FeatureWriter(store, spec) if online_store else None)
 
         records = op.stateful_batch("features", records, build_features)
+    return records, parse_dead
+
+
+def build_flow(settings: Settings) -> Dataflow:
+    """The learn dataflow; with ``settings.follow`` off it stops at the topics' current end."""
+    flow = Dataflow("riverrun-learn")
+    source = KafkaBatchSource(
+        settings.bootstrap_servers,
+        [settings.topic_events, settings.topic_labels],
+        tail=settings.follow,
+        batch_size=settings.batch_size,
+    )
+    records, parse_dead = record_streams(flow, settings, source, online_store=True)
 
     to_model = op.map("route-model", records, lambda kv: (settings.model_name, kv[1]))
 
@@ -73,6 +83,7 @@ def build_flow(settings: Settings) -> Dataflow:
     outs = op.map("unkey", learned, lambda kv: kv[1])
     predictions = op.filter_map("predictions", outs, lambda o: o.predictions or None)
     shadow = op.filter_map("shadow-predictions", outs, lambda o: o.shadow or None)
+    drift = op.filter_map("drift-events", outs, lambda o: o.drift or None)
     learn_dead = op.filter_map("learn-rejects", outs, lambda o: o.dead or None)
     dead = op.map("count-rejects", op.merge("rejects", parse_dead, learn_dead), count_rejects)
     op.output(
@@ -83,6 +94,7 @@ def build_flow(settings: Settings) -> Dataflow:
     op.output(
         "shadow-out", shadow, KafkaBatchSink(settings.bootstrap_servers, settings.topic_shadow)
     )
+    op.output("drift-out", drift, KafkaBatchSink(settings.bootstrap_servers, settings.topic_drift))
     op.output(
         "deadletter-out",
         dead,

@@ -4,6 +4,7 @@ label (test-then-train); served predictions go to ``predictions``, the others to
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from models.evaluation import predicted_label
 from models.learner import OnlineLearner, Slot
 from models.schema import Event, InvalidInput, LabelMessage
 from models.signing import check_key, dumps_signed
+from riverrun.metrics import DRIFT_EVENTS
 from riverrun.settings import Settings
 
 Record = Event | LabelMessage
@@ -31,6 +33,7 @@ class LearnOut:
     predictions: list[Out] = field(default_factory=list)
     shadow: list[Out] = field(default_factory=list)
     dead: list[Out] = field(default_factory=list)
+    drift: list[Out] = field(default_factory=list)
 
 
 class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
@@ -92,6 +95,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                 positions[f"{origin.topic}-{origin.partition}"] = origin.offset + 1
         for label in learner.expire():
             dead.append(_unknown_label(label))
+        out.drift = self._drift_events()
         if self.offline is not None:
             self.offline.take(learner.rows)
         self.sync.tick(learner)
@@ -107,6 +111,28 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
 
     def notify_at(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=1)
+
+    def _drift_events(self) -> list[Out]:
+        """The drift alarms of the batch, as messages for the drift topic (and counted)."""
+        drift = self.learner.drift
+        if drift is None or not drift.signals:
+            return []
+        signals, drift.signals = drift.signals, []
+        name = self.settings.model_name
+        out = []
+        for signal in signals:
+            slot = self.learner.slot(signal.source)
+            model = {"spec": slot.spec, "version": slot.version} if slot else {}
+            payload = {
+                "model": name,
+                **signal.to_dict(),
+                **model,
+                "positions": dict(self.learner.positions),
+                "detected_at": time.time(),
+            }
+            DRIFT_EVENTS.labels(name, signal.kind, signal.source).inc()
+            out.append(Out(name.encode(), encode(payload)))
+        return out
 
     def on_eof(self) -> tuple[list[LearnOut], bool]:
         out = LearnOut(dead=[_unknown_label(label) for label in self.learner.drain_orphans()])

@@ -31,6 +31,7 @@ class ProduceRequest:
     events: int | None
     seed: int = 42
     rate: float | None = None
+    burst: int = 0  # events written at full speed before ``rate`` applies (history, then live)
     delay_labels: int = 0
     labels_topic: bool = False
     drift_every: int = 12_500
@@ -112,13 +113,13 @@ def produce(
     partitions: int = 1,
     progress: bool = True,
 ) -> ProduceSummary:
-    """Write the requested stream to Kafka, paced by ``rate`` (events/s) if given."""
+    """Write the requested stream to Kafka, paced by ``rate`` (events/s) after ``burst``."""
     stream = open_stream(req.dataset, seed=req.seed, events=req.events, drift_every=req.drift_every)
     prefix = req.id_prefix or uuid.uuid4().hex[:8]
     ensure_topics(bootstrap, [events_topic, labels_topic], partitions)
     out = producer(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000})
     n_events = n_labels = 0
-    began = time.monotonic()
+    began = paced_from = time.monotonic()
     bar = tqdm(total=stream.size, unit="ev", desc=f"produce {req.dataset}", disable=not progress)
     try:
         for msg in messages(req, stream, prefix):
@@ -127,8 +128,10 @@ def produce(
             if msg.is_event:
                 n_events += 1
                 bar.update(1)
-                if req.rate:
-                    ahead = n_events / req.rate - (time.monotonic() - began)
+                if n_events == req.burst:
+                    paced_from = time.monotonic()
+                if req.rate and n_events > req.burst:
+                    ahead = (n_events - req.burst) / req.rate - (time.monotonic() - paced_from)
                     if ahead > 0:
                         time.sleep(ahead)
             else:

@@ -14,6 +14,7 @@ import redis
 
 from flows.snapshots import Checkpoint, RegistryLink, is_shadowed
 from models.ab import CHALLENGER, CHAMPION
+from models.drift import DriftWatch
 from models.evaluation import Prequential
 from models.learner import OnlineLearner, Slot
 from models.promotion import Decision, PromotionPolicy
@@ -107,7 +108,15 @@ def new_learner(settings: Settings, link: RegistryLink) -> OnlineLearner:
         window=window,
         policy=promotion_policy(settings),
         ab_fraction=settings.ab_fraction,
+        drift=drift_watch(settings),
     )
+
+
+def drift_watch(settings: Settings) -> DriftWatch | None:
+    """The drift detectors the settings ask for, or ``None`` when both kinds are off."""
+    if settings.drift_detector == "off" and not settings.data_drift_window:
+        return None
+    return DriftWatch(settings.drift_detector, settings.drift_min_gap, settings.data_drift_window)
 
 
 class RegistrySync:

@@ -145,6 +145,14 @@ DATASETS: dict[str, DatasetSpec] = {
             _abrupt([_agrawal(f) for f in (0, 2, 5, 8)]),
         ),
         DatasetSpec(
+            "agrawal-switch",
+            "binary",
+            "Agrawal, abrupt drift every --drift-every events between functions 4 and 6",
+            None,
+            True,
+            _abrupt([_agrawal(f) for f in (4, 6)]),
+        ),
+        DatasetSpec(
             "sea-drift",
             "binary",
             "SEA (5% noise), abrupt drift every --drift-every events (variants 0-3)",

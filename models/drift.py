@@ -19,7 +19,7 @@ from typing import Any
 
 from river import drift
 
-DETECTORS: dict[str, Callable[[], Any]] = {
+DETECTORS: dict[str, Callable[[], Any]] = {  # "off" is accepted where detectors are chosen
     "adwin": lambda: drift.ADWIN(),
     "page_hinkley": lambda: drift.PageHinkley(),
     "ddm": lambda: drift.binary.DDM(),
@@ -40,6 +40,8 @@ class DriftSignal:
     position: int  # labelled events (concept) or events (data) seen when it fired
     statistic: float  # the error estimate after the change, or the largest PSI
     features: tuple[str, ...] = ()
+    event_id: str = ""
+    event_time: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for the drift topic."""
@@ -50,6 +52,8 @@ class DriftSignal:
             "position": self.position,
             "statistic": self.statistic,
             "features": list(self.features),
+            "event_id": self.event_id,
+            "event_time": self.event_time,
         }
 
 
@@ -66,6 +70,11 @@ def make_detector(name: str) -> Any:
 class ErrorWatch:
     """A detector on one model's error that fires only when the error goes up.
 
+    ADWIN drops the older part of its window when it sees a change; the change is an
+    increase when the part it keeps has a higher mean than the part it dropped (and the
+    kept part stays, as in Bifet and Gavaldà's algorithm). Detectors without a window
+    (Page-Hinkley, DDM) watch for increases by themselves.
+
     >>> w = ErrorWatch("adwin")
     >>> fired = [i for i in range(4000) if w.update(0.0 if i < 2000 else 1.0)]
     >>> 2000 <= fired[0] < 2100
@@ -80,20 +89,26 @@ class ErrorWatch:
     def update(self, error: float) -> bool:
         """Feed one error; ``True`` when the error rose significantly."""
         detector = self.detector
+        width = getattr(detector, "width", None)
+        before = getattr(detector, "estimation", 0.0) * (width or 0)
         detector.update(error)
-        if not detector.drift_detected:
-            self._track(error)
+        fired = bool(detector.drift_detected)
+        if width is None:
+            self.level = error
+            return fired
+        self.level = float(detector.estimation)
+        if not fired:
             return False
-        before = self.level
-        self._track(error)
-        return self._estimate(error) > before
-
-    def _track(self, error: float) -> None:
-        self.level = self._estimate(error)
-
-    def _estimate(self, error: float) -> float:
-        estimation = getattr(self.detector, "estimation", None)
-        return float(estimation) if estimation is not None else error
+        # River's ADWIN empties its whole window on the update after a detection; the
+        # algorithm itself keeps the part it did not cut. Emptying it after a *decrease*
+        # leaves the detector blind to an increase that follows soon after, so keep it.
+        detector._drift_detected = False
+        kept = detector.width
+        dropped = width + 1 - kept
+        if dropped <= 0:
+            return False
+        dropped_mean = (before + error - self.level * kept) / dropped
+        return self.level > dropped_mean
 
 
 class PSIWatch:
@@ -172,7 +187,7 @@ def psi(reference: list[float], current: list[float]) -> float:
 class DriftWatch:
     """Every drift detector of a learner, with the minimum gap between alarms per source."""
 
-    detector: str = "adwin"
+    detector: str = "adwin"  # or "off"
     min_gap: int = 1000
     data_window: int = 0  # 0: no data-drift detection
     errors: dict[int, ErrorWatch] = field(default_factory=dict)
@@ -181,29 +196,37 @@ class DriftWatch:
     signals: list[DriftSignal] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        make_detector(self.detector)  # fail early on a wrong name
+        if self.detector != "off":
+            make_detector(self.detector)  # fail early on a wrong name
         if self.data_window:
             self.data = PSIWatch(self.data_window)
 
-    def error(self, uid: int, alias: str, error: float, position: int) -> None:
-        """Feed one labelled event's error of the model ``uid`` (known as ``alias``)."""
+    def error(
+        self, uid: int, alias: str, error: float, position: int, event_id: str, time: float
+    ) -> None:
+        """Feed the error of model ``uid`` (known as ``alias``) on one labelled event."""
+        if self.detector == "off":
+            return
         watch = self.errors.get(uid)
         if watch is None:
             watch = self.errors[uid] = ErrorWatch(self.detector)
         if watch.update(error):
-            self._signal(DriftSignal("concept", alias, self.detector, position, watch.level))
+            self._signal(
+                DriftSignal(
+                    "concept", alias, self.detector, position, watch.level, (), event_id, time
+                )
+            )
 
-    def features(self, x: dict[str, Any], position: int) -> None:
+    def features(self, x: dict[str, Any], position: int, event_id: str, time: float) -> None:
         """Feed one event's features."""
         if self.data is None:
             return
         moved = self.data.update(x)
         if moved:
             names = tuple(name for name, _ in sorted(moved, key=lambda m: -m[1]))
+            score = max(score for _, score in moved)
             self._signal(
-                DriftSignal(
-                    "data", "features", "psi", position, max(score for _, score in moved), names
-                )
+                DriftSignal("data", "features", "psi", position, score, names, event_id, time)
             )
 
     def forget(self, uid: int) -> None:

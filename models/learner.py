@@ -238,7 +238,7 @@ class OnlineLearner:
         served = self.serving(event.entity)
         self.counts.events += 1
         if self.drift is not None:
-            self.drift.features(event.features, self.counts.events)
+            self.drift.features(event.features, self.counts.events, event.id, event.time)
         if event.time > self.watermark:
             self.watermark = event.time
         label = event.label
@@ -285,7 +285,10 @@ class OnlineLearner:
             if y_pred is not None and y_pred != {}:
                 losses[slot.uid] = slot.metrics.update(y, y_pred)
                 if drift is not None:
-                    drift.error(slot.uid, slot.alias, slot.metrics.last_error, self.counts.labelled)
+                    error = slot.metrics.last_error
+                    drift.error(
+                        slot.uid, slot.alias, error, self.counts.labelled, event_id, seen.time
+                    )
             began = time.perf_counter() if timed else 0.0
             slot.model.learn_one(x, y)
             if timed:

@@ -242,22 +242,38 @@ class Registry:
     def _refused(self, model: str, version: int, why: str) -> None:
         with self.client.pipeline(transaction=True) as tx:
             tx.incr(self._k(model, "refused"))
-            tx.xadd(
-                self._k(model, "audit"),
-                {
-                    "alias": "",
-                    "from": str(version),
-                    "to": "",
-                    "action": "refused",
-                    "actor": "registry",
-                    "reason": why,
-                    "evidence": "{}",
-                    "at": str(time.time()),
-                },
-                maxlen=AUDIT_MAXLEN,
-                approximate=True,
-            )
+            self._append_audit(tx, model, "refused", "registry", why, {}, from_version=version)
             tx.execute()
+
+    def audit(
+        self, model: str, action: str, actor: str, reason: str, evidence: Mapping[str, Any]
+    ) -> None:
+        """Append a decision that moves no alias (a trigger, a retrain) to the audit stream."""
+        self._append_audit(self.client, model, action, actor, reason, evidence)
+
+    def _append_audit(
+        self,
+        client: Any,
+        model: str,
+        action: str,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any],
+        *,
+        from_version: int | None = None,
+        alias: str = "",
+    ) -> None:
+        fields = {
+            "alias": alias,
+            "from": "" if from_version is None else str(from_version),
+            "to": "",
+            "action": action,
+            "actor": actor,
+            "reason": reason,
+            "evidence": orjson.dumps(dict(evidence), default=str).decode(),
+            "at": repr(time.time()),
+        }
+        client.xadd(self._k(model, "audit"), fields, maxlen=AUDIT_MAXLEN, approximate=True)
 
     def refused_count(self, model: str) -> int:
         """How many snapshots of ``model`` were refused for a bad signature."""
@@ -380,24 +396,10 @@ class Registry:
         if not 0.0 <= fraction <= 1.0:
             raise RegistryError(f"A/B fraction must be within [0, 1], not {fraction}")
         previous = self.ab_fraction(model)
-        at = time.time()
         with self.client.pipeline(transaction=True) as tx:
             tx.set(self._k(model, "ab"), repr(fraction))
-            tx.xadd(
-                self._k(model, "audit"),
-                {
-                    "alias": "ab",
-                    "from": "",
-                    "to": "",
-                    "action": "ab",
-                    "actor": actor,
-                    "reason": reason,
-                    "at": repr(at),
-                    "evidence": orjson.dumps({"from": previous, "to": fraction}).decode(),
-                },
-                maxlen=AUDIT_MAXLEN,
-                approximate=True,
-            )
+            evidence = {"from": previous, "to": fraction}
+            self._append_audit(tx, model, "ab", actor, reason, evidence, alias="ab")
             tx.publish(
                 CHANNEL,
                 orjson.dumps({"model": model, "alias": "ab", "action": "ab", "fraction": fraction}),

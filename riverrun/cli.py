@@ -17,14 +17,17 @@ from redis import RedisError
 
 from flows.files import SourceError
 from flows.kafka_io import KafkaUnavailable
+from flows.retrain import RetrainError
 from grpc_api.errors import ServeError
 from models.datasets import DATASETS, DatasetError
+from models.drift import DriftConfigError
 from models.features import FeatureSpecError
 from models.registry import RegistryError
 from models.schema import InvalidInput
 from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
-from riverrun import evaluate_cmd, local_cmd, registry_cmd, serve_cmd
+from models.triggers import TriggerConfigError
+from riverrun import evaluate_cmd, local_cmd, registry_cmd, retrain_cmd, serve_cmd
 from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
@@ -58,6 +61,18 @@ FLOW = (
     "registry_keep",
     "metrics_host",
     "metrics_port",
+    "drift_detector",
+    "drift_min_gap",
+    "data_drift_window",
+    "auto_promote",
+    "ab_fraction",
+    "promote_min_samples",
+    "promote_window",
+    "promote_margin",
+    "promote_alpha",
+    "promote_latency_budget",
+    "promote_cooldown",
+    "promote_keep_old",
     "offline_store_dir",
     "offline_store_max_bytes",
     "offline_store_max_seconds",
@@ -78,6 +93,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         events=args.events,
         seed=settings.seed,
         rate=args.rate,
+        burst=args.burst,
         delay_labels=args.delay_labels,
         labels_topic=args.labels_topic,
         drift_every=args.drift_every,
@@ -172,11 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     local_cmd.add_parser(sub)
     registry_cmd.add_parser(sub)
     serve_cmd.add_parsers(sub)
+    retrain_cmd.add_parsers(sub)
     evaluate_cmd.add_parser(sub)
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
     _add_stream_flags(p, None)
     p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    p.add_argument(
+        "--burst", type=int, default=0, metavar="N", help="the first N events at full speed"
+    )
     p.add_argument(
         "--labels-topic",
         action="store_true",
@@ -224,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         SettingsError,
         SpecError,
         DatasetError,
+        DriftConfigError,
+        TriggerConfigError,
+        RetrainError,
         FeatureSpecError,
         LauncherError,
         KafkaException,

@@ -22,6 +22,7 @@ from bytewax.run import cli_main
 
 from flows.kafka_io import ensure_topics
 from flows.learn import build_flow
+from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
 from models.specs import build_model
 from riverrun.local import free_port
@@ -96,6 +97,7 @@ def run_process(
 def check_learn_settings(settings: Settings) -> None:
     """Fail fast, before touching Kafka, on a spec or feature list that cannot work."""
     FeatureSpec.parse(settings.entity_features)
+    drift_watch(settings)
     for spec in (settings.model_spec, *settings.challengers):
         build_model(spec, settings.task, settings.seed)
 

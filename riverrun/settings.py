@@ -72,6 +72,29 @@ class Settings:
     promote_cooldown: int = _setting(5000, "labelled events after a swap before the next")
     promote_keep_old: bool = _setting(True, "keep the old champion as a challenger")
     ab_fraction: float = _setting(0.0, "fraction of entities the challenger serves (A/B)")
+    drift_detector: str = _setting(
+        "adwin", "concept-drift detector on each model's error: adwin, page_hinkley, ddm, off"
+    )
+    drift_min_gap: int = _setting(1000, "fewest events between two drift alarms of one source")
+    data_drift_window: int = _setting(
+        5000, "events per window of the PSI data-drift check (0 turns it off)"
+    )
+    trigger_on_drift: bool = _setting(True, "retrain when the champion's concept drifts")
+    trigger_drift_wait: int = _setting(
+        1000, "labelled events after a drift before its retrain starts (data to learn from)"
+    )
+    trigger_slump_action: str = _setting(
+        "off", "on a performance slump: off, retrain, promote (a better challenger), rollback"
+    )
+    trigger_slump_metric: str = _setting("rolling_accuracy", "the champion metric a slump watches")
+    trigger_slump_threshold: float = _setting(0.7, "a slump is a metric worse than this")
+    trigger_slump_for: float = _setting(600.0, "seconds a slump lasts before it triggers")
+    trigger_fresh_every: int = _setting(0, "retrain every N new labelled events (0: off)")
+    trigger_schedule_every: float = _setting(0.0, "retrain every T seconds (0: off)")
+    trigger_cooldown: float = _setting(300.0, "seconds after a retrain before the next")
+    trigger_lookback: float = _setting(
+        3600.0, "seconds of events a fresh-data, scheduled or slump retrain replays"
+    )
     snapshot_every: int = _setting(10_000, "labelled events between champion checkpoints")
     snapshot_interval: float = _setting(30.0, "most seconds between champion checkpoints")
     registry_keep: int = _setting(20, "recent versions (and alias moves) retention keeps")

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,24 +107,22 @@ def run_flow_to_end(settings: Settings) -> None:
     run_learn(settings.override({"follow": False}))
 
 
-class LearnProcess:
-    """``riverrun learn`` following its topics in a child process, stopped with Ctrl-C."""
+class RiverrunProcess:
+    """A ``riverrun`` command in a child process, stopped with Ctrl-C; stderr to a file."""
 
-    def __init__(self, settings: Settings, *extra: str) -> None:
-        env = {**os.environ, **settings.override({"follow": True}).to_env()}
+    def __init__(self, settings: Settings, *argv: str) -> None:
+        env = {**os.environ, **settings.to_env()}
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives with the process)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "riverrun.cli", "learn", *extra],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
+            [sys.executable, "-m", "riverrun.cli", *argv], env=env, stderr=self._stderr, text=True
         )
 
     def alive(self) -> bool:
-        """Whether the flow is still running."""
+        """Whether the command is still running."""
         return self.process.poll() is None
 
     def stop(self, timeout: float = 60) -> int:
-        """Interrupt the flow and return its exit status."""
+        """Interrupt the command and return its exit status."""
         if self.alive():
             self.process.send_signal(signal.SIGINT)
         try:
@@ -134,15 +133,23 @@ class LearnProcess:
             raise
 
     def stderr(self) -> str:
-        """What the flow wrote to stderr (after it stopped)."""
-        return self.process.stderr.read() if self.process.stderr else ""
+        """What the command wrote to stderr so far."""
+        self._stderr.seek(0)
+        return self._stderr.read()
 
-    def __enter__(self) -> LearnProcess:
+    def __enter__(self) -> RiverrunProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.alive():
             self.stop()
+
+
+class LearnProcess(RiverrunProcess):
+    """``riverrun learn`` following its topics in a child process."""
+
+    def __init__(self, settings: Settings, *extra: str) -> None:
+        super().__init__(settings.override({"follow": True}), "learn", *extra)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:

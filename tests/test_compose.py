@@ -15,14 +15,11 @@ from riverrun.cli import build_parser
 from riverrun.settings import ENV_PREFIX, Settings, from_args
 from tests.prom import DEPLOY, PROMETHEUS_DIR, ROOT, assert_tool_ok, load_yaml
 
-# Added by branches being built in parallel: `riverrun serve` and its settings (issue 6), and
-# `riverrun trigger` (issue 5). Until they are merged the compose file's use of them is
-# checked against this list; once the code has one, this test fails until it leaves the list.
-OTHER_BRANCHES_COMMANDS = {"trigger"}
-OTHER_BRANCHES_SETTINGS: set[str] = set()
-
-METRICS_PORT = {"learn": "metrics_port", "trigger": "trigger_metrics_port"}
-METRICS_PORT_OTHER = {"serve": "serve_metrics_port"}
+METRICS_PORT = {
+    "learn": "metrics_port",
+    "trigger": "trigger_metrics_port",
+    "serve": "serve_metrics_port",
+}
 SECRET_NAME = re.compile(r"KEY|PASSWORD|SECRET|TOKEN")
 REQUIRED_FROM_USER = re.compile(r"\$\{(\w+):\?[^}]+\}")
 
@@ -63,14 +60,7 @@ def _field(name: str) -> str:
 def _settings(name: str) -> Settings:
     """The settings a riverrun service runs with: its variables, then its flags."""
     service = _riverrun_services()[name]
-    env = {k: v for k, v in _env(service).items() if _field(k) not in OTHER_BRANCHES_SETTINGS}
-    if service["command"][0] in OTHER_BRANCHES_COMMANDS:
-        return Settings.from_env(env)
-    return from_args(build_parser().parse_args(service["command"]), env)
-
-
-def _other_setting(name: str, field: str) -> str:
-    return _env(_riverrun_services()[name])[ENV_PREFIX + field.upper()]
+    return from_args(build_parser().parse_args(service["command"]), _env(service))
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -105,10 +95,6 @@ def test_every_riverrun_command_and_flag_is_real(capsys: pytest.CaptureFixture[s
     known = _subcommands()
     for name, service in _riverrun_services().items():
         command = service["command"]
-        if command[0] in OTHER_BRANCHES_COMMANDS:
-            assert command[0] not in known, f"`{command[0]}` exists: drop it from the list"
-            assert command == [command[0]], f"{name}: flags of an unmerged command"
-            continue
         try:
             build_parser().parse_args(command)
         except SystemExit:
@@ -120,11 +106,9 @@ def test_every_riverrun_command_and_flag_is_real(capsys: pytest.CaptureFixture[s
 
 def test_every_riverrun_variable_is_a_setting_with_a_valid_value() -> None:
     fields = set(Settings.__dataclass_fields__)
-    for other in OTHER_BRANCHES_SETTINGS:
-        assert other not in fields, f"setting {other} exists: drop it from the list"
     for name, service in _riverrun_services().items():
         for var in _env(service):
-            assert _field(var) in fields | OTHER_BRANCHES_SETTINGS, f"{name}: {var}"
+            assert _field(var) in fields, f"{name}: {var}"
         _settings(name)  # raises on a value the settings refuse
 
 
@@ -163,7 +147,6 @@ def test_kafka_redis_and_topics_agree_across_services() -> None:
 
 def test_metrics_listen_on_all_interfaces_and_healthchecks_use_their_port() -> None:
     ports = {name: getattr(_settings(name), field) for name, field in METRICS_PORT.items()}
-    ports |= {n: int(_other_setting(n, f)) for n, f in METRICS_PORT_OTHER.items()}
     for name, port in ports.items():
         assert _settings(name).metrics_host == "0.0.0.0", name
         check = " ".join(_services()[name]["healthcheck"]["test"])
@@ -180,7 +163,7 @@ def test_prometheus_scrapes_the_metrics_ports() -> None:
     (serve,) = [c for c in config["scrape_configs"] if c["job_name"] == "riverrun-serve"]
     (dns,) = serve["dns_sd_configs"]
     assert dns["names"] == ["serve"]
-    assert dns["port"] == int(_other_setting("serve", "serve_metrics_port"))
+    assert dns["port"] == _settings("serve").serve_metrics_port
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "alertmanager:9093"
     ]
@@ -192,8 +175,8 @@ def test_each_grpc_replica_gets_a_host_port_on_the_serving_port() -> None:
     host, ports, container = published.rsplit(":", 2)
     first, last = (int(p) for p in ports.split("-"))
     assert host == "127.0.0.1" and last - first + 1 == serve["deploy"]["replicas"]
-    assert container == _other_setting("serve", "serve_port")
-    assert _other_setting("serve", "serve_host") == "0.0.0.0"
+    assert int(container) == _settings("serve").serve_port
+    assert _settings("serve").serve_host == "0.0.0.0"
 
 
 def test_promtool_and_amtool_accept_the_configs() -> None:

@@ -1,0 +1,171 @@
+"""Full retrain: a fresh model of a chosen spec learns a bounded replay of the Kafka topics.
+
+The replay runs the learn flow's own steps (parse, features, test-then-train with the
+delayed-label join) over a range of the events and labels topics, given by offsets or by
+time, and the result is registered as a new version with its lineage (the trigger and the
+data range) and set as a challenger. Whether it serves is then the shadow policy's call.
+Entity features are recomputed from the start of the range.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+from bytewax.run import cli_main
+
+from flows.kafka_io import KafkaBatchSource, end_offsets, offsets_at
+from flows.learn import record_streams
+from flows.learn_step import Record
+from models.evaluation import Prequential
+from models.learner import OnlineLearner, Slot
+from models.registry import ANY, Registry, VersionInfo
+from models.schema import Event
+from models.specs import build_model
+from riverrun.metrics import RETRAINS
+from riverrun.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[tuple[str, int], int]
+
+
+class RetrainError(RuntimeError):
+    """A retrain that cannot run or learned nothing; the message says why."""
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """What to learn from, with which spec, why, and where the result goes."""
+
+    spec: str = ""  # empty: the champion's spec (or the settings' model spec)
+    since: float | None = None  # epoch seconds of the first message (Kafka timestamp)
+    until: float | None = None
+    start_offsets: Offsets = field(default_factory=dict)
+    stop_offsets: Offsets = field(default_factory=dict)
+    reason: str = "requested by hand"
+    alias: str = "challenger"
+
+
+class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
+    """Feeds the learner and hands it on when the replay ends."""
+
+    def __init__(self, learner: OnlineLearner) -> None:
+        self.learner = learner
+
+    def on_batch(self, values: list[list[Record]]) -> tuple[list[OnlineLearner], bool]:
+        learner = self.learner
+        for records in values:
+            for rec in records:
+                if type(rec) is Event:
+                    learner.on_event(rec)
+                else:
+                    learner.on_label(rec)  # type: ignore[arg-type]
+            learner.expire()
+        return [], StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[OnlineLearner], bool]:
+        return [self.learner], StatefulBatchLogic.DISCARD
+
+    def snapshot(self) -> None:
+        return None
+
+
+def replay_range(settings: Settings, req: RetrainRequest) -> tuple[Offsets, Offsets]:
+    """First and stop offsets of every partition of the events and labels topics."""
+    boot = settings.bootstrap_servers
+    start: Offsets = {}
+    stop: Offsets = {}
+    for topic in (settings.topic_events, settings.topic_labels):
+        ends = end_offsets(boot, topic)
+        firsts = offsets_at(boot, topic, math.ceil(req.since * 1000)) if req.since else {}
+        for part, end in ends.items():
+            start[(topic, part)] = req.start_offsets.get((topic, part), firsts.get(part, 0))
+            stop[(topic, part)] = req.stop_offsets.get((topic, part), end)
+    return start, stop
+
+
+def retrain(settings: Settings, req: RetrainRequest) -> VersionInfo:
+    """Replay the range into a fresh model, register it, point ``req.alias`` at it."""
+    registry = Registry.connect(settings.redis_url, settings.registry_key)
+    spec = req.spec or _champion_spec(registry, settings)
+    task = settings.task
+    start, stop = replay_range(settings, req)
+    window = None
+    if req.since or req.until:  # Kafka stamps whole milliseconds: round inwards
+        window = (math.ceil((req.since or 0) * 1000), math.ceil((req.until or 1e12) * 1000))
+    source = KafkaBatchSource(
+        settings.bootstrap_servers,
+        [settings.topic_events, settings.topic_labels],
+        tail=False,
+        batch_size=settings.batch_size,
+        start_offsets=start,
+        stop_offsets=stop,
+        window=window,
+    )
+    model = build_model(spec, task, settings.seed)
+    slot = Slot(spec, model, Prequential(task, settings.rolling_window))
+    learner = OnlineLearner(
+        task, [slot], label_ttl=settings.label_ttl, max_pending=settings.max_pending
+    )
+    flow = Dataflow("riverrun-retrain")
+    records, _rejects = record_streams(flow, settings, source, online_store=False)
+    keyed = op.map("route-model", records, lambda kv: ("retrain", kv[1]))
+    done = op.stateful_batch("learn", keyed, lambda _state: _Done(learner))
+    op.inspect("finished", done, _log_finished)
+    began = time.monotonic()
+    cli_main(flow, epoch_interval=timedelta(seconds=settings.epoch_interval))
+    if slot.learned == 0:
+        RETRAINS.labels(settings.model_name, "empty").inc()
+        raise RetrainError(
+            f"nothing to learn in the range {_describe(start, stop)}: no labelled event"
+        )
+    stop_positions = {f"{t}-{p}": o for (t, p), o in stop.items()}
+    data_range = {
+        "start": {f"{t}-{p}": o for (t, p), o in start.items()},
+        "stop": stop_positions,
+        "since": req.since,
+        "until": req.until,
+    }
+    info = registry.register(
+        settings.model_name,
+        model,
+        spec=spec,
+        task=task,
+        metrics=slot.metrics.report(),
+        events_seen=slot.learned,
+        positions=stop_positions,
+        tags={"origin": "retrain", "trigger": req.reason, "range": _describe(start, stop)},
+    )
+    registry.move_alias(
+        settings.model_name,
+        req.alias,
+        info.version,
+        expected=ANY,
+        actor="retrain",
+        reason=f"retrained on {slot.learned} labelled events: {req.reason}",
+        evidence={**data_range, "seconds": round(time.monotonic() - began, 3)},
+        action="set",
+    )
+    RETRAINS.labels(settings.model_name, "registered").inc()
+    log.info("retrained %s on %d events as v%s (%s)", spec, slot.learned, info.version, req.alias)
+    return info
+
+
+def _log_finished(_step: str, item: tuple[str, OnlineLearner]) -> None:
+    log.info("replay done: %d events, %d labelled", item[1].counts.events, item[1].counts.labelled)
+
+
+def _champion_spec(registry: Registry, settings: Settings) -> str:
+    version = registry.alias(settings.model_name, "champion")
+    return registry.info(settings.model_name, version).spec if version else settings.model_spec
+
+
+def _describe(start: Offsets, stop: Offsets) -> str:
+    return ", ".join(f"{t}[{p}] {start[(t, p)]}..{stop[(t, p)]}" for t, p in sorted(start))

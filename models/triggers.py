@@ -1,0 +1,184 @@
+"""Trigger policies: when to retrain, promote or roll back, from drift events and status.
+
+Four policies, each on or off: concept drift on the champion (retrain on the events since
+the drift, once ``drift_wait`` labelled events have arrived after it), a performance slump
+(a rolling metric worse than a threshold for ``slump_for`` seconds: retrain, promote a
+challenger that is already better, or roll back), fresh labelled data (every
+``fresh_every`` labelled events) and a schedule (every ``schedule_every`` seconds). Only
+one retrain runs at a time per model, and none starts within ``cooldown`` seconds of the
+last one. Everything here is pure: the trigger service feeds it and carries out what it
+decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SLUMP_ACTIONS = ("off", "retrain", "promote", "rollback")
+LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
+
+
+class TriggerConfigError(ValueError):
+    """An impossible trigger policy."""
+
+
+@dataclass(frozen=True)
+class TriggerPolicy:
+    """Which triggers are on, and their thresholds."""
+
+    on_drift: bool = True
+    drift_wait: int = 1000
+    slump_action: str = "off"
+    slump_metric: str = "rolling_accuracy"
+    slump_threshold: float = 0.7
+    slump_for: float = 600.0
+    fresh_every: int = 0
+    schedule_every: float = 0.0
+    cooldown: float = 300.0
+    lookback: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.slump_action not in SLUMP_ACTIONS:
+            raise TriggerConfigError(
+                f"slump action {self.slump_action!r}: use one of {', '.join(SLUMP_ACTIONS)}"
+            )
+
+    def slumping(self, value: float) -> bool:
+        """Whether a metric value is worse than the slump threshold."""
+        name = self.slump_metric.removeprefix("rolling_")
+        if name in LOWER_IS_BETTER:
+            return value > self.slump_threshold
+        return value < self.slump_threshold
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do, and why: ``retrain`` (from Kafka positions, or the last ``since``
+    seconds), ``promote`` a challenger alias, or ``rollback``."""
+
+    kind: str
+    reason: str
+    positions: dict[str, int] = field(default_factory=dict)
+    since: float | None = None
+    alias: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Triggers:
+    """The state of the policies for one model: what they saw and when they last acted."""
+
+    policy: TriggerPolicy
+    started: float = 0.0
+    drift: dict[str, Any] | None = None
+    slump_since: float | None = None
+    fresh_from: int | None = None
+    last_schedule: float | None = None
+    last_retrain: float | None = None
+    running: bool = False
+
+    def drift_event(self, event: dict[str, Any]) -> None:
+        """Note a drift event; concept drift on the champion arms the drift policy."""
+        concept = event.get("kind") == "concept" and event.get("source") == "champion"
+        if self.policy.on_drift and concept and self.drift is None:
+            self.drift = event
+
+    def retrain_started(self, now: float) -> None:
+        """A retrain began: no other starts until it ends."""
+        self.running = True
+        self.last_retrain = now
+
+    def retrain_ended(self, now: float) -> None:
+        """The retrain ended (whatever its outcome): the cool-down starts now."""
+        self.running = False
+        self.last_retrain = now
+
+    def decide(self, status: dict[str, Any], now: float) -> list[Action]:
+        """What to do now, given the learn flow's latest status."""
+        labelled = int(status.get("labelled", 0))
+        actions = self._slump(status, now)
+        if self.running or self._cooling(now):
+            return [a for a in actions if a.kind != "retrain"]
+        if not any(a.kind == "retrain" for a in actions):
+            retrain = self._drift(labelled) or self._fresh(labelled) or self._schedule(now)
+            if retrain is not None:
+                actions.append(retrain)
+        return actions
+
+    def _cooling(self, now: float) -> bool:
+        last = self.last_retrain
+        return last is not None and now - last < self.policy.cooldown
+
+    def _drift(self, labelled: int) -> Action | None:
+        drift = self.drift
+        if drift is None or labelled - int(drift.get("position", 0)) < self.policy.drift_wait:
+            return None
+        self.drift = None
+        return Action(
+            "retrain",
+            f"concept drift on the champion at labelled event {drift.get('position')} "
+            f"({drift.get('detector')}, error {drift.get('statistic', 0):.3f})",
+            positions=dict(drift.get("positions", {})),
+            evidence={"drift": drift},
+        )
+
+    def _fresh(self, labelled: int) -> Action | None:
+        every = self.policy.fresh_every
+        if not every:
+            return None
+        if self.fresh_from is None:
+            self.fresh_from = labelled
+        if labelled - self.fresh_from < every:
+            return None
+        self.fresh_from = labelled
+        return Action(
+            "retrain",
+            f"{every} new labelled events",
+            since=self.policy.lookback,
+            evidence={"labelled": labelled},
+        )
+
+    def _schedule(self, now: float) -> Action | None:
+        every = self.policy.schedule_every
+        if not every:
+            return None
+        if self.last_schedule is None:
+            self.last_schedule = now
+        if now - self.last_schedule < every:
+            return None
+        self.last_schedule = now
+        return Action("retrain", f"scheduled every {every:g} s", since=self.policy.lookback)
+
+    def _slump(self, status: dict[str, Any], now: float) -> list[Action]:
+        policy = self.policy
+        if policy.slump_action == "off":
+            return []
+        champion = next((m for m in status.get("models", []) if m.get("role") == "champion"), None)
+        value = (champion or {}).get("metrics", {}).get(policy.slump_metric)
+        if value is None or not policy.slumping(value):
+            self.slump_since = None
+            return []
+        if self.slump_since is None:
+            self.slump_since = now
+        if now - self.slump_since < policy.slump_for:
+            return []
+        self.slump_since = None
+        reason = (
+            f"{policy.slump_metric} {value:.4f} worse than {policy.slump_threshold} "
+            f"for {policy.slump_for:g} s"
+        )
+        evidence = {policy.slump_metric: value}
+        if policy.slump_action == "retrain":
+            return [Action("retrain", reason, since=policy.lookback, evidence=evidence)]
+        if policy.slump_action == "rollback":
+            return [Action("rollback", reason, evidence=evidence)]
+        better = [
+            (alias, e)
+            for alias, e in status.get("contest", {}).items()
+            if e.get("mean_difference", 0) > 0 and e.get("p_value", 1) < 0.05
+        ]
+        if not better:
+            return []
+        alias, e = max(better, key=lambda pair: pair[1]["mean_difference"])
+        return [Action("promote", f"{reason}; {alias} is better", alias=alias, evidence=e)]

@@ -1,0 +1,135 @@
+"""``riverrun retrain`` (a full retrain from a Kafka range) and ``riverrun trigger`` (the
+service that decides when to retrain, promote or roll back)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import threading
+from typing import Any
+
+from riverrun.metrics import serve_metrics
+from riverrun.settings import Settings, SettingsError, add_flags
+
+KAFKA_AND_REDIS = (
+    "bootstrap_servers",
+    "redis_url",
+    "topic_events",
+    "topic_labels",
+    "topic_drift",
+    "partitions",
+    "model_name",
+    "model_spec",
+    "task",
+    "seed",
+    "entity_features",
+    "label_ttl",
+    "max_pending",
+    "batch_size",
+    "rolling_window",
+)
+TRIGGERS = (
+    "trigger_on_drift",
+    "trigger_drift_wait",
+    "trigger_slump_action",
+    "trigger_slump_metric",
+    "trigger_slump_threshold",
+    "trigger_slump_for",
+    "trigger_fresh_every",
+    "trigger_schedule_every",
+    "trigger_cooldown",
+    "trigger_lookback",
+    "metrics_host",
+    "trigger_metrics_port",
+)
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from ``1700000000.5`` or an ISO-8601 time (UTC when no zone is given)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SettingsError(f"{text!r} is neither epoch seconds nor an ISO-8601 time") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def parse_positions(text: str) -> dict[tuple[str, int], int]:
+    """``events-0=120,labels-0=15`` (topic-partition=offset) as offsets by partition."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        where, _, offset = item.partition("=")
+        topic, _, partition = where.rpartition("-")
+        if not topic or not partition.isdigit() or not offset.isdigit():
+            raise SettingsError(f"{item!r}: expected TOPIC-PARTITION=OFFSET")
+        out[(topic, int(partition))] = int(offset)
+    return out
+
+
+def retrain(args: argparse.Namespace, settings: Settings) -> int:
+    """Replay a range of the topics into a fresh model and make it a challenger."""
+    from flows.retrain import RetrainRequest
+    from flows.retrain import retrain as run
+
+    req = RetrainRequest(
+        spec=args.spec or "",
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+        start_offsets=parse_positions(args.from_positions or ""),
+        stop_offsets=parse_positions(args.to_positions or ""),
+        reason=args.reason,
+        alias=args.alias,
+    )
+    info = run(settings, req)
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items() if k != "n")
+    print(
+        f"{settings.model_name} v{info.version} ({info.spec}) learned {info.events_seen} "
+        f"labelled events and is now {args.alias}: {metrics}"
+    )
+    return 0
+
+
+def trigger(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the trigger service until Ctrl-C or SIGTERM."""
+    from flows.trigger_service import TriggerService
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    serve_metrics(settings.trigger_metrics_port, settings.metrics_host, "trigger_metrics_port")
+    print(f"trigger service for {settings.model_name}: watching {settings.topic_drift}", flush=True)
+    TriggerService(settings, stop).run()
+    print("trigger service stopped", flush=True)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``riverrun retrain`` and ``riverrun trigger``."""
+    p = sub.add_parser("retrain", help="a fresh model from a replay of the topics, as challenger")
+    p.add_argument("--spec", default=None, help="model spec (default: the champion's)")
+    p.add_argument("--since", default=None, help="first message time (epoch s or ISO-8601)")
+    p.add_argument("--until", default=None, help="end of the range (epoch s or ISO-8601)")
+    p.add_argument(
+        "--from-positions",
+        default=None,
+        metavar="TOPIC-P=OFFSET,...",
+        help="first offsets, e.g. the positions of a drift event",
+    )
+    p.add_argument(
+        "--to-positions",
+        default=None,
+        metavar="TOPIC-P=OFFSET,...",
+        help="stop offsets (default: the topics' current end)",
+    )
+    p.add_argument("--reason", default="requested by hand", help="recorded with the version")
+    p.add_argument("--alias", default="challenger", help="alias to point at the new version")
+    add_flags(p, KAFKA_AND_REDIS)
+    p.set_defaults(handler=retrain)
+
+    p = sub.add_parser("trigger", help="retrain, promote or roll back on drift, slump, data")
+    add_flags(p, KAFKA_AND_REDIS + TRIGGERS)
+    p.set_defaults(handler=trigger)

@@ -1,0 +1,75 @@
+"""Full retrain: a fresh model from a replayed Kafka range, registered as a challenger."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from flows.produce import ProduceRequest, produce
+from models.registry import Registry
+from tests.helpers import run_flow_to_end, wait_for
+
+
+def _produce(s: Any, events: int, prefix: str, seed: int = 4) -> None:
+    req = ProduceRequest("agrawal-switch", events, seed=seed, drift_every=1500, id_prefix=prefix)
+    produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+
+
+def _retrain(s: Any, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **s.to_env()}
+    return subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", "retrain", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_retrain_from_offsets_registers_a_challenger_with_its_lineage(make_settings: Any) -> None:
+    s = make_settings(model_spec="hoeffding")
+    _produce(s, 3000, "r")
+    run_flow_to_end(s)
+    reg = Registry.connect(s.redis_url, s.registry_key)
+    champion = reg.alias(s.model_name, "champion")
+    done = _retrain(s, "--from-positions", f"{s.topic_events}-0=1500", "--reason", "drift test")
+    assert done.returncode == 0, done.stderr
+    assert "learned 1500 labelled events and is now challenger" in done.stdout
+    version = reg.alias(s.model_name, "challenger")
+    assert version is not None and version != champion
+    info = reg.info(s.model_name, version)
+    assert info.spec == "hoeffding", "the champion's spec by default"
+    assert info.events_seen == 1500 and info.parent is None
+    assert info.tags["origin"] == "retrain" and info.tags["trigger"] == "drift test"
+    assert f"{s.topic_events}[0] 1500..3000" in info.tags["range"]
+    assert info.positions == {f"{s.topic_events}-0": 3000, f"{s.topic_labels}-0": 0}
+    move = reg.history(s.model_name)[-1]
+    assert (move.alias, move.to_version, move.actor) == ("challenger", version, "retrain")
+    assert move.evidence["start"][f"{s.topic_events}-0"] == 1500
+    assert reg.load(s.model_name, version).predict_proba_one({"salary": 1.0})
+
+
+def test_retrain_by_time_replays_only_messages_after_since(make_settings: Any) -> None:
+    s = make_settings(model_spec="logreg")
+    _produce(s, 700, "old")
+    since = time.time()
+    wait_for(lambda: time.time() > since + 0.005, 1, "the clock to move past `since`")
+    _produce(s, 400, "new", seed=5)
+    done = _retrain(s, "--since", f"{since:.6f}", "--spec", "hoeffding")
+    assert done.returncode == 0, done.stderr
+    reg = Registry.connect(s.redis_url, s.registry_key)
+    info = reg.info(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
+    assert info.spec == "hoeffding" and info.events_seen == 400
+
+
+def test_an_empty_range_is_a_one_line_error(make_settings: Any) -> None:
+    s = make_settings()
+    _produce(s, 50, "e")
+    done = _retrain(s, "--from-positions", f"{s.topic_events}-0=50")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("riverrun retrain: error: nothing to learn in the range")
+    bad = _retrain(s, "--from-positions", "events:0=1")
+    assert bad.returncode == 2 and "expected TOPIC-PARTITION=OFFSET" in bad.stderr

@@ -1,0 +1,110 @@
+"""Each trigger policy, with deduplication and the cool-down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from models.triggers import TriggerConfigError, TriggerPolicy, Triggers
+
+
+def _status(labelled: int, rolling_accuracy: float = 0.9, **contest: Any) -> dict[str, Any]:
+    return {
+        "labelled": labelled,
+        "models": [{"role": "champion", "metrics": {"rolling_accuracy": rolling_accuracy}}],
+        "contest": contest,
+    }
+
+
+def _drift(position: int, source: str = "champion", kind: str = "concept") -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "source": source,
+        "position": position,
+        "detector": "adwin",
+        "statistic": 0.4,
+        "positions": {"events-0": position},
+    }
+
+
+def test_concept_drift_retrains_once_enough_data_arrived_since() -> None:
+    t = Triggers(TriggerPolicy(drift_wait=500, cooldown=0))
+    t.drift_event(_drift(1000, source="challenger"))
+    t.drift_event(_drift(1000, kind="data"))
+    assert t.decide(_status(5000), 0.0) == [], "only the champion's concept drift counts"
+    t.drift_event(_drift(1000))
+    assert t.decide(_status(1400), 1.0) == []
+    (action,) = t.decide(_status(1500), 2.0)
+    assert action.kind == "retrain" and action.positions == {"events-0": 1000}
+    assert "concept drift" in action.reason
+    assert t.decide(_status(9000), 3.0) == [], "one retrain per drift"
+
+
+def test_off_means_off() -> None:
+    t = Triggers(TriggerPolicy(on_drift=False))
+    t.drift_event(_drift(10))
+    assert t.decide(_status(10_000, rolling_accuracy=0.1), 1e6) == []
+
+
+def test_one_retrain_at_a_time_then_a_cooldown() -> None:
+    t = Triggers(TriggerPolicy(drift_wait=0, cooldown=100.0))
+    t.drift_event(_drift(10))
+    (first,) = t.decide(_status(20), 0.0)
+    assert first.kind == "retrain"
+    t.retrain_started(0.0)
+    t.drift_event(_drift(30))
+    assert t.decide(_status(50), 10.0) == [], "a retrain is still running"
+    t.retrain_ended(20.0)
+    assert t.decide(_status(60), 110.0) == [], "cooling down for 100 s after the end"
+    (second,) = t.decide(_status(70), 121.0)
+    assert second.kind == "retrain" and second.positions == {"events-0": 30}
+
+
+def test_fresh_data_retrains_every_n_labelled_events() -> None:
+    t = Triggers(TriggerPolicy(on_drift=False, fresh_every=1000, cooldown=0, lookback=60.0))
+    assert t.decide(_status(500), 0.0) == []
+    assert t.decide(_status(1400), 1.0) == []
+    (action,) = t.decide(_status(1500), 2.0)
+    assert action.kind == "retrain" and action.since == 60.0
+    assert t.decide(_status(2400), 3.0) == []
+    assert len(t.decide(_status(2500), 4.0)) == 1
+
+
+def test_schedule_retrains_every_t_seconds() -> None:
+    t = Triggers(TriggerPolicy(on_drift=False, schedule_every=100.0, cooldown=0))
+    assert t.decide(_status(0), 1000.0) == []
+    assert t.decide(_status(0), 1099.0) == []
+    assert [a.kind for a in t.decide(_status(0), 1100.0)] == ["retrain"]
+    assert t.decide(_status(0), 1150.0) == []
+
+
+@pytest.mark.parametrize("action", ["retrain", "rollback"])
+def test_a_slump_that_lasts_triggers_its_action(action: str) -> None:
+    t = Triggers(
+        TriggerPolicy(
+            on_drift=False, slump_action=action, slump_threshold=0.7, slump_for=60.0, cooldown=0
+        )
+    )
+    assert t.decide(_status(100, 0.6), 0.0) == []
+    assert t.decide(_status(200, 0.9), 30.0) == [], "a recovery resets the clock"
+    assert t.decide(_status(300, 0.6), 40.0) == []
+    assert t.decide(_status(400, 0.6), 99.0) == []
+    (decided,) = t.decide(_status(500, 0.6), 100.0)
+    assert decided.kind == action and "rolling_accuracy 0.6000" in decided.reason
+
+
+def test_a_slump_promotes_a_challenger_only_if_one_is_better() -> None:
+    t = Triggers(TriggerPolicy(on_drift=False, slump_action="promote", slump_for=0.0))
+    worse = {"mean_difference": -0.1, "p_value": 0.9}
+    assert t.decide(_status(100, 0.5, challenger=worse), 0.0) == []
+    better = {"mean_difference": 0.2, "p_value": 0.001}
+    (action,) = t.decide(_status(100, 0.5, challenger=worse, **{"challenger-2": better}), 1.0)
+    assert action.kind == "promote" and action.alias == "challenger-2"
+
+
+def test_losses_slump_upwards_and_bad_actions_are_refused() -> None:
+    policy = TriggerPolicy(slump_metric="rolling_log_loss", slump_threshold=0.5)
+    assert policy.slumping(0.6) and not policy.slumping(0.4)
+    with pytest.raises(TriggerConfigError, match="slump action 'panic'"):
+        TriggerPolicy(slump_action="panic")
