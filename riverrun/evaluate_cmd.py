@@ -9,7 +9,6 @@ CI job (exit status 1 when a model breaks a ``--fail-under``/``--fail-over`` bou
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from models.gates import OVER, UNDER, Gate, GateError, failures, parse_gate
 from models.progressive import Evaluation, Rejects, sample_every
 from models.schema import Event
 from models.specs import build_model
+from riverrun.retrain_cmd import parse_time
 from riverrun.settings import Settings, add_flags
 
 KAFKA_FLAGS = ("bootstrap_servers", "topic_events", "topic_labels")
@@ -33,27 +33,14 @@ class EvaluateError(RuntimeError):
     """An evaluation that cannot run; the message says why in one line."""
 
 
-def _when(text: str) -> float:
-    """Epoch seconds from a number or an ISO 8601 time (UTC unless it names a zone)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not epoch seconds nor ISO 8601") from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
-
-
 def add_source_flags(p: argparse.ArgumentParser) -> None:
     """Flags that bound a source: events of a dataset, a Kafka range, a label delay."""
     p.add_argument("--events", type=int, default=None, help="events of a synthetic dataset")
     p.add_argument("--drift-every", type=int, default=12_500, metavar="N", help="dataset drift")
     p.add_argument("--start-offset", type=int, default=None, help="kafka: first offset")
     p.add_argument("--stop-offset", type=int, default=None, help="kafka: offset to stop before")
-    p.add_argument("--since", type=_when, default=None, help="kafka: first record time")
-    p.add_argument("--until", type=_when, default=None, help="kafka: record time to stop before")
+    p.add_argument("--since", type=parse_time, default=None, help="kafka: first record time")
+    p.add_argument("--until", type=parse_time, default=None, help="kafka: time to stop before")
     p.add_argument(
         "--delay",
         type=int,
