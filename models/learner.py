@@ -397,6 +397,7 @@ class OnlineLearner:
             "pending": len(self.pending),
             "expired": self.counts.expired,
             "unknown_labels": self.counts.unknown_labels,
+            "positions": dict(self.positions),
             "models": [slot.report() for slot in self.slots],
             "ab_fraction": self.ab_fraction,
             "arms": {arm: m.report() for arm, m in self.arms.items()},

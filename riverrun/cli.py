@@ -27,6 +27,7 @@ from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
 from models.triggers import TriggerConfigError
 from riverrun import local_cmd, registry_cmd, retrain_cmd, serve_cmd
+from riverrun.demo import DemoError
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
 from riverrun.serve_cmd import PredictError
@@ -241,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DriftConfigError,
         TriggerConfigError,
         RetrainError,
+        DemoError,
         FeatureSpecError,
         LauncherError,
         KafkaException,

@@ -104,10 +104,11 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert report["events_in"] == 4000 and report["predictions_out"] == 4000
     assert report["deadletter"] == 0 and report["labelled"] == 4000
     models = report["models"]
-    assert set(models) == {"logreg", "arf"}
-    assert {m["role"] for m in models.values()} == {"champion", "challenger"}
+    assert {models["champion"]["spec"], models["challenger"]["spec"]} == {"logreg", "arf"}
     assert all(0.5 < m["metrics"]["accuracy"] <= 1.0 for m in models.values())
-    assert isinstance(report["promotions"], list)
+    assert isinstance(report["promotions"], list) and isinstance(report["retrains"], list)
+    concept = [d for d in report["drift_events"] if d["kind"] == "concept"]
+    assert concept and all(d["position"] >= 1000 for d in concept), "drift every 1,000 events"
     assert "labelled" in done.stdout and "logreg" in done.stdout
     assert not (_server_pids() - before), "the demo left a server running"
 
