@@ -130,9 +130,11 @@ def count_messages(settings: Settings, topic: str) -> int:
     return sum(end_offsets(settings.bootstrap_servers, topic).values())
 
 
-def produce_stream(settings: Settings, events: int, prefix: str, **request: Any) -> None:
-    """Write ``events`` events of the seeded ``sea-drift`` stream (ids ``PREFIX-N``)."""
-    req = ProduceRequest("sea-drift", events, seed=settings.seed, id_prefix=prefix, **request)
+def produce_stream(
+    settings: Settings, events: int, prefix: str, dataset: str = "sea-drift", **request: Any
+) -> None:
+    """Write ``events`` events of a seeded stream (``sea-drift``; ids ``PREFIX-N``)."""
+    req = ProduceRequest(dataset, events, seed=settings.seed, id_prefix=prefix, **request)
     produce(
         req,
         settings.bootstrap_servers,
