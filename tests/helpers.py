@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,3 +160,16 @@ def free_ports(count: int) -> int:
             except OSError:
                 continue
         return first
+
+
+def run_cli(
+    env: dict[str, str], *argv: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``riverrun ARGV...`` to its end with ``env`` added to this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
