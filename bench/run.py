@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.drift import detection
 from bench.harness import Report, write_reports
 from bench.serving import serving
 from bench.snapshots import snapshots
 from bench.throughput import challenger_cost, throughput
+from bench.triggers import triggers_effect
+from models.drift import DETECTORS
 from riverrun.local import local_stack
 from riverrun.settings import Settings
 
@@ -32,6 +35,8 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
             lambda: challenger_cost(s, events=events // 2),
             lambda: snapshots(s, events=10_000, repeats=1 if req.quick else 3),
             lambda: serving(s, quick=req.quick),
+            lambda: detection(detectors=("adwin",) if req.quick else tuple(DETECTORS)),
+            lambda: triggers_effect(s.override({"trigger_metrics_port": 0}), req.out.parent),
         ):
             reports.append(bench())
             print(reports[-1].table(), flush=True)

@@ -137,6 +137,27 @@ def offsets_at(bootstrap: str, topic: str, when_ms: int, timeout: float = 30) ->
         c.close()
 
 
+def read_values(bootstrap: str, topic: str, timeout: float = 30) -> list[bytes]:
+    """The value of every message of ``topic`` up to its current end, partition by partition."""
+    ends = end_offsets(bootstrap, topic, timeout)
+    c = consumer(bootstrap)
+    values: list[bytes] = []
+    try:
+        for part, end in ends.items():
+            c.assign([TopicPartition(topic, part, 0)])
+            offset, deadline = -1, time.monotonic() + timeout
+            while offset + 1 < end:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not read {topic}[{part}] to its end {end}")
+                for m in c.consume(1000, 0.2):
+                    if m.error() is None and cast(int, m.offset()) < end:
+                        offset = cast(int, m.offset())
+                        values.append(m.value() or b"")
+    finally:
+        c.close()
+    return values
+
+
 def _true_end(c: Consumer, tp: TopicPartition, timeout: float) -> int:
     low, high = c.get_watermark_offsets(tp, timeout=timeout)
     if high <= low:

@@ -47,15 +47,21 @@ def trigger_policy(settings: Settings) -> TriggerPolicy:
     )
 
 
-def retrain_argv(action: Action) -> list[str]:
+def retrain_argv(action: Action, alias: str) -> list[str]:
     """The ``riverrun retrain`` command line that carries out a retrain action."""
     argv = [sys.executable, "-m", "riverrun.cli", "retrain", "--reason", action.reason]
+    argv += ["--alias", alias]
     if action.positions:
-        offsets = ",".join(f"{position}={offset}" for position, offset in action.positions.items())
-        argv += ["--from-positions", offsets]
+        argv += ["--from-positions", _positions(action.positions)]
     elif action.since is not None:
         argv += ["--since", f"{time.time() - action.since:.3f}"]
+    if action.until:
+        argv += ["--to-positions", _positions(action.until)]
     return argv
+
+
+def _positions(positions: dict[str, int]) -> str:
+    return ",".join(f"{where}={offset}" for where, offset in positions.items())
 
 
 @dataclass
@@ -152,7 +158,8 @@ class TriggerService:
     def _run_retrain(self, action: Action) -> None:
         env = {**os.environ, **self.settings.to_env()}
         try:
-            done = subprocess.run(retrain_argv(action), env=env, capture_output=True, text=True)
+            argv = retrain_argv(action, self.settings.trigger_retrain_alias)
+            done = subprocess.run(argv, env=env, capture_output=True, text=True)
             outcome = "registered" if done.returncode == 0 else "failed"
             detail = (done.stdout if done.returncode == 0 else done.stderr).strip()[-500:]
             RETRAINS.labels(self.model, outcome).inc()

@@ -25,9 +25,10 @@ class Gates:
     def output(self, y_pred: Any, classify: bool) -> None:
         """Look at one prediction."""
         if classify:
-            if not math.isfinite(math.fsum(y_pred.values())):
+            if not math.isfinite(sum(y_pred.values())):
                 self.non_finite += 1
-            self.classes.update(y_pred)
+            if not self.classes.issuperset(y_pred):
+                self.classes.update(y_pred)
         elif y_pred is None or not math.isfinite(y_pred):
             self.non_finite += 1
 

@@ -84,31 +84,34 @@ class ErrorWatch:
     def __init__(self, detector: str) -> None:
         self.name = detector
         self.detector = make_detector(detector)
+        self.windowed = hasattr(self.detector, "width")
         self.level = 0.0
+        self._total = 0.0  # the sum and size of ADWIN's window, mirrored (cheaper than asking)
+        self._width = 0
 
     def update(self, error: float) -> bool:
         """Feed one error; ``True`` when the error rose significantly."""
         detector = self.detector
-        width = getattr(detector, "width", None)
-        before = getattr(detector, "estimation", 0.0) * (width or 0)
         detector.update(error)
-        fired = bool(detector.drift_detected)
-        if width is None:
-            self.level = error
-            return fired
-        self.level = float(detector.estimation)
-        if not fired:
+        if not self.windowed:
+            if detector.drift_detected:
+                self.level = error
+                return True
+            return False
+        self._total += error
+        self._width += 1
+        if not detector.drift_detected:
             return False
         # River's ADWIN empties its whole window on the update after a detection; the
         # algorithm itself keeps the part it did not cut. Emptying it after a *decrease*
         # leaves the detector blind to an increase that follows soon after, so keep it.
         detector._drift_detected = False
-        kept = detector.width
-        dropped = width + 1 - kept
-        if dropped <= 0:
-            return False
-        dropped_mean = (before + error - self.level * kept) / dropped
-        return self.level > dropped_mean
+        kept, kept_total = detector.width, detector.total
+        dropped = self._width - kept
+        dropped_total = self._total - kept_total
+        self._width, self._total = kept, kept_total
+        self.level = kept_total / kept if kept else error
+        return dropped > 0 and self.level > dropped_total / dropped
 
 
 class PSIWatch:
@@ -127,33 +130,33 @@ class PSIWatch:
         self.threshold = threshold
         self.seen = 0
         self._sample: dict[str, list[float]] = {}
-        self._edges: dict[str, list[float]] = {}
         self._reference: dict[str, list[float]] = {}
-        self._counts: dict[str, list[int]] = {}
+        self._bins: list[tuple[str, list[float], list[int]]] = []  # name, edges, counts
 
     def update(self, x: dict[str, Any]) -> list[tuple[str, float]]:
         """Feed one event's features; the features that moved when a window completes."""
         self.seen += 1
-        if not self._edges:
+        if not self._bins:
             for name, value in x.items():
                 self._sample.setdefault(name, []).append(value)
             if self.seen == self.window:
                 self._set_reference()
             return []
-        for name, edges in self._edges.items():
+        right = bisect.bisect_right
+        for name, edges, counts in self._bins:
             value = x.get(name)
             if value is not None:
-                self._counts[name][bisect.bisect_right(edges, value)] += 1
+                counts[right(edges, value)] += 1
         if self.seen % self.window:
             return []
         moved = []
-        for name, counts in self._counts.items():
+        for name, _edges, counts in self._bins:
             current = _proportions(counts)
             score = psi(self._reference[name], current)
             if score > self.threshold:
                 moved.append((name, score))
                 self._reference[name] = current
-            self._counts[name] = [0] * len(counts)
+            counts[:] = [0] * len(counts)
         return moved
 
     def _set_reference(self) -> None:
@@ -163,9 +166,8 @@ class PSIWatch:
             counts = [0] * (len(edges) + 1)
             for value in values:
                 counts[bisect.bisect_right(edges, value)] += 1
-            self._edges[name] = edges
             self._reference[name] = _proportions(counts)
-            self._counts[name] = [0] * len(counts)
+            self._bins.append((name, edges, [0] * len(counts)))
         self._sample.clear()
 
 

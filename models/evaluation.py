@@ -131,8 +131,3 @@ class Prequential:
             "rolling_log_loss": r_second,
             "n": float(self.n),
         }
-
-    @property
-    def primary(self) -> str:
-        """The metric users watch first for this task."""
-        return "mae" if self.task == "regression" else "accuracy"

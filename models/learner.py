@@ -21,6 +21,7 @@ from models.drift import DriftWatch
 from models.evaluation import Prequential
 from models.promotion import Decision, PromotionPolicy
 from models.schema import Event, LabelMessage, check_schema
+from models.sharing import group
 
 TIMING_EVERY = 32  # sample each model's predict and learn time on one event in this many
 
@@ -147,17 +148,27 @@ class OnlineLearner:
     rows: list[LabelledRow] = field(default_factory=list, repr=False)
     contest: Contest = field(init=False)
     last_uid: int = 0
+    # Models whose StandardScaler is shared (models/sharing.py): (scaler, [(uid, final)]).
+    _groups: list[tuple[Any, list[tuple[int, Any]]]] = field(default_factory=list, repr=False)
+    _alone: list[Slot] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.contest = Contest(self.policy)
         self.arms = {arm: Prequential(self.task, self.window) for arm in (CHAMPION, CHALLENGER)}
         for slot in self.slots:
             self._enrol(slot)
+        self._regroup()
 
     def _enrol(self, slot: Slot) -> None:
         self.last_uid += 1
         slot.uid = self.last_uid
         self.contest.enter(slot.uid)
+
+    def _regroup(self) -> None:
+        """Share one scaler among models whose scalers are in the same state."""
+        self._groups = group((s.uid, s.model) for s in self.slots)
+        grouped = {uid for _, members in self._groups for uid, _ in members}
+        self._alone = [s for s in self.slots if s.uid not in grouped]
 
     @property
     def champion(self) -> Slot:
@@ -176,12 +187,14 @@ class OnlineLearner:
         slot.alias = CHAMPION
         self._enrol(slot)
         self.slots[0] = slot
+        self._regroup()
 
     def put_challenger(self, slot: Slot) -> None:
         """Shadow ``slot`` under its alias from now on, replacing one already there."""
         self.remove_challenger(slot.alias)
         self._enrol(slot)
         self.slots.append(slot)
+        self._regroup()
 
     def remove_challenger(self, alias: str) -> Slot | None:
         """Stop shadowing the challenger under ``alias``; returns it if there was one."""
@@ -192,6 +205,7 @@ class OnlineLearner:
         self.contest.leave(old.uid)
         if self.drift is not None:
             self.drift.forget(old.uid)
+        self._regroup()
         return old
 
     # -- test-then-train ----------------------------------------------------------------------
@@ -209,18 +223,30 @@ class OnlineLearner:
         classify = self.task != "regression"
         timed = self.counts.events % TIMING_EVERY == 0
         gates = self.contest.gates
-        out = {}
-        for slot in self.slots:
+        out: dict[int, Any] = {}
+        seconds: dict[int, float] = {}
+        clock = time.perf_counter
+        for scaler, members in self._groups:
+            began = clock() if timed else 0.0
+            xt = scaler.transform_one(x)
+            shared = clock() - began if timed else 0.0
+            for uid, final in members:
+                began = clock() if timed else 0.0
+                out[uid] = final.predict_proba_one(xt) if classify else final.predict_one(xt)
+                if timed:
+                    seconds[uid] = shared + clock() - began
+        for slot in self._alone:
             model = slot.model
-            began = time.perf_counter() if timed else 0.0
-            y_pred = model.predict_proba_one(x) if classify else model.predict_one(x)
+            began = clock() if timed else 0.0
+            out[slot.uid] = model.predict_proba_one(x) if classify else model.predict_one(x)
             if timed:
-                seconds = time.perf_counter() - began
-                gates[slot.uid].timing(seconds)
-                self.timings.append(("predict", slot.role, seconds))
-            gates[slot.uid].output(y_pred, classify)
-            out[slot.uid] = y_pred
+                seconds[slot.uid] = clock() - began
+        for slot in self.slots:
+            gates[slot.uid].output(out[slot.uid], classify)
             slot.predicted += 1
+            if timed:
+                gates[slot.uid].timing(seconds[slot.uid])
+                self.timings.append(("predict", slot.role, seconds[slot.uid]))
         return out
 
     def serving(self, entity: str) -> Slot:
@@ -278,7 +304,6 @@ class OnlineLearner:
         self.counts.labelled += 1
         x, predictions = seen.features, seen.predictions
         losses = {}
-        timed = self.counts.labelled % TIMING_EVERY == 0
         drift = self.drift
         for slot in self.slots:
             y_pred = predictions.get(slot.uid)
@@ -289,15 +314,13 @@ class OnlineLearner:
                     drift.error(
                         slot.uid, slot.alias, error, self.counts.labelled, event_id, seen.time
                     )
-            began = time.perf_counter() if timed else 0.0
-            slot.model.learn_one(x, y)
-            if timed:
-                self.timings.append(("learn", slot.role, time.perf_counter() - began))
             slot.learned += 1
-        served = next((s for s in self.slots if s.uid == seen.served), self.champion)
-        served_pred = predictions.get(served.uid)
-        if served_pred is not None and served_pred != {}:
-            self.arms[served.role].update(y, served_pred)
+        self._fit(x, y)
+        if self.ab_fraction > 0.0:  # otherwise the champion's own metrics are its arm's
+            served = next((s for s in self.slots if s.uid == seen.served), self.champion)
+            served_pred = predictions.get(served.uid)
+            if served_pred is not None and served_pred != {}:
+                self.arms[served.role].update(y, served_pred)
         if len(self.slots) > 1:
             self.contest.record(self.champion.uid, losses, y)
         if self.keep_rows:
@@ -315,6 +338,30 @@ class OnlineLearner:
                     ],
                 )
             )
+
+    def _fit(self, x: dict[str, float], y: Any) -> None:
+        """Every model learns ``(x, y)``; a shared scaler learns and transforms once."""
+        timed = self.counts.labelled % TIMING_EVERY == 0
+        clock = time.perf_counter
+        took: dict[int, float] = {}
+        for scaler, members in self._groups:
+            began = clock() if timed else 0.0
+            scaler.learn_one(x)
+            xt = scaler.transform_one(x)
+            shared = clock() - began if timed else 0.0
+            for uid, final in members:
+                began = clock() if timed else 0.0
+                final.learn_one(xt, y)
+                if timed:
+                    took[uid] = shared + clock() - began
+        for slot in self._alone:
+            began = clock() if timed else 0.0
+            slot.model.learn_one(x, y)
+            if timed:
+                took[slot.uid] = clock() - began
+        if timed:
+            for slot in self.slots:
+                self.timings.append(("learn", slot.role, took[slot.uid]))
 
     # -- promotion ----------------------------------------------------------------------------
 
@@ -341,6 +388,7 @@ class OnlineLearner:
         if not keep_old:
             self.slots.remove(old)
             self.contest.leave(old.uid)
+            self._regroup()
         self.promotions.append(
             Promotion(
                 self.counts.labelled,
@@ -389,6 +437,11 @@ class OnlineLearner:
         self.counts.unknown_labels += len(unclaimed)
         return unclaimed
 
+    def _arm_metrics(self) -> dict[str, Prequential]:
+        if self.ab_fraction > 0.0:
+            return self.arms
+        return {CHAMPION: self.champion.metrics, CHALLENGER: self.arms[CHALLENGER]}
+
     def report(self) -> dict[str, Any]:
         """Counts, every model's report, per-arm metrics and the promotions so far."""
         return {
@@ -397,9 +450,10 @@ class OnlineLearner:
             "pending": len(self.pending),
             "expired": self.counts.expired,
             "unknown_labels": self.counts.unknown_labels,
+            "positions": dict(self.positions),
             "models": [slot.report() for slot in self.slots],
             "ab_fraction": self.ab_fraction,
-            "arms": {arm: m.report() for arm, m in self.arms.items()},
+            "arms": {arm: m.report() for arm, m in self._arm_metrics().items()},
             "promotions": [p.to_dict() for p in self.promotions],
             "contest": {alias: d.evidence() for alias, d in self.decisions().items()},
         }

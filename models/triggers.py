@@ -7,12 +7,13 @@ challenger that is already better, or roll back), fresh labelled data (every
 ``fresh_every`` labelled events) and a schedule (every ``schedule_every`` seconds). Only
 one retrain runs at a time per model, and none starts within ``cooldown`` seconds of the
 last one. Everything here is pure: the trigger service feeds it and carries out what it
-decides.
+decides. A retrain never reads past the flow's current position, so a challenger never
+learns an event before the champion has predicted it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SLUMP_ACTIONS = ("off", "retrain", "promote", "rollback")
@@ -60,6 +61,7 @@ class Action:
     kind: str
     reason: str
     positions: dict[str, int] = field(default_factory=dict)
+    until: dict[str, int] = field(default_factory=dict)  # the flow's positions: no peeking ahead
     since: float | None = None
     alias: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -104,7 +106,8 @@ class Triggers:
             retrain = self._drift(labelled) or self._fresh(labelled) or self._schedule(now)
             if retrain is not None:
                 actions.append(retrain)
-        return actions
+        until = dict(status.get("positions", {}))
+        return [replace(a, until=until) if a.kind == "retrain" else a for a in actions]
 
     def _cooling(self, now: float) -> bool:
         last = self.last_retrain

@@ -28,6 +28,7 @@ from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
 from models.triggers import TriggerConfigError
 from riverrun import evaluate_cmd, local_cmd, registry_cmd, retrain_cmd, serve_cmd
+from riverrun.demo import DemoError
 from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
@@ -247,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DriftConfigError,
         TriggerConfigError,
         RetrainError,
+        DemoError,
         FeatureSpecError,
         LauncherError,
         KafkaException,

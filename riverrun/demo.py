@@ -1,12 +1,13 @@
 """``riverrun demo``: the whole loop on a local broker and Redis, ending with a report.
 
-It starts the local stack, produces a drifting synthetic stream, runs the learn flow to
-the end of it with a progress bar, prints a short table and writes the same as JSON.
+It starts the local stack, produces a drifting synthetic stream, runs the learn flow and
+the trigger service on it (each its own process, as in production) with a progress bar
+until every event is predicted, prints a short table and writes the same as JSON.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,19 @@ import orjson
 import redis
 from tqdm import tqdm
 
-from flows.kafka_io import end_offsets
+from flows.kafka_io import end_offsets, ensure_topics, read_values
 from flows.produce import ProduceRequest, produce
 from models.datasets import open_stream
+from models.registry import Registry
 from models.status import read_status
+from riverrun.children import Child
 from riverrun.local import local_stack
-from riverrun.runner import run_learn
+from riverrun.runner import learn_topics
 from riverrun.settings import Settings
+
+
+class DemoError(RuntimeError):
+    """A part of the demo stopped on its own; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +55,10 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
                 "entity_features": settings.entity_features or ("count", "since_last"),
                 "rolling_window": settings.rolling_window,
                 "task": task,
-                "follow": False,
                 "status_interval": 0.5,
                 "metrics_port": 0,
+                "trigger_metrics_port": 0,
+                "trigger_cooldown": 10.0,
             }
         )
         summary = produce(
@@ -65,7 +73,9 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
             s.topic_events,
             s.topic_labels,
         )
-        _learn_with_progress(s, summary.events)
+        ensure_topics(s.bootstrap_servers, learn_topics(s), s.partitions)
+        with Child(s, "learn") as learn, Child(s, "trigger") as trigger:
+            _follow_to_the_end(s, summary.events, {"learn": learn, "trigger": trigger})
         report = collect_report(s)
     report["dataset"] = {"name": req.dataset, "events": summary.events, "drifts": summary.drifts}
     print(format_report(report))
@@ -75,26 +85,23 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
     return 0
 
 
-def _learn_with_progress(settings: Settings, total: int) -> None:
+def _follow_to_the_end(settings: Settings, total: int, children: dict[str, Child]) -> None:
+    """Show progress until every event is predicted and no retrain is running."""
     client = redis.Redis.from_url(settings.redis_url)
-    done = threading.Event()
-
-    def follow() -> None:
-        with tqdm(total=total, unit="ev", desc="learn") as bar:
-            while not done.wait(0.3):
-                status = read_status(client, settings.model_name)
-                if status:
-                    bar.update(status["events"] - bar.n)
+    retraining = f"riverrun:trigger:{settings.model_name}:retrain"
+    with tqdm(total=total, unit="ev", desc="learn") as bar:
+        while True:
+            for command, child in children.items():
+                if not child.alive():
+                    raise DemoError(
+                        f"`riverrun {command}` stopped: {child.stderr().strip()[-300:]}"
+                    )
             status = read_status(client, settings.model_name)
-            bar.update((status["events"] if status else 0) - bar.n)
-
-    watcher = threading.Thread(target=follow, daemon=True)
-    watcher.start()
-    try:
-        run_learn(settings)
-    finally:
-        done.set()
-        watcher.join()
+            seen = status["events"] if status else 0
+            bar.update(seen - bar.n)
+            if seen >= total and not client.exists(retraining):
+                return
+            time.sleep(0.3)
 
 
 def collect_report(settings: Settings) -> dict[str, Any]:
@@ -105,12 +112,22 @@ def collect_report(settings: Settings) -> dict[str, Any]:
         return sum(end_offsets(boot, topic).values())
 
     status = read_status(redis.Redis.from_url(settings.redis_url), settings.model_name) or {}
-    models: dict[str, Any] = {}
-    for m in status.get("models", []):
-        name = m["spec"]
-        while name in models:  # two models of one spec (an A/A test): number the second
-            name = f"{m['spec']}#{len(models) + 1}"
-        models[name] = {"role": m["role"], "version": m["version"], "metrics": m["metrics"]}
+    models = {
+        m["alias"]: {k: m[k] for k in ("spec", "role", "version", "metrics")}
+        for m in status.get("models", [])
+    }
+    drift = [orjson.loads(v) for v in read_values(boot, settings.topic_drift)]
+    registry = Registry.connect(settings.redis_url, settings.registry_key)
+    retrains = [
+        {
+            "version": move.to_version,
+            "alias": move.alias,
+            "reason": move.reason,
+            "spec": registry.info(settings.model_name, move.to_version).spec,
+        }
+        for move in registry.history(settings.model_name)
+        if move.actor == "retrain" and move.to_version is not None
+    ]
     return {
         "events_in": count(settings.topic_events),
         "predictions_out": count(settings.topic_predictions),
@@ -118,6 +135,22 @@ def collect_report(settings: Settings) -> dict[str, Any]:
         "labelled": status.get("labelled", 0),
         "models": models,
         "promotions": status.get("promotions", []),
+        "drift_events": [
+            {
+                k: e.get(k)
+                for k in (
+                    "kind",
+                    "source",
+                    "detector",
+                    "position",
+                    "statistic",
+                    "features",
+                    "event_id",
+                )
+            }
+            for e in drift
+        ],
+        "retrains": retrains,
     }
 
 
@@ -130,14 +163,23 @@ def format_report(report: dict[str, Any]) -> str:
         f"labelled         {report['labelled']:>10,}",
         "",
     ]
-    rows = [(name, m["role"], m["metrics"]) for name, m in report["models"].items()]
+    rows = [
+        (f"{m['spec']}@v{m['version']}", alias, m["metrics"])
+        for alias, m in report["models"].items()
+    ]
     if rows:
         keys = [k for k in rows[0][2] if k != "n"]
-        lines.append("model".ljust(22) + "role".ljust(12) + "".join(k.rjust(18) for k in keys))
-        for name, role, metrics in rows:
+        lines.append("model".ljust(22) + "alias".ljust(20) + "".join(k.rjust(18) for k in keys))
+        for name, alias, metrics in rows:
             lines.append(
-                name.ljust(22) + role.ljust(12) + "".join(f"{metrics[k]:>18.4f}" for k in keys)
+                name.ljust(22) + alias.ljust(20) + "".join(f"{metrics[k]:>18.4f}" for k in keys)
             )
+    lines.append("")
+    for d in report["drift_events"]:
+        what = ", ".join(d["features"]) if d["kind"] == "data" else d["source"]
+        lines.append(f"{d['kind']} drift ({d['detector']}) on {what} at event {d['position']:,}")
+    for r in report["retrains"]:
+        lines.append(f"retrained {r['spec']}@v{r['version']} as {r['alias']}: {r['reason']}")
     for p in report["promotions"]:
         e = p["evidence"]
         lines.append(

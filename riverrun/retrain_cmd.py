@@ -40,6 +40,7 @@ TRIGGERS = (
     "trigger_schedule_every",
     "trigger_cooldown",
     "trigger_lookback",
+    "trigger_retrain_alias",
     "metrics_host",
     "trigger_metrics_port",
 )

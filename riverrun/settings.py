@@ -92,6 +92,9 @@ class Settings:
     trigger_fresh_every: int = _setting(0, "retrain every N new labelled events (0: off)")
     trigger_schedule_every: float = _setting(0.0, "retrain every T seconds (0: off)")
     trigger_cooldown: float = _setting(300.0, "seconds after a retrain before the next")
+    trigger_retrain_alias: str = _setting(
+        "challenger-retrain", "alias a triggered retrain's model enters the contest under"
+    )
     trigger_lookback: float = _setting(
         3600.0, "seconds of events a fresh-data, scheduled or slump retrain replays"
     )

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from confluent_kafka import TopicPartition
 
 from flows.kafka_io import consumer, end_offsets, ensure_topics, producer
 from flows.produce import ProduceRequest, produce
+from riverrun.children import Child
 from riverrun.local import free_port
 from riverrun.runner import learn_topics, run_learn
 from riverrun.settings import Settings
@@ -107,42 +106,7 @@ def run_flow_to_end(settings: Settings) -> None:
     run_learn(settings.override({"follow": False}))
 
 
-class RiverrunProcess:
-    """A ``riverrun`` command in a child process, stopped with Ctrl-C; stderr to a file."""
-
-    def __init__(self, settings: Settings, *argv: str) -> None:
-        env = {**os.environ, **settings.to_env()}
-        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives with the process)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "riverrun.cli", *argv], env=env, stderr=self._stderr, text=True
-        )
-
-    def alive(self) -> bool:
-        """Whether the command is still running."""
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 60) -> int:
-        """Interrupt the command and return its exit status."""
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-    def stderr(self) -> str:
-        """What the command wrote to stderr so far."""
-        self._stderr.seek(0)
-        return self._stderr.read()
-
-    def __enter__(self) -> RiverrunProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.alive():
-            self.stop()
+RiverrunProcess = Child
 
 
 class LearnProcess(RiverrunProcess):
@@ -169,9 +133,11 @@ def count_messages(settings: Settings, topic: str) -> int:
     return sum(end_offsets(settings.bootstrap_servers, topic).values())
 
 
-def produce_stream(settings: Settings, events: int, prefix: str, **request: Any) -> None:
-    """Write ``events`` events of the seeded ``sea-drift`` stream (ids ``PREFIX-N``)."""
-    req = ProduceRequest("sea-drift", events, seed=settings.seed, id_prefix=prefix, **request)
+def produce_stream(
+    settings: Settings, events: int, prefix: str, dataset: str = "sea-drift", **request: Any
+) -> None:
+    """Write ``events`` events of a seeded stream (``sea-drift``; ids ``PREFIX-N``)."""
+    req = ProduceRequest(dataset, events, seed=settings.seed, id_prefix=prefix, **request)
     produce(
         req,
         settings.bootstrap_servers,
@@ -194,3 +160,16 @@ def free_ports(count: int) -> int:
             except OSError:
                 continue
         return first
+
+
+def run_cli(
+    env: dict[str, str], *argv: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``riverrun ARGV...`` to its end with ``env`` added to this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

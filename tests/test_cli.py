@@ -18,16 +18,21 @@ from confluent_kafka.admin import AdminClient
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
 
 
-def _server_pids() -> set[int]:
-    """Pids of every Tansu broker and redis-server on this machine."""
+def _server_pids(parent: int | None = None) -> set[int]:
+    """Pids of the Tansu brokers and redis-servers on this machine (children of ``parent``).
+
+    Other test runs may start servers at the same time, so a test only counts its own:
+    children of the command it runs, or orphans (a parent that exits leaves them to pid 1).
+    """
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmd = (entry / "cmdline").read_bytes()
-            except OSError:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError):
                 continue
-            if b"tansu" in cmd or b"redis-server" in cmd:
+            if (b"tansu" in cmd or b"redis-server" in cmd) and parent in (None, ppid):
                 pids.add(int(entry.name))
     return pids
 
@@ -38,7 +43,6 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
-    before = _server_pids()
     env = _env(XDG_RUNTIME_DIR=str(tmp_path))
     up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
     assert up.stdout is not None
@@ -59,7 +63,7 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
     assert admin.list_topics(timeout=10).topics is not None
     del admin
     assert redis.Redis.from_url(exports["RIVERRUN_REDIS_URL"]).ping()
-    started = _server_pids() - before
+    started = _server_pids(parent=up.pid)
     assert len(started) == 2
 
     down = subprocess.run([*RIVERRUN, "local", "down"], env=env, capture_output=True, text=True)
@@ -69,19 +73,20 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
 
 
 def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
-    before = _server_pids()
     env = _env(XDG_RUNTIME_DIR=str(tmp_path))
     up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
     assert up.stdout is not None
     while not up.stdout.readline().startswith("# logs in"):
         assert up.poll() is None
+    started = _server_pids(parent=up.pid)
+    assert len(started) == 2
     up.send_signal(signal.SIGINT)
     assert up.wait(30) == 0
-    assert not (_server_pids() - before)
+    assert not (_server_pids() & started)
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    before = _server_pids()
+    orphans = _server_pids(parent=1)
     report_path = tmp_path / "report.json"
     done = subprocess.run(
         [
@@ -104,12 +109,13 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert report["events_in"] == 4000 and report["predictions_out"] == 4000
     assert report["deadletter"] == 0 and report["labelled"] == 4000
     models = report["models"]
-    assert set(models) == {"logreg", "arf"}
-    assert {m["role"] for m in models.values()} == {"champion", "challenger"}
+    assert {models["champion"]["spec"], models["challenger"]["spec"]} == {"logreg", "arf"}
     assert all(0.5 < m["metrics"]["accuracy"] <= 1.0 for m in models.values())
-    assert isinstance(report["promotions"], list)
+    assert isinstance(report["promotions"], list) and isinstance(report["retrains"], list)
+    concept = [d for d in report["drift_events"] if d["kind"] == "concept"]
+    assert concept and all(d["position"] >= 1000 for d in concept), "drift every 1,000 events"
     assert "labelled" in done.stdout and "logreg" in done.stdout
-    assert not (_server_pids() - before), "the demo left a server running"
+    assert not (_server_pids(parent=1) - orphans), "the demo left a server running"
 
 
 @pytest.mark.parametrize(

@@ -10,22 +10,13 @@ from typing import Any
 
 import redis
 
-from flows.produce import ProduceRequest, produce
 from models.status import read_status
 from riverrun.runner import learn_topics
-from tests.helpers import read_topic
+from tests.helpers import produce_stream, read_topic
 
 
 def _produce(s: Any, events: int, **kw: Any) -> None:
-    req = ProduceRequest("sea-drift", events, seed=s.seed, id_prefix="m", **kw)
-    produce(
-        req,
-        s.bootstrap_servers,
-        s.topic_events,
-        s.topic_labels,
-        partitions=s.partitions,
-        progress=False,
-    )
+    produce_stream(s, events, "m", **kw)
 
 
 def _env(s: Any) -> dict[str, str]:

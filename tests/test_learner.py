@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 from river import linear_model
 
 from models.evaluation import Prequential
@@ -63,3 +65,49 @@ def test_prediction_comes_before_learning_and_uses_prediction_time_features() ->
     assert preds[lr.champion.uid] == 0.0  # an untrained model's answer, not a trained one's
     assert served is lr.champion
     assert lr.champion.learned == 1 and lr.champion.metrics.n == 1
+
+
+def test_models_sharing_a_scaler_learn_exactly_as_separate_pipelines() -> None:
+    from models.datasets import open_stream
+    from models.specs import build_model
+
+    slots = [
+        Slot("logreg", build_model("logreg", "binary", 0), Prequential("binary", 50)),
+        Slot("logreg", build_model("logreg", "binary", 0), Prequential("binary", 50), "challenger"),
+    ]
+    lr = OnlineLearner("binary", slots)
+    separate = [build_model("logreg", "binary", 0), build_model("logreg", "binary", 0)]
+    for i, (x, y) in enumerate(open_stream("agrawal", seed=3, events=2000).samples):
+        got, _ = lr.on_event(Event(str(i), float(i), "a", x, y))
+        expected = [m.predict_proba_one(x) for m in separate]
+        assert [got[s.uid] for s in lr.slots] == expected
+        for m in separate:
+            m.learn_one(x, y)
+    champion, challenger = (s.model for s in lr.slots)
+    assert champion["StandardScaler"] is challenger["StandardScaler"], "one scaler, shared"
+    for slot, plain in zip(lr.slots, separate, strict=True):
+        alone = pickle.loads(pickle.dumps(slot.model))  # a snapshot stands on its own
+        assert alone["LogisticRegression"].weights == plain["LogisticRegression"].weights
+        assert alone["StandardScaler"].means == plain["StandardScaler"].means
+
+
+def test_a_model_whose_scaler_learned_elsewhere_keeps_its_own() -> None:
+    from models.specs import build_model
+
+    trained = build_model("logreg", "binary", 0)
+    trained.learn_one({"a": 1.0}, True)
+    fresh = [build_model("logreg", "binary", 0) for _ in range(2)]
+    lr = OnlineLearner(
+        "binary",
+        [
+            Slot("logreg", fresh[0], Prequential("binary", 5)),
+            Slot("logreg", fresh[1], Prequential("binary", 5), "challenger"),
+        ],
+    )
+    assert len(lr._groups) == 1
+    lr.put_challenger(Slot("logreg", trained, Prequential("binary", 5), "challenger-2"))
+    (group,) = lr._groups
+    assert [uid for uid, _ in group[1]] == [s.uid for s in lr.slots[:2]]
+    assert trained["StandardScaler"] is not fresh[0]["StandardScaler"]
+    lr.remove_challenger(lr.slots[1].alias)
+    assert lr._groups == [] and len(lr._alone) == 2

@@ -4,10 +4,8 @@ signatures, retention, and the CLI over it."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import pickle
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +19,7 @@ from river import linear_model
 from models.registry import CHANNEL, Conflict, NotFound, Registry, RegistryError
 from models.signing import SignatureError, dumps_signed
 from riverrun.local import LocalStack
+from tests.helpers import run_cli
 
 KEY = "k" * 32
 
@@ -223,14 +222,7 @@ def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, nam
 
 
 def _cli(stack: LocalStack, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **stack.env(), "RIVERRUN_REGISTRY_KEY": KEY}
-    return subprocess.run(
-        [sys.executable, "-m", "riverrun.cli", "registry", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli({**stack.env(), "RIVERRUN_REGISTRY_KEY": KEY}, "registry", *argv)
 
 
 def test_cli_promotes_rolls_back_and_reports(reg: Registry, name: str, stack: LocalStack) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from typing import Any
 
 from flows.produce import ProduceRequest, produce
 from models.registry import Registry
-from tests.helpers import run_flow_to_end, wait_for
+from tests.helpers import run_cli, run_flow_to_end, wait_for
 
 
 def _produce(s: Any, events: int, prefix: str, seed: int = 4) -> None:
@@ -19,14 +17,7 @@ def _produce(s: Any, events: int, prefix: str, seed: int = 4) -> None:
 
 
 def _retrain(s: Any, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **s.to_env()}
-    return subprocess.run(
-        [sys.executable, "-m", "riverrun.cli", "retrain", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(s.to_env(), "retrain", *argv)
 
 
 def test_retrain_from_offsets_registers_a_challenger_with_its_lineage(make_settings: Any) -> None:

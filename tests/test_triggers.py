@@ -12,6 +12,7 @@ from models.triggers import TriggerConfigError, TriggerPolicy, Triggers
 def _status(labelled: int, rolling_accuracy: float = 0.9, **contest: Any) -> dict[str, Any]:
     return {
         "labelled": labelled,
+        "positions": {"events-0": labelled},
         "models": [{"role": "champion", "metrics": {"rolling_accuracy": rolling_accuracy}}],
         "contest": contest,
     }
@@ -37,6 +38,7 @@ def test_concept_drift_retrains_once_enough_data_arrived_since() -> None:
     assert t.decide(_status(1400), 1.0) == []
     (action,) = t.decide(_status(1500), 2.0)
     assert action.kind == "retrain" and action.positions == {"events-0": 1000}
+    assert action.until == {"events-0": 1500}, "up to where the flow is, not beyond"
     assert "concept drift" in action.reason
     assert t.decide(_status(9000), 3.0) == [], "one retrain per drift"
 
