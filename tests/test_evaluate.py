@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,7 @@ from models.datasets import open_stream
 from models.specs import build_model
 from models.status import read_status
 from riverrun.cli import main
-from tests.helpers import event, read_topic, run_flow_to_end
-
-RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
+from tests.helpers import event, read_topic, run_cli, run_flow_to_end
 
 
 def _evaluate(tmp_path: Path, *argv: str, settings: Any = None) -> dict[str, Any]:
@@ -140,23 +136,16 @@ def test_a_kafka_range_by_time_or_offsets(make_settings: Any, tmp_path: Path) ->
 def test_gates_exit_1_when_a_model_is_worse_and_refuse_the_wrong_direction(
     tmp_path: Path,
 ) -> None:
-    base = [*RIVERRUN, "evaluate", "--model", "logreg", "--source", "phishing", "--quiet"]
-    passed = subprocess.run(
-        [*base, "--fail-under", "accuracy=0.8", "--fail-over", "rolling_log_loss=0.5"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    base = ["evaluate", "--model", "logreg", "--source", "phishing", "--quiet"]
+    passed = run_cli(
+        {}, *base, "--fail-under", "accuracy=0.8", "--fail-over", "rolling_log_loss=0.5"
     )
     assert passed.returncode == 0, passed.stderr
     assert "logreg" in passed.stdout and "events/s" in passed.stdout
-    failed = subprocess.run(
-        [*base, "--fail-under", "accuracy=0.95"], capture_output=True, text=True, timeout=120
-    )
+    failed = run_cli({}, *base, "--fail-under", "accuracy=0.95")
     assert failed.returncode == 1
     assert "gate failed: logreg: accuracy 0.89" in failed.stderr
-    wrong = subprocess.run(
-        [*base, "--fail-under", "log_loss=0.5"], capture_output=True, text=True, timeout=120
-    )
+    wrong = run_cli({}, *base, "--fail-under", "log_loss=0.5")
     assert wrong.returncode == 2
     assert wrong.stderr.strip() == (
         "riverrun evaluate: error: log_loss is lower-is-better: use --fail-over log_loss=0.5"
@@ -166,12 +155,8 @@ def test_gates_exit_1_when_a_model_is_worse_and_refuse_the_wrong_direction(
 def test_evaluate_refuses_a_factory_that_returns_no_river_estimator(tmp_path: Path) -> None:
     (tmp_path / "dsnotriver.py").write_text("def make():\n    return object()\n")
     models = ["--model", "logreg", "--model", "dsnotriver:make"]
-    done = subprocess.run(
-        [*RIVERRUN, "evaluate", *models, "--source", "phishing", "--quiet"],
-        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_cli(
+        {"PYTHONPATH": str(tmp_path)}, "evaluate", *models, "--source", "phishing", "--quiet"
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (

@@ -43,9 +43,10 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
 
 
-def _write_events(s: Any, samples: list[Any], first: int, stop: int) -> None:
-    """Write events ``first`` to ``stop - 1`` of ``samples``, labels inline, from HOUR on."""
-    messages = [(b"k", event(i, *samples[i], t0=HOUR)) for i in range(first, stop)]
+def _write_events(s: Any, first: int, stop: int) -> None:
+    """Write events ``first`` to ``stop - 1`` of a seeded stream, labels inline, from HOUR on."""
+    samples = open_stream("sea-drift", seed=6, events=stop).samples
+    messages = [(b"k", event(i, *xy, t0=HOUR)) for i, xy in enumerate(samples) if i >= first]
     write_raw(s, s.topic_events, messages)
 
 
@@ -114,10 +115,9 @@ def test_a_flow_killed_while_writing_leaves_no_corrupt_file(
 ) -> None:
     store = tmp_path / "store"
     s = make_settings(offline_store_dir=str(store), offline_store_max_seconds=0.05)
-    samples = list(open_stream("sea-drift", seed=6, events=20_000).samples)
     with LearnProcess(s) as flow:
         for chunk in range(0, 20_000, 500):
-            _write_events(s, samples, chunk, chunk + 500)
+            _write_events(s, chunk, chunk + 500)
             if len(_visible(store)) >= 5:
                 break
         wait_for(lambda: len(_visible(store)) >= 5, 60, "files written by the flow")
@@ -135,9 +135,8 @@ def test_a_flow_stopped_by_a_signal_writes_the_rows_it_holds(
 ) -> None:
     store = tmp_path / "store"
     s = make_settings(offline_store_dir=str(store), offline_store_max_seconds=3600.0)
-    samples = list(open_stream("sea-drift", seed=8, events=300).samples)
     with LearnProcess(s) as flow:
-        _write_events(s, samples, 0, 300)
+        _write_events(s, 0, 300)
         wait_for(lambda: count_messages(s, s.topic_predictions) == 300, 60, "300 predictions")
         assert not _visible(store), "rows wait for the hour's file to fill or age"
         assert flow.stop() == 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from flows.produce import ProduceRequest, produce
 from models.datasets import open_stream
 from models.registry import Registry
 from models.status import read_status
-from tests.helpers import LearnProcess, count_messages, read_topic, wait_for
+from tests.helpers import LearnProcess, count_messages, read_topic, run_cli, wait_for
 
 SPEC = "dsmodel:make"
 DSMODEL = '''
@@ -51,14 +49,7 @@ def dsmodel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _riverrun(s: Any, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **s.to_env()}
-    return subprocess.run(
-        [sys.executable, "-m", "riverrun.cli", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(s.to_env(), *argv)
 
 
 class Stream(threading.Thread):
@@ -217,11 +208,8 @@ def test_a_flow_that_cannot_import_a_pushed_model_keeps_serving_and_says_why(
     with LearnProcess(s) as flow:  # without the folder on its path
         first = produce_round(0)
         wait_for(lambda: first <= _ids(s, s.topic_predictions), 60, "the flow serving")
-        env = {**os.environ, **s.to_env(), "PYTHONPATH": str(folder)}
-        push = [sys.executable, "-m", "riverrun.cli", "registry", "push", s.model_name]
-        pushed = subprocess.run(
-            [*push, "--spec", SPEC], env=env, capture_output=True, text=True, timeout=120
-        )
+        env = {**s.to_env(), "PYTHONPATH": str(folder)}
+        pushed = run_cli(env, "registry", "push", s.model_name, "--spec", SPEC)
         assert pushed.returncode == 0, pushed.stderr
         for k in (1, 2):  # two rounds after the push: the flow has tried to adopt it
             later = produce_round(k)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from models.specs import SpecError, build_model
+from tests.helpers import run_cli
 
 FACTORIES = '''
 from river import base, linear_model, preprocessing
@@ -113,14 +113,7 @@ def test_a_model_that_does_not_fit_is_refused_clearly(
 
 
 def test_the_learn_command_refuses_a_bad_factory_with_one_line(factories: Path) -> None:
-    env = {"PYTHONPATH": str(factories), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-m", "riverrun.cli", "learn", "--model-spec", "dsbroken:make"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli({"PYTHONPATH": str(factories)}, "learn", "--model-spec", "dsbroken:make")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "riverrun learn: error: model spec 'dsbroken:make': cannot import 'dsbroken': "
