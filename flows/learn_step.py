@@ -13,6 +13,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from flows.codec import dead_letter, encode
 from flows.kafka_io import Out
+from flows.offline import offline_store
 from flows.registry_sync import RegistrySync
 from flows.status import StatusReporter
 from models.evaluation import predicted_label
@@ -45,6 +46,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.key = check_key(settings.registry_key)
         self.status = StatusReporter(settings)
         self.classify = learner.task != "regression"
+        self.offline = offline_store(settings, learner.task)
+        learner.keep_rows = self.offline is not None  # also for a learner from recovery
         sync.start(learner)
 
     def _payload(self, rec: Event, slot: Slot, y_pred: Any) -> bytes:
@@ -93,11 +96,15 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         for label in learner.expire():
             dead.append(_unknown_label(label))
         out.drift = self._drift_events()
+        if self.offline is not None:
+            self.offline.take(learner.rows)
         self.sync.tick(learner)
         self.status.maybe_write(learner)
         return [out], StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[LearnOut], bool]:
+        if self.offline is not None:
+            self.offline.rotate()  # files are written on time when the stream is quiet
         self.sync.tick(self.learner)
         self.status.maybe_write(self.learner)  # figures stay fresh when the stream is quiet
         return [], StatefulBatchLogic.RETAIN
@@ -129,6 +136,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
 
     def on_eof(self) -> tuple[list[LearnOut], bool]:
         out = LearnOut(dead=[_unknown_label(label) for label in self.learner.drain_orphans()])
+        if self.offline is not None:
+            self.offline.close()
         self.sync.finish(self.learner)
         self.status.maybe_write(self.learner, force=True)
         return [out], StatefulBatchLogic.RETAIN

@@ -234,10 +234,10 @@ class RegistrySync:
         try:
             info = self.registry.info(self.model, version)
             model = self.registry.load(self.model, version)
-        except (redis.RedisError, RegistryError, SignatureError) as exc:
+        except Exception as exc:  # also a model whose code this process cannot import
             if isinstance(exc, SignatureError):
                 REFUSED.labels(self.model).inc()
-            log.error("cannot adopt %s v%s of %s: %s", alias, version, self.model, exc)
+            log.error("cannot adopt %s v%s of %s: %r", alias, version, self.model, exc)
             return
         window = self.settings.rolling_window
         slot = Slot(

@@ -22,7 +22,7 @@ from grpc_api.book import Loaded, Served
 from models.ab import CHALLENGER, CHAMPION
 from models.feature_store import FeatureStore
 from models.features import FeatureSpec
-from models.registry import CHANNEL, Registry, RegistryError
+from models.registry import CHANNEL, Registry
 from models.scorers import compile_scorer
 from models.signing import SignatureError
 from riverrun.metrics import REFUSED, SERVED_VERSION, SWAPS
@@ -142,7 +142,7 @@ class Follower:
         try:
             info = self.registry.info(name, version)
             model = self.registry.load(name, version)
-        except (SignatureError, RegistryError) as exc:
+        except Exception as exc:  # also a model whose code this server cannot import
             if isinstance(exc, SignatureError):
                 REFUSED.labels(name).inc()
             self._refused[(name, version)] = str(exc)

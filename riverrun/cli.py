@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import KafkaException
 from redis import RedisError
 
+from flows.files import SourceError
 from flows.kafka_io import KafkaUnavailable
 from flows.retrain import RetrainError
 from grpc_api.errors import ServeError
@@ -26,8 +27,9 @@ from models.schema import InvalidInput
 from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
 from models.triggers import TriggerConfigError
-from riverrun import local_cmd, registry_cmd, retrain_cmd, serve_cmd
+from riverrun import evaluate_cmd, local_cmd, registry_cmd, retrain_cmd, serve_cmd
 from riverrun.demo import DemoError
+from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
 from riverrun.serve_cmd import PredictError
@@ -72,6 +74,9 @@ FLOW = (
     "promote_latency_budget",
     "promote_cooldown",
     "promote_keep_old",
+    "offline_store_dir",
+    "offline_store_max_bytes",
+    "offline_store_max_seconds",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -185,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry_cmd.add_parser(sub)
     serve_cmd.add_parsers(sub)
     retrain_cmd.add_parsers(sub)
+    evaluate_cmd.add_parser(sub)
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
     _add_stream_flags(p, None)
@@ -255,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ServeError,
         PredictError,
         InvalidInput,
+        EvaluateError,
+        SourceError,
     ) as exc:
         print(f"riverrun {args.command}: error: {exc}", file=sys.stderr)
         return 2

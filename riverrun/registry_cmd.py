@@ -1,4 +1,5 @@
-"""``riverrun registry``: list, show, promote, rollback, history and verify model versions."""
+"""``riverrun registry``: list, show, promote, rollback, history and verify model versions;
+push a data scientist's model to shadow as a challenger, and remove a challenger."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ from typing import Any
 
 import orjson
 
-from models.registry import Registry, RegistryError, VersionInfo
+from flows.sources import latest_event
+from models.progressive import Rejects
+from models.registry import ANY, Registry, RegistryError, VersionInfo, model_params
+from models.specs import build_model
+from riverrun.evaluate_cmd import (
+    KAFKA_FLAGS,
+    add_source_flags,
+    new_evaluation,
+    open_checked,
+    run,
+    source_request,
+)
 from riverrun.settings import Settings, add_flags
 
 
@@ -111,6 +123,82 @@ def verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(err is None for _, err in results) else 1
 
 
+def push(args: argparse.Namespace, settings: Settings) -> int:
+    """Register a model built from a spec (optionally warm-started on recorded data) and
+    set it as a challenger: running learn flows shadow it from their next event on."""
+    if not args.alias.startswith("challenger"):
+        raise RegistryError(
+            f"push sets a challenger alias (challenger, challenger-*), not {args.alias!r}: "
+            "a pushed model must win in shadow before it serves"
+        )
+    reg = _registry(settings)
+    task = _task(reg, args, settings)
+    settings = settings.override({"task": task})
+    metrics: dict[str, float] = {}
+    events_seen = 0
+    tags = {"pushed": "true"}
+    if args.warm_start:
+        rejects = Rejects()
+        source, first = open_checked(source_request(args, args.warm_start), settings, args, rejects)
+        model = build_model(args.spec, task, settings.seed, first.features)
+        evaluation = new_evaluation(source, [(args.spec, model)], settings, rejects)
+        run(source, evaluation, progress=not args.quiet, desc="warm start")
+        (done,) = evaluation.report()["models"]
+        metrics, events_seen = done["metrics"], done["learned"]
+        tags["warm_start"] = source.description
+    else:
+        sample = latest_event(settings)
+        features = None if sample is None else sample.features
+        model = build_model(args.spec, task, settings.seed, features)
+    info = reg.register(
+        args.model,
+        model,
+        spec=args.spec,
+        task=task,
+        metrics=metrics,
+        events_seen=events_seen,
+        tags=tags,
+        params=model_params(model),
+    )
+    move = reg.move_alias(
+        args.model,
+        args.alias,
+        info.version,
+        expected=ANY,
+        actor=_actor(),
+        reason=args.reason or f"pushed {args.spec} to shadow",
+        action="set",
+    )
+    text = f"{args.model}: {args.alias} -> v{info.version} ({args.spec}, {task}"
+    text += f", warm-started on {events_seen:,} labelled events)" if args.warm_start else ")"
+    return _emit(args, {"version": info.to_dict(), "move": move.to_dict()}, text)
+
+
+def _task(reg: Registry, args: argparse.Namespace, settings: Settings) -> str:
+    """The model's task: its champion's, which ``--task`` may only repeat; else the settings'."""
+    champion = reg.alias(args.model, "champion")
+    if champion is None:
+        return settings.task
+    task = reg.info(args.model, champion).task
+    if args.task is not None and args.task != task:
+        raise RegistryError(f"model {args.model!r} does {task} (its champion), not {args.task}")
+    return task
+
+
+def remove(args: argparse.Namespace, settings: Settings) -> int:
+    """Remove a challenger alias: running learn flows stop shadowing it."""
+    if args.alias == "champion":
+        raise RegistryError("the champion cannot be removed: promote another version or roll back")
+    reg = _registry(settings)
+    if reg.alias(args.model, args.alias) is None:
+        raise RegistryError(f"model {args.model!r} has no alias {args.alias!r}")
+    move = reg.move_alias(
+        args.model, args.alias, None, expected=ANY, actor=_actor(), reason=args.reason, action="set"
+    )
+    text = f"{args.model}: {args.alias} removed (was v{move.from_version})"
+    return _emit(args, move.to_dict(), text)
+
+
 def add_parser(sub: Any) -> None:
     """Register ``riverrun registry ...``."""
     p = sub.add_parser("registry", help="model versions, aliases, promotion and rollback")
@@ -140,3 +228,22 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--limit", type=int, default=100, help="last N entries")
     a = action("verify", verify, "check every snapshot's signature")
     a.add_argument("model")
+    a = action("push", push, "register a model from a spec and shadow it as a challenger")
+    a.add_argument("model")
+    a.add_argument("--spec", required=True, help="a built-in spec or package.module:factory")
+    a.add_argument("--alias", default="challenger", help="challenger alias (default: challenger)")
+    a.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="SOURCE",
+        help="learn first from a file, kafka (a range of the events topic) or a dataset",
+    )
+    a.add_argument("--reason", default=None, help="recorded in the audit stream")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_source_flags(a)
+    add_flags(a, (*KAFKA_FLAGS, "task", "seed", "rolling_window", "label_ttl", "max_pending"))
+    add_flags(a, ("batch_size", "max_message_bytes"))
+    a = action("remove", remove, "remove a challenger: flows stop shadowing it")
+    a.add_argument("model")
+    a.add_argument("alias")
+    a.add_argument("--reason", default="removed by hand", help="recorded in the audit stream")

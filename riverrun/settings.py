@@ -124,6 +124,15 @@ class Settings:
     serve_tls_key: str = _setting("", "PEM private key file of the gRPC server")
     serve_tls_ca: str = _setting("", "PEM root certificate file a gRPC client trusts (TLS)")
     serve_metrics_port: int = _setting(9900, "port of the gRPC server's /metrics (0 turns it off)")
+    offline_store_dir: str = _setting(
+        "", "folder of the offline store: labelled examples as Parquet (empty: off)"
+    )
+    offline_store_max_bytes: int = _setting(
+        64 << 20, "about how many bytes of rows an offline store file holds before rotating"
+    )
+    offline_store_max_seconds: float = _setting(
+        300.0, "most seconds rows wait in memory before an offline store file is written"
+    )
     registry_key: str = _setting("", "HMAC key that signs model snapshots", secret=True)
 
     @classmethod
@@ -170,6 +179,7 @@ class Settings:
             "promote_cooldown",
             "serve_workers",
             "serve_max_batch",
+            "offline_store_max_bytes",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
@@ -179,6 +189,7 @@ class Settings:
             "epoch_interval",
             "snapshot_interval",
             "serve_sync_interval",
+            "offline_store_max_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")

@@ -1,0 +1,161 @@
+"""Recorded streams in files: CSV, JSON Lines and Parquet (a file, or a folder of them such
+as the offline store), as the events and labels the learn flow would read.
+
+Two shapes are understood. **Tabular** rows: a ``label`` column (empty: no label yet) and
+feature columns of numbers (an empty cell is an absent feature), with optional ``id``,
+``time`` (epoch seconds) and ``entity`` columns; the offline store's ``predictions`` column
+is ignored. **Events** (JSON Lines only): the project's event and label objects, parsed by
+the flow's own :class:`~flows.codec.Parser`. Rows are read in file order, a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from flows.codec import Parser
+from flows.kafka_io import Raw
+from models.schema import Event, InvalidInput, LabelMessage, check_features, check_label
+
+RESERVED = frozenset({"id", "time", "entity", "label", "predictions"})
+CHUNK_ROWS = 10_000
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+Record = Event | LabelMessage
+OnReject = Callable[[InvalidInput], None]
+
+
+class SourceError(ValueError):
+    """A source that cannot be read; the message says which and why."""
+
+
+def row_event(row: dict[str, Any], index: int, task: str) -> Event:
+    """The event of one tabular row (``index`` stands in for a missing id or time)."""
+    features = {
+        name: value
+        for name, value in row.items()
+        if name not in RESERVED
+        and value is not None
+        and not (type(value) is float and math.isnan(value))
+    }
+    label = row.get("label")
+    if label is not None and not (type(label) is float and math.isnan(label)):
+        label = check_label(task, label)
+    else:
+        label = None
+    time = row.get("time")
+    return Event(
+        str(row.get("id", index)),
+        float(index if time is None else time),
+        str(row.get("entity") or ""),
+        check_features(features),
+        label,
+    )
+
+
+def file_size(path: Path) -> int | None:
+    """How many rows a file holds, when that is cheap to know (Parquet), else ``None``."""
+    if _kind(path) != "parquet":
+        return None
+    return int(_parquet_dataset(path).count_rows())
+
+
+def read_file(path: Path, task: str, max_bytes: int, on_reject: OnReject) -> Iterator[Record]:
+    """Every event and label of a file or folder, in order; bad rows go to ``on_reject``."""
+    kind = _kind(path)
+    if kind == "json":
+        yield from _json_lines(path, Parser(task, max_bytes), task, on_reject)
+        return
+    chunks = _parquet_chunks(path) if kind == "parquet" else _csv_chunks(path)
+    index = 0
+    for rows in chunks:
+        for row in rows:
+            try:
+                yield row_event(row, index, task)
+            except InvalidInput as exc:
+                on_reject(exc)
+            index += 1
+
+
+def _kind(path: Path) -> str:
+    if not path.exists():
+        raise SourceError(f"no such file, dataset or source: {str(path)!r}")
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(JSON_SUFFIXES):
+        return "json"
+    raise SourceError(
+        f"{str(path)!r}: unknown file type (use .csv, .jsonl or .parquet, or a folder of "
+        "Parquet files)"
+    )
+
+
+def _csv_chunks(path: Path) -> Iterator[list[dict[str, Any]]]:
+    sep = "\t" if path.name.lower().endswith(".tsv") else ","
+    with pd.read_csv(path, sep=sep, chunksize=CHUNK_ROWS) as reader:
+        for frame in reader:
+            yield frame.to_dict("records")
+
+
+def _parquet_dataset(path: Path) -> ds.Dataset:
+    """One file, or every visible Parquet file under a folder in path order (hidden and
+    ``_`` files, such as files still being written, are not read), columns unified."""
+    if not path.is_dir():
+        return ds.dataset(path, format="parquet")
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.name.lower().endswith(PARQUET_SUFFIXES)
+        and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise SourceError(f"{str(path)!r}: no Parquet files in this folder")
+    schema = pa.unify_schemas([ds.dataset(f, format="parquet").schema for f in files])
+    return ds.dataset([str(f) for f in files], format="parquet", schema=schema)
+
+
+def _parquet_chunks(path: Path) -> Iterator[list[dict[str, Any]]]:
+    dataset = _parquet_dataset(path)
+    columns = [name for name in dataset.schema.names if name != "predictions"]
+    for batch in dataset.to_batches(columns=columns, batch_size=CHUNK_ROWS):
+        yield batch.to_pylist()
+
+
+def _json_lines(path: Path, parser: Parser, task: str, on_reject: OnReject) -> Iterator[Record]:
+    """Project events and labels, or tabular rows, one JSON object per line."""
+    with path.open("rb") as lines:
+        for index, line in enumerate(lines):
+            if not line.strip():
+                continue
+            # The flow's parser, with the line number standing in for a missing time.
+            raw = Raw(path.name, 0, index, None, line, index * 1000)
+            try:
+                obj = _object(line)
+                if obj is None or "features" in obj or obj.get("kind") == "label":
+                    yield parser.parse(raw)  # says why a line that is no object is refused
+                else:
+                    yield row_event(obj, index, task)
+            except InvalidInput as exc:
+                on_reject(exc)
+
+
+def _object(line: bytes) -> dict[str, Any] | None:
+    """The line's JSON object, or ``None`` when it is none (the parser says why)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -1,0 +1,130 @@
+"""Recorded streams to evaluate models on or warm-start them from: a file, a bounded range
+of the Kafka events (and labels) topics, or a named dataset, as events and labels in order.
+
+``riverrun evaluate`` and ``riverrun registry push --warm-start`` name a source the same
+way: ``kafka``, a dataset name (``phishing``, ``agrawal-drift``, ...) or a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from flows import files, kafka_range
+from flows.codec import Parser
+from flows.kafka_range import KafkaRange
+from models.datasets import DATASETS, open_stream
+from models.progressive import Record, Rejects, hold_labels
+from models.schema import Event, InvalidInput
+from riverrun.settings import Settings
+
+KAFKA = "kafka"
+
+
+@dataclass
+class Source:
+    """A recorded stream: what it is, its task, its records, and how many records it holds
+    at most when that is known (for progress bars)."""
+
+    description: str
+    task: str
+    records: Iterator[Record]
+    size: int | None
+
+    def first_event(self) -> Event | None:
+        """The first event, without taking it out of :attr:`records` (a sample for checks)."""
+        head: list[Record] = []
+        found = None
+        for rec in self.records:
+            head.append(rec)
+            if type(rec) is Event:
+                found = rec
+                break
+        self.records = itertools.chain(head, self.records)
+        return found
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """Which source to open: a name, and how much of it (``events`` of a synthetic dataset,
+    a Kafka range), and the label delay to simulate on inline labels."""
+
+    name: str
+    events: int | None = None
+    drift_every: int = 12_500
+    kafka: KafkaRange = field(default_factory=KafkaRange)
+    delay: int = 0
+
+
+def open_source(req: SourceRequest, settings: Settings, rejects: Rejects) -> Source:
+    """Open the source; records that cannot be read are counted in ``rejects``."""
+    if req.name == KAFKA:
+        source = _kafka(req.kafka, settings, rejects)
+    elif req.name in DATASETS:
+        stream = open_stream(
+            req.name, seed=settings.seed, events=req.events, drift_every=req.drift_every
+        )
+        records: Iterator[Record] = (
+            Event(f"{req.name}-{i}", float(i), "", x, y) for i, (x, y) in enumerate(stream.samples)
+        )
+        source = Source(f"dataset {req.name}", stream.task, records, stream.size)
+    else:
+        path = Path(req.name)
+        records = files.read_file(path, settings.task, settings.max_message_bytes, rejects.add)
+        source = Source(f"file {req.name}", settings.task, records, files.file_size(path))
+    if req.delay > 0:
+        source.records = hold_labels(source.records, req.delay)
+        source.description += f", labels delayed by {req.delay} events"
+    return source
+
+
+def _kafka(rng: KafkaRange, settings: Settings, rejects: Rejects) -> Source:
+    """The events topic (and the labels topic, if there is one) within the range."""
+    boot = settings.bootstrap_servers
+    topics = [settings.topic_events]
+    if (
+        settings.topic_labels
+        in AdminClient({"bootstrap.servers": boot}).list_topics(timeout=30).topics
+    ):
+        topics.append(settings.topic_labels)
+    bounds = kafka_range.plan(boot, topics, rng)
+    parser = Parser(settings.task, settings.max_message_bytes)
+
+    def records() -> Iterator[Record]:
+        for raw in kafka_range.read(boot, bounds, rng):
+            try:
+                yield parser.parse(raw)
+            except InvalidInput as exc:
+                rejects.add(exc)
+
+    span = ", ".join(f"{b.topic}[{b.partition}] {b.start}-{b.stop}" for b in bounds)
+    return Source(f"kafka {span}", settings.task, records(), sum(b.stop - b.start for b in bounds))
+
+
+def latest_event(settings: Settings, look_back: int = 100, timeout: float = 5) -> Event | None:
+    """The newest readable event among the last ``look_back`` messages of each partition of
+    the events topic: a sample of the live stream (``None`` if Kafka has none to give)."""
+    boot = settings.bootstrap_servers
+    try:
+        bounds = [
+            dataclasses.replace(b, start=max(b.start, b.stop - look_back))
+            for b in kafka_range.plan(boot, [settings.topic_events], KafkaRange(), timeout)
+        ]
+        raws = list(kafka_range.read(boot, bounds, KafkaRange(), timeout))
+    except (KafkaException, RuntimeError):
+        return None
+    parser = Parser(settings.task, settings.max_message_bytes)
+    for raw in reversed(raws):
+        try:
+            parsed = parser.parse(raw)
+        except InvalidInput:
+            continue
+        if type(parsed) is Event:
+            return parsed
+    return None

@@ -1,0 +1,176 @@
+"""``riverrun evaluate``: the learn flow's numbers, offline, on files, Kafka ranges and datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pytest
+import redis
+from river import evaluate as river_evaluate
+from river import metrics
+
+from flows.kafka_io import ensure_topics, producer
+from flows.produce import ProduceRequest, produce
+from models.datasets import open_stream
+from models.specs import build_model
+from models.status import read_status
+from riverrun.cli import main
+from tests.helpers import event, read_topic, run_cli, run_flow_to_end
+
+
+def _evaluate(tmp_path: Path, *argv: str, settings: Any = None) -> dict[str, Any]:
+    """Run ``riverrun evaluate`` in this process and return its JSON results."""
+    out = tmp_path / f"results-{len(list(tmp_path.glob('results-*')))}.json"
+    kafka = []
+    if settings is not None:
+        kafka = [
+            "--bootstrap-servers",
+            settings.bootstrap_servers,
+            "--topic-events",
+            settings.topic_events,
+            "--topic-labels",
+            settings.topic_labels,
+        ]
+    assert main(["evaluate", *argv, *kafka, "--json", str(out), "--quiet"]) == 0
+    return orjson.loads(out.read_bytes())
+
+
+def _assert_same_metrics(report: dict[str, Any], flow: dict[str, dict[str, float]]) -> None:
+    got = {m["spec"]: m["metrics"] for m in report["models"]}
+    assert got.keys() == flow.keys()
+    for spec, metrics_ in flow.items():
+        assert got[spec] == pytest.approx(metrics_, abs=1e-12), spec
+
+
+@pytest.mark.parametrize("delay", [0, 25], ids=["inline", "delayed"])
+def test_evaluate_equals_the_learn_flow_through_kafka(
+    make_settings: Any, tmp_path: Path, delay: int
+) -> None:
+    s = make_settings(challengers=("hoeffding",), auto_promote=False, rolling_window=200)
+    req = ProduceRequest("phishing", None, seed=s.seed, delay_labels=delay, id_prefix="k")
+    produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+    run_flow_to_end(s)
+    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
+    assert status is not None and status["labelled"] == 1250
+    flow = {m["spec"]: m["metrics"] for m in status["models"]}
+    assert set(flow) == {"logreg", "hoeffding"}
+
+    models = ["--model", "logreg", "--model", "hoeffding", "--rolling-window", "200"]
+    from_kafka = _evaluate(tmp_path, *models, "--source", "kafka", settings=s)
+    assert from_kafka["events"] == from_kafka["labelled"] == 1250
+    _assert_same_metrics(from_kafka, flow)
+
+    # The same stream as a dataset, with the delay simulated offline, and as an events file.
+    delayed = ["--delay", str(delay)] if delay else []
+    from_dataset = _evaluate(tmp_path, *models, "--source", "phishing", *delayed)
+    _assert_same_metrics(from_dataset, flow)
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_bytes(b"\n".join(m.value for m in read_topic(s, s.topic_events)))
+    from_file = _evaluate(tmp_path, *models, "--source", str(events_file))
+    _assert_same_metrics(from_file, flow)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_tabular_files_give_river_progressive_val_score(tmp_path: Path, suffix: str) -> None:
+    rows = [{**x, "label": y} for x, y in open_stream("phishing", seed=42, events=None).samples]
+    frame = pd.DataFrame(rows)
+    path = tmp_path / f"phishing{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    report = _evaluate(tmp_path, "--model", "logreg", "--source", str(path), "--delay", "10")
+    expected = river_evaluate.progressive_val_score(
+        open_stream("phishing", seed=42, events=None).samples,
+        build_model("logreg", "binary", 42),
+        metrics.LogLoss(),
+        delay=10,
+    ).get()
+    (model,) = report["models"]
+    assert model["metrics"]["log_loss"] == pytest.approx(expected, abs=1e-9)
+    assert report["labelled"] == 1250 and model["events_per_second"] > 0
+
+
+def test_bad_rows_are_counted_like_dead_letters(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    lines = [event(i, {"a": float(i % 7), "b": 1.0}, i % 2 == 0) for i in range(40)]
+    lines[5] = b"{not json"
+    lines[9] = event(9, {"a": "seven", "b": 1.0}, True)
+    lines[12] = event(12, {"b": 1.0}, True)  # "a" is missing
+    lines.append(orjson.dumps({"kind": "label", "id": "e3", "label": True}))  # a second label
+    path.write_bytes(b"\n".join(lines))
+    report = _evaluate(tmp_path, "--model", "logreg", "--source", str(path))
+    assert report["rejected"] == {"malformed_json": 1, "bad_feature": 1, "missing_feature": 1}
+    assert report["events"] == 37 and report["labelled"] == 37
+    assert report["unknown_labels"] == 1, "a label whose event was already learned is unknown"
+
+
+def test_a_kafka_range_by_time_or_offsets(make_settings: Any, tmp_path: Path) -> None:
+    s = make_settings()
+    ensure_topics(s.bootstrap_servers, [s.topic_events], 1)
+    samples = list(open_stream("sea-drift", seed=3, events=600).samples)
+    out = producer(s.bootstrap_servers)
+    t0 = 1_700_000_000_000
+    for i, (x, y) in enumerate(samples):
+        stamp = t0 + (0 if i < 300 else 1_000_000) + i  # the second half 1,000 s later
+        out.produce(s.topic_events, event(i, x, y, entity=f"u{i % 9}"), timestamp=stamp)
+    out.flush()
+    logreg = ["--model", "logreg", "--source", "kafka"]
+    since = _evaluate(tmp_path, *logreg, "--since", str(t0 / 1000 + 500), settings=s)
+    offsets = _evaluate(tmp_path, *logreg, "--start-offset", "300", settings=s)
+    first = _evaluate(tmp_path, *logreg, "--until", "2023-11-14T22:13:30", settings=s)
+    expected = river_evaluate.progressive_val_score(
+        samples[300:], build_model("logreg", "binary", s.seed), metrics.Accuracy()
+    ).get()
+    for report in (since, offsets):
+        assert report["events"] == 300
+        assert report["models"][0]["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert first["events"] == 300
+
+
+def test_gates_exit_1_when_a_model_is_worse_and_refuse_the_wrong_direction(
+    tmp_path: Path,
+) -> None:
+    base = ["evaluate", "--model", "logreg", "--source", "phishing", "--quiet"]
+    passed = run_cli(
+        {}, *base, "--fail-under", "accuracy=0.8", "--fail-over", "rolling_log_loss=0.5"
+    )
+    assert passed.returncode == 0, passed.stderr
+    assert "logreg" in passed.stdout and "events/s" in passed.stdout
+    failed = run_cli({}, *base, "--fail-under", "accuracy=0.95")
+    assert failed.returncode == 1
+    assert "gate failed: logreg: accuracy 0.89" in failed.stderr
+    wrong = run_cli({}, *base, "--fail-under", "log_loss=0.5")
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == (
+        "riverrun evaluate: error: log_loss is lower-is-better: use --fail-over log_loss=0.5"
+    )
+
+
+def test_evaluate_refuses_a_factory_that_returns_no_river_estimator(tmp_path: Path) -> None:
+    (tmp_path / "dsnotriver.py").write_text("def make():\n    return object()\n")
+    models = ["--model", "logreg", "--model", "dsnotriver:make"]
+    done = run_cli(
+        {"PYTHONPATH": str(tmp_path)}, "evaluate", *models, "--source", "phishing", "--quiet"
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "riverrun evaluate: error: model spec 'dsnotriver:make' returned object, "
+        "not a River estimator (river.base.Estimator) or pipeline"
+    )
+
+
+def test_plot_draws_rolling_metrics_of_every_model(tmp_path: Path) -> None:
+    png = tmp_path / "rolling.png"
+    models = ["--model", "linreg", "--model", "hoeffding"]
+    report = _evaluate(tmp_path, *models, "--source", "trumpapproval", "--plot", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    series = report["series"]
+    assert set(series) == {"linreg", "hoeffding"}
+    assert series["linreg"]["labelled"][-1] == 1001
+    assert set(series["linreg"]) == {"labelled", "time", "rolling_mae", "rolling_rmse"}

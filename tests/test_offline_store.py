@@ -1,0 +1,199 @@
+"""The offline store: labelled examples back as Parquet, one row each, never a broken file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from models.datasets import open_stream
+from models.learner import LabelledRow
+from models.offline_store import OfflineStore
+from models.registry import Registry
+from tests.helpers import (
+    LearnProcess,
+    count_messages,
+    event,
+    read_topic,
+    run_flow_to_end,
+    wait_for,
+    write_raw,
+)
+
+HOUR = 1_699_999_200.0  # 2023-11-14 22:00:00 UTC
+
+
+def _duckdb(sql: str) -> tuple[Any, ...]:
+    """The first row of a DuckDB query."""
+    (row,) = duckdb.connect().execute(sql).fetchall()
+    return row
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def _write_events(s: Any, first: int, stop: int) -> None:
+    """Write events ``first`` to ``stop - 1`` of a seeded stream, labels inline, from HOUR on."""
+    samples = open_stream("sea-drift", seed=6, events=stop).samples
+    messages = [(b"k", event(i, *xy, t0=HOUR)) for i, xy in enumerate(samples) if i >= first]
+    write_raw(s, s.topic_events, messages)
+
+
+def _every_file_reads(folder: Path) -> int:
+    """Read every visible file whole; return the rows they hold."""
+    return sum(pq.read_table(path).num_rows for path in _visible(folder))
+
+
+def test_the_flow_writes_one_row_per_labelled_event_readable_by_pandas_and_duckdb(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    s = make_settings(
+        challengers=("hoeffding",),
+        auto_promote=False,
+        offline_store_dir=str(store),
+        offline_store_max_bytes=20_000,
+    )
+    samples = list(open_stream("sea-drift", seed=5, events=3000).samples)
+    messages = [
+        (b"u", event(i, x, y if i % 3 else None, entity=f"u{i % 7}", t0=HOUR - 1500))
+        for i, (x, y) in enumerate(samples)
+    ]
+    # Every third label comes 40 events late; bad input and orphan labels are not learned.
+    late = [
+        (b"u", orjson.dumps({"kind": "label", "id": f"e{i}", "label": samples[i][1]}))
+        for i in range(0, 3000, 3)
+    ]
+    for k, label in enumerate(late):
+        messages.insert(min(3 * k + 40 + k, len(messages)), label)
+    messages += [
+        (b"u", b"{broken"),
+        (b"u", orjson.dumps({"kind": "label", "id": "nobody", "label": True})),
+    ]
+    write_raw(s, s.topic_events, messages)
+    run_flow_to_end(s)
+
+    frame = pd.read_parquet(store)
+    assert len(frame) == 3000 and frame["id"].is_unique
+    assert set(frame["id"]) == {f"e{i}" for i in range(3000)}
+    assert len(_visible(store)) > 2, "rotated by size"
+    assert not [p for p in store.rglob("*") if p.name.startswith(".")], "no temporary file left"
+    total, distinct, hours = _duckdb(
+        f"SELECT count(*), count(DISTINCT id), count(DISTINCT hour) FROM read_parquet("
+        f"'{store}/**/*.parquet', hive_partitioning = true)"
+    )
+    assert (total, distinct, hours) == (3000, 3000, 2), "partitioned by hour of event time"
+
+    row = frame.set_index("id").loc["e1234"]
+    x, y = samples[1234]
+    assert {k: row[k] for k in x} == pytest.approx(x) and row["label"] == y
+    assert row["time"] == HOUR - 1500 + 1234 and row["entity"] == "u2"
+    predictions = {p["alias"]: p for p in row["predictions"]}
+    assert set(predictions) == {"champion", "challenger"}
+    served = next(m.json() for m in read_topic(s, s.topic_predictions) if m.json()["id"] == "e1234")
+    champion = predictions["champion"]
+    assert (champion["spec"], champion["version"]) == ("logreg", served["version"])
+    assert dict(champion["proba"])["true"] == pytest.approx(served["proba"]["true"], abs=1e-12)
+    assert champion["prediction"] == served["prediction"]
+    reg = Registry.connect(s.redis_url, s.registry_key)
+    assert reg.info(s.model_name, predictions["challenger"]["version"]).spec == "hoeffding"
+
+
+def test_a_flow_killed_while_writing_leaves_no_corrupt_file(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    s = make_settings(offline_store_dir=str(store), offline_store_max_seconds=0.05)
+    with LearnProcess(s) as flow:
+        for chunk in range(0, 20_000, 500):
+            _write_events(s, chunk, chunk + 500)
+            if len(_visible(store)) >= 5:
+                break
+        wait_for(lambda: len(_visible(store)) >= 5, 60, "files written by the flow")
+        flow.process.send_signal(signal.SIGKILL)
+        flow.process.wait(30)
+    assert _every_file_reads(store) == len(pd.read_parquet(store)) > 0
+    leftovers = [p for p in store.rglob("*") if p.is_file() and p not in _visible(store)]
+    assert all(p.name.startswith(".part-") and p.name.endswith(".tmp") for p in leftovers)
+    OfflineStore(store, "binary")  # the next store in this folder clears what was left
+    assert not [p for p in store.rglob("*.tmp")]
+
+
+def test_a_flow_stopped_by_a_signal_writes_the_rows_it_holds(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    s = make_settings(offline_store_dir=str(store), offline_store_max_seconds=3600.0)
+    with LearnProcess(s) as flow:
+        _write_events(s, 0, 300)
+        wait_for(lambda: count_messages(s, s.topic_predictions) == 300, 60, "300 predictions")
+        assert not _visible(store), "rows wait for the hour's file to fill or age"
+        assert flow.stop() == 0
+    assert sorted(pd.read_parquet(store)["id"]) == sorted(f"e{i}" for i in range(300))
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from models.learner import LabelledRow
+from models.offline_store import OfflineStore
+
+store = OfflineStore(Path(sys.argv[1]), "regression", max_bytes=1)
+features = {f"x{j}": float(j) for j in range(50)}
+rows = [LabelledRow(str(i), 1.7e9 + i, "a", features, 1.5, [("champion", "linreg", 1, 1.0)])
+        for i in range(200_000)]
+while True:
+    store.take(list(rows))
+"""
+
+
+def test_a_writer_killed_mid_file_leaves_only_a_hidden_temporary_file(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(store)], env=env)
+    try:
+        wait_for(lambda: list(store.rglob(".part-*.tmp")), 60, "a file being written", 0.001)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(30)
+    (temp,) = store.rglob(".part-*.tmp")
+    assert _every_file_reads(store) % 200_000 == 0, "only whole files are visible"
+    if _visible(store):
+        assert _duckdb(f"SELECT count(*) FROM '{store}/**/*.parquet'")[0] > 0
+    OfflineStore(store, "regression")
+    assert not temp.exists()
+
+
+def test_files_rotate_by_time_and_hold_each_hour_apart(tmp_path: Path) -> None:
+    now = [0.0]
+    store = OfflineStore(tmp_path, "multiclass", max_seconds=10.0, clock=lambda: now[0])
+    rows = [
+        LabelledRow(f"r{i}", HOUR - 30 + 20 * i, "e", {"a": i, "id": 1.0}, i, []) for i in range(3)
+    ]
+    store.take(rows)
+    assert rows == [] and not _visible(tmp_path), "rows wait until the time is up"
+    now[0] = 10.0
+    written = store.rotate()
+    assert len(written) == 2 and store.rows_written == 3
+    early, late = (pq.read_table(p).to_pylist() for p in sorted(written))
+    assert [r["id"] for r in early] == ["r0", "r1"] and [r["id"] for r in late] == ["r2"]
+    assert late[0] == {
+        "id": "r2",
+        "time": HOUR + 10,
+        "entity": "e",
+        "label": "2",
+        "a": 2.0,
+        "feature_id": 1.0,
+        "predictions": [],
+    }
