@@ -17,7 +17,7 @@ from flows.offline import offline_store
 from flows.registry_sync import RegistrySync
 from flows.status import StatusReporter
 from models.evaluation import predicted_label
-from models.learner import OnlineLearner, Slot
+from models.learner import ModelError, OnlineLearner, Slot
 from models.schema import Event, InvalidInput, LabelMessage
 from models.signing import check_key, dumps_signed
 from riverrun.metrics import DRIFT_EVENTS
@@ -85,6 +85,9 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                     preds, served = learner.on_event(rec)
                 except InvalidInput as exc:
                     dead.append(dead_letter(rec.origin, exc.reason, str(exc)))
+                    continue
+                except ModelError as exc:
+                    dead.append(dead_letter(rec.origin, "model_error", str(exc)))
                     continue
                 key = rec.entity.encode()
                 for slot in learner.slots:

@@ -21,7 +21,7 @@ from models.promotion import Decision, PromotionPolicy
 from models.registry import Conflict, Registry, RegistryError, model_params
 from models.signing import SignatureError, check_key, dumps_signed
 from models.specs import build_model
-from riverrun.metrics import PROMOTIONS, REFUSED
+from riverrun.metrics import MODEL_ERRORS, PROMOTIONS, REFUSED
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class RegistrySync:
         self.key = check_key(settings.registry_key)
         self.model = settings.model_name
         self._next_check = 0
+        self._broken: set[tuple[str, int]] = set()
 
     @property
     def registry(self) -> Registry:
@@ -150,6 +151,7 @@ class RegistrySync:
 
     def tick(self, learner: OnlineLearner) -> None:
         """Follow changes made elsewhere, promote when the policy says so, checkpoint."""
+        self._set_aside_broken(learner)
         self._pick_up_versions(learner)
         conflicts = self.link.writer.take_conflicts()
         if conflicts or self.link.changed():
@@ -208,6 +210,17 @@ class RegistrySync:
             return
         learner.ab_fraction = fraction
 
+    def _set_aside_broken(self, learner: OnlineLearner) -> None:
+        """Challengers whose code failed are out: never adopt those versions again."""
+        broken, learner.broken = learner.broken, []
+        for b in broken:
+            self._broken.add((b.alias, b.version))
+            self.link.writer.rebase(b.alias, None)
+            MODEL_ERRORS.labels(self.model, b.alias).inc()
+            log.error(
+                "%s %s v%s failed and no longer runs here: %s", b.alias, b.spec, b.version, b.error
+            )
+
     def _reconcile(self, learner: OnlineLearner) -> None:
         """Adopt the champion, challengers and split the registry holds now."""
         try:
@@ -219,7 +232,7 @@ class RegistrySync:
         for alias, version in aliases.items():
             slot = learner.slot(alias)
             ours = slot is not None and version in (slot.version, self.link.writer.head(alias))
-            if is_shadowed(alias) and not ours:
+            if is_shadowed(alias) and not ours and (alias, version) not in self._broken:
                 self._adopt(learner, alias, version)
         for slot in list(learner.slots[1:]):
             if slot.alias not in aliases and self.link.writer.head(slot.alias) is not None:

@@ -10,6 +10,7 @@ same events in shadow; their paired losses feed the promotion :class:`Contest`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,21 @@ class Counts:
     labelled: int = 0
     expired: int = 0
     unknown_labels: int = 0
+    model_errors: int = 0
+
+
+class ModelError(RuntimeError):
+    """The champion's own code failed on an event: the event cannot be served."""
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A challenger whose code failed, taken out of the contest: what failed, and how."""
+
+    alias: str
+    spec: str
+    version: int
+    error: str
 
 
 @dataclass(slots=True)
@@ -146,6 +162,7 @@ class OnlineLearner:
     promotions: list[Promotion] = field(default_factory=list)
     timings: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
     rows: list[LabelledRow] = field(default_factory=list, repr=False)
+    broken: list[Broken] = field(default_factory=list, repr=False)
     contest: Contest = field(init=False)
     last_uid: int = 0
     # Models whose StandardScaler is shared (models/sharing.py): (scaler, [(uid, final)]).
@@ -225,6 +242,7 @@ class OnlineLearner:
         gates = self.contest.gates
         out: dict[int, Any] = {}
         seconds: dict[int, float] = {}
+        failed: dict[int, Exception] = {}
         clock = time.perf_counter
         for scaler, members in self._groups:
             began = clock() if timed else 0.0
@@ -232,15 +250,23 @@ class OnlineLearner:
             shared = clock() - began if timed else 0.0
             for uid, final in members:
                 began = clock() if timed else 0.0
-                out[uid] = final.predict_proba_one(xt) if classify else final.predict_one(xt)
+                try:
+                    out[uid] = final.predict_proba_one(xt) if classify else final.predict_one(xt)
+                except Exception as exc:  # a model's own code must not stop the stream
+                    failed[uid] = exc
                 if timed:
                     seconds[uid] = shared + clock() - began
         for slot in self._alone:
             model = slot.model
             began = clock() if timed else 0.0
-            out[slot.uid] = model.predict_proba_one(x) if classify else model.predict_one(x)
+            try:
+                out[slot.uid] = model.predict_proba_one(x) if classify else model.predict_one(x)
+            except Exception as exc:
+                failed[slot.uid] = exc
             if timed:
                 seconds[slot.uid] = clock() - began
+        if failed:
+            self._quarantine(failed, "predict")
         for slot in self.slots:
             gates[slot.uid].output(out[slot.uid], classify)
             slot.predicted += 1
@@ -344,6 +370,7 @@ class OnlineLearner:
         timed = self.counts.labelled % TIMING_EVERY == 0
         clock = time.perf_counter
         took: dict[int, float] = {}
+        failed: dict[int, Exception] = {}
         for scaler, members in self._groups:
             began = clock() if timed else 0.0
             scaler.learn_one(x)
@@ -351,17 +378,41 @@ class OnlineLearner:
             shared = clock() - began if timed else 0.0
             for uid, final in members:
                 began = clock() if timed else 0.0
-                final.learn_one(xt, y)
+                try:
+                    final.learn_one(xt, y)
+                except Exception as exc:  # a model's own code must not stop the stream
+                    failed[uid] = exc
                 if timed:
                     took[uid] = shared + clock() - began
         for slot in self._alone:
             began = clock() if timed else 0.0
-            slot.model.learn_one(x, y)
+            try:
+                slot.model.learn_one(x, y)
+            except Exception as exc:
+                failed[slot.uid] = exc
             if timed:
                 took[slot.uid] = clock() - began
         if timed:
             for slot in self.slots:
                 self.timings.append(("learn", slot.role, took[slot.uid]))
+        if failed:  # a champion that failed to learn keeps serving: counted in model_errors
+            with contextlib.suppress(ModelError):
+                self._quarantine(failed, "learn")
+
+    def _quarantine(self, failed: dict[int, Exception], stage: str) -> None:
+        """Take challengers whose code failed out of the contest; raise for the champion."""
+        self.counts.model_errors += len(failed)
+        champion_error = failed.pop(self.champion.uid, None)
+        for slot in [s for s in self.slots if s.uid in failed]:
+            self.remove_challenger(slot.alias)
+            self.broken.append(
+                Broken(slot.alias, slot.spec, slot.version, f"{stage}: {failed[slot.uid]!r}")
+            )
+        if champion_error is not None:
+            raise ModelError(
+                f"the champion {self.champion.spec} v{self.champion.version} failed to "
+                f"{stage}: {champion_error!r}"
+            ) from champion_error
 
     # -- promotion ----------------------------------------------------------------------------
 
@@ -450,6 +501,7 @@ class OnlineLearner:
             "pending": len(self.pending),
             "expired": self.counts.expired,
             "unknown_labels": self.counts.unknown_labels,
+            "model_errors": self.counts.model_errors,
             "positions": dict(self.positions),
             "models": [slot.report() for slot in self.slots],
             "ab_fraction": self.ab_fraction,

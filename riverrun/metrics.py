@@ -62,6 +62,11 @@ LEARN_SECONDS = Histogram(
 )
 DRIFT_EVENTS = Counter("riverrun_drift_events_total", "Drift detected", ["model", "kind", "source"])
 PROMOTIONS = Counter("riverrun_promotions_total", "Challengers promoted to champion", ["model"])
+MODEL_ERRORS = Counter(
+    "riverrun_model_errors_total",
+    "Challengers taken out because their code failed",
+    ["model", "alias"],
+)
 ROLLBACKS = Counter("riverrun_rollbacks_total", "Champions rolled back", ["model"])
 RETRAINS = Counter("riverrun_retrains_total", "Full retrains, by outcome", ["model", "outcome"])
 SNAPSHOT_LAST = Gauge(

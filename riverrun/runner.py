@@ -12,11 +12,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
-from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
@@ -56,27 +57,30 @@ def run_learn(settings: Settings) -> int:
 
 @contextlib.contextmanager
 def _stop_quietly_on_signal() -> Iterator[None]:
-    """Ctrl-C or SIGTERM stop the flow; whichever code it interrupted, that is no error."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """Ctrl-C or SIGTERM stop the flow; whichever code it interrupted, that is no error.
+
+    The signal raises ``KeyboardInterrupt`` wherever Python happens to be (inside a Kafka
+    flush, say), and Bytewax may wrap what that becomes: once a signal came, an error on
+    the way out is the stop itself.
+    """
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.set()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except KeyboardInterrupt:
         print("learn flow stopped by signal", file=sys.stderr)
-    except BytewaxRuntimeError as exc:
-        if not _by_signal(exc):
+    except Exception:
+        if not stopping.is_set():
             raise
         print("learn flow stopped by signal", file=sys.stderr)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _by_signal(exc: BaseException | None) -> bool:
-    """Whether Bytewax stopped because of a signal (it wraps the KeyboardInterrupt)."""
-    while exc is not None:
-        if isinstance(exc, KeyboardInterrupt) or "signal received" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_process(

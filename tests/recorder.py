@@ -23,3 +23,17 @@ class Recorder(base.Classifier):
 def make() -> Recorder:
     """The factory a spec names: ``tests.recorder:make``."""
     return Recorder()
+
+
+class Flaky(Recorder):
+    """Like :class:`Recorder`, but its code fails on events whose ``v`` is above 0.9."""
+
+    def predict_proba_one(self, x: dict) -> dict[bool, float]:
+        if x.get("v", 0.0) > 0.9:
+            raise ValueError("flaky model: v is too high")
+        return super().predict_proba_one(x)
+
+
+def flaky() -> Flaky:
+    """The factory a spec names: ``tests.recorder:flaky``."""
+    return Flaky()

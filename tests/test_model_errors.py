@@ -1,0 +1,59 @@
+"""A model whose own code fails never stops the flow: a failing challenger is taken out, an
+event the champion cannot score is dead-lettered with the reason."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import redis
+
+from models.evaluation import Prequential
+from models.learner import ModelError, OnlineLearner, Slot
+from models.schema import Event
+from models.specs import build_model
+from models.status import read_status
+from tests.helpers import event, read_topic, run_flow_to_end, write_raw
+from tests.recorder import Flaky
+
+
+def _events(n: int) -> list[tuple[dict[str, float], bool]]:
+    rng = random.Random(4)
+    return [({"v": rng.random(), "w": rng.random()}, rng.random() < 0.5) for _ in range(n)]
+
+
+def test_a_failing_challenger_is_taken_out_and_the_champion_goes_on() -> None:
+    champion = Slot("logreg", build_model("logreg", "binary", 0), Prequential("binary", 10))
+    flaky = Slot("flaky", Flaky(), Prequential("binary", 10), "challenger", version=7)
+    lr = OnlineLearner("binary", [champion, flaky])
+    for i, (x, y) in enumerate(_events(300)):
+        lr.on_event(Event(str(i), float(i), "a", x, y))
+    assert [s.alias for s in lr.slots] == ["champion"]
+    (broken,) = lr.broken
+    assert (broken.alias, broken.spec, broken.version) == ("challenger", "flaky", 7)
+    assert "flaky model: v is too high" in broken.error
+    assert champion.learned == 300 and lr.counts.model_errors == 1
+
+
+def test_an_event_the_champion_cannot_score_raises_and_changes_nothing() -> None:
+    lr = OnlineLearner("binary", [Slot("flaky", Flaky(), Prequential("binary", 10))])
+    lr.on_event(Event("ok", 0.0, "a", {"v": 0.1}, True))
+    with pytest.raises(ModelError, match="the champion flaky v0 failed to predict"):
+        lr.on_event(Event("bad", 1.0, "a", {"v": 0.99}, True))
+    assert lr.counts.events == 1 and lr.counts.labelled == 1 and lr.champion.learned == 1
+
+
+def test_the_flow_dead_letters_what_the_champion_cannot_score(make_settings: Any) -> None:
+    s = make_settings(model_spec="tests.recorder:flaky", challengers=("tests.recorder:flaky",))
+    data = _events(200)
+    write_raw(s, s.topic_events, [(b"a", event(i, x, y)) for i, (x, y) in enumerate(data)])
+    run_flow_to_end(s)
+    bad = {f"e{i}" for i, (x, _) in enumerate(data) if x["v"] > 0.9}
+    dead = read_topic(s, s.topic_deadletter)
+    assert {m.json()["id"] for m in dead} == bad and bad
+    assert {m.headers["reason"] for m in dead} == {b"model_error"}
+    served = {m.json()["id"] for m in read_topic(s, s.topic_predictions)}
+    assert served == {f"e{i}" for i in range(200)} - bad
+    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
+    assert status is not None and [m["alias"] for m in status["models"]] == ["champion"]
