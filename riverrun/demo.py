@@ -51,6 +51,7 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
                 "follow": False,
                 "status_interval": 0.5,
                 "metrics_port": 0,
+                "recovery_dir": "",
             }
         )
         summary = produce(
