@@ -13,6 +13,7 @@ from typing import Any
 TASKS = ("binary", "multiclass", "regression")
 
 Label = bool | str | int | float
+FLOAT_INT_LIMIT = 2**1024 - 2**970  # integers from here on round to infinity as floats
 
 
 class InvalidInput(ValueError):
@@ -63,6 +64,10 @@ def check_features(features: Any) -> dict[str, float]:
     Traceback (most recent call last):
     ...
     models.schema.InvalidInput: feature 'a' must be a number, got str
+    >>> check_features({"a": 10**400})
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: feature 'a' is too large for a float
     """
     if not isinstance(features, dict):
         raise InvalidInput("bad_features", "features must be an object of name: number")
@@ -71,7 +76,10 @@ def check_features(features: Any) -> dict[str, float]:
         if kind is float:
             if not math.isfinite(value):
                 raise InvalidInput("non_finite", f"feature {name!r} is {value}", name)
-        elif kind is not int:
+        elif kind is int:
+            if not -FLOAT_INT_LIMIT < value < FLOAT_INT_LIMIT:
+                raise InvalidInput("non_finite", f"feature {name!r} is too large for a float", name)
+        else:
             raise InvalidInput(
                 "bad_feature", f"feature {name!r} must be a number, got {_type_name(value)}", name
             )
