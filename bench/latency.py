@@ -1,0 +1,66 @@
+"""Event latency of the learn flow: from the moment a paced producer sends an event to the
+moment its prediction is on the predictions topic, both as Kafka timestamps (ms)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.child import learn_child, wait_until
+from bench.harness import Report
+from bench.kafka_time import stamps_by_id
+from bench.throughput import isolated
+from flows.codec import encode
+from flows.kafka_io import end_offsets, ensure_topics, producer
+from models.datasets import open_stream
+from riverrun.runner import learn_topics
+from riverrun.settings import Settings
+
+WARM_UP = 500  # events predicted before the measured ones are sent
+
+
+def latency(settings: Settings, *, events: int, rate: float, dataset: str = "agrawal") -> Report:
+    """p50/p90/p99/max milliseconds from event sent to prediction written, at ``rate`` ev/s."""
+    stream = open_stream(dataset, seed=settings.seed, events=WARM_UP + events)
+    s = isolated(settings, "lat", task=stream.task, follow=True)
+    ensure_topics(s.bootstrap_servers, learn_topics(s), s.partitions)
+    out = producer(s.bootstrap_servers, **{"linger.ms": 0})
+    samples = list(stream.samples)
+
+    def send(i: int) -> None:
+        x, y = samples[i]
+        event = {"id": f"lat-{i}", "time": time.time(), "entity": "e", "features": x, "label": y}
+        out.produce(s.topic_events, encode(event), b"e")
+        out.poll(0)
+
+    def predicted(n: int) -> bool:
+        return sum(end_offsets(s.bootstrap_servers, s.topic_predictions).values()) >= n
+
+    with learn_child(s):
+        for i in range(WARM_UP):
+            send(i)
+        out.flush()
+        wait_until(lambda: predicted(WARM_UP), "the warm-up predictions", every=0.1)
+        began = time.monotonic()
+        for i in range(WARM_UP, WARM_UP + events):
+            send(i)
+            ahead = began + (i - WARM_UP + 1) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        out.flush()
+        sent_rate = events / (time.monotonic() - began)
+        wait_until(lambda: predicted(WARM_UP + events), "every prediction", every=0.1)
+    sent = stamps_by_id(s.bootstrap_servers, s.topic_events)
+    done = stamps_by_id(s.bootstrap_servers, s.topic_predictions)
+    ms = np.array([done[f"lat-{i}"] - sent[f"lat-{i}"] for i in range(WARM_UP, WARM_UP + events)])
+    report = Report("event latency", {"events": events, "rate": rate, "dataset": dataset})
+    report.add(
+        setup="learn flow (logreg + challenger)",
+        sent_per_s=sent_rate,
+        p50_ms=float(np.percentile(ms, 50)),
+        p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)),
+        max_ms=float(ms.max()),
+    )
+    return report
