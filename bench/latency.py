@@ -4,6 +4,7 @@ moment its prediction is on the predictions topic, both as Kafka timestamps (ms)
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +21,29 @@ from riverrun.settings import Settings
 WARM_UP = 500  # events predicted before the measured ones are sent
 
 
-def latency(settings: Settings, *, events: int, rate: float, dataset: str = "agrawal") -> Report:
-    """p50/p90/p99/max milliseconds from event sent to prediction written, at ``rate`` ev/s."""
+def latency(
+    settings: Settings, *, seconds: float, rates: tuple[float, ...], dataset: str = "agrawal"
+) -> Report:
+    """p50/p90/p99/max milliseconds from event sent to prediction written, per send rate."""
+    report = Report("event latency", {"seconds_per_rate": seconds, "dataset": dataset})
+    for rate in rates:
+        ms, sent_rate = _at_rate(settings, int(seconds * rate), rate, dataset)
+        report.add(
+            setup="learn flow (logreg + challenger)",
+            rate=rate,
+            sent_per_s=sent_rate,
+            p50_ms=float(np.percentile(ms, 50)),
+            p90_ms=float(np.percentile(ms, 90)),
+            p99_ms=float(np.percentile(ms, 99)),
+            max_ms=float(ms.max()),
+        )
+    return report
+
+
+def _at_rate(settings: Settings, events: int, rate: float, dataset: str) -> tuple[Any, float]:
+    """Each event's milliseconds to its prediction, and the rate they were really sent at."""
     stream = open_stream(dataset, seed=settings.seed, events=WARM_UP + events)
-    s = isolated(settings, "lat", task=stream.task, follow=True)
+    s = isolated(settings, f"lat{rate:.0f}", task=stream.task, follow=True)
     ensure_topics(s.bootstrap_servers, learn_topics(s), s.partitions)
     out = producer(s.bootstrap_servers, **{"linger.ms": 0})
     samples = list(stream.samples)
@@ -53,14 +73,5 @@ def latency(settings: Settings, *, events: int, rate: float, dataset: str = "agr
         wait_until(lambda: predicted(WARM_UP + events), "every prediction", every=0.1)
     sent = stamps_by_id(s.bootstrap_servers, s.topic_events)
     done = stamps_by_id(s.bootstrap_servers, s.topic_predictions)
-    ms = np.array([done[f"lat-{i}"] - sent[f"lat-{i}"] for i in range(WARM_UP, WARM_UP + events)])
-    report = Report("event latency", {"events": events, "rate": rate, "dataset": dataset})
-    report.add(
-        setup="learn flow (logreg + challenger)",
-        sent_per_s=sent_rate,
-        p50_ms=float(np.percentile(ms, 50)),
-        p90_ms=float(np.percentile(ms, 90)),
-        p99_ms=float(np.percentile(ms, 99)),
-        max_ms=float(ms.max()),
-    )
-    return report
+    ids = [f"lat-{i}" for i in range(WARM_UP, WARM_UP + events)]
+    return np.array([done[i] - sent[i] for i in ids]), sent_rate

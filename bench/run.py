@@ -32,8 +32,8 @@ class Sizes:
     """Events (or requests) per benchmark: ``--quick`` fits in 3 minutes, the full run in 10."""
 
     throughput: int
-    latency: int
-    latency_rate: float
+    latency_seconds: float
+    latency_rates: tuple[float, ...]
     memory: int
     recovery: int
 
@@ -41,8 +41,8 @@ class Sizes:
     def for_run(cls, quick: bool) -> Sizes:
         """Small sizes for ``--quick``."""
         if quick:
-            return cls(20_000, 5_000, 1_000.0, 50_000, 20_000)
-        return cls(200_000, 30_000, 3_000.0, 1_000_000, 100_000)
+            return cls(20_000, 5.0, (1_000.0,), 50_000, 20_000)
+        return cls(200_000, 10.0, (1_000.0, 3_000.0, 6_000.0), 1_000_000, 100_000)
 
 
 def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
@@ -55,7 +55,7 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
         )
         benches: list[Callable[[], Report]] = [
             lambda: throughput(s, events=size.throughput),
-            lambda: latency(s, events=size.latency, rate=size.latency_rate),
+            lambda: latency(s, seconds=size.latency_seconds, rates=size.latency_rates),
             lambda: scaling(s, events=size.throughput),
             lambda: challenger_cost(s, events=size.throughput // 2),
             lambda: memory(s, events=size.memory, out=req.out.with_name("memory")),
