@@ -21,10 +21,8 @@ from flows.feature_step import FeatureLogic
 from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
-from flows.snapshots import champion_offsets
 from models.feature_store import FeatureStore, FeatureWriter
 from models.features import EntityFeatures, FeatureSpec
-from models.registry import Registry
 from models.signing import check_key, loads_signed
 from riverrun.metrics import DEADLETTERS, EVENTS_IN
 from riverrun.settings import Settings
@@ -33,13 +31,11 @@ from riverrun.settings import Settings
 def build_flow(settings: Settings) -> Dataflow:
     """The learn dataflow; with ``settings.follow`` off it stops at the topics' current end."""
     flow = Dataflow("riverrun-learn")
-    registry = Registry.connect(settings.redis_url, settings.registry_key)
     source = KafkaBatchSource(
         settings.bootstrap_servers,
         [settings.topic_events, settings.topic_labels],
         tail=settings.follow,
         batch_size=settings.batch_size,
-        start_offsets=champion_offsets(registry, settings.model_name),  # unless recovered
     )
     raw = op.input("kafka-in", flow, source)
     parser = Parser(settings.task, settings.max_message_bytes)

@@ -21,31 +21,13 @@ import orjson
 import redis
 
 from models.ab import CHAMPION
-from models.registry import CHANNEL, Conflict, Registry, RegistryError, VersionInfo
+from models.registry import CHANNEL, Conflict, Registry, VersionInfo
 from riverrun.metrics import SNAPSHOT_FAILURES, SNAPSHOT_LAST
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
 RESUME_SCAN = 10_000  # audit entries read to find a resumed flow's own later checkpoints
-
-
-def champion_offsets(registry: Registry, model: str) -> dict[tuple[str, int], int]:
-    """Per ``(topic, partition)``, the offset the registry's champion of ``model`` had learned
-    up to: a flow that starts without state of its own (no recovery snapshot yet) goes on
-    from there instead of teaching the champion the same events again. Empty when there is
-    no champion or Redis cannot be reached."""
-    try:
-        version = registry.alias(model, CHAMPION)
-        positions = {} if version is None else registry.info(model, version).positions
-    except (redis.RedisError, RegistryError) as exc:
-        log.warning("no champion offsets to start from (%s): reading from the start", exc)
-        return {}
-    out = {}
-    for key, offset in positions.items():
-        topic, _, partition = key.rpartition("-")
-        out[(topic, int(partition))] = offset
-    return out
 
 
 def is_shadowed(alias: str) -> bool:

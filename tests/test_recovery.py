@@ -221,17 +221,3 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def test_a_flow_without_state_goes_on_from_the_champions_offsets(make_settings: Any) -> None:
-    """Recovery off (or no snapshot yet): the restarted flow neither re-reads nor re-learns
-    what the registry's champion had learned."""
-    s = make_settings(snapshot_every=10**6)
-    produce_stream(s, 1500, "first", start_time=T0)
-    run_flow_to_end(s)
-    produce_stream(s, 500, "second", start_time=T0 + 10_000)
-    run_flow_to_end(s)
-    predicted = [m.json()["id"] for m in read_topic(s, s.topic_predictions)]
-    assert predicted == [f"first-{i}" for i in range(1500)] + [f"second-{i}" for i in range(500)]
-    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
-    assert status is not None and status["models"][0]["learned"] == 2000
