@@ -41,8 +41,8 @@ class Sizes:
     def for_run(cls, quick: bool) -> Sizes:
         """Small sizes for ``--quick``."""
         if quick:
-            return cls(20_000, 5.0, (1_000.0,), 50_000, 20_000)
-        return cls(200_000, 10.0, (1_000.0, 3_000.0, 6_000.0), 1_000_000, 100_000)
+            return cls(20_000, 5.0, (2_000.0,), 50_000, 20_000)
+        return cls(200_000, 10.0, (1_000.0, 5_000.0, 10_000.0), 1_000_000, 100_000)
 
 
 def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
