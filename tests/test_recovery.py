@@ -107,7 +107,12 @@ def test_flow_killed_three_times_ends_like_an_uninterrupted_run(
     make_settings: Any, tmp_path: Path
 ) -> None:
     events = 20_000
-    common = {"challengers": ("logreg",), "snapshot_every": 400, "batch_size": 200}
+    common = {
+        "challengers": ("logreg",),
+        "entity_features": ("count", "mean:0"),  # per-entity state is recovered too
+        "snapshot_every": 400,
+        "batch_size": 200,
+    }
     reference = make_settings(**common)
     s = make_settings(**common, recovery_dir=str(tmp_path / "recovery"), epoch_interval=0.2)
     for target in (reference, s):  # labels inline, so one partition orders everything
@@ -178,6 +183,7 @@ def test_two_processes_killed_three_ways_learn_every_label_once(
     events = 12_000
     s = make_settings(
         challengers=("logreg",),
+        entity_features=("count", "mean:0"),
         partitions=3,
         processes=2,
         recovery_dir=str(tmp_path / "recovery"),
