@@ -9,7 +9,8 @@ RUN python -m venv /opt/riverrun && /opt/riverrun/bin/pip install .
 FROM python:3.11-slim
 ENV PATH=/opt/riverrun/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 COPY --from=build /opt/riverrun /opt/riverrun
-RUN useradd --system --create-home --uid 10001 riverrun
+RUN useradd --system --create-home --uid 10001 riverrun \
+    && install -d -o riverrun -m 700 /home/riverrun/.local/state/riverrun
 USER riverrun
 WORKDIR /home/riverrun
 # /metrics of the learn flow (one port per process), the trigger service, the gRPC server;

@@ -1,74 +1,142 @@
-"""Learn-flow throughput through Kafka against the bare River loop on the same events."""
+"""Learn-flow throughput through Kafka against its two baselines on the same events, the cost
+of challengers, and scaling with Bytewax processes.
+
+The learn flow runs as ``riverrun learn`` would (recovery on, a ``logreg`` champion and a
+``logreg`` challenger). Flow throughput is events over the time between the first and the
+last prediction on the topic (Kafka timestamps), so start-up is left out; wall time,
+start-up included, is reported beside it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from bench.baselines import Models, bare_loop, run_naive
 from bench.harness import Report, timed
+from bench.kafka_time import span
 from flows.produce import ProduceRequest, produce
 from models.datasets import open_stream
-from models.specs import build_model
 from riverrun.runner import run_learn
 from riverrun.settings import Settings
 
-
-def bare_loop(samples: list[tuple[dict[str, Any], Any]], spec: str, task: str, seed: int) -> float:
-    """Seconds for ``predict_proba_one`` then ``learn_one`` over every sample, no Kafka."""
-    model = build_model(spec, task, seed)
-    predict = model.predict_proba_one if task != "regression" else model.predict_one
-    learn = model.learn_one
-    with timed() as t:
-        for x, y in samples:
-            predict(x)
-            learn(x, y)
-    return t.seconds
+CHAMPION, CHALLENGER = "logreg", "logreg"
+TOPICS = ("events", "labels", "predictions", "shadow", "deadletter", "drift")
 
 
-def isolated(settings: Settings, tag: str) -> Settings:
+@dataclass(frozen=True)
+class Run:
+    """One run over ``events`` events: steady events/s and wall seconds."""
+
+    events: int
+    per_second: float
+    wall: float
+
+
+def isolated(settings: Settings, tag: str, **overrides: Any) -> Settings:
     """Settings whose topics and model name belong to one benchmark run only."""
-    topics = ("events", "labels", "predictions", "shadow", "deadletter", "drift")
     return settings.override(
-        {**{f"topic_{t}": f"{tag}-{t}" for t in topics}, "model_name": tag, "follow": False}
+        {
+            **{f"topic_{t}": f"{tag}-{t}" for t in TOPICS},
+            "model_name": tag,
+            "follow": False,
+            "model_spec": CHAMPION,
+            "challengers": (CHALLENGER,),
+            **overrides,
+        }
     )
 
 
-def flow_run(settings: Settings, events: int, dataset: str, tag: str) -> float:
-    """Seconds for the learn flow to read ``events`` produced events and write predictions."""
-    s = isolated(settings, tag)
+def produce_stream(s: Settings, events: int, dataset: str, **request: Any) -> None:
+    """Write ``events`` events of ``dataset`` (ids ``MODEL-N``) to the settings' topics."""
     produce(
-        ProduceRequest(dataset, events, seed=s.seed, id_prefix=tag),
+        ProduceRequest(dataset, events, seed=s.seed, id_prefix=s.model_name, **request),
         s.bootstrap_servers,
         s.topic_events,
         s.topic_labels,
+        partitions=s.partitions,
         progress=False,
     )
+
+
+def flow_run(settings: Settings, events: int, dataset: str, tag: str, **overrides: Any) -> Run:
+    """The learn flow over ``events`` freshly produced events, to the end of them."""
+    task = open_stream(dataset, seed=settings.seed, events=1).task
+    s = isolated(settings, tag, task=task, **overrides)
+    produce_stream(s, events, dataset)
     with timed() as t:
         run_learn(s)
-    return t.seconds
+    return Run(events, rate_of(s, events), t.seconds)
 
 
-def throughput(settings: Settings, *, events: int, dataset: str = "agrawal-drift") -> Report:
-    """Events/s of the learn flow (``logreg``) and of the bare loop, and their ratio."""
+def rate_of(s: Settings, events: int) -> float:
+    """Predictions/s on the settings' predictions topic, which must hold one per event."""
+    out = span(s.bootstrap_servers, s.topic_predictions)
+    if out.messages != events:
+        raise RuntimeError(f"{s.topic_predictions} holds {out.messages} predictions, not {events}")
+    return out.rate
+
+
+def throughput(settings: Settings, *, events: int, dataset: str = "agrawal") -> Report:
+    """Events/s of the bare loop, the naive flow and the learn flow, and their ratios."""
     stream = open_stream(dataset, seed=settings.seed, events=events)
-    samples = list(stream.samples)
-    spec, task = "logreg", stream.task
-    bare = bare_loop(samples, spec, task, settings.seed)
-    flow = flow_run(settings.override({"model_spec": spec, "task": task}), events, dataset, "tp")
-    report = Report("learn-flow throughput", {"events": events, "dataset": dataset, "model": spec})
-    report.add(setup="bare River loop (no Kafka)", events_per_s=events / bare, ratio=1.0)
-    report.add(setup="learn flow through Kafka", events_per_s=events / flow, ratio=bare / flow)
+    task, specs = stream.task, (CHAMPION, CHALLENGER)
+    bare = events / bare_loop(list(stream.samples), Models.build(specs, task, settings.seed))
+    naive_s = isolated(settings, "tp-naive", task=task)
+    produce_stream(naive_s, events, dataset)
+    wall = run_naive(
+        naive_s.bootstrap_servers,
+        naive_s.topic_events,
+        naive_s.topic_predictions,
+        Models.build(specs, task, settings.seed),
+    )
+    naive = Run(events, rate_of(naive_s, events), wall)
+    flow = flow_run(settings, events, dataset, "tp-flow")
+    report = Report(
+        "learn-flow throughput",
+        {"events": events, "dataset": dataset, "models": f"{CHAMPION} + {CHALLENGER}, ADWIN"},
+    )
+    report.add(setup="bare River loop (no Kafka)", events_per_s=bare, vs_bare=1.0)
+    for name, run in (("naive Bytewax flow (per event, json)", naive), ("learn flow", flow)):
+        report.add(
+            setup=name,
+            events_per_s=run.per_second,
+            wall_s=run.wall,
+            vs_bare=run.per_second / bare,
+            vs_naive=run.per_second / naive.per_second,
+        )
     return report
 
 
-def challenger_cost(settings: Settings, *, events: int, dataset: str = "agrawal-drift") -> Report:
+def scaling(settings: Settings, *, events: int, dataset: str = "agrawal") -> Report:
+    """Learn-flow events/s with 1 and 2 Bytewax processes on 2 partitions."""
+    report = Report("scaling with processes", {"events": events, "dataset": dataset})
+    alone = 0.0
+    for processes in (1, 2):
+        run = flow_run(
+            settings, events, dataset, f"sc{processes}", processes=processes, partitions=2
+        )
+        alone = alone or run.per_second
+        report.add(
+            processes=processes,
+            partitions=2,
+            events_per_s=run.per_second,
+            wall_s=run.wall,
+            vs_one=run.per_second / alone,
+        )
+    return report
+
+
+def challenger_cost(settings: Settings, *, events: int, dataset: str = "agrawal") -> Report:
     """Learn-flow events/s with 0, 1 and 3 ``logreg`` challengers, relative to none."""
-    task = open_stream(dataset, seed=settings.seed, events=1).task
-    base = settings.override({"model_spec": "logreg", "task": task, "auto_promote": False})
     report = Report("cost of challengers", {"events": events, "dataset": dataset})
     alone = 0.0
     for n in (0, 1, 3):
-        s = base.override({"challengers": ("logreg",) * n})
-        seconds = flow_run(s, events, dataset, f"cc{n}")
-        alone = alone or seconds
-        report.add(challengers=n, events_per_s=events / seconds, vs_champion_alone=alone / seconds)
+        run = flow_run(
+            settings, events, dataset, f"cc{n}", challengers=("logreg",) * n, auto_promote=False
+        )
+        alone = alone or run.per_second
+        report.add(
+            challengers=n, events_per_s=run.per_second, vs_champion_alone=run.per_second / alone
+        )
     return report

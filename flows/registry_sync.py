@@ -139,7 +139,9 @@ class RegistrySync:
         """Continue the lineages of registered models; register fresh ones before serving."""
         for slot in learner.slots:
             if slot.version:
-                self.link.writer.rebase(slot.alias, slot.version)
+                self.link.writer.rebase(
+                    slot.alias, self.link.resumed_head(slot.alias, slot.version)
+                )
         fresh = [slot for slot in learner.slots if not slot.version]
         if fresh:  # register them now, so that predictions name a version
             self.link.submit(

@@ -27,6 +27,7 @@ from riverrun.metrics import SNAPSHOT_FAILURES, SNAPSHOT_LAST
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
+RESUME_SCAN = 10_000  # audit entries read to find a resumed flow's own later checkpoints
 
 
 def is_shadowed(alias: str) -> bool:
@@ -250,6 +251,29 @@ class RegistryLink:
                 "cannot load %s v%s of %s, not shadowing it: %s", alias, version, self.model, exc
             )
             return None
+
+    def resumed_head(self, alias: str, version: int) -> int:
+        """Where ``alias``'s lineage goes on when the flow resumes from state that knew ``version``.
+
+        A flow that crashed after its last Bytewax snapshot may have checkpointed newer
+        versions since; they are its own (the replay learns the same events again), so the
+        lineage continues from the newest of them instead of adopting it as a model set
+        elsewhere. Any other move since ``version`` leaves ``version``, for the flow to adopt.
+        """
+        try:
+            moves = self.registry.history(self.model, count=RESUME_SCAN)
+        except redis.RedisError:
+            return version
+        head: int | None = None
+        for move in reversed(moves):
+            if move.alias != alias:
+                continue
+            head = move.to_version if head is None else head
+            if move.to_version == version:
+                return head or version
+            if move.action != "checkpoint" or move.actor != self.actor:
+                return version
+        return version
 
     def due(self, labelled: int) -> bool:
         """Whether checkpoints are due after ``labelled`` labelled events."""

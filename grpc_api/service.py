@@ -44,6 +44,16 @@ class Refusal(Exception):
         self.field = field
 
 
+def metadata_text(text: str) -> str:
+    r"""``text`` as gRPC metadata wants it, printable ASCII: other characters escaped as Python
+    writes them (a control character in a feature name made the refusal an INTERNAL error).
+
+    >>> print(metadata_text("popup_window"), metadata_text("température\x1f"))
+    popup_window temp\xe9rature\x1f
+    """
+    return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
+
+
 def _invalid(exc: InvalidInput) -> Refusal:
     """The refusal of input the shared checks (``models.schema``) rejected."""
     return Refusal(Code.INVALID_ARGUMENT, str(exc), exc.field or "")
@@ -76,7 +86,7 @@ class _Counted:
             return reply
         self.record(refusal.code, began)
         if refusal.field:
-            context.set_trailing_metadata(((FIELD_METADATA, refusal.field),))
+            context.set_trailing_metadata(((FIELD_METADATA, metadata_text(refusal.field)),))
         context.abort(refusal.code, str(refusal))
         raise AssertionError("unreachable: abort raises")
 

@@ -13,6 +13,9 @@ from typing import Any
 TASKS = ("binary", "multiclass", "regression")
 
 Label = bool | str | int | float
+# Larger magnitudes are refused: squared inside a scaler or a linear model they overflow
+# to infinity, and one such value leaves the model answering NaN from then on.
+FEATURE_LIMIT = 1e100
 
 
 class InvalidInput(ValueError):
@@ -63,15 +66,26 @@ def check_features(features: Any) -> dict[str, float]:
     Traceback (most recent call last):
     ...
     models.schema.InvalidInput: feature 'a' must be a number, got str
+    >>> check_features({"a": 1e308})
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: feature 'a' is beyond +/-1e+100
     """
     if not isinstance(features, dict):
         raise InvalidInput("bad_features", "features must be an object of name: number")
     for name, value in features.items():
         kind = type(value)
-        if kind is float:
-            if not math.isfinite(value):
-                raise InvalidInput("non_finite", f"feature {name!r} is {value}", name)
-        elif kind is not int:
+        if kind is float and not math.isfinite(value):
+            raise InvalidInput("non_finite", f"feature {name!r} is {value}", name)
+        if kind is float or kind is int:
+            if not -FEATURE_LIMIT <= value <= FEATURE_LIMIT:
+                shown = f"{value:.3g}" if kind is float else "an integer of over 100 digits"
+                raise InvalidInput(
+                    "out_of_range",
+                    f"feature {name!r} is {shown}, beyond +/-{FEATURE_LIMIT:g}",
+                    name,
+                )
+        else:
             raise InvalidInput(
                 "bad_feature", f"feature {name!r} must be a number, got {_type_name(value)}", name
             )

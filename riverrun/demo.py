@@ -59,6 +59,7 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
                 "metrics_port": 0,
                 "trigger_metrics_port": 0,
                 "trigger_cooldown": 10.0,
+                "recovery_dir": "",
             }
         )
         summary = produce(

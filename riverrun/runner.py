@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from flows.kafka_io import ensure_topics
@@ -26,8 +25,9 @@ from flows.learn import build_flow
 from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
 from models.specs import build_model
-from riverrun.local import free_port
+from riverrun.local import die_with_parent, free_port
 from riverrun.metrics import serve_metrics
+from riverrun.recovery import prepare_recovery, recovery_config, recovery_path
 from riverrun.settings import Settings
 
 
@@ -47,6 +47,8 @@ def run_learn(settings: Settings) -> int:
     """Run the learn flow until its input ends (``follow=False``) or it is stopped."""
     check_learn_settings(settings)
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
+    if prepare_recovery(settings):
+        print(f"learn flow resumes from {recovery_path(settings)}", file=sys.stderr)
     with _stop_quietly_on_signal():
         if settings.processes == 1:
             run_process(settings)
@@ -94,7 +96,7 @@ def run_process(
         process_id=process_id,
         addresses=addresses,
         epoch_interval=timedelta(seconds=settings.epoch_interval),
-        recovery_config=_recovery(settings),
+        recovery_config=recovery_config(settings),
     )
 
 
@@ -106,17 +108,15 @@ def check_learn_settings(settings: Settings) -> None:
         build_model(spec, settings.task, settings.seed)
 
 
-def _recovery(settings: Settings) -> RecoveryConfig | None:
-    if not settings.recovery_dir:
-        return None
-    return RecoveryConfig(settings.recovery_dir)
-
-
 def _run_cluster(settings: Settings) -> int:
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(settings.processes))
     env = {**os.environ, **settings.to_env()}
-    children = [
-        subprocess.Popen([sys.executable, "-m", "riverrun.runner", str(k), addresses], env=env)
+    children = [  # a killed parent takes its children along: no orphan keeps learning
+        subprocess.Popen(
+            [sys.executable, "-m", "riverrun.runner", str(k), addresses],
+            env=env,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )
         for k in range(settings.processes)
     ]
     try:

@@ -60,7 +60,10 @@ class Settings:
     epoch_interval: float = _setting(1.0, "seconds between Bytewax epochs (and snapshots)")
     follow: bool = _setting(True, "keep following the topics (false: stop at their current end)")
     processes: int = _setting(1, "Bytewax processes of the learn flow")
-    recovery_dir: str = _setting("", "Bytewax recovery directory (empty: no recovery)")
+    recovery_dir: str = _setting(
+        "~/.local/state/riverrun/recovery",
+        "Bytewax recovery: state snapshots under DIR/MODEL_NAME, resumed on restart (empty: off)",
+    )
     auto_promote: bool = _setting(True, "promote a challenger when the policy says so")
     promote_min_samples: int = _setting(1000, "paired labelled events before any promotion")
     promote_window: int = _setting(5000, "most recent paired events the promotion test uses")

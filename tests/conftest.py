@@ -39,6 +39,7 @@ def make_settings(stack: LocalStack, request: pytest.FixtureRequest) -> Callable
                 "follow": False,
                 "status_interval": 0.2,
                 "metrics_port": 0,
+                "recovery_dir": "",
             }
         )
         return base.override(overrides)

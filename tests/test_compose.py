@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import re
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -194,7 +195,12 @@ def test_dependencies_healthchecks_and_volumes() -> None:
         if name != "producer":
             assert "healthcheck" in service, name
     named = set(_compose()["volumes"])
-    for name, data in (("kafka", "/var/lib/kafka/data"), ("redis", "/data")):
+    recovery = Settings().recovery_dir.replace("~", "/home/riverrun")
+    for name, data in (
+        ("kafka", "/var/lib/kafka/data"),
+        ("redis", "/data"),
+        ("learn", str(Path(recovery).parent)),
+    ):
         mounts = {target: source for source, target in _mounts(services[name]).items()}
         assert mounts[data] in named, f"{name} keeps its data in a named volume"
     for service in services.values():

@@ -1,0 +1,46 @@
+"""``riverrun bench --quick`` runs every benchmark end to end and writes its JSON and the
+memory curve (figures are reported, never asserted: speed is measured, not tested)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+BENCHMARKS = {
+    "learn-flow throughput",
+    "event latency",
+    "scaling with processes",
+    "cost of challengers",
+    "learn-flow memory",
+    "snapshots and recovery",
+    "registry snapshots",
+    "gRPC serving (loopback, logreg)",
+}
+
+
+def test_quick_bench_writes_every_report_and_the_memory_curve(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERRUN_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", "bench", "--quick", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = {r["benchmark"]: r for r in orjson.loads(out.read_bytes())}
+    assert set(reports) == BENCHMARKS
+    assert all(r["rows"] for r in reports.values())
+    setups = [row["setup"] for row in reports["learn-flow throughput"]["rows"]]
+    assert len(setups) == 3 and setups[-1] == "learn flow"
+    curve = orjson.loads((out.parent / "memory.json").read_bytes())
+    seen = [point["events"] for point in curve]
+    assert seen == sorted(seen) and 0 < seen[-1] <= 50_000, "sampled as the flow went"
+    assert (out.parent / "memory.png").read_bytes().startswith(b"\x89PNG")
+    for name in BENCHMARKS:
+        assert f"== {name} ==" in done.stdout

@@ -1,0 +1,158 @@
+"""Property-based fuzzing of the gRPC scoring server through its API: arbitrary feature maps,
+values, model names, packed rows, streams, labels and ids. Every call is answered, or
+refused with a proper status and a message; nothing is an internal error, and the server
+keeps answering."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grpc_api.proto import pb, rpc
+from models.schema import FEATURE_LIMIT
+from tests.serving import publish, requests_counted, running, trained
+
+Code = grpc.StatusCode
+REFUSALS = {
+    Code.INVALID_ARGUMENT,
+    Code.NOT_FOUND,
+    Code.UNAVAILABLE,
+    Code.RESOURCE_EXHAUSTED,
+}
+RPCS = ("Predict", "PredictBatch", "PredictStream", "Feedback", "GetModel")
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+VALUES = st.floats() | st.sampled_from([1e308, -1e308, 5e-324, 0.0, -0.0])
+TEXT = st.text(max_size=16)
+
+
+def _call(method: Any, request: Any) -> tuple[Code, Any]:
+    """``(OK, reply)`` or ``(code, details)`` of a unary call; a refusal must say why."""
+    try:
+        return Code.OK, method(request, timeout=10)
+    except grpc.RpcError as exc:
+        code, details = exc.code(), exc.details()  # type: ignore[attr-defined]
+        assert code in REFUSALS, f"{code}: {details}"
+        assert details, f"{code} without a message"
+        return code, details
+
+
+def _feature_maps(rows: list[dict[str, float]]) -> Any:
+    """A real row with keys dropped, values replaced and keys added, or any map at all."""
+
+    @st.composite
+    def edited(draw: Any) -> dict[str, float]:
+        row = dict(draw(st.sampled_from(rows)))
+        for name in draw(st.lists(st.sampled_from(sorted(row)), max_size=3)):
+            if draw(st.booleans()):
+                row.pop(name, None)
+            else:
+                row[name] = draw(VALUES)
+        row.update(draw(st.dictionaries(TEXT, VALUES, max_size=3)))
+        return row
+
+    return edited() | st.dictionaries(TEXT, VALUES, max_size=12)
+
+
+def _expected(request: pb.PredictRequest, model: str, names: set[str]) -> Code:
+    """What the server must answer: unknown model, then bad values, then missing features."""
+    if request.model not in ("", model):
+        return Code.NOT_FOUND
+    features = dict(request.features)
+    in_range = all(math.isfinite(v) and abs(v) <= FEATURE_LIMIT for v in features.values())
+    if not in_range or not names <= features.keys():
+        return Code.INVALID_ARGUMENT
+    return Code.OK
+
+
+def test_arbitrary_requests_get_an_answer_or_a_proper_status(make_settings: Any) -> None:
+    s = make_settings()
+    model, rows = trained()
+    publish(s, model)
+    names = set(rows[0])
+    internal = {rpc_name: requests_counted(rpc_name, "INTERNAL") for rpc_name in RPCS}
+    predict_requests = st.builds(
+        pb.PredictRequest,
+        model=st.sampled_from(["", s.model_name]) | TEXT,
+        entity=TEXT,
+        features=_feature_maps(rows),
+        id=TEXT,
+        time=st.floats(),
+    )
+    packed_rows = st.builds(
+        pb.PackedRows,
+        feature_names=st.lists(st.sampled_from(sorted(names)) | TEXT, max_size=12),
+        values=st.lists(VALUES, max_size=40),
+        entities=st.lists(TEXT, max_size=4),
+        times=st.lists(st.floats(), max_size=4),
+    )
+    labels = (
+        st.builds(pb.Label, boolean=st.booleans())
+        | st.builds(pb.Label, text=TEXT)
+        | st.builds(pb.Label, integer=st.integers(-(2**63), 2**63 - 1))
+        | st.builds(pb.Label, number=st.floats())
+        | st.just(pb.Label())
+    )
+
+    with running(s) as (server, _client), grpc.insecure_channel(server.target) as channel:
+        stub = rpc.ScoringStub(channel)
+
+        @FUZZ
+        @given(request=predict_requests)
+        def predict(request: pb.PredictRequest) -> None:
+            code, reply = _call(stub.Predict, request)
+            assert code == _expected(request, s.model_name, names), reply
+            if code == Code.OK:
+                assert reply.version >= 1 and set(reply.proba) == {"true", "false"}
+                assert all(0.0 <= p <= 1.0 for p in reply.proba.values()), reply
+                assert reply.prediction.WhichOneof("value") == "boolean"
+
+        @FUZZ
+        @given(events=st.lists(predict_requests, max_size=5), packed=packed_rows | st.none())
+        def predict_batch(events: list[pb.PredictRequest], packed: pb.PackedRows | None) -> None:
+            request = pb.PredictBatchRequest(model=s.model_name, events=events)
+            if packed is not None:
+                request.packed.CopyFrom(packed)
+            code, reply = _call(stub.PredictBatch, request)
+            if code == Code.OK and packed is None:
+                assert len(reply.results) == len(events)
+
+        @FUZZ
+        @given(events=st.lists(predict_requests, max_size=6))
+        def predict_stream(events: list[pb.PredictRequest]) -> None:
+            replies = list(stub.PredictStream(iter(events), timeout=10))
+            assert [r.id for r in replies] == [e.id for e in events], "one reply per event"
+            for event, reply in zip(events, replies, strict=True):
+                expected = _expected(event, s.model_name, names)
+                got = Code.OK if reply.HasField("result") else Code[reply.error.code]
+                assert got == expected, reply
+                assert got == Code.OK or reply.error.message
+
+        @FUZZ
+        @given(id=TEXT, label=labels, time=st.floats(), model=st.sampled_from(["", "x"]) | TEXT)
+        def feedback(id: str, label: pb.Label, time: float, model: str) -> None:
+            request = pb.FeedbackRequest(id=id, time=time, model=model)
+            request.label.CopyFrom(label)
+            _call(stub.Feedback, request)
+
+        @FUZZ
+        @given(model=st.sampled_from(["", s.model_name]) | TEXT)
+        def get_model(model: str) -> None:
+            code, reply = _call(stub.GetModel, pb.GetModelRequest(model=model))
+            assert code == (Code.OK if model in ("", s.model_name) else Code.NOT_FOUND), reply
+
+        for check in (predict, predict_batch, predict_stream, feedback, get_model):
+            check()
+        good = pb.PredictRequest(features=rows[0], id="still-there")
+        assert stub.Predict(good, timeout=10).id == "still-there"
+    for rpc_name in RPCS:
+        assert requests_counted(rpc_name, "INTERNAL") == internal[rpc_name], rpc_name

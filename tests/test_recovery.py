@@ -1,0 +1,229 @@
+"""Crash recovery through the real broker: the learn flow is SIGKILLed at seeded random points
+while it consumes a fixed stream, restarted each time, and ends as if it never crashed."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from flows.kafka_io import ensure_topics
+from models.registry import Registry
+from models.status import read_status, status_key
+from riverrun.recovery import recovery_path
+from riverrun.runner import learn_topics
+from riverrun.settings import Settings
+from tests.helpers import count_messages, produce_stream, read_topic, run_flow_to_end, wait_for
+from tests.recovery_db import executions, resume_point
+
+SEED = 8
+T0 = 1_700_000_000.0
+DEADLINE = 90.0
+
+
+def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``riverrun learn`` following its topics, in a session of its own (killed as a whole);
+    the status the last run left in Redis is cleared first."""
+    ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
+    redis.Redis.from_url(settings.redis_url).delete(status_key(settings.model_name))
+    env = {**os.environ, **settings.override({"follow": True}).to_env()}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "riverrun.cli", "learn"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _finish(settings: Settings, log: Path) -> None:
+    """Restart the flow once more and let it run to the end of the stream."""
+    env = {**os.environ, **settings.override({"follow": False}).to_env()}
+    with open(log, "ab") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "riverrun.cli", "learn"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+    assert done.returncode == 0, log.read_text()[-3000:]
+
+
+def _kill_points(rng: random.Random, events: int, kills: int) -> list[int]:
+    """Seeded random positions in the stream (events predicted), one in each of ``kills``
+    stretches, so every restarted flow gets somewhere before it is killed again."""
+    stretch = events // (kills + 1)
+    return [k * stretch + rng.randrange(stretch // 2) for k in range(1, kills + 1)]
+
+
+def _wait_until_predicted(s: Settings, flow: subprocess.Popen[bytes], events: int) -> None:
+    """Wait until the running flow's status (fresh: :func:`_start` clears it) counts ``events``."""
+    client = redis.Redis.from_url(s.redis_url)
+
+    def there() -> bool:
+        assert flow.poll() is None, "the flow stopped by itself"
+        status = read_status(client, s.model_name)
+        return status is not None and status["events"] >= events
+
+    wait_for(there, DEADLINE, f"{events} events predicted", every=0.02)
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the processes whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _learned(model: Any) -> tuple[dict, dict, dict, float]:
+    """What a ``logreg`` pipeline has learned: scaler means and variances, weights, intercept."""
+    scaler, lr = model["StandardScaler"], model["LogisticRegression"]
+    return dict(scaler.means), dict(scaler.vars), dict(lr.weights), lr.intercept
+
+
+def _event_ids_from(events: list[Any], offset: int) -> list[str]:
+    """Ids of the events (not labels) at ``offset`` and after, in topic order."""
+    return [m.json()["id"] for m in events[offset:] if m.json().get("kind") != "label"]
+
+
+def test_flow_killed_three_times_ends_like_an_uninterrupted_run(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    events = 20_000
+    common = {
+        "challengers": ("logreg",),
+        "entity_features": ("count", "mean:0"),  # per-entity state is recovered too
+        "snapshot_every": 400,
+        "batch_size": 200,
+    }
+    reference = make_settings(**common)
+    s = make_settings(**common, recovery_dir=str(tmp_path / "recovery"), epoch_interval=0.2)
+    for target in (reference, s):  # labels inline, so one partition orders everything
+        produce_stream(target, events, "ev", delay_labels=25, start_time=T0)
+    run_flow_to_end(reference)
+
+    rng = random.Random(SEED)
+    path = recovery_path(s)
+    assert path is not None
+    part, position = f"0-{s.topic_events}", f"{s.topic_events}-0"
+    resumed: list[tuple[int, int]] = []  # (predictions written so far, offset resumed from)
+    previous = -1
+    for kill, at in enumerate(_kill_points(rng, events, 3)):
+        flow = _start(s, tmp_path / "flow.log")
+        try:
+
+            def snapshot_taken(after: int = previous) -> bool:
+                offset = resume_point(path).offset(part) if executions(path) else None
+                return offset is not None and offset > after
+
+            wait_for(snapshot_taken, DEADLINE, f"a snapshot after restart {kill}", every=0.02)
+            _wait_until_predicted(s, flow, at)
+        finally:
+            os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait()
+        point = resume_point(path)
+        offset = point.offset(part)
+        assert offset is not None and offset > previous
+        learner = point.learner(s.model_name, s.registry_key)
+        assert learner.positions[position] == offset, "model state and offsets move together"
+        resumed.append((count_messages(s, s.topic_predictions), offset))
+        previous = offset
+    _finish(s, tmp_path / "flow.log")
+    assert len(executions(path)) == 4
+
+    # The model and its metrics are those of the uninterrupted run.
+    client = redis.Redis.from_url(s.redis_url)
+    got, want = read_status(client, s.model_name), read_status(client, reference.model_name)
+    assert got is not None and want is not None
+    assert got["labelled"] == events and got["pending"] == 0
+    for mine, theirs in zip(got["models"], want["models"], strict=True):
+        assert mine["learned"] == events, f"{mine['alias']} learned events twice"
+        assert mine["metrics"] == theirs["metrics"]
+    registry = Registry.connect(s.redis_url, s.registry_key)
+    info, model = registry.load_alias(s.model_name, "champion")  # type: ignore[misc]
+    ref_info, ref_model = registry.load_alias(reference.model_name, "champion")  # type: ignore[misc]
+    assert _learned(model) == _learned(ref_model)
+    assert info.metrics == ref_info.metrics and info.events_seen == events
+    moves = [m for m in registry.history(s.model_name) if m.alias == "champion"]
+    assert all(m.actor == f"learn-flow:{s.model_name}" for m in moves)
+    assert all(a.to_version == b.from_version for a, b in itertools.pairwise(moves)), "one lineage"
+
+    # Every event is predicted; each restart repeats exactly the events after its snapshot.
+    stream = read_topic(s, s.topic_events)
+    predicted = [m.json()["id"] for m in read_topic(s, s.topic_predictions)]
+    assert set(predicted) == {f"ev-{i}" for i in range(events)}
+    ends = [end for end, _offset in resumed] + [len(predicted)]
+    for (start, offset), end in zip(resumed, ends[1:], strict=True):
+        after_restart = predicted[start:end]
+        assert after_restart == _event_ids_from(stream, offset)[: len(after_restart)]
+    assert predicted[resumed[-1][0] :] == _event_ids_from(stream, resumed[-1][1])
+
+
+def test_two_processes_killed_three_ways_learn_every_label_once(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """Parent killed (its workers follow), one worker killed (the rest stop), all killed."""
+    events = 12_000
+    s = make_settings(
+        challengers=("logreg",),
+        entity_features=("count", "mean:0"),
+        partitions=3,
+        processes=2,
+        recovery_dir=str(tmp_path / "recovery"),
+        epoch_interval=0.2,
+    )
+    produce_stream(s, events, "ev", delay_labels=25, labels_topic=True, start_time=T0)
+    rng = random.Random(SEED)
+    log = tmp_path / "flow.log"
+    for how, at in zip(("parent", "worker", "all"), _kill_points(rng, events, 3), strict=True):
+        flow = _start(s, log)
+        try:
+            wait_for(lambda f=flow: len(_children(f.pid)) == 2, DEADLINE, "both workers")
+            workers = _children(flow.pid)
+            _wait_until_predicted(s, flow, at)
+            if how == "parent":
+                os.kill(flow.pid, signal.SIGKILL)
+                wait_for(lambda ws=workers: not any(map(_alive, ws)), DEADLINE, "workers to end")
+            elif how == "worker":
+                os.kill(rng.choice(workers), signal.SIGKILL)
+                assert flow.wait(DEADLINE) != 0, "the cluster noticed a worker died"
+            else:
+                os.killpg(flow.pid, signal.SIGKILL)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait()
+    _finish(s, log)
+
+    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
+    assert status is not None
+    assert status["labelled"] == events and status["pending"] == 0
+    assert [m["learned"] for m in status["models"]] == [events, events], "each label learned once"
+    predicted = Counter(m.json()["id"] for m in read_topic(s, s.topic_predictions))
+    assert set(predicted) == {f"ev-{i}" for i in range(events)}
+    assert not read_topic(s, s.topic_deadletter)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
