@@ -5,25 +5,23 @@ from __future__ import annotations
 from bench.harness import Report
 from models.drift_quality import measure
 
-SEEDS = range(10)
 
-
-def detection(*, detectors: tuple[str, ...] = ("adwin",)) -> Report:
+def detection(*, detectors: tuple[str, ...] = ("adwin",), seeds: int = 10) -> Report:
     """Mean delay, misses and false alarms per 100,000 events, with and without drift."""
     report = Report(
         "concept-drift detection",
         {
             "dataset": "agrawal-switch",
             "model": "logreg",
-            "seeds": len(SEEDS),
+            "seeds": seeds,
             "drift_every": 5000,
             "events": 25_000,
             "control_events": 20_000,
         },
     )
     for detector in detectors:
-        drifting = measure("agrawal-switch", "logreg", SEEDS, 25_000, 5000, detector)
-        control = measure("agrawal-switch", "logreg", SEEDS, 20_000, 10**9, detector)
+        drifting = measure("agrawal-switch", "logreg", range(seeds), 25_000, 5000, detector)
+        control = measure("agrawal-switch", "logreg", range(seeds), 20_000, 10**9, detector)
         report.add(
             detector=detector,
             drifts=drifting.drifts,

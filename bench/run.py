@@ -65,7 +65,10 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
             lambda: recovery(s, events=size.recovery),
             lambda: snapshots(s, events=10_000, repeats=1 if req.quick else 3),
             lambda: serving(s, quick=req.quick),
-            lambda: detection(detectors=("adwin",) if req.quick else tuple(DETECTORS)),
+            lambda: detection(
+                detectors=("adwin",) if req.quick else tuple(DETECTORS),
+                seeds=3 if req.quick else 10,
+            ),
             lambda: triggers_effect(s.override({"trigger_metrics_port": 0}), req.out.parent),
         ]
         for bench in benches:

@@ -19,6 +19,8 @@ BENCHMARKS = {
     "snapshots and recovery",
     "registry snapshots",
     "gRPC serving (loopback, logreg)",
+    "concept-drift detection",
+    "triggers on a drifting stream",
 }
 
 
