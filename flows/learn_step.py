@@ -50,29 +50,27 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         learner.keep_rows = self.offline is not None  # also for a learner from recovery
         sync.start(learner)
 
-    def _payload(self, rec: Event, slot: Slot, y_pred: Any) -> bytes:
-        payload: dict[str, Any] = {
-            "id": rec.id,
-            "entity": rec.entity,
-            "time": rec.time,
+    def _describe(self, slot: Slot) -> dict[str, Any]:
+        """What every prediction of ``slot`` says about the model that made it."""
+        return {
             "model": self.settings.model_name,
             "alias": slot.alias,
             "version": slot.version,
             "spec": slot.spec,
             "role": slot.role,
         }
+
+    def _payload(self, head: dict[str, Any], model: dict[str, Any], y_pred: Any) -> bytes:
         if self.classify:
-            payload["prediction"] = predicted_label(y_pred)
-            payload["proba"] = y_pred
-        else:
-            payload["prediction"] = y_pred
-        return encode(payload)
+            return encode({**head, **model, "prediction": predicted_label(y_pred), "proba": y_pred})
+        return encode({**head, **model, "prediction": y_pred})
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[LearnOut], bool]:
         learner = self.learner
         out = LearnOut()
         predictions, shadow, dead = out.predictions, out.shadow, out.dead
         positions = learner.positions
+        described: dict[int, dict[str, Any]] = {}  # versions do not change within a batch
         for records in values:
             for rec in records:
                 if type(rec) is not Event:
@@ -90,8 +88,12 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                     dead.append(dead_letter(rec.origin, "model_error", str(exc)))
                     continue
                 key = rec.entity.encode()
+                head = {"id": rec.id, "entity": rec.entity, "time": rec.time}
                 for slot in learner.slots:
-                    message = Out(key, self._payload(rec, slot, preds[slot.uid]))
+                    model = described.get(slot.uid) or described.setdefault(
+                        slot.uid, self._describe(slot)
+                    )
+                    message = Out(key, self._payload(head, model, preds[slot.uid]))
                     (predictions if slot is served else shadow).append(message)
             if records:
                 origin = records[-1].origin

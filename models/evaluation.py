@@ -96,13 +96,22 @@ class Prequential:
 
     def update(self, y_true: Any, y_pred: Any) -> float:
         """Score one prediction against its label; returns the event's loss."""
-        if self.task == "regression":
+        task = self.task
+        if task == "regression":
             err = y_true - y_pred
             first, loss = abs(err), err * err
+            self.last_error = first
+        elif task == "binary":
+            p_true, p_false = y_pred.get(True, 0.0), y_pred.get(False, 0.0)
+            label = p_true > p_false if p_true != p_false else predicted_label(y_pred)
+            first = 1.0 if label == y_true else 0.0
+            p = min(max(p_true, _EPS), 1 - _EPS)
+            loss = -math.log(p) if y_true else -math.log(1 - p)
+            self.last_error = 1.0 - first
         else:
             first = 1.0 if predicted_label(y_pred) == y_true else 0.0
-            loss = log_loss(y_true, y_pred, self.task)
-        self.last_error = first if self.task == "regression" else 1.0 - first
+            loss = log_loss(y_true, y_pred, task)
+            self.last_error = 1.0 - first
         self.n += 1
         sums, rolling = self._sums, self._rolling
         sums[0] += first
