@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 import redis
 
-from models.signing import SignatureError, check_key, dumps_signed, loads_signed, verify
+from models.signing import SignatureError, check_key, dumps_signed, verify
 
 PREFIX = "riverrun:registry"
 CHANNEL = f"{PREFIX}:events"
@@ -226,18 +227,36 @@ class Registry:
         return sorted(m.decode() for m in self.client.smembers(f"{PREFIX}:models"))
 
     def load(self, model: str, version: int) -> Any:
-        """The model object of a version, unpickled only if its signature checks.
+        """The model object of a version (see :meth:`load_version`)."""
+        return self.load_version(model, version)[1]
+
+    def load_version(self, model: str, version: int) -> tuple[VersionInfo, Any]:
+        """Metadata and model object of a version, unpickled only if its bytes are the ones
+        registered for it and their signature checks.
 
         A refused snapshot is counted (``refused``) and audited before the error is raised.
         """
-        blob = self.client.get(self._k(model, "blob", version))
-        if blob is None:
+        raw_info, blob = self.client.mget(
+            self._k(model, "v", version), self._k(model, "blob", version)
+        )
+        if raw_info is None or blob is None:
             raise NotFound(f"model {model!r} has no version {version}")
+        info = VersionInfo(**orjson.loads(raw_info))
         try:
-            return loads_signed(blob, self.key)
+            return info, pickle.loads(self._checked_payload(info, blob))
         except SignatureError as exc:
             self._refused(model, version, str(exc))
             raise
+
+    def _checked_payload(self, info: VersionInfo, blob: bytes) -> bytes:
+        """The pickle inside ``blob`` if its signature checks and it is the snapshot
+        registered for ``info`` (not another version's signed bytes put in its place)."""
+        payload = verify(blob, self.key)
+        if hashlib.sha256(blob).hexdigest() != info.sha256:
+            raise SignatureError(
+                f"snapshot bytes are not those registered for v{info.version}: refused"
+            )
+        return payload
 
     def _refused(self, model: str, version: int, why: str) -> None:
         with self.client.pipeline(transaction=True) as tx:
@@ -287,7 +306,7 @@ class Registry:
             try:
                 if blob is None:
                     raise SignatureError("snapshot bytes are missing")
-                verify(blob, self.key)
+                self._checked_payload(info, blob)
                 out.append((info.version, None))
             except SignatureError as exc:
                 out.append((info.version, str(exc)))
@@ -309,7 +328,7 @@ class Registry:
         version = self.alias(model, alias)
         if version is None:
             return None
-        return self.info(model, version), self.load(model, version)
+        return self.load_version(model, version)
 
     def move_alias(
         self,
@@ -459,6 +478,18 @@ class Registry:
                     tx.delete(self._k(model, "v", n), self._k(model, "blob", n))
                 tx.execute()
         return doomed
+
+
+def announcement(message: Any) -> dict[str, Any] | None:
+    """The object a pub/sub message on :data:`CHANNEL` carries; ``None`` for anything else
+    (subscribe confirmations, or junk someone else published there)."""
+    if not message:
+        return None
+    try:
+        data = orjson.loads(message["data"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def model_params(obj: Any) -> dict[str, Any]:

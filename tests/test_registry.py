@@ -207,6 +207,22 @@ def test_tampered_and_unsigned_snapshots_are_refused_unread(
         other.load(name, _register(reg, name)[0])
 
 
+def test_another_versions_signed_bytes_are_refused_in_its_place(reg: Registry, name: str) -> None:
+    old = reg.register(
+        name, linear_model.LinearRegression(l2=0.5), spec="linreg", task="regression"
+    )
+    new = reg.register(name, linear_model.LinearRegression(), spec="linreg", task="regression")
+    reg.client.set(
+        f"riverrun:registry:{name}:blob:{new.version}",
+        reg.client.get(f"riverrun:registry:{name}:blob:{old.version}"),
+    )
+    with pytest.raises(SignatureError, match=f"not those registered for v{new.version}"):
+        reg.load(name, new.version)
+    assert reg.load(name, old.version).l2 == 0.5
+    assert [v for v, error in reg.verify(name) if error] == [new.version]
+    assert reg.refused_count(name) == 1
+
+
 def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, name: str) -> None:
     versions = _register(reg, name, 12)
     reg.move_alias(name, "champion", 1, expected=None, actor="t", reason="r")
