@@ -15,14 +15,13 @@ import threading
 import time
 from collections.abc import Iterable
 
-import orjson
 import redis
 
 from grpc_api.book import Loaded, Served
 from models.ab import CHALLENGER, CHAMPION
 from models.feature_store import FeatureStore
 from models.features import FeatureSpec
-from models.registry import CHANNEL, Registry
+from models.registry import CHANNEL, Registry, announcement
 from models.scorers import compile_scorer
 from models.signing import SignatureError
 from riverrun.metrics import REFUSED, SERVED_VERSION, SWAPS
@@ -81,10 +80,13 @@ class Follower:
                 self._follow()
             except redis.RedisError as exc:
                 log.warning("registry unreachable, serving what is loaded: %s", exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+            except Exception:  # whatever it was, keep following: never stop swapping
+                log.exception("registry follower failed, serving what is loaded")
             else:
                 backoff = 0.1
+                continue
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _follow(self) -> None:
         pubsub = self.registry.client.pubsub(ignore_subscribe_messages=True)
@@ -99,10 +101,9 @@ class Follower:
                     next_sync = time.monotonic() + self.sync_interval
                 timeout = min(max(next_sync - time.monotonic(), 0.0), 0.2)
                 message = pubsub.get_message(timeout=timeout)
-                if message is not None:
-                    model = orjson.loads(message["data"]).get("model")
-                    if isinstance(model, str) and self.serves(model):
-                        self.sync(model)
+                model = (announcement(message) or {}).get("model")
+                if isinstance(model, str) and self.serves(model):
+                    self.sync(model)
         finally:
             pubsub.close()
 
@@ -140,8 +141,10 @@ class Follower:
         if (name, version) in self._refused:
             return before
         try:
-            info = self.registry.info(name, version)
-            model = self.registry.load(name, version)
+            info, model = self.registry.load_version(name, version)
+            scorer = compile_scorer(model, info.task)
+        except redis.RedisError:
+            raise  # a passing outage: the follower retries, this version is not refused
         except Exception as exc:  # also a model whose code this server cannot import
             if isinstance(exc, SignatureError):
                 REFUSED.labels(name).inc()
@@ -155,7 +158,7 @@ class Follower:
                 exc,
             )
             return before
-        loaded = Loaded(info, compile_scorer(model, info.task), role, time.time())
+        loaded = Loaded(info, scorer, role, time.time())
         SERVED_VERSION.labels(name, role).set(version)
         SWAPS.labels(name).inc()
         log.info("%s %s is now v%s (%s)", name, role, version, info.spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from types import FrameType
@@ -112,11 +113,20 @@ class ScoringServer:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.follower.start()
         self.server.start()
-        if not self.follower.ready.wait(ready_timeout):
-            log.warning("registry not read within %.0f s; answering UNAVAILABLE", ready_timeout)
+        if self.follower.ready.wait(ready_timeout):
+            self._report_serving()
+        else:
+            log.warning("registry not read within %.0f s; NOT_SERVING until it is", ready_timeout)
+            threading.Thread(target=self._serve_when_ready, daemon=True).start()
+        return self
+
+    def _serve_when_ready(self) -> None:
+        self.follower.ready.wait()
+        self._report_serving()
+
+    def _report_serving(self) -> None:
         for name in ("", SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return self
 
     def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, finish the requests in flight, stop following."""
@@ -132,8 +142,8 @@ class ScoringServer:
         self.stop(grace=1.0)
 
 
-def serve(settings: Settings) -> int:
-    """Run the server until SIGINT or SIGTERM, then stop gracefully."""
+def serve(settings: Settings, announce: Callable[[str], None] = log.info) -> int:
+    """Run the server until SIGINT or SIGTERM, then stop gracefully; ``announce`` says where."""
     server = ScoringServer(settings)
     serve_metrics(settings.serve_metrics_port, settings.metrics_host, "serve_metrics_port")
     stop = threading.Event()
@@ -145,7 +155,7 @@ def serve(settings: Settings) -> int:
     try:
         server.start()
         scheme = "TLS" if settings.serve_tls_cert else "plaintext"
-        print(f"serving riverrun.v1.Scoring on {server.target} ({scheme})", flush=True)
+        announce(f"serving riverrun.v1.Scoring on {server.target} ({scheme})")
         stop.wait()
     finally:
         server.stop()

@@ -35,7 +35,7 @@ class PredictError(RuntimeError):
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from grpc_api.server import serve
 
-    return serve(settings)
+    return serve(settings, announce=lambda line: print(line, flush=True))
 
 
 def _value(raw: str) -> Any:

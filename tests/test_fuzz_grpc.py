@@ -63,6 +63,11 @@ def _feature_maps(rows: list[dict[str, float]]) -> Any:
     return edited() | st.dictionaries(TEXT, VALUES, max_size=12)
 
 
+# A label is published (OK), refused (an empty id, a label the task cannot take, an unknown
+# model), or cannot be published right now.
+FEEDBACK_CODES = {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.UNAVAILABLE}
+
+
 def _expected(request: pb.PredictRequest, model: str, names: set[str]) -> Code:
     """What the server must answer: unknown model, then bad values, then missing features."""
     if request.model not in ("", model):
@@ -142,7 +147,8 @@ def test_arbitrary_requests_get_an_answer_or_a_proper_status(make_settings: Any)
         def feedback(id: str, label: pb.Label, time: float, model: str) -> None:
             request = pb.FeedbackRequest(id=id, time=time, model=model)
             request.label.CopyFrom(label)
-            _call(stub.Feedback, request)
+            code, reply = _call(stub.Feedback, request)
+            assert code in FEEDBACK_CODES, reply
 
         @FUZZ
         @given(model=st.sampled_from(["", s.model_name]) | TEXT)
