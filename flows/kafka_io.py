@@ -39,7 +39,8 @@ LAG_INTERVAL = 5.0  # seconds between updates of a partition's consumer-lag gaug
 
 
 class KafkaUnavailable(RuntimeError):
-    """The brokers did not answer; the message names them."""
+    """Kafka could not do what was asked (brokers unreachable, a topic missing, a partition
+    unreadable, a message undelivered); the message says which."""
 
 
 @dataclass(slots=True)
@@ -92,7 +93,7 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: f
             future.result(timeout)
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise RuntimeError(f"cannot create Kafka topic {topic!r}: {exc}") from None
+                raise KafkaUnavailable(f"cannot create Kafka topic {topic!r}: {exc}") from None
 
 
 def partition_count(bootstrap: str, topic: str, timeout: float = 30) -> int:
@@ -100,7 +101,7 @@ def partition_count(bootstrap: str, topic: str, timeout: float = 30) -> int:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
-        raise RuntimeError(f"Kafka topic {topic!r} does not exist on {bootstrap}")
+        raise KafkaUnavailable(f"Kafka topic {topic!r} does not exist on {bootstrap}")
     return len(meta.partitions)
 
 
@@ -148,7 +149,7 @@ def read_values(bootstrap: str, topic: str, timeout: float = 30) -> list[bytes]:
             offset, deadline = -1, time.monotonic() + timeout
             while offset + 1 < end:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"could not read {topic}[{part}] to its end {end}")
+                    raise KafkaUnavailable(f"could not read {topic}[{part}] to its end {end}")
                 for m in c.consume(1000, 0.2):
                     if m.error() is None and cast(int, m.offset()) < end:
                         offset = cast(int, m.offset())
@@ -169,7 +170,7 @@ def _true_end(c: Consumer, tp: TopicPartition, timeout: float) -> int:
     while not first and time.monotonic() < deadline:
         first = [m for m in c.consume(1000, 0.1) if m.error() is None]
     if not first:
-        raise RuntimeError(
+        raise KafkaUnavailable(
             f"cannot read the end of {tp.topic}[{tp.partition}] at offset {high - 1}"
         )
     batch = first
@@ -194,7 +195,6 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         window: tuple[int, int] | None,
     ) -> None:
         self._consumer = consumer(bootstrap, **config)
-        self._window = window
         self._consumer.assign([TopicPartition(topic, part, start)])
         self._topic = topic
         self._part = part
@@ -335,40 +335,58 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
             c.close()
 
 
-class _SinkPartition(StatelessSinkPartition[list[Out]]):
-    def __init__(self, bootstrap: str, topic: str, config: dict[str, Any]) -> None:
-        self._producer = producer(bootstrap, **config)
-        self._topic = topic
-        self._errors: list[str] = []
+class Delivery:
+    """A producer that waits for room when its queue is full and, on :meth:`flush`, says
+    whether every message it was given was delivered."""
+
+    def __init__(self, bootstrap: str, **overrides: Any) -> None:
+        self.producer = producer(bootstrap, **overrides)
+        self.errors: list[str] = []
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
-            self._errors.append(str(err))
+            self.errors.append(str(err))
+
+    def send(self, topic: str, out: Out) -> None:
+        """Queue one message (waiting for deliveries while the local queue is full)."""
+        while True:
+            try:
+                self.producer.produce(
+                    topic,
+                    out.value,
+                    out.key,
+                    headers=out.headers,  # type: ignore[arg-type]
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.05)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait for every queued message; :class:`KafkaUnavailable` if one was not delivered."""
+        left = self.producer.flush(timeout)
+        errors, self.errors = self.errors, []
+        if left or errors:
+            why = errors[0] if errors else f"{left} messages still queued after {timeout:.0f} s"
+            raise KafkaUnavailable(f"could not write to Kafka: {why}")
+
+
+class _SinkPartition(StatelessSinkPartition[list[Out]]):
+    def __init__(self, bootstrap: str, topic: str, config: dict[str, Any]) -> None:
+        self._delivery = Delivery(bootstrap, **config)
+        self._topic = topic
 
     def write_batch(self, items: list[list[Out]]) -> None:
-        produce = self._producer.produce
+        """Write every message, and flush: outputs are at-least-once with recovery."""
+        send, topic = self._delivery.send, self._topic
         for batch in items:
             for out in batch:
-                while True:
-                    try:
-                        produce(
-                            self._topic,
-                            out.value,
-                            out.key,
-                            headers=out.headers,  # type: ignore[arg-type]
-                            on_delivery=self._on_delivery,
-                        )
-                        break
-                    except BufferError:  # local queue full: let deliveries drain
-                        self._producer.poll(0.05)
-        # Flushing before the epoch closes makes outputs at-least-once with recovery.
-        self._producer.flush()
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise RuntimeError(f"could not write to Kafka topic {self._topic!r}: {errors[0]}")
+                send(topic, out)
+        self._delivery.flush()
 
     def close(self) -> None:
-        self._producer.flush()
+        """Deliver what is left."""
+        self._delivery.flush()
 
 
 class KafkaBatchSink(DynamicSink[list[Out]]):

@@ -17,7 +17,7 @@ from typing import cast
 
 from confluent_kafka import Consumer, TopicPartition
 
-from flows.kafka_io import Raw, consumer, end_offsets
+from flows.kafka_io import KafkaUnavailable, Raw, consumer, end_offsets
 
 POLL_SECONDS = 0.5
 
@@ -94,7 +94,7 @@ def _read_partition(bootstrap: str, b: Bounds, rng: KafkaRange, timeout: float) 
         while position < b.stop:
             msgs = c.consume(1000, POLL_SECONDS)
             if not msgs and time.monotonic() - stalled_since > timeout:
-                raise RuntimeError(
+                raise KafkaUnavailable(
                     f"cannot read {b.topic}[{b.partition}] from offset {position} (stop {b.stop})"
                 )
             for msg in msgs:

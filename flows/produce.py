@@ -19,7 +19,7 @@ from river import stream as river_stream
 from tqdm import tqdm
 
 from flows.codec import encode
-from flows.kafka_io import ensure_topics, producer
+from flows.kafka_io import Delivery, Out, ensure_topics
 from models.datasets import Stream, open_stream
 
 
@@ -32,6 +32,7 @@ class ProduceRequest:
     seed: int = 42
     rate: float | None = None
     burst: int = 0  # events written at full speed before ``rate`` applies (history, then live)
+    skip: int = 0  # leave out the stream's first events (to resume it where it stopped)
     delay_labels: int = 0
     labels_topic: bool = False
     drift_every: int = 12_500
@@ -83,9 +84,13 @@ def messages(req: ProduceRequest, stream: Stream, prefix: str) -> Iterator[Messa
                 event["label"] = y
             else:
                 entity_of[i], time_of[i] = entity, event["time"]
-            yield Message(False, entity.encode(), encode(event), True)
+            if i >= req.skip:
+                yield Message(False, entity.encode(), encode(event), True)
             continue
         entity = entity_of.pop(i)
+        if i < req.skip:
+            time_of.pop(i)
+            continue
         label = {"kind": "label", "id": f"{prefix}-{i}", "label": y, "time": time_of.pop(i)}
         key = f"{prefix}-{i}" if req.labels_topic else entity
         yield Message(req.labels_topic, key.encode(), encode(label), False)
@@ -117,14 +122,16 @@ def produce(
     stream = open_stream(req.dataset, seed=req.seed, events=req.events, drift_every=req.drift_every)
     prefix = req.id_prefix or uuid.uuid4().hex[:8]
     ensure_topics(bootstrap, [events_topic, labels_topic], partitions)
-    out = producer(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000})
+    out = Delivery(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000})
     n_events = n_labels = 0
     began = paced_from = time.monotonic()
-    bar = tqdm(total=stream.size, unit="ev", desc=f"produce {req.dataset}", disable=not progress)
+    total = None if stream.size is None else max(stream.size - req.skip, 0)
+    bar = tqdm(total=total, unit="ev", desc=f"produce {req.dataset}", disable=not progress)
     try:
         for msg in messages(req, stream, prefix):
             topic = labels_topic if msg.to_labels else events_topic
-            _send(out, topic, msg.key, msg.value)
+            out.send(topic, Out(msg.key, msg.value))
+            out.producer.poll(0)
             if msg.is_event:
                 n_events += 1
                 bar.update(1)
@@ -142,13 +149,3 @@ def produce(
     return ProduceSummary(
         n_events, n_labels, stream.task, stream.drifts, prefix, time.monotonic() - began
     )
-
-
-def _send(out: Any, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            out.produce(topic, value, key)
-            out.poll(0)
-            return
-        except BufferError:  # local queue full: wait for deliveries
-            out.poll(0.05)

@@ -28,6 +28,7 @@ from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
 from models.triggers import TriggerConfigError
 from riverrun import evaluate_cmd, local_cmd, registry_cmd, retrain_cmd, serve_cmd
+from riverrun.argtypes import count, positive, rate
 from riverrun.demo import DemoError
 from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
@@ -82,10 +83,6 @@ FLOW = (
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-class CommandError(RuntimeError):
-    """A command cannot do what was asked; the message says why in one line."""
-
-
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from flows.produce import ProduceRequest, produce
 
@@ -95,6 +92,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         seed=settings.seed,
         rate=args.rate,
         burst=args.burst,
+        skip=args.skip,
         delay_labels=args.delay_labels,
         labels_topic=args.labels_topic,
         drift_every=args.drift_every,
@@ -156,7 +154,7 @@ def _add_stream_flags(p: argparse.ArgumentParser, events_default: int | None) ->
     )
     p.add_argument(
         "--events",
-        type=int,
+        type=positive,
         default=events_default,
         help="number of events (default: all of a bundled dataset"
         + (f", {events_default}" if events_default else "")
@@ -164,14 +162,14 @@ def _add_stream_flags(p: argparse.ArgumentParser, events_default: int | None) ->
     )
     p.add_argument(
         "--delay-labels",
-        type=int,
+        type=count,
         default=0,
         metavar="N",
         help="send each label N events after its event (default: inline)",
     )
     p.add_argument(
         "--drift-every",
-        type=int,
+        type=positive,
         default=12_500,
         metavar="N",
         help="events between abrupt drifts of *-drift streams (default: 12500)",
@@ -194,16 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
     _add_stream_flags(p, None)
-    p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    p.add_argument("--rate", type=rate, default=None, help="events per second (default: max)")
     p.add_argument(
-        "--burst", type=int, default=0, metavar="N", help="the first N events at full speed"
+        "--burst", type=count, default=0, metavar="N", help="the first N events at full speed"
     )
     p.add_argument(
         "--labels-topic",
         action="store_true",
         help="send delayed labels to the labels topic, keyed by event id",
     )
-    p.add_argument("--entities", type=int, default=100, help="distinct entity keys")
+    p.add_argument("--entities", type=positive, default=100, help="distinct entity keys")
+    p.add_argument(
+        "--skip", type=count, default=0, metavar="N", help="leave out the first N events (resume)"
+    )
     p.add_argument("--id-prefix", default=None, help="event id prefix (default: random)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_flags(p, KAFKA + TOPICS + ("seed",))
@@ -241,7 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = from_args(args)
         return handler(args, settings)
     except (
-        CommandError,
         SettingsError,
         SpecError,
         DatasetError,

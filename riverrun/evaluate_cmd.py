@@ -22,6 +22,7 @@ from models.gates import OVER, UNDER, Gate, GateError, failures, parse_gate
 from models.progressive import Evaluation, Rejects, sample_every
 from models.schema import Event
 from models.specs import build_model
+from riverrun.argtypes import count, positive
 from riverrun.retrain_cmd import parse_time
 from riverrun.settings import Settings, add_flags
 
@@ -35,15 +36,17 @@ class EvaluateError(RuntimeError):
 
 def add_source_flags(p: argparse.ArgumentParser) -> None:
     """Flags that bound a source: events of a dataset, a Kafka range, a label delay."""
-    p.add_argument("--events", type=int, default=None, help="events of a synthetic dataset")
-    p.add_argument("--drift-every", type=int, default=12_500, metavar="N", help="dataset drift")
-    p.add_argument("--start-offset", type=int, default=None, help="kafka: first offset")
-    p.add_argument("--stop-offset", type=int, default=None, help="kafka: offset to stop before")
+    p.add_argument("--events", type=positive, default=None, help="events of a synthetic dataset")
+    p.add_argument(
+        "--drift-every", type=positive, default=12_500, metavar="N", help="dataset drift"
+    )
+    p.add_argument("--start-offset", type=count, default=None, help="kafka: first offset")
+    p.add_argument("--stop-offset", type=count, default=None, help="kafka: offset to stop before")
     p.add_argument("--since", type=parse_time, default=None, help="kafka: first record time")
     p.add_argument("--until", type=parse_time, default=None, help="kafka: time to stop before")
     p.add_argument(
         "--delay",
-        type=int,
+        type=count,
         default=0,
         metavar="N",
         help="hold each inline label back N events (river.stream.simulate_qa order)",

@@ -45,3 +45,22 @@ def test_rate_paces_the_stream(make_settings: Any) -> None:
     assert summary.seconds >= 39 / 100.0
     times = [m.json()["time"] for m in read_topic(s, s.topic_events)]
     assert times[1] - times[0] == pytest.approx(0.01)
+
+
+def test_skip_resumes_the_same_stream(make_settings: Any) -> None:
+    whole, parts = make_settings(), make_settings()
+    for s, requests in (
+        (whole, [ProduceRequest("sea-drift", 60, id_prefix="s", start_time=0.0)]),
+        (
+            parts,
+            [
+                ProduceRequest("sea-drift", 25, id_prefix="s", start_time=0.0),
+                ProduceRequest("sea-drift", 60, id_prefix="s", start_time=0.0, skip=25),
+            ],
+        ),
+    ):
+        for req in requests:
+            produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+    assert [m.value for m in read_topic(parts, parts.topic_events)] == [
+        m.value for m in read_topic(whole, whole.topic_events)
+    ]
