@@ -24,9 +24,9 @@ from flows.kafka_io import KafkaBatchSource, end_offsets, offsets_at
 from flows.learn import record_streams
 from flows.learn_step import Record
 from models.evaluation import Prequential
-from models.learner import OnlineLearner, Slot
+from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
-from models.schema import Event
+from models.schema import Event, InvalidInput
 from models.specs import build_model
 from riverrun.metrics import RETRAINS
 from riverrun.settings import Settings
@@ -58,15 +58,19 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
 
     def __init__(self, learner: OnlineLearner) -> None:
         self.learner = learner
+        self.rejected = 0
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[OnlineLearner], bool]:
         learner = self.learner
         for records in values:
             for rec in records:
-                if type(rec) is Event:
-                    learner.on_event(rec)
-                else:
+                if type(rec) is not Event:
                     learner.on_label(rec)  # type: ignore[arg-type]
+                    continue
+                try:
+                    learner.on_event(rec)
+                except (InvalidInput, ModelError):  # the learn flow dead-lettered it already
+                    self.rejected += 1
             learner.expire()
         return [], StatefulBatchLogic.RETAIN
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ import orjson
 import redis
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from flows.kafka_io import consumer, end_offsets, ensure_topics
+from flows.kafka_io import consumer, ensure_topics, offsets_at
 from models.registry import Registry, RegistryError
 from models.status import read_status
 from models.triggers import Action, TriggerPolicy, Triggers
@@ -28,7 +29,13 @@ from riverrun.settings import Settings
 log = logging.getLogger(__name__)
 
 ACTOR = "trigger"
-LOCK_SECONDS = 3600
+RETRAIN_TIMEOUT = 3000.0
+LOCK_SECONDS = 3600  # longer than a retrain may take: a crashed service's lock expires
+# Deletes the lock only if it still holds our token (compare-and-delete).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def trigger_policy(settings: Settings) -> TriggerPolicy:
@@ -44,6 +51,7 @@ def trigger_policy(settings: Settings) -> TriggerPolicy:
         schedule_every=settings.trigger_schedule_every,
         cooldown=settings.trigger_cooldown,
         lookback=settings.trigger_lookback,
+        alpha=settings.promote_alpha,
     )
 
 
@@ -78,6 +86,7 @@ class TriggerService:
         self.triggers = Triggers(trigger_policy(s), started=time.time())
         self.lock = f"riverrun:trigger:{self.model}:retrain"
         self.offsets = f"riverrun:trigger:{self.model}:drift-offsets"
+        self._release = self.registry.client.register_script(_RELEASE)
         self._worker: threading.Thread | None = None
 
     def run(self, poll: float = 0.5) -> None:
@@ -101,18 +110,27 @@ class TriggerService:
 
         Positions live in Redis (no consumer group: a group join can stall for minutes on
         some brokers), so drift events raised while the service was down still count; the
-        first start begins at the end of the topic.
+        first start reads the drift events of the last ``trigger_lookback`` seconds.
         """
         s = self.settings
         saved = {int(p): int(o) for p, o in self.registry.client.hgetall(self.offsets).items()}
-        ends = end_offsets(s.bootstrap_servers, s.topic_drift)
+        recent = offsets_at(s.bootstrap_servers, s.topic_drift, int(self._oldest() * 1000))
         c = consumer(s.bootstrap_servers)
-        c.assign([TopicPartition(s.topic_drift, p, saved.get(p, end)) for p, end in ends.items()])
+        c.assign([TopicPartition(s.topic_drift, p, saved.get(p, at)) for p, at in recent.items()])
         return c
 
+    def _oldest(self) -> float:
+        """Drift events detected before this (epoch seconds) are too old to act on."""
+        return time.time() - self.settings.trigger_lookback
+
     def _drift_event(self, message: Message) -> None:
-        event = orjson.loads(message.value())  # type: ignore[arg-type]
-        if event.get("model") == self.model:
+        try:
+            event = orjson.loads(message.value())  # type: ignore[arg-type]
+        except orjson.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            log.warning("skipped a drift-topic message that is not a JSON object")
+        elif event.get("model") == self.model and event.get("detected_at", 0) >= self._oldest():
             self.triggers.drift_event(event)
         try:
             next_offset = (message.offset() or 0) + 1
@@ -147,26 +165,40 @@ class TriggerService:
             log.warning("cannot audit %s: %s", action.kind, exc)
 
     def _retrain(self, action: Action) -> None:
-        client = self.registry.client
-        if not client.set(self.lock, ACTOR, nx=True, ex=LOCK_SECONDS):
-            self._audit(action, "skipped, a retrain of this model already runs")
+        token = uuid.uuid4().hex  # the lock is ours alone to release
+        try:
+            locked = self.registry.client.set(self.lock, token, nx=True, ex=LOCK_SECONDS)
+        except redis.RedisError as exc:
+            locked, why = False, f"skipped, Redis is unreachable ({exc})"
+        else:
+            why = "skipped, a retrain of this model already runs"
+        if not locked:
+            self._audit(action, why)
+            self.triggers.retry(action)
             return
         self.triggers.retrain_started(time.time())
-        self._worker = threading.Thread(target=self._run_retrain, args=(action,), daemon=True)
+        self._worker = threading.Thread(target=self._run_retrain, args=(action, token), daemon=True)
         self._worker.start()
 
-    def _run_retrain(self, action: Action) -> None:
+    def _run_retrain(self, action: Action, token: str) -> None:
         env = {**os.environ, **self.settings.to_env()}
+        argv = retrain_argv(action, self.settings.trigger_retrain_alias)
         try:
-            argv = retrain_argv(action, self.settings.trigger_retrain_alias)
-            done = subprocess.run(argv, env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=RETRAIN_TIMEOUT
+            )
             outcome = "registered" if done.returncode == 0 else "failed"
             detail = (done.stdout if done.returncode == 0 else done.stderr).strip()[-500:]
-            RETRAINS.labels(self.model, outcome).inc()
-            self._audit(action, f"retrain {outcome} ({detail})")
+        except subprocess.TimeoutExpired:
+            outcome, detail = "failed", f"still running after {RETRAIN_TIMEOUT:.0f} s: stopped"
         finally:
-            self.registry.client.delete(self.lock)
             self.triggers.retrain_ended(time.time())
+        RETRAINS.labels(self.model, outcome).inc()
+        self._audit(action, f"retrain {outcome} ({detail})")
+        try:
+            self._release(keys=[self.lock], args=[token])
+        except redis.RedisError as exc:  # it expires by itself
+            log.warning("retrain lock of %s not released: %s", self.model, exc)
 
     def _promote(self, action: Action) -> None:
         reg = self.registry

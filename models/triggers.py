@@ -18,6 +18,7 @@ from typing import Any
 
 SLUMP_ACTIONS = ("off", "retrain", "promote", "rollback")
 LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
+METRICS = ("accuracy", *LOWER_IS_BETTER)
 
 
 class TriggerConfigError(ValueError):
@@ -38,11 +39,17 @@ class TriggerPolicy:
     schedule_every: float = 0.0
     cooldown: float = 300.0
     lookback: float = 3600.0
+    alpha: float = 0.01  # how sure a slump's promotion must be that the challenger is better
 
     def __post_init__(self) -> None:
         if self.slump_action not in SLUMP_ACTIONS:
             raise TriggerConfigError(
                 f"slump action {self.slump_action!r}: use one of {', '.join(SLUMP_ACTIONS)}"
+            )
+        if self.slump_metric.removeprefix("rolling_") not in METRICS:
+            raise TriggerConfigError(
+                f"slump metric {self.slump_metric!r}: use one of {', '.join(METRICS)}, "
+                "or their rolling_ forms"
             )
 
     def slumping(self, value: float) -> bool:
@@ -85,6 +92,12 @@ class Triggers:
         concept = event.get("kind") == "concept" and event.get("source") == "champion"
         if self.policy.on_drift and concept and self.drift is None:
             self.drift = event
+
+    def retry(self, action: Action) -> None:
+        """A retrain the service could not start: a drift retrain stays armed for next time."""
+        drift = action.evidence.get("drift")
+        if drift is not None and self.drift is None:
+            self.drift = drift
 
     def retrain_started(self, now: float) -> None:
         """A retrain began: no other starts until it ends."""
@@ -179,7 +192,7 @@ class Triggers:
         better = [
             (alias, e)
             for alias, e in status.get("contest", {}).items()
-            if e.get("mean_difference", 0) > 0 and e.get("p_value", 1) < 0.05
+            if e.get("mean_difference", 0) > 0 and e.get("p_value", 1) < policy.alpha
         ]
         if not better:
             return []
