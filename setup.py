@@ -29,9 +29,14 @@ def generate_stubs(target: Path) -> None:
     sources = sorted(str(p) for p in PROTOS.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         argv = [
-            "grpc_tools.protoc", f"-I{PROTOS}", f"-I{files('grpc_tools') / '_proto'}",
-            f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *sources,
-        ]  # fmt: skip
+            "grpc_tools.protoc",
+            f"-I{PROTOS}",
+            f"-I{files('grpc_tools') / '_proto'}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            *sources,
+        ]
         if protoc.main(argv) != 0:
             raise RuntimeError(f"protoc failed on {sources}")
         out = Path(tmp)

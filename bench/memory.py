@@ -54,7 +54,7 @@ def _report(
     out.parent.mkdir(parents=True, exist_ok=True)
     points = [{"seconds": t, "events": n, "rss_mb": mb} for t, n, mb in curve]
     out.with_suffix(".json").write_bytes(orjson.dumps(points, option=orjson.OPT_INDENT_2))
-    drawn = line_png(
+    line_png(
         out.with_suffix(".png"),
         [n for _t, n, _mb in curve],
         [mb for _t, _n, mb in curve],
@@ -70,6 +70,6 @@ def _report(
         peak_mb=max(mb for _t, _n, mb in curve) if curve else float("nan"),
         growth_after_warm_up_mb=(warm[-1] - warm[0]) if warm else float("nan"),
         samples=len(curve),
-        curve=str(out.with_suffix(".png" if drawn else ".json")),
+        curve=str(out.with_suffix(".png")),
     )
     return report

@@ -1,4 +1,4 @@
-"""Pictures of benchmark curves: a PNG line chart, when matplotlib is installed."""
+"""Pictures of benchmark curves: a PNG line chart."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ from pathlib import Path
 
 def line_png(
     path: Path, xs: list[float], ys: list[float], *, xlabel: str, ylabel: str, title: str
-) -> bool:
-    """Draw ``ys`` against ``xs`` into ``path``; ``False`` if matplotlib is not installed."""
-    try:
-        import matplotlib
+) -> None:
+    """Draw ``ys`` against ``xs`` into ``path``."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError:
-        return False
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
     figure, axes = pyplot.subplots(figsize=(8, 4), dpi=100)
     axes.plot(xs, ys, linewidth=1.5)
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
@@ -25,4 +23,3 @@ def line_png(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     pyplot.close(figure)
-    return True

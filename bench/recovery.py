@@ -17,7 +17,7 @@ from models.learner import OnlineLearner, Slot
 from models.schema import Event, LabelMessage
 from models.signing import check_key, dumps_signed
 from models.specs import build_model
-from riverrun.recovery import partitions, recovery_path
+from riverrun.recovery import partitions
 from riverrun.settings import Settings
 
 
@@ -66,7 +66,7 @@ def recovery(settings: Settings, *, events: int, dataset: str = "agrawal") -> Re
     with learn_child(s):
         resumed = wait_until(lambda: predictions() > killed_at, "a prediction after restart")
         wait_until(lambda: predictions() >= killed_at + events // 4, "the flow to go on")
-    path = recovery_path(s)
+    path = s.recovery_path
     state_kb = sum(p.stat().st_size for p in partitions(path)) / 1024 if path else 0.0
     report = Report("snapshots and recovery", {"events": events, "dataset": dataset})
     report.add(

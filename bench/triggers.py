@@ -3,9 +3,9 @@ flows at once, one with the trigger service, and their served accuracy is compar
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from riverrun.runner import learn_topics
 from riverrun.settings import Settings
 
 DRIFT_AT = 10_000
+HOLD_AT = DRIFT_AT + 1500
 EVENTS = 15_000
 WINDOW = 500
 SCENARIO = {
@@ -80,40 +81,45 @@ def run_scenario(on: Settings, off: Settings, timeout: float = 120) -> Scenario:
     """Produce the stream once, run both flows and the trigger service, collect the results.
 
     ``on`` and ``off`` must share the events and labels topics and differ in model name
-    and output topics.
+    and output topics. The stream comes in two parts: up to ``HOLD_AT`` (history at full
+    speed, then 400 events/s across the drift), then, once the triggered retrain is
+    registered (or ``timeout`` passed), the rest at 400 events/s. Both flows see the same
+    stream; the pause only keeps a slow machine from finishing the stream before the
+    retrain can matter.
     """
     req = ProduceRequest(
         "agrawal-switch",
-        EVENTS,
+        HOLD_AT,
         seed=11,
         drift_every=DRIFT_AT,
         rate=400.0,
         burst=DRIFT_AT - 1000,
         id_prefix="loop",
     )
+    rest = replace(req, events=EVENTS, skip=HOLD_AT, burst=0)
     for s in (on, off):
         ensure_topics(s.bootstrap_servers, learn_topics(s), s.partitions)
-    producer = threading.Thread(
-        target=produce,
-        args=(req, on.bootstrap_servers, on.topic_events, on.topic_labels),
-        kwargs={"progress": False},
-    )
     client = redis.Redis.from_url(on.redis_url)
+    registry = Registry.connect(on.redis_url, on.registry_key)
     with Child(on, "learn") as learn_on, Child(off, "learn") as learn_off:
         with Child(on, "trigger") as trigger:
-            producer.start()
-            producer.join()
-            deadline = time.monotonic() + timeout
-            while not all(
-                (read_status(client, s.model_name) or {}).get("events", 0) >= EVENTS
-                for s in (on, off)
+            children = (learn_on, learn_off, trigger)
+            produce(req, on.bootstrap_servers, on.topic_events, on.topic_labels, progress=False)
+            _wait(
+                children,
+                timeout,
+                lambda: any(m.actor == "retrain" for m in registry.history(on.model_name)),
+            )
+            produce(rest, on.bootstrap_servers, on.topic_events, on.topic_labels, progress=False)
+            if not _wait(
+                children,
+                timeout,
+                lambda: all(
+                    (read_status(client, s.model_name) or {}).get("events", 0) >= EVENTS
+                    for s in (on, off)
+                ),
             ):
-                for child in (learn_on, learn_off, trigger):
-                    if not child.alive():
-                        raise RuntimeError(f"riverrun {child.argv[0]} stopped: {child.stderr()}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the flows did not predict every event in time")
-                time.sleep(0.2)
+                raise TimeoutError("the flows did not predict every event in time")
             trigger.stop()
         learn_on.stop()
         learn_off.stop()
@@ -122,6 +128,19 @@ def run_scenario(on: Settings, off: Settings, timeout: float = 120) -> Scenario:
         for e in map(orjson.loads, read_values(on.bootstrap_servers, on.topic_events))
     }
     return Scenario(_collect(on), _collect(off), truth)
+
+
+def _wait(children: tuple[Child, ...], timeout: float, condition: Callable[[], bool]) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; fail if a child stopped."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for child in children:
+            if not child.alive():
+                raise RuntimeError(f"riverrun {child.argv[0]} stopped: {child.stderr()}")
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _collect(s: Settings) -> Run:

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-AGGREGATES = ("count", "since_last")
-
 
 class FeatureSpecError(ValueError):
     """An entity feature that is not ``count``, ``since_last`` or ``mean:FIELD``."""
