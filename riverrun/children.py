@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from riverrun.local import die_with_parent
+from riverrun.deathsig import guarded
 from riverrun.settings import Settings
 
 
@@ -21,12 +21,11 @@ class Child:
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives with the child)
         self.argv = argv
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "riverrun.cli", *argv],
+            guarded([sys.executable, "-m", "riverrun.cli", *argv]),
             env={**os.environ, **settings.to_env()},
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             text=True,
-            preexec_fn=die_with_parent,
         )
 
     def alive(self) -> bool:

@@ -8,14 +8,11 @@ parent (``PR_SET_PDEATHSIG``), so a killed launcher leaves no process behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +21,8 @@ from pathlib import Path
 
 import redis
 from confluent_kafka.admin import AdminClient
+
+from riverrun.deathsig import guarded
 
 START_TIMEOUT = 30.0
 
@@ -67,13 +66,6 @@ def redis_binary() -> str:
     return str(bundled)
 
 
-def die_with_parent() -> None:
-    """In the child, before exec: ask Linux to send SIGTERM when the parent dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @dataclass
 class Server:
     """One child server process and how to reach it."""
@@ -103,12 +95,11 @@ def _spawn(name: str, argv: list[str], port: int, workdir: Path) -> Server:
     log = workdir / f"{name}.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            argv,
+            guarded(argv),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=workdir,
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
     return Server(name, process, port, log)
 
