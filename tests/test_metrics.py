@@ -3,7 +3,6 @@ went through Kafka."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -11,7 +10,6 @@ import orjson
 from tests.helpers import (
     LearnProcess,
     count_messages,
-    event,
     free_ports,
     produce_stream,
     wait_for,
@@ -46,18 +44,14 @@ def test_metrics_of_two_processes_add_up_to_the_topics(make_settings: Any) -> No
 
     with LearnProcess(s, "--processes", "2") as flow:
         wait_for(lambda: count_messages(s, s.topic_predictions) == EVENTS, 120, "predictions")
-        # The learn step reports its figures when a batch comes, at most every
-        # status_interval, so a last event after a longer pause brings them up to date.
-        time.sleep(s.status_interval)
-        last = event(0, {"0": 1.0, "1": 2.0, "2": 3.0}, prefix="last", t0=time.time())
-        write_raw(s, s.topic_events, [(b"last", last)])
-        wait_for(lambda: count_messages(s, s.topic_predictions) == EVENTS + 1, 30, "the last")
+        # No event comes after the last one: the figures still catch up, since the learn
+        # step reports on a timer too, not only when a batch comes.
         expected = {
-            "events in": EVENTS + len(bad) + 1,
+            "events in": EVENTS + len(bad),
             "dead letters": count_messages(s, s.topic_deadletter),
-            "champion predictions": EVENTS + 1,
+            "champion predictions": EVENTS,
             "labelled": EVENTS,
-            "pending": 1,
+            "pending": 0,
             "lag": 0,
         }
         assert expected["dead letters"] == len(bad)
