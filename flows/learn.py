@@ -22,6 +22,7 @@ from flows.feature_step import FeatureLogic
 from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
 from flows.learn_step import LearnLogic, Record
 from flows.registry_sync import RegistrySync, new_learner, registry_link
+from flows.run_start import read_start, record_start
 from models.feature_store import FeatureStore, FeatureWriter
 from models.features import EntityFeatures, FeatureSpec
 from models.signing import check_key, loads_signed
@@ -75,9 +76,14 @@ def build_flow(settings: Settings) -> Dataflow:
 
     def build_learn(state: bytes | None) -> LearnLogic:
         link = registry_link(settings)
-        key = check_key(settings.registry_key)
-        learner = new_learner(settings, link) if state is None else loads_signed(state, key)
-        return LearnLogic(settings, learner, RegistrySync(settings, link))
+        if state is not None:
+            learner = loads_signed(state, check_key(settings.registry_key))
+            return LearnLogic(settings, learner, RegistrySync(settings, link))
+        learner = new_learner(settings, link, read_start(settings))
+        logic = LearnLogic(settings, learner, RegistrySync(settings, link))  # registers new ones
+        if all(slot.version for slot in learner.slots):
+            record_start(settings, {slot.alias: slot.version for slot in learner.slots})
+        return logic
 
     learned = op.stateful_batch("learn", to_model, build_learn)
     outs = op.map("unkey", learned, lambda kv: kv[1])

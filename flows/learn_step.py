@@ -48,6 +48,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.classify = learner.task != "regression"
         self.offline = offline_store(settings, learner.task)
         learner.keep_rows = self.offline is not None  # also for a learner from recovery
+        self.ended = False
         sync.start(learner)
 
     def _describe(self, slot: Slot) -> dict[str, Any]:
@@ -114,8 +115,10 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.status.maybe_write(self.learner)  # figures stay fresh when the stream is quiet
         return [], StatefulBatchLogic.RETAIN
 
-    def notify_at(self) -> datetime:
-        return datetime.now(UTC) + timedelta(seconds=1)
+    def notify_at(self) -> datetime | None:
+        """Every second while the input runs: checkpoints and registry changes of a quiet
+        stream are not held up."""
+        return None if self.ended else datetime.now(UTC) + timedelta(seconds=1)
 
     def _drift_events(self) -> list[Out]:
         """The drift alarms of the batch, as messages for the drift topic (and counted)."""
@@ -144,6 +147,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         if self.offline is not None:
             self.offline.close()
         self.sync.finish(self.learner)
+        self.sync.link.close()
+        self.ended = True
         self.status.maybe_write(self.learner, force=True)
         return [out], StatefulBatchLogic.RETAIN
 

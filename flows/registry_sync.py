@@ -59,11 +59,14 @@ def registry_link(settings: Settings) -> RegistryLink:
     )
 
 
-def new_learner(settings: Settings, link: RegistryLink) -> OnlineLearner:
-    """A learner with the registry's champion and challengers, or fresh ones of the
-    settings' specs when the registry has none yet."""
+def new_learner(
+    settings: Settings, link: RegistryLink, started: dict[str, int] | None = None
+) -> OnlineLearner:
+    """A learner with the registry's champion and challengers (or, with ``started``, the
+    versions a restarted run began with), or fresh ones of the settings' specs when the
+    registry has none yet."""
     task, window = settings.task, settings.rolling_window
-    found = link.load_shadowed()
+    found = link.load_shadowed(started)
     for alias, (info, _model) in found.items():
         if info.task != task:
             raise RegistryError(
@@ -247,8 +250,11 @@ class RegistrySync:
     def _adopt(self, learner: OnlineLearner, alias: str, version: int) -> None:
         """Run the model someone else put under ``alias``."""
         try:
-            info = self.registry.info(self.model, version)
-            model = self.registry.load(self.model, version)
+            info, model = self.registry.load_version(self.model, version)
+        except redis.RedisError as exc:
+            log.warning("cannot adopt %s v%s of %s yet: %s", alias, version, self.model, exc)
+            self.link.watcher.changed.set()  # a passing outage: try again
+            return
         except Exception as exc:  # also a model whose code this process cannot import
             if isinstance(exc, SignatureError):
                 REFUSED.labels(self.model).inc()

@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis
 
 from models.ab import CHAMPION
-from models.registry import CHANNEL, Conflict, Registry, VersionInfo
+from models.registry import CHANNEL, Conflict, Registry, VersionInfo, announcement
 from riverrun.metrics import SNAPSHOT_FAILURES, SNAPSHOT_LAST
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,7 @@ class SnapshotWriter:
         self._generation: dict[str, int] = {}
         self._jobs: dict[str, Checkpoint] = {}
         self._busy = False
+        self._stopping = False
         self._lock = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
         self._thread.start()
@@ -105,12 +105,22 @@ class SnapshotWriter:
                 self._lock.wait(left)
         return True
 
+    def stop(self) -> None:
+        """Stop the thread once the job in hand is done (queued ones are dropped)."""
+        with self._lock:
+            self._stopping = True
+            self._jobs.clear()
+            self._lock.notify_all()
+        self._thread.join(timeout=10)
+
     def _run(self) -> None:
         backoff = 0.1
         while True:
             with self._lock:
-                while not self._jobs:
+                while not self._jobs and not self._stopping:
                     self._lock.wait()
+                if self._stopping:
+                    return
                 alias = CHAMPION if CHAMPION in self._jobs else next(iter(self._jobs))
                 job = self._jobs.pop(alias)
                 parent, generation = self._heads.get(alias), self._generation.get(alias, 0)
@@ -127,6 +137,10 @@ class SnapshotWriter:
                         self._jobs[alias] = job  # nothing newer: retry this one
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+            except Exception:  # never lose the writer: the next checkpoint comes soon
+                self.failures += 1
+                SNAPSHOT_FAILURES.labels(self.model).inc()
+                log.exception("snapshot of %s not written", alias)
             finally:
                 with self._lock:
                     self._busy = False
@@ -158,7 +172,10 @@ class SnapshotWriter:
             if generation == self._generation.get(job.alias, 0):
                 self._heads[job.alias] = info.version
         SNAPSHOT_LAST.labels(self.model).set(time.time())
-        self.registry.prune(self.model)
+        try:
+            self.registry.prune(self.model)
+        except redis.RedisError as exc:  # the checkpoint is in: pruning waits for the next
+            log.warning("old versions of %s not pruned: %s", self.model, exc)
 
     def write_now(self, job: Checkpoint, parent: int | None) -> VersionInfo:
         """Register ``job`` as a new version with ``parent``, on the caller's thread."""
@@ -185,24 +202,39 @@ class RegistryWatcher:
         self.client = client
         self.model = model
         self.changed = threading.Event()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
         self._thread.start()
 
+    def stop(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
     def _run(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._stop.is_set():
             try:
-                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(CHANNEL)
-                self.changed.set()  # moves made while we were not listening
+                self._listen()
                 backoff = 0.1
-                for message in pubsub.listen():
-                    move = orjson.loads(message["data"])
-                    if move.get("model") == self.model and move.get("action") != "checkpoint":
-                        self.changed.set()
             except redis.RedisError:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                pass
+            except Exception:  # never stop following the registry
+                log.exception("registry watcher of %s failed, listening again", self.model)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _listen(self) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(CHANNEL)
+            self.changed.set()  # moves made while we were not listening
+            while not self._stop.is_set():
+                move = announcement(pubsub.get_message(timeout=0.5)) or {}
+                if move.get("model") == self.model and move.get("action") != "checkpoint":
+                    self.changed.set()
+        finally:
+            pubsub.close()
 
 
 class RegistryLink:
@@ -222,13 +254,18 @@ class RegistryLink:
         self._next_at = time.monotonic() + every_seconds
         self._next_labelled = every_labelled
 
-    def load_shadowed(self) -> dict[str, tuple[VersionInfo, Any]]:
-        """The champion and challengers the registry holds for this model, loaded.
+    def load_shadowed(
+        self, started: dict[str, int] | None = None
+    ) -> dict[str, tuple[VersionInfo, Any]]:
+        """The champion and challengers the registry holds for this model, loaded; with
+        ``started`` (``{alias: version}`` a restarted run began with), those versions.
 
         Empty if Redis cannot be reached (the flow then starts from its settings and
         registers later). A champion whose signature fails raises
         :class:`~models.signing.SignatureError`; such a challenger is skipped.
         """
+        if started and (begun := self._load_started(started)) is not None:
+            return begun
         try:
             aliases = self.registry.aliases(self.model)
         except redis.RedisError as exc:
@@ -240,10 +277,26 @@ class RegistryLink:
             if is_shadowed(alias) and (loaded := self.load(alias, aliases[alias])) is not None
         }
 
+    def _load_started(self, started: dict[str, int]) -> dict[str, tuple[VersionInfo, Any]] | None:
+        """The versions a restarted run began with, or ``None`` if one cannot be loaded."""
+        try:
+            return {
+                alias: self.registry.load_version(self.model, started[alias])
+                for alias in sorted(started, key=lambda a: a != CHAMPION)
+            }
+        except Exception as exc:  # pruned since, Redis away, refused: the current ones, then
+            log.warning(
+                "cannot start %s again from the versions its run began with (%s): starting "
+                "from the registry's current models, which learn the events read again twice",
+                self.model,
+                exc,
+            )
+            return None
+
     def load(self, alias: str, version: int) -> tuple[VersionInfo, Any] | None:
         """``(info, model)`` of a version; a bad challenger is logged and skipped."""
         try:
-            return self.registry.info(self.model, version), self.registry.load(self.model, version)
+            return self.registry.load_version(self.model, version)
         except Exception as exc:
             if alias == CHAMPION:
                 raise
@@ -296,3 +349,8 @@ class RegistryLink:
     def final(self, timeout: float = 60.0) -> bool:
         """Wait for the queued checkpoints to be written."""
         return self.writer.flush(timeout)
+
+    def close(self) -> None:
+        """Stop the writer and the watcher threads."""
+        self.writer.stop()
+        self.watcher.stop()

@@ -1,9 +1,8 @@
 """Bytewax recovery of the learn flow: where its partitions live, created on first start.
 
 Model state, detector state, pending joins and Kafka offsets are Bytewax state of one
-dataflow, snapshotted together every ``epoch_interval``. Each model name gets its own
-directory under ``recovery_dir``, since Bytewax must not mix two dataflows' recovery
-data; the same ``riverrun learn`` started again resumes from the last snapshot there.
+dataflow, snapshotted together every ``epoch_interval`` in ``settings.recovery_path``;
+the same ``riverrun learn`` started again resumes from the last snapshot there.
 """
 
 from __future__ import annotations
@@ -15,13 +14,6 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from riverrun.settings import Settings
 
 
-def recovery_path(settings: Settings) -> Path | None:
-    """The directory of this flow's recovery partitions (``None``: recovery is off)."""
-    if not settings.recovery_dir:
-        return None
-    return Path(settings.recovery_dir).expanduser() / settings.model_name
-
-
 def partitions(path: Path) -> list[Path]:
     """The recovery partitions in ``path`` (none if it does not exist)."""
     return sorted(path.glob("part-*.sqlite3"))
@@ -30,7 +22,7 @@ def partitions(path: Path) -> list[Path]:
 def prepare_recovery(settings: Settings) -> bool:
     """Create the partitions on first start (one per process); ``True`` if some exist already,
     so the flow resumes from them."""
-    path = recovery_path(settings)
+    path = settings.recovery_path
     if path is None:
         return False
     if partitions(path):
@@ -42,5 +34,5 @@ def prepare_recovery(settings: Settings) -> bool:
 
 def recovery_config(settings: Settings) -> RecoveryConfig | None:
     """Bytewax's recovery configuration for the settings (after :func:`prepare_recovery`)."""
-    path = recovery_path(settings)
+    path = settings.recovery_path
     return None if path is None else RecoveryConfig(path)

@@ -25,9 +25,10 @@ from flows.learn import build_flow
 from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
 from models.specs import build_model
-from riverrun.local import die_with_parent, free_port
+from riverrun.deathsig import guarded
+from riverrun.local import free_port
 from riverrun.metrics import serve_metrics
-from riverrun.recovery import prepare_recovery, recovery_config, recovery_path
+from riverrun.recovery import prepare_recovery, recovery_config
 from riverrun.settings import Settings
 
 
@@ -48,7 +49,7 @@ def run_learn(settings: Settings) -> int:
     check_learn_settings(settings)
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
     if prepare_recovery(settings):
-        print(f"learn flow resumes from {recovery_path(settings)}", file=sys.stderr)
+        print(f"learn flow resumes from {settings.recovery_path}", file=sys.stderr)
     with _stop_quietly_on_signal():
         if settings.processes == 1:
             run_process(settings)
@@ -113,9 +114,8 @@ def _run_cluster(settings: Settings) -> int:
     env = {**os.environ, **settings.to_env()}
     children = [  # a killed parent takes its children along: no orphan keeps learning
         subprocess.Popen(
-            [sys.executable, "-m", "riverrun.runner", str(k), addresses],
+            guarded([sys.executable, "-m", "riverrun.runner", str(k), addresses]),
             env=env,
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         for k in range(settings.processes)
     ]

@@ -12,7 +12,10 @@ import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, get_type_hints
+
+from models.schema import TASKS
 
 ENV_PREFIX = "RIVERRUN_"
 
@@ -155,6 +158,14 @@ class Settings:
         changes = {k: v for k, v in values.items() if k in known and v is not None}
         return dataclasses.replace(self, **changes).validated()
 
+    @property
+    def recovery_path(self) -> Path | None:
+        """This flow's recovery directory, ``recovery_dir/model_name`` (``None``: recovery off):
+        one per model name, since Bytewax must not mix two dataflows' state."""
+        if not self.recovery_dir:
+            return None
+        return Path(self.recovery_dir).expanduser() / self.model_name
+
     def to_env(self) -> dict[str, str]:
         """The ``RIVERRUN_*`` variables that reproduce these settings in a child process."""
         out = {}
@@ -165,7 +176,7 @@ class Settings:
 
     def validated(self) -> Settings:
         """Check values that would otherwise fail far from their cause."""
-        if self.task not in ("binary", "multiclass", "regression"):
+        if self.task not in TASKS:
             raise SettingsError(
                 f"{env_name('task')}={self.task!r}: expected binary, multiclass or regression"
             )
@@ -198,6 +209,9 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} must be positive")
         if not 0.0 <= self.ab_fraction <= 1.0:
             raise SettingsError(f"{env_name('ab_fraction')} must be within [0, 1]")
+        for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_port")):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise SettingsError(f"{env_name(name)} must be a port number, 0 to 65535")
         if bool(self.serve_tls_cert) != bool(self.serve_tls_key):
             raise SettingsError(
                 f"{env_name('serve_tls_cert')} and {env_name('serve_tls_key')} go together"

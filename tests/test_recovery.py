@@ -19,10 +19,16 @@ import redis
 from flows.kafka_io import ensure_topics
 from models.registry import Registry
 from models.status import read_status, status_key
-from riverrun.recovery import recovery_path
 from riverrun.runner import learn_topics
 from riverrun.settings import Settings
-from tests.helpers import count_messages, produce_stream, read_topic, run_flow_to_end, wait_for
+from tests.helpers import (
+    count_messages,
+    process_alive,
+    produce_stream,
+    read_topic,
+    run_flow_to_end,
+    wait_for,
+)
 from tests.recovery_db import executions, resume_point
 
 SEED = 8
@@ -120,7 +126,7 @@ def test_flow_killed_three_times_ends_like_an_uninterrupted_run(
     run_flow_to_end(reference)
 
     rng = random.Random(SEED)
-    path = recovery_path(s)
+    path = s.recovery_path
     assert path is not None
     part, position = f"0-{s.topic_events}", f"{s.topic_events}-0"
     resumed: list[tuple[int, int]] = []  # (predictions written so far, offset resumed from)
@@ -176,6 +182,47 @@ def test_flow_killed_three_times_ends_like_an_uninterrupted_run(
     assert predicted[resumed[-1][0] :] == _event_ids_from(stream, resumed[-1][1])
 
 
+def test_flow_killed_before_its_first_snapshot_starts_again_from_where_it_began(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """Killed after it checkpointed to the registry but before Bytewax committed a snapshot:
+    the restart reads the topics from the start with the models the run began with."""
+    events = 6_000
+    common = {"challengers": ("logreg",), "snapshot_every": 500, "batch_size": 200}
+    reference = make_settings(**common)
+    s = make_settings(**common, recovery_dir=str(tmp_path / "recovery"), epoch_interval=3600.0)
+    for target in (reference, s):
+        produce_stream(target, events, "ev", delay_labels=25, start_time=T0)
+    run_flow_to_end(reference)
+    registry = Registry.connect(s.redis_url, s.registry_key)
+
+    def checkpointed() -> bool:
+        moves = registry.history(s.model_name)
+        return any(m.action == "checkpoint" and m.evidence["events_seen"] > 0 for m in moves)
+
+    flow = _start(s, tmp_path / "flow.log")
+    try:
+        wait_for(checkpointed, DEADLINE, "a checkpoint of learned events", every=0.02)
+    finally:
+        os.killpg(flow.pid, signal.SIGKILL)
+        flow.wait()
+    path = s.recovery_path
+    assert path is not None and resume_point(path).states == {}, "no snapshot was committed"
+    _finish(s, tmp_path / "flow.log")
+
+    client = redis.Redis.from_url(s.redis_url)
+    got, want = read_status(client, s.model_name), read_status(client, reference.model_name)
+    assert got is not None and want is not None
+    for mine, theirs in zip(got["models"], want["models"], strict=True):
+        assert mine["learned"] == events, f"{mine['alias']} learned events twice"
+        assert mine["metrics"] == theirs["metrics"]
+    _info, model = registry.load_alias(s.model_name, "champion")  # type: ignore[misc]
+    _ref_info, ref_model = registry.load_alias(reference.model_name, "champion")  # type: ignore[misc]
+    assert _learned(model) == _learned(ref_model)
+    moves = [m for m in registry.history(s.model_name) if m.alias == "champion"]
+    assert all(a.to_version == b.from_version for a, b in itertools.pairwise(moves)), "one lineage"
+
+
 def test_two_processes_killed_three_ways_learn_every_label_once(
     make_settings: Any, tmp_path: Path
 ) -> None:
@@ -200,7 +247,9 @@ def test_two_processes_killed_three_ways_learn_every_label_once(
             _wait_until_predicted(s, flow, at)
             if how == "parent":
                 os.kill(flow.pid, signal.SIGKILL)
-                wait_for(lambda ws=workers: not any(map(_alive, ws)), DEADLINE, "workers to end")
+                wait_for(
+                    lambda ws=workers: not any(map(process_alive, ws)), DEADLINE, "workers to end"
+                )
             elif how == "worker":
                 os.kill(rng.choice(workers), signal.SIGKILL)
                 assert flow.wait(DEADLINE) != 0, "the cluster noticed a worker died"
@@ -219,11 +268,3 @@ def test_two_processes_killed_three_ways_learn_every_label_once(
     predicted = Counter(m.json()["id"] for m in read_topic(s, s.topic_predictions))
     assert set(predicted) == {f"ev-{i}" for i in range(events)}
     assert not read_topic(s, s.topic_deadletter)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
