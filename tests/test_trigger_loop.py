@@ -18,7 +18,8 @@ def test_drift_retrain_and_promotion_lift_the_champion_after_the_drift(
     audit = scenario.on.audit
     drift = next(i for i, m in enumerate(audit) if m.action == "trigger-retrain")
     assert "concept drift on the champion" in audit[drift].reason
-    retrained = next(i for i, m in enumerate(audit) if m.actor == "retrain")
+    retrained = next((i for i, m in enumerate(audit) if m.actor == "retrain"), -1)
+    assert retrained >= 0, [m.reason for m in audit if m.actor == "trigger"]
     assert retrained > drift and audit[retrained].alias == "challenger-retrain"
     promoted = next(
         i for i, m in enumerate(audit) if m.action == "promote" and m.from_version and i > retrained
