@@ -25,6 +25,7 @@ class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
         self.writer = writer
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[list[Record]], bool]:
+        """Replace each event's features with its entity's aggregates after the event."""
         update = self.features.update
         touched = []
         for records in values:
@@ -36,6 +37,7 @@ class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
         return values, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[list[Record]], bool]:
+        """Write the last entity states to the feature store before the input ends."""
         self._store((), force=True)
         return [], StatefulBatchLogic.RETAIN
 
@@ -46,4 +48,5 @@ class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
             FEATURE_STORE_FAILURES.labels(self.writer.store.model).inc()
 
     def snapshot(self) -> bytes:
+        """The signed aggregates, for Bytewax recovery."""
         return dumps_signed(self.features, self.key)

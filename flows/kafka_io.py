@@ -207,6 +207,7 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         self._lag_at = 0.0
 
     def next_batch(self) -> list[list[Raw]]:
+        """The messages waiting in the consumer (never blocks), as one batch."""
         if self._stop is not None and self._offset >= self._stop:
             self._report_lag()
             raise StopIteration()
@@ -255,9 +256,11 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         self._lag_at = time.monotonic() + self._lag_interval
 
     def snapshot(self) -> int:
+        """The next offset to read: where a resumed flow starts."""
         return self._offset
 
     def close(self) -> None:
+        """Close the consumer."""
         with contextlib.suppress(RuntimeError):
             self._consumer.close()
 
@@ -296,6 +299,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         self._window = window
 
     def list_parts(self) -> list[str]:
+        """One part per topic partition: ``"PARTITION-TOPIC"``."""
         return [
             f"{p}-{topic}"
             for topic in self._topics
@@ -303,6 +307,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         ]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _BatchPartition:
+        """A consumer of one partition, from its resume offset or the configured start."""
         idx, topic = for_part.split("-", 1)
         part = int(idx)
         start = resume_state
@@ -398,4 +403,5 @@ class KafkaBatchSink(DynamicSink[list[Out]]):
         self._config = config or {}
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPartition:
+        """One producer per worker."""
         return _SinkPartition(self._bootstrap, self._topic, self._config)

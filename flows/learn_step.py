@@ -67,6 +67,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         return encode({**head, **model, "prediction": y_pred})
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[LearnOut], bool]:
+        """Predict every event, learn every joined label, keep the registry in step."""
         learner = self.learner
         out = LearnOut()
         predictions, shadow, dead = out.predictions, out.shadow, out.dead
@@ -109,6 +110,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         return [out], StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[LearnOut], bool]:
+        """Tick the registry and status while the stream is quiet."""
         if self.offline is not None:
             self.offline.rotate()  # files are written on time when the stream is quiet
         self.sync.tick(self.learner)
@@ -143,6 +145,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         return out
 
     def on_eof(self) -> tuple[list[LearnOut], bool]:
+        """Dead-letter labels that never found their event; write the last checkpoints."""
         out = LearnOut(dead=[_unknown_label(label) for label in self.learner.drain_orphans()])
         if self.offline is not None:
             self.offline.close()
@@ -153,6 +156,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         return [out], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
+        """The signed learner, for Bytewax recovery."""
         return dumps_signed(self.learner, self.key)
 
 

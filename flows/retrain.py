@@ -61,6 +61,7 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
         self.rejected = 0
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[OnlineLearner], bool]:
+        """Learn the replayed events and labels in order."""
         learner = self.learner
         for records in values:
             for rec in records:
@@ -75,9 +76,11 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
         return [], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[OnlineLearner], bool]:
+        """Hand on the trained learner once the range is read."""
         return [self.learner], StatefulBatchLogic.DISCARD
 
     def snapshot(self) -> None:
+        """Nothing: a replay is short and starts over rather than resumes."""
         return None
 
 

@@ -68,6 +68,7 @@ class _Counted:
         self.codes = {code: GRPC_REQUESTS.labels(rpc_name, code.name) for code in Code}
 
     def record(self, code: grpc.StatusCode, began: float) -> None:
+        """Count the call under its status code and time it."""
         self.codes[code].inc()
         self.seconds.observe(time.perf_counter() - began)
 
@@ -114,14 +115,17 @@ class ScoringService(rpc.ScoringServicer):
     # -- RPCs ------------------------------------------------------------------------------
 
     def Predict(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+        """Score one row with the named model (default: the champion)."""
         return self._rpcs["Predict"].unary(self._predict, request, context)
 
     def PredictBatch(
         self, request: pb.PredictBatchRequest, context: Any
     ) -> pb.PredictBatchResponse:
+        """Score many rows in one call, as messages or a packed matrix."""
         return self._rpcs["PredictBatch"].unary(self._predict_batch, request, context)
 
     def PredictStream(self, requests: Iterator[pb.PredictRequest], context: Any) -> Iterator:
+        """Score each request of a stream; a refused one gets its status in its reply."""
         counted = self._rpcs["PredictStream"]
         for request in requests:
             began = time.perf_counter()
@@ -147,9 +151,11 @@ class ScoringService(rpc.ScoringServicer):
             yield reply
 
     def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
+        """Check a label against the model's task and publish it for the learn flow to join."""
         return self._rpcs["Feedback"].unary(self._feedback, request, context)
 
     def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
+        """The champion and challenger serving under a name, the A/B split and entity features."""
         return self._rpcs["GetModel"].unary(self._get_model, request, context)
 
     # -- the work --------------------------------------------------------------------------

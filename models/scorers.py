@@ -90,6 +90,7 @@ class RiverScorer(Scorer):
         self._lock = threading.Lock()
 
     def predict_one(self, x: Features) -> Prediction:
+        """The River model's own answer, under a lock (River models are not thread-safe)."""
         if self.features is not None:  # River adds unseen names to its state: keep them out
             x = {k: v for k, v in x.items() if k in self.features}
         with self._lock:
@@ -144,6 +145,7 @@ class LinearScorer(Scorer):
         return total + self.intercept
 
     def predict_one(self, x: Features) -> Prediction:
+        """The compiled linear model's answer for one row, equal to River's."""
         raw = self._logit_one(x)
         if not self.classify:
             return raw
@@ -151,6 +153,7 @@ class LinearScorer(Scorer):
         return {False: 1.0 - p, True: p}
 
     def predict_matrix(self, names: list[str], matrix: np.ndarray) -> Answers:
+        """All rows at once with numpy; a feature missing from ``names`` counts as absent."""
         index = {n: i for i, n in enumerate(names)}
         cols = [index.get(n, -1) for n in self.names]
         have = np.array([c >= 0 for c in cols], dtype=bool)
@@ -172,6 +175,7 @@ class LinearScorer(Scorer):
         return Answers((False, True), proba, predicted, np.empty(0))
 
     def predict_rows(self, rows: list[Features]) -> Answers:
+        """Vectorised when every row has every feature; row by row otherwise, as River does."""
         names = self.names
         matrix = np.array([[x.get(n, math.nan) for n in names] for x in rows], dtype=float)
         if np.isnan(matrix).any():  # a row lacks a feature: River skips it, so must we
