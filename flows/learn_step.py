@@ -71,7 +71,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         learner = self.learner
         out = LearnOut()
         predictions, shadow, dead = out.predictions, out.shadow, out.dead
-        positions = learner.positions
+        positions, drift = learner.positions, learner.drift
+        stamps: list[dict[str, int]] = []  # where each drift signal of the batch was raised
         described: dict[int, dict[str, Any]] = {}  # versions do not change within a batch
         for records in values:
             for rec in records:
@@ -80,6 +81,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                     if rejected is not None:
                         detail = f"a label for event {rec.id!r} already waits"
                         dead.append(dead_letter(rec.origin, "duplicate_label", detail))
+                    if drift is not None and len(drift.signals) > len(stamps):
+                        self._stamp(stamps, rec)
                     continue
                 try:
                     preds, served = learner.on_event(rec)
@@ -89,6 +92,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                 except ModelError as exc:
                     dead.append(dead_letter(rec.origin, "model_error", str(exc)))
                     continue
+                if drift is not None and len(drift.signals) > len(stamps):
+                    self._stamp(stamps, rec)
                 key = rec.entity.encode()
                 head = {"id": rec.id, "entity": rec.entity, "time": rec.time}
                 for slot in learner.slots:
@@ -102,7 +107,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                 positions[f"{origin.topic}-{origin.partition}"] = origin.offset + 1
         for label in learner.expire():
             dead.append(_unknown_label(label))
-        out.drift = self._drift_events()
+        out.drift = self._drift_events(stamps)
         if self.offline is not None:
             self.offline.take(learner.rows)
         self.sync.tick(learner)
@@ -122,22 +127,31 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         stream are not held up."""
         return None if self.ended else datetime.now(UTC) + timedelta(seconds=1)
 
-    def _drift_events(self) -> list[Out]:
+    def _stamp(self, stamps: list[dict[str, int]], rec: Record) -> None:
+        """Note the Kafka positions just past ``rec`` for the drift signals it raised: a
+        retrain of that drift starts there, not at the end of a (possibly long) batch."""
+        origin, drift = rec.origin, self.learner.drift
+        assert drift is not None
+        here = {**self.learner.positions, f"{origin.topic}-{origin.partition}": origin.offset + 1}
+        stamps.extend([here] * (len(drift.signals) - len(stamps)))
+
+    def _drift_events(self, stamps: list[dict[str, int]]) -> list[Out]:
         """The drift alarms of the batch, as messages for the drift topic (and counted)."""
         drift = self.learner.drift
         if drift is None or not drift.signals:
             return []
         signals, drift.signals = drift.signals, []
+        stamps += [dict(self.learner.positions)] * (len(signals) - len(stamps))  # none missed
         name = self.settings.model_name
         out = []
-        for signal in signals:
+        for signal, positions in zip(signals, stamps, strict=True):
             slot = self.learner.slot(signal.source)
             model = {"spec": slot.spec, "version": slot.version} if slot else {}
             payload = {
                 "model": name,
                 **signal.to_dict(),
                 **model,
-                "positions": dict(self.learner.positions),
+                "positions": positions,
                 "detected_at": time.time(),
             }
             DRIFT_EVENTS.labels(name, signal.kind, signal.source).inc()
