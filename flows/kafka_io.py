@@ -35,6 +35,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch.wait.max.ms": 50,
 }
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 2, "enable.idempotence": False}
+REACH_TIMEOUT = 10.0  # seconds a command waits for a first answer from the brokers
 LAG_INTERVAL = 5.0  # seconds between updates of a partition's consumer-lag gauge
 
 
@@ -75,10 +76,12 @@ def producer(bootstrap: str, **overrides: Any) -> Producer:
 
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: float = 30) -> None:
-    """Create whichever of ``topics`` do not exist yet, with ``partitions`` partitions."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    """Create whichever of ``topics`` do not exist yet, with ``partitions`` partitions; a
+    broker that does not answer within ``REACH_TIMEOUT`` is reported unreachable (in one
+    error, without librdkafka logging every failed connection meanwhile)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
-        existing = admin.list_topics(timeout=timeout).topics
+        existing = admin.list_topics(timeout=min(timeout, REACH_TIMEOUT)).topics
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0]}") from None
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
