@@ -157,7 +157,7 @@ def retrain(settings: Settings, req: RetrainRequest) -> VersionInfo:
         expected=ANY,
         actor="retrain",
         reason=f"retrained on {slot.learned} labelled events: {req.reason}",
-        evidence={**data_range, "seconds": round(time.monotonic() - began, 3)},
+        evidence={**data_range, "spec": spec, "seconds": round(time.monotonic() - began, 3)},
         action="set",
     )
     RETRAINS.labels(settings.model_name, "registered").inc()

@@ -124,7 +124,7 @@ def collect_report(settings: Settings) -> dict[str, Any]:
             "version": move.to_version,
             "alias": move.alias,
             "reason": move.reason,
-            "spec": registry.info(settings.model_name, move.to_version).spec,
+            "spec": move.evidence.get("spec"),  # the version itself may be pruned since
         }
         for move in registry.history(settings.model_name)
         if move.actor == "retrain" and move.to_version is not None

@@ -40,6 +40,7 @@ def test_retrain_from_offsets_registers_a_challenger_with_its_lineage(make_setti
     move = reg.history(s.model_name)[-1]
     assert (move.alias, move.to_version, move.actor) == ("challenger", version, "retrain")
     assert move.evidence["start"][f"{s.topic_events}-0"] == 1500
+    assert move.evidence["spec"] == "hoeffding", "the audit stands alone once v is pruned"
     assert reg.load(s.model_name, version).predict_proba_one({"salary": 1.0})
 
 
