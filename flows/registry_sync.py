@@ -140,11 +140,9 @@ class RegistrySync:
 
     def start(self, learner: OnlineLearner) -> None:
         """Continue the lineages of registered models; register fresh ones before serving."""
-        for slot in learner.slots:
-            if slot.version:
-                self.link.writer.rebase(
-                    slot.alias, self.link.resumed_head(slot.alias, slot.version)
-                )
+        known = {slot.alias: slot.version for slot in learner.slots if slot.version}
+        for alias, head in self.link.resumed_heads(known).items():
+            self.link.writer.rebase(alias, head)
         fresh = [slot for slot in learner.slots if not slot.version]
         if fresh:  # register them now, so that predictions name a version
             self.link.submit(

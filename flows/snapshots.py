@@ -20,7 +20,14 @@ from typing import Any
 import redis
 
 from models.ab import CHAMPION
-from models.registry import CHANNEL, Conflict, Registry, VersionInfo, announcement
+from models.registry import (
+    CHANNEL,
+    AliasMove,
+    Conflict,
+    Registry,
+    VersionInfo,
+    announcement,
+)
 from riverrun.metrics import SNAPSHOT_FAILURES, SNAPSHOT_LAST
 
 log = logging.getLogger(__name__)
@@ -305,18 +312,23 @@ class RegistryLink:
             )
             return None
 
-    def resumed_head(self, alias: str, version: int) -> int:
-        """Where ``alias``'s lineage goes on when the flow resumes from state that knew ``version``.
+    def resumed_heads(self, versions: dict[str, int]) -> dict[str, int]:
+        """Where each alias's lineage goes on when the flow resumes from state that knew
+        ``versions`` (``{alias: version}``); the audit stream is read once for all of them.
 
         A flow that crashed after its last Bytewax snapshot may have checkpointed newer
         versions since; they are its own (the replay learns the same events again), so the
         lineage continues from the newest of them instead of adopting it as a model set
-        elsewhere. Any other move since ``version`` leaves ``version``, for the flow to adopt.
+        elsewhere. Any other move since a version leaves it, for the flow to adopt.
         """
         try:
-            moves = self.registry.history(self.model, count=RESUME_SCAN)
+            moves = self.registry.history(self.model, count=RESUME_SCAN) if versions else []
         except redis.RedisError:
-            return version
+            return dict(versions)
+        return {alias: self._head_after(moves, alias, v) for alias, v in versions.items()}
+
+    def _head_after(self, moves: list[AliasMove], alias: str, version: int) -> int:
+        """The newest of this flow's own checkpoints of ``alias`` since ``version``."""
         head: int | None = None
         for move in reversed(moves):
             if move.alias != alias:
