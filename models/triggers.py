@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from models.gates import HIGHER_IS_BETTER, LOWER_IS_BETTER
+
 SLUMP_ACTIONS = ("off", "retrain", "promote", "rollback")
-LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
-METRICS = ("accuracy", *LOWER_IS_BETTER)
+METRICS = tuple(sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER))  # of any task
 
 
 class TriggerConfigError(ValueError):

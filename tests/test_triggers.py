@@ -110,3 +110,6 @@ def test_losses_slump_upwards_and_bad_actions_are_refused() -> None:
     assert policy.slumping(0.6) and not policy.slumping(0.4)
     with pytest.raises(TriggerConfigError, match="slump action 'panic'"):
         TriggerPolicy(slump_action="panic")
+    with pytest.raises(TriggerConfigError, match="slump metric 'rolling_f1': use one of acc"):
+        TriggerPolicy(slump_metric="rolling_f1")
+    assert TriggerPolicy(slump_metric="rolling_rmse").slumping(2.0)
