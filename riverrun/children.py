@@ -51,7 +51,11 @@ class Child:
     def __enter__(self) -> Child:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if self.alive():
             self.stop()
+        if exc_type is not None:  # whatever went wrong, the command's own words come with it
+            code = self.process.returncode
+            print(f"--- riverrun {' '.join(self.argv)} (exit {code}) said:", file=sys.stderr)
+            print(self.stderr()[-20_000:], file=sys.stderr)
         self._stderr.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -31,11 +32,38 @@ class LauncherError(RuntimeError):
     """A local server could not be found or did not come up; the message says which."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, never the same twice.
+
+    It comes from below the kernel's ephemeral range: a port from inside it can be taken by
+    any outgoing connection (a Kafka client's, say) before the server it is for binds it.
+    """
+    low = _ephemeral_range_start()
+    candidates = list(range(max(1024, low - 16384), low)) or [0]
+    random.shuffle(candidates)
+    for candidate in candidates:
+        if candidate in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        _handed_out.add(port)
+        return port
+    raise LauncherError("no free TCP port on 127.0.0.1")
+
+
+def _ephemeral_range_start() -> int:
+    """The first port the kernel hands to outgoing connections (Linux's default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def broker_binary() -> str:

@@ -15,6 +15,8 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
+from riverrun.local import free_port
+
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
 
 
@@ -83,6 +85,15 @@ def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
     up.send_signal(signal.SIGINT)
     assert up.wait(30) == 0
     assert not (_server_pids() & started)
+
+
+def test_free_ports_never_repeat_and_stay_clear_of_outgoing_connections() -> None:
+    # A port from the ephemeral range can go to any client's connection before its server
+    # binds it: a Bytewax cluster or a /metrics server then fails to start.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 <= port < low for port in ports)
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
