@@ -62,6 +62,9 @@ def recovery(settings: Settings, *, events: int, dataset: str = "agrawal") -> Re
         wait_until(lambda: predictions() >= events // 2, "half the predictions")
         os.killpg(child.pid, signal.SIGKILL)
     killed_at = predictions()
+    # More events wait for the restart, so it has something new to predict even if the
+    # killed run had reached the end of the first ones.
+    produce_stream(s, events + events // 4, dataset, skip=events)
     began = time.monotonic()
     with learn_child(s):
         resumed = wait_until(lambda: predictions() > killed_at, "a prediction after restart")
