@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.drift import detection
-from bench.harness import Report, write_reports
+from bench.harness import Report, timed, write_reports
 from bench.latency import latency
 from bench.memory import memory
 from bench.recovery import recovery
+from bench.serving import Sizes as ServingSizes
 from bench.serving import serving
 from bench.snapshots import snapshots
 from bench.throughput import challenger_cost, scaling, throughput
@@ -24,33 +25,54 @@ from riverrun.settings import Settings
 
 @dataclass(frozen=True)
 class BenchRequest:
-    """How big to run, and where to write the JSON."""
+    """How big to run (a key of :data:`SIZES`), and where to write the JSON."""
 
-    quick: bool = False
+    size: str = "full"
     out: Path = Path("bench/results/bench.json")
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """Events (or requests) per benchmark: ``--quick`` fits in 3 minutes, the full run in 10."""
+    """Events (or requests) per benchmark."""
 
     throughput: int
     latency_seconds: float
     latency_rates: tuple[float, ...]
     memory: int
     recovery: int
+    snapshot_repeats: int
+    serving: ServingSizes
+    detectors: tuple[str, ...]
+    detection_seeds: int
 
-    @classmethod
-    def for_run(cls, quick: bool) -> Sizes:
-        """Small sizes for ``--quick``."""
-        if quick:
-            return cls(20_000, 5.0, (2_000.0,), 50_000, 20_000)
-        return cls(200_000, 10.0, (1_000.0, 5_000.0, 10_000.0), 1_000_000, 100_000)
+
+SIZES = {
+    # every figure of the README, in about 10 minutes on 2 cores
+    "full": Sizes(
+        200_000,
+        10.0,
+        (1_000.0, 5_000.0, 10_000.0),
+        1_000_000,
+        100_000,
+        3,
+        ServingSizes(10_000, 20_000, 200, 3),
+        tuple(DETECTORS),
+        10,
+    ),
+    # the same benchmarks smaller: under 3 minutes
+    "quick": Sizes(
+        20_000, 5.0, (2_000.0,), 50_000, 20_000, 1, ServingSizes(2000, 4000, 40, 2), ("adwin",), 3
+    ),
+    # just enough to show that every benchmark runs and reports: its figures mean little
+    "smoke": Sizes(
+        3_000, 2.0, (1_000.0,), 10_000, 3_000, 1, ServingSizes(200, 400, 4, 1), ("adwin",), 1
+    ),
+}
 
 
 def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
     """Start a local stack, run the benchmarks, print their tables, write the JSON."""
-    size = Sizes.for_run(req.quick)
+    size = SIZES[req.size]
     reports: list[Report] = []
     with local_stack() as stack, tempfile.TemporaryDirectory(prefix="riverrun-bench-") as tmp:
         s = Settings.from_env(stack.env()).override(
@@ -63,17 +85,16 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
             lambda: challenger_cost(s, events=size.throughput // 2),
             lambda: memory(s, events=size.memory, out=req.out.with_name("memory")),
             lambda: recovery(s, events=size.recovery),
-            lambda: snapshots(s, events=10_000, repeats=1 if req.quick else 3),
-            lambda: serving(s, quick=req.quick),
-            lambda: detection(
-                detectors=("adwin",) if req.quick else tuple(DETECTORS),
-                seeds=3 if req.quick else 10,
-            ),
+            lambda: snapshots(s, events=10_000, repeats=size.snapshot_repeats),
+            lambda: serving(s, size.serving),
+            lambda: detection(detectors=size.detectors, seeds=size.detection_seeds),
             lambda: triggers_effect(s.override({"trigger_metrics_port": 0}), req.out.parent),
         ]
         for bench in benches:
-            reports.append(bench())
+            with timed() as t:
+                reports.append(bench())
             print(reports[-1].table(), flush=True)
+            print(f"({t.seconds:.0f} s)\n", flush=True)
     write_reports(reports, req.out)
     print(f"results written to {req.out}")
     return reports

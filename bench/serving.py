@@ -47,11 +47,6 @@ class Sizes:
     batches: int
     rounds: int
 
-    @classmethod
-    def for_run(cls, quick: bool) -> Sizes:
-        """Small sizes for ``--quick``."""
-        return cls(2000, 4000, 40, 2) if quick else cls(10_000, 20_000, 200, 3)
-
 
 @dataclass
 class Promoter:
@@ -230,9 +225,8 @@ LABELS = {
 }
 
 
-def serving(settings: Settings, *, quick: bool = False) -> Report:
+def serving(settings: Settings, sizes: Sizes) -> Report:
     """The serving figures of riverrun and of the echo baseline, calm and during promotions."""
-    sizes = Sizes.for_run(quick)
     registry = Registry.connect(settings.redis_url, settings.registry_key)
     versions, rows = _trained_versions(registry, 60, settings.seed)
     registry.move_alias(MODEL, "champion", versions[0], actor="bench", reason="bench")

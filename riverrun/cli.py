@@ -141,7 +141,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     from bench.run import BenchRequest, run_bench
 
-    run_bench(BenchRequest(quick=args.quick, out=Path(args.out)), settings)
+    run_bench(BenchRequest(size=args.size, out=Path(args.out)), settings)
     return 0
 
 
@@ -222,7 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser("bench", help="measure throughput and latency against baselines")
-    p.add_argument("--quick", action="store_true", help="small sizes (under 3 minutes)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", dest="size", action="store_const", const="quick", help="under 3 minutes"
+    )
+    size.add_argument(
+        "--smoke",
+        dest="size",
+        action="store_const",
+        const="smoke",
+        help="tiny: checks that every benchmark runs, its figures mean little",
+    )
+    p.set_defaults(size="full")
     p.add_argument("--out", default="bench/results/bench.json", help="where to write the JSON")
     add_flags(p, ("seed",))
     p.set_defaults(handler=_bench)
