@@ -38,7 +38,9 @@ def make_settings(stack: LocalStack, request: pytest.FixtureRequest) -> Callable
                 "model_name": tag,
                 "follow": False,
                 "status_interval": 0.2,
-                "metrics_port": 0,
+                "metrics_port": 0,  # no fixed port: a test that scrapes picks a free one
+                "trigger_metrics_port": 0,
+                "serve_metrics_port": 0,
                 "recovery_dir": "",
             }
         )
