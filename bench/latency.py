@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.child import learn_child, wait_until
+from bench.child import wait_until
 from bench.harness import Report
 from bench.kafka_time import stamps_by_id
 from bench.throughput import isolated
 from flows.codec import encode
 from flows.kafka_io import end_offsets, ensure_topics, producer
 from models.datasets import open_stream
+from riverrun.children import Child
 from riverrun.runner import learn_topics
 from riverrun.settings import Settings
 
@@ -61,7 +62,7 @@ def _at_rate(settings: Settings, events: int, rate: float, dataset: str) -> tupl
     def predicted(n: int) -> bool:
         return sum(end_offsets(s.bootstrap_servers, s.topic_predictions).values()) >= n
 
-    with learn_child(s):
+    with Child(s, "learn"):
         for i in range(WARM_UP):
             send(i)
         out.flush()

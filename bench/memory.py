@@ -12,12 +12,12 @@ import orjson
 import psutil
 import redis
 
-from bench.child import learn_child
 from bench.harness import Report
 from bench.plot import line_png
 from bench.throughput import isolated, produce_stream
 from models.datasets import open_stream
 from models.status import read_status
+from riverrun.children import Child
 from riverrun.settings import Settings
 
 EVERY = 0.5  # seconds between samples
@@ -33,10 +33,10 @@ def memory(
     produce_stream(s, events, dataset, delay_labels=delay)
     client = redis.Redis.from_url(s.redis_url)
     curve: list[tuple[float, int, float]] = []  # (seconds, events predicted, RSS MB)
-    with learn_child(s) as child:
-        process = psutil.Process(child.pid)
+    with Child(s, "learn") as child:
+        process = psutil.Process(child.process.pid)
         began = time.monotonic()
-        while child.poll() is None:
+        while child.alive():
             try:
                 rss = process.memory_info().rss / 2**20
             except psutil.NoSuchProcess:
@@ -44,7 +44,7 @@ def memory(
             status = read_status(client, s.model_name)
             curve.append((time.monotonic() - began, status["events"] if status else 0, rss))
             with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(EVERY)
+                child.process.wait(EVERY)
     return _report(curve, events, delay, dataset, out)
 
 

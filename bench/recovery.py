@@ -3,11 +3,9 @@ how soon a flow killed mid-stream predicts again after its restart (against a co
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
-from bench.child import learn_child, wait_until
+from bench.child import wait_until
 from bench.harness import Report, best_of, timed
 from bench.throughput import CHALLENGER, CHAMPION, isolated, produce_stream
 from flows.kafka_io import end_offsets
@@ -17,6 +15,7 @@ from models.learner import OnlineLearner, Slot
 from models.schema import Event, LabelMessage
 from models.signing import check_key, dumps_signed
 from models.specs import build_model
+from riverrun.children import Child
 from riverrun.recovery import partitions
 from riverrun.settings import Settings
 
@@ -57,16 +56,17 @@ def recovery(settings: Settings, *, events: int, dataset: str = "agrawal") -> Re
         return sum(end_offsets(s.bootstrap_servers, s.topic_predictions).values())
 
     began = time.monotonic()
-    with learn_child(s) as child:
+    with Child(s, "learn") as child:
         cold = wait_until(lambda: predictions() > 0, "a first prediction") - began
         wait_until(lambda: predictions() >= events // 2, "half the predictions")
-        os.killpg(child.pid, signal.SIGKILL)
+        child.process.kill()  # SIGKILL: any process of its own dies with it
+        child.process.wait()
     killed_at = predictions()
     # More events wait for the restart, so it has something new to predict even if the
     # killed run had reached the end of the first ones.
     produce_stream(s, events + events // 4, dataset, skip=events)
     began = time.monotonic()
-    with learn_child(s):
+    with Child(s, "learn"):
         resumed = wait_until(lambda: predictions() > killed_at, "a prediction after restart")
         wait_until(lambda: predictions() >= killed_at + events // 4, "the flow to go on")
     path = s.recovery_path
