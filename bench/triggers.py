@@ -3,8 +3,7 @@ flows at once, one with the trigger service, and their served accuracy is compar
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import orjson
 import redis
 
+from bench.child import wait_until
 from bench.harness import Report
 from flows.kafka_io import ensure_topics, read_values
 from flows.produce import ProduceRequest, produce
@@ -105,21 +105,25 @@ def run_scenario(on: Settings, off: Settings, timeout: float = 120) -> Scenario:
         with Child(on, "trigger") as trigger:
             children = (learn_on, learn_off, trigger)
             produce(req, on.bootstrap_servers, on.topic_events, on.topic_labels, progress=False)
-            _wait(
-                children,
-                timeout,
-                lambda: any(m.actor == "retrain" for m in registry.history(on.model_name)),
-            )
+            with contextlib.suppress(TimeoutError):  # no retrain: go on, the audit says why
+                wait_until(
+                    lambda: any(m.actor == "retrain" for m in registry.history(on.model_name)),
+                    "a triggered retrain",
+                    0.2,
+                    children=children,
+                    timeout=timeout,
+                )
             produce(rest, on.bootstrap_servers, on.topic_events, on.topic_labels, progress=False)
-            if not _wait(
-                children,
-                timeout,
+            wait_until(
                 lambda: all(
                     (read_status(client, s.model_name) or {}).get("events", 0) >= EVENTS
                     for s in (on, off)
                 ),
-            ):
-                raise TimeoutError("the flows did not predict every event in time")
+                "both flows to predict every event",
+                0.2,
+                children=children,
+                timeout=timeout,
+            )
             trigger.stop()
         learn_on.stop()
         learn_off.stop()
@@ -128,19 +132,6 @@ def run_scenario(on: Settings, off: Settings, timeout: float = 120) -> Scenario:
         for e in map(orjson.loads, read_values(on.bootstrap_servers, on.topic_events))
     }
     return Scenario(_collect(on), _collect(off), truth)
-
-
-def _wait(children: tuple[Child, ...], timeout: float, condition: Callable[[], bool]) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; fail if a child stopped."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        for child in children:
-            if not child.alive():
-                raise RuntimeError(f"riverrun {child.argv[0]} stopped: {child.stderr()}")
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 def _collect(s: Settings) -> Run:
