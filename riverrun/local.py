@@ -38,13 +38,13 @@ _handed_out: set[int] = set()
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now, never the same twice.
 
-    It comes from below the kernel's ephemeral range: a port from inside it can be taken by
-    any outgoing connection (a Kafka client's, say) before the server it is for binds it.
+    It comes from outside the kernel's ephemeral range: a port from inside it can be taken
+    by any outgoing connection (a Kafka client's, say) before the server it is for binds it.
     """
-    low = _ephemeral_range_start()
-    candidates = list(range(max(1024, low - 16384), low)) or [0]
+    low, high = ephemeral_ports()
+    candidates = [*range(max(1024, low - 16384), low), *range(high + 1, min(65536, high + 16385))]
     random.shuffle(candidates)
-    for candidate in candidates:
+    for candidate in candidates or [0]:
         if candidate in _handed_out:
             continue
         with socket.socket() as sock:
@@ -58,12 +58,14 @@ def free_port() -> int:
     raise LauncherError("no free TCP port on 127.0.0.1")
 
 
-def _ephemeral_range_start() -> int:
-    """The first port the kernel hands to outgoing connections (Linux's default 32768)."""
+def ephemeral_ports() -> tuple[int, int]:
+    """The first and last port the kernel hands to outgoing connections (Linux's defaults
+    32768 and 60999 where it does not say)."""
     try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def broker_binary() -> str:
