@@ -70,38 +70,19 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         """Predict every event, learn every joined label, keep the registry in step."""
         learner = self.learner
         out = LearnOut()
-        predictions, shadow, dead = out.predictions, out.shadow, out.dead
+        dead = out.dead
         positions, drift = learner.positions, learner.drift
         stamps: list[dict[str, int]] = []  # where each drift signal of the batch was raised
         described: dict[int, dict[str, Any]] = {}  # versions do not change within a batch
         for records in values:
             for rec in records:
-                if type(rec) is not Event:
-                    rejected = learner.on_label(rec)  # type: ignore[arg-type]
-                    if rejected is not None:
-                        detail = f"a label for event {rec.id!r} already waits"
-                        dead.append(dead_letter(rec.origin, "duplicate_label", detail))
-                    if drift is not None and len(drift.signals) > len(stamps):
-                        self._stamp(stamps, rec)
-                    continue
-                try:
-                    preds, served = learner.on_event(rec)
-                except InvalidInput as exc:
-                    dead.append(dead_letter(rec.origin, exc.reason, str(exc)))
-                    continue
-                except ModelError as exc:
-                    dead.append(dead_letter(rec.origin, "model_error", str(exc)))
-                    continue
+                if type(rec) is Event:
+                    self._predict(rec, out, described)
+                elif learner.on_label(rec) is not None:  # type: ignore[arg-type]
+                    detail = f"a label for event {rec.id!r} already waits"
+                    dead.append(dead_letter(rec.origin, "duplicate_label", detail))
                 if drift is not None and len(drift.signals) > len(stamps):
                     self._stamp(stamps, rec)
-                key = rec.entity.encode()
-                head = {"id": rec.id, "entity": rec.entity, "time": rec.time}
-                for slot in learner.slots:
-                    model = described.get(slot.uid) or described.setdefault(
-                        slot.uid, self._describe(slot)
-                    )
-                    message = Out(key, self._payload(head, model, preds[slot.uid]))
-                    (predictions if slot is served else shadow).append(message)
             if records:
                 origin = records[-1].origin
                 positions[f"{origin.topic}-{origin.partition}"] = origin.offset + 1
@@ -113,6 +94,24 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.sync.tick(learner)
         self.status.maybe_write(learner)
         return [out], StatefulBatchLogic.RETAIN
+
+    def _predict(self, event: Event, out: LearnOut, described: dict[int, dict[str, Any]]) -> None:
+        """Every model's prediction of ``event``: the served one and the shadow ones, or a
+        dead letter if the event cannot be served."""
+        try:
+            preds, served = self.learner.on_event(event)
+        except InvalidInput as exc:
+            out.dead.append(dead_letter(event.origin, exc.reason, str(exc)))
+            return
+        except ModelError as exc:
+            out.dead.append(dead_letter(event.origin, "model_error", str(exc)))
+            return
+        key = event.entity.encode()
+        head = {"id": event.id, "entity": event.entity, "time": event.time}
+        for slot in self.learner.slots:
+            model = described.get(slot.uid) or described.setdefault(slot.uid, self._describe(slot))
+            message = Out(key, self._payload(head, model, preds[slot.uid]))
+            (out.predictions if slot is served else out.shadow).append(message)
 
     def on_notify(self) -> tuple[list[LearnOut], bool]:
         """Tick the registry and status while the stream is quiet."""
