@@ -9,11 +9,9 @@ from bytewax.operators import StatefulBatchLogic
 
 from models.feature_store import FeatureWriter
 from models.features import EntityFeatures
-from models.schema import Event, LabelMessage
+from models.schema import Event, Record
 from models.signing import dumps_signed
 from riverrun.metrics import FEATURE_STORE_FAILURES
-
-Record = Event | LabelMessage
 
 
 class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):

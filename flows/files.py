@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
-from models.schema import Event, InvalidInput, LabelMessage, check_features, check_label
+from models.schema import Event, InvalidInput, Record, check_features, check_label
 
 RESERVED = frozenset({"id", "time", "entity", "label", "predictions"})
 CHUNK_ROWS = 10_000
@@ -30,7 +30,6 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
-Record = Event | LabelMessage
 OnReject = Callable[[InvalidInput], None]
 
 

@@ -20,11 +20,12 @@ from bytewax.operators import KeyedStream
 from flows.codec import Parsed, Parser
 from flows.feature_step import FeatureLogic
 from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
-from flows.learn_step import LearnLogic, Record
+from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
 from flows.run_start import read_start, record_start
 from models.feature_store import FeatureStore, FeatureWriter
 from models.features import EntityFeatures, FeatureSpec
+from models.schema import Record
 from models.signing import check_key, loads_signed
 from riverrun.metrics import DEADLETTERS, EVENTS_IN
 from riverrun.settings import Settings

@@ -18,12 +18,10 @@ from flows.registry_sync import RegistrySync
 from flows.status import StatusReporter
 from models.evaluation import predicted_label
 from models.learner import ModelError, OnlineLearner, Slot
-from models.schema import Event, InvalidInput, LabelMessage
+from models.schema import Event, InvalidInput, LabelMessage, Record
 from models.signing import check_key, dumps_signed
 from riverrun.metrics import DRIFT_EVENTS
 from riverrun.settings import Settings
-
-Record = Event | LabelMessage
 
 
 @dataclass(slots=True)

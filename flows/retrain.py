@@ -22,11 +22,10 @@ from bytewax.run import cli_main
 
 from flows.kafka_io import KafkaBatchSource, end_offsets, offsets_at
 from flows.learn import record_streams
-from flows.learn_step import Record
 from models.evaluation import Prequential
 from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
-from models.schema import Event, InvalidInput
+from models.schema import Event, InvalidInput, Record
 from models.specs import build_model
 from riverrun.metrics import RETRAINS
 from riverrun.settings import Settings

@@ -20,8 +20,8 @@ from flows import files, kafka_range
 from flows.codec import Parser
 from flows.kafka_range import KafkaRange
 from models.datasets import DATASETS, open_stream
-from models.progressive import Record, Rejects, hold_labels
-from models.schema import Event, InvalidInput
+from models.progressive import Rejects, hold_labels
+from models.schema import Event, InvalidInput, Record
 from riverrun.settings import Settings
 
 KAFKA = "kafka"

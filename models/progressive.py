@@ -18,9 +18,8 @@ from typing import Any
 
 from models.evaluation import Prequential
 from models.learner import OnlineLearner, Slot
-from models.schema import Event, InvalidInput, LabelMessage
+from models.schema import Event, InvalidInput, LabelMessage, Record
 
-Record = Event | LabelMessage
 SERIES_POINTS = 500  # about this many points of each model's rolling metrics over a run
 
 

@@ -57,6 +57,9 @@ class LabelMessage:
     origin: Any = None
 
 
+Record = Event | LabelMessage  # what a stream of events with separate labels carries
+
+
 def check_features(features: Any) -> dict[str, float]:
     """Return ``features`` if it maps names to finite numbers, else raise :class:`InvalidInput`.
 
