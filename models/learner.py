@@ -20,6 +20,7 @@ from models.ab import CHALLENGER, CHAMPION, serving_arm
 from models.contest import Contest
 from models.drift import DriftWatch
 from models.evaluation import Prequential
+from models.kernels import learn_and_scale, learn_logreg, plain_logreg, proba_logreg
 from models.promotion import Decision, PromotionPolicy
 from models.schema import Event, LabelMessage, check_schema
 from models.sharing import group
@@ -165,9 +166,11 @@ class OnlineLearner:
     broken: list[Broken] = field(default_factory=list, repr=False)
     contest: Contest = field(init=False)
     last_uid: int = 0
-    # Models whose StandardScaler is shared (models/sharing.py): (scaler, [(uid, final)]).
+    # StandardScaler pipelines by shared scaler (models/sharing.py): (scaler, [(uid, final)]).
     _groups: list[tuple[Any, list[tuple[int, Any]]]] = field(default_factory=list, repr=False)
     _alone: list[Slot] = field(default_factory=list, repr=False)
+    # Uids of the finals that models/kernels.py predicts and learns instead of River's calls.
+    _fast: frozenset[int] = field(default=frozenset(), repr=False)
 
     def __post_init__(self) -> None:
         self.contest = Contest(self.policy)
@@ -182,10 +185,14 @@ class OnlineLearner:
         self.contest.enter(slot.uid)
 
     def _regroup(self) -> None:
-        """Share one scaler among models whose scalers are in the same state."""
+        """Share one scaler among models whose scalers are in the same state; note which
+        final steps the kernels run."""
         self._groups = group((s.uid, s.model) for s in self.slots)
-        grouped = {uid for _, members in self._groups for uid, _ in members}
+        finals = [member for _, members in self._groups for member in members]
+        grouped = {uid for uid, _ in finals}
         self._alone = [s for s in self.slots if s.uid not in grouped]
+        classify = self.task != "regression"
+        self._fast = frozenset(uid for uid, final in finals if classify and plain_logreg(final))
 
     @property
     def champion(self) -> Slot:
@@ -239,7 +246,7 @@ class OnlineLearner:
             check_schema(x, self.schema)
         classify = self.task != "regression"
         timed = self.counts.events % TIMING_EVERY == 0
-        gates = self.contest.gates
+        gates, fast = self.contest.gates, self._fast
         out: dict[int, Any] = {}
         seconds: dict[int, float] = {}
         failed: dict[int, Exception] = {}
@@ -251,7 +258,12 @@ class OnlineLearner:
             for uid, final in members:
                 began = clock() if timed else 0.0
                 try:
-                    out[uid] = final.predict_proba_one(xt) if classify else final.predict_one(xt)
+                    if uid in fast:
+                        out[uid] = proba_logreg(final, xt)
+                    else:
+                        out[uid] = (
+                            final.predict_proba_one(xt) if classify else final.predict_one(xt)
+                        )
                 except Exception as exc:  # a model's own code must not stop the stream
                     failed[uid] = exc
                 if timed:
@@ -368,18 +380,21 @@ class OnlineLearner:
     def _fit(self, x: dict[str, float], y: Any) -> None:
         """Every model learns ``(x, y)``; a shared scaler learns and transforms once."""
         timed = self.counts.labelled % TIMING_EVERY == 0
+        fast = self._fast
         clock = time.perf_counter
         took: dict[int, float] = {}
         failed: dict[int, Exception] = {}
         for scaler, members in self._groups:
             began = clock() if timed else 0.0
-            scaler.learn_one(x)
-            xt = scaler.transform_one(x)
+            xt = learn_and_scale(scaler, x)
             shared = clock() - began if timed else 0.0
             for uid, final in members:
                 began = clock() if timed else 0.0
                 try:
-                    final.learn_one(xt, y)
+                    if uid in fast:
+                        learn_logreg(final, xt, y)
+                    else:
+                        final.learn_one(xt, y)
                 except Exception as exc:  # a model's own code must not stop the stream
                     failed[uid] = exc
                 if timed:

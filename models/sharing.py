@@ -2,7 +2,8 @@
 are in the same state (a champion and challengers started together see the same events)
 share one scaler object, which learns and transforms once per event instead of once per
 model. The results are exactly those of separate pipelines; the scaler is the costliest
-step of a linear pipeline, so this nearly halves the work of two of them.
+step of a linear pipeline, so this nearly halves the work of two of them. A group of one
+is a pipeline alone, split so that its steps can run through :mod:`models.kernels`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from typing import Any
 
 from river import compose, preprocessing
 
+from models.kernels import plain_scaler
+
 
 def scaler_and_final(model: Any) -> tuple[preprocessing.StandardScaler, Any] | None:
-    """``(scaler, final step)`` of a two-step ``StandardScaler | model`` pipeline, else None."""
+    """``(scaler, final step)`` of a two-step ``StandardScaler | model`` pipeline whose scaler
+    is plain (see :func:`models.kernels.plain_scaler`), else None."""
     if not isinstance(model, compose.Pipeline) or len(model.steps) != 2:
         return None
     first, final = model.steps.values()
-    if type(first) is not preprocessing.StandardScaler:
+    if not plain_scaler(first):
         return None
     return first, final
 
@@ -36,8 +40,9 @@ def share(model: Any, scaler: preprocessing.StandardScaler) -> None:
 
 
 def group(models: Iterable[tuple[int, Any]]) -> list[tuple[Any, list[tuple[int, Any]]]]:
-    """Groups of ``(key, model)`` whose scalers are in the same state, each now sharing one
-    scaler: ``[(scaler, [(key, final step), ...]), ...]`` for groups of two or more."""
+    """The ``(key, model)`` pipelines, grouped by the state of their scalers, each group now
+    sharing one scaler: ``[(scaler, [(key, final step), ...]), ...]``; other models are left
+    out."""
     groups: list[tuple[Any, list[tuple[int, Any]]]] = []
     for key, model in models:
         parts = scaler_and_final(model)
@@ -50,4 +55,4 @@ def group(models: Iterable[tuple[int, Any]]) -> list[tuple[Any, list[tuple[int, 
         else:
             share(model, home[0])
             home[1].append((key, final))
-    return [g for g in groups if len(g[1]) > 1]
+    return groups

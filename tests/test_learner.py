@@ -106,8 +106,8 @@ def test_a_model_whose_scaler_learned_elsewhere_keeps_its_own() -> None:
     )
     assert len(lr._groups) == 1
     lr.put_challenger(Slot("logreg", trained, Prequential("binary", 5), "challenger-2"))
-    (group,) = lr._groups
-    assert [uid for uid, _ in group[1]] == [s.uid for s in lr.slots[:2]]
-    assert trained["StandardScaler"] is not fresh[0]["StandardScaler"]
+    shared, own = lr._groups
+    assert [uid for uid, _ in shared[1]] == [s.uid for s in lr.slots[:2]]
+    assert own[0] is trained["StandardScaler"] is not fresh[0]["StandardScaler"]
     lr.remove_challenger(lr.slots[1].alias)
-    assert lr._groups == [] and len(lr._alone) == 2
+    assert [len(members) for _, members in lr._groups] == [1, 1] and lr._alone == []
