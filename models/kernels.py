@@ -59,8 +59,9 @@ def plain_logreg(model: Any) -> bool:
 
 
 def proba_logreg(model: linear_model.LogisticRegression, x: Features) -> dict[bool, float]:
-    """``model.predict_proba_one(x)``."""
-    p = model.loss.mean_func(model._weights.dot(x) + model.intercept)
+    """``model.predict_proba_one(x)``, River's sigmoid included (0 and 1 past ±30)."""
+    z = model._weights.dot(x) + model.intercept
+    p: float = 0 if z < -30 else 1 if z > 30 else 1 / (1 + math.exp(-z))
     return {False: 1.0 - p, True: p}
 
 
