@@ -49,20 +49,27 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.ended = False
         sync.start(learner)
 
-    def _describe(self, slot: Slot) -> dict[str, Any]:
-        """What every prediction of ``slot`` says about the model that made it."""
-        return {
+    def _describe(self, slot: Slot) -> bytes:
+        """What every prediction of ``slot`` says about the model that made it, as the start
+        of a JSON object that :meth:`_payload` completes."""
+        model = {
             "model": self.settings.model_name,
             "alias": slot.alias,
             "version": slot.version,
             "spec": slot.spec,
             "role": slot.role,
         }
+        return encode(model)[:-1] + b","
 
-    def _payload(self, head: dict[str, Any], model: dict[str, Any], y_pred: Any) -> bytes:
+    def _payload(self, event: dict[str, Any], model: bytes, y_pred: Any) -> bytes:
+        """One prediction message: the ``model`` part and the ``event``'s fields (which this
+        overwrites with the prediction)."""
         if self.classify:
-            return encode({**head, **model, "prediction": predicted_label(y_pred), "proba": y_pred})
-        return encode({**head, **model, "prediction": y_pred})
+            event["prediction"] = predicted_label(y_pred)
+            event["proba"] = y_pred
+        else:
+            event["prediction"] = y_pred
+        return model + encode(event)[1:]
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[LearnOut], bool]:
         """Predict every event, learn every joined label, keep the registry in step."""
@@ -71,7 +78,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         dead = out.dead
         positions, drift = learner.positions, learner.drift
         stamps: list[dict[str, int]] = []  # where each drift signal of the batch was raised
-        described: dict[int, dict[str, Any]] = {}  # versions do not change within a batch
+        described: dict[int, bytes] = {}  # versions do not change within a batch
         for records in values:
             for rec in records:
                 if type(rec) is Event:
@@ -93,7 +100,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.status.maybe_write(learner)
         return [out], StatefulBatchLogic.RETAIN
 
-    def _predict(self, event: Event, out: LearnOut, described: dict[int, dict[str, Any]]) -> None:
+    def _predict(self, event: Event, out: LearnOut, described: dict[int, bytes]) -> None:
         """Every model's prediction of ``event``: the served one and the shadow ones, or a
         dead letter if the event cannot be served."""
         try:
@@ -105,10 +112,10 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
             out.dead.append(dead_letter(event.origin, "model_error", str(exc)))
             return
         key = event.entity.encode()
-        head = {"id": event.id, "entity": event.entity, "time": event.time}
+        fields = {"id": event.id, "entity": event.entity, "time": event.time}
         for slot in self.learner.slots:
             model = described.get(slot.uid) or described.setdefault(slot.uid, self._describe(slot))
-            message = Out(key, self._payload(head, model, preds[slot.uid]))
+            message = Out(key, self._payload(fields, model, preds[slot.uid]))
             (out.predictions if slot is served else out.shadow).append(message)
 
     def on_notify(self) -> tuple[list[LearnOut], bool]:
