@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from river import linear_model, optim, preprocessing
+from river import linear_model, optim, preprocessing, utils
 
 Features = dict[Any, float]
 
@@ -83,7 +83,5 @@ def learn_logreg(model: linear_model.LogisticRegression, x: Features, y: Any) ->
     grad = float(min(max(grad, -clip), clip))
     n = optimizer.n_iterations
     model.intercept -= model.intercept_lr.get(n) * grad
-    rate = optimizer.lr.get(n)
-    for i, xi in x.items():
-        weights[i] = weights.get(i, 0.0) - rate * (xi * grad)
+    weights.isub_scaled(utils.VectorDict.from_scaled(x, grad), optimizer.lr.get(n))
     optimizer.n_iterations = n + 1
