@@ -16,6 +16,7 @@ Label = bool | str | int | float
 # Larger magnitudes are refused: squared inside a scaler or a linear model they overflow
 # to infinity, and one such value leaves the model answering NaN from then on.
 FEATURE_LIMIT = 1e100
+_NUMBERS = frozenset((int, float))  # bool is not a number here
 
 
 class InvalidInput(ValueError):
@@ -76,6 +77,19 @@ def check_features(features: Any) -> dict[str, float]:
     """
     if not isinstance(features, dict):
         raise InvalidInput("bad_features", "features must be an object of name: number")
+    values = features.values()
+    if (  # the common case, in four passes in C
+        _NUMBERS.issuperset(map(type, values))
+        and min(values, default=0) >= -FEATURE_LIMIT
+        and max(values, default=0) <= FEATURE_LIMIT
+        and math.isfinite(sum(values))  # a NaN can slip past min and max, not past the sum
+    ):
+        return features
+    return _check_each(features)
+
+
+def _check_each(features: dict[Any, Any]) -> dict[str, float]:
+    """:func:`check_features` one feature at a time: raises for the first bad one."""
     for name, value in features.items():
         kind = type(value)
         if kind is float and not math.isfinite(value):
