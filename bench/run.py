@@ -40,6 +40,7 @@ class Sizes:
     latency_rates: tuple[float, ...]
     memory: int
     recovery: int
+    snapshot_events: int
     snapshot_repeats: int
     serving: ServingSizes
     detectors: tuple[str, ...]
@@ -47,25 +48,35 @@ class Sizes:
 
 
 SIZES = {
-    # every figure of the README, in about 10 minutes on 2 cores
+    # every figure of the README: about 10 minutes on 2 cores (21 on a slow day)
     "full": Sizes(
         200_000,
         10.0,
         (1_000.0, 5_000.0, 10_000.0),
         1_000_000,
         100_000,
+        10_000,
         3,
         ServingSizes(10_000, 20_000, 200, 3),
         tuple(DETECTORS),
         10,
     ),
-    # the same benchmarks smaller: under 3 minutes
+    # the same benchmarks smaller: under 3 minutes on a slow day of the README's machine
     "quick": Sizes(
-        20_000, 5.0, (2_000.0,), 50_000, 20_000, 1, ServingSizes(2000, 4000, 40, 2), ("adwin",), 3
+        20_000,
+        5.0,
+        (2_000.0,),
+        30_000,
+        12_000,
+        3_000,
+        1,
+        ServingSizes(1000, 2000, 20, 1),
+        ("adwin",),
+        2,
     ),
     # just enough to show that every benchmark runs and reports: its figures mean little
     "smoke": Sizes(
-        3_000, 2.0, (1_000.0,), 10_000, 3_000, 1, ServingSizes(200, 400, 4, 1), ("adwin",), 1
+        3_000, 2.0, (1_000.0,), 10_000, 3_000, 1_000, 1, ServingSizes(200, 400, 4, 1), ("adwin",), 1
     ),
 }
 
@@ -85,7 +96,7 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
             lambda: challenger_cost(s, events=size.throughput // 2),
             lambda: memory(s, events=size.memory, out=req.out.with_name("memory")),
             lambda: recovery(s, events=size.recovery),
-            lambda: snapshots(s, events=10_000, repeats=size.snapshot_repeats),
+            lambda: snapshots(s, events=size.snapshot_events, repeats=size.snapshot_repeats),
             lambda: serving(s, size.serving),
             lambda: detection(detectors=size.detectors, seeds=size.detection_seeds),
             lambda: triggers_effect(s.override({"trigger_metrics_port": 0}), req.out.parent),
