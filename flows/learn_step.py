@@ -59,17 +59,17 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
             "spec": slot.spec,
             "role": slot.role,
         }
-        return encode(model)[:-1] + b","
+        return encode(model)[:-1] + b","  # encode writes one compact object, no newline
 
-    def _payload(self, event: dict[str, Any], model: bytes, y_pred: Any) -> bytes:
-        """One prediction message: the ``model`` part and the ``event``'s fields (which this
-        overwrites with the prediction)."""
+    def _payload(self, fields: dict[str, Any], model: bytes, y_pred: Any) -> bytes:
+        """One prediction message: the ``model`` part and the event's ``fields``, into which
+        this writes the prediction (the same dict serves every model of the event)."""
         if self.classify:
-            event["prediction"] = predicted_label(y_pred)
-            event["proba"] = y_pred
+            fields["prediction"] = predicted_label(y_pred)
+            fields["proba"] = y_pred
         else:
-            event["prediction"] = y_pred
-        return model + encode(event)[1:]
+            fields["prediction"] = y_pred
+        return model + encode(fields)[1:]
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[LearnOut], bool]:
         """Predict every event, learn every joined label, keep the registry in step."""

@@ -30,7 +30,11 @@ def plain_scaler(scaler: Any) -> bool:
 
 
 def learn_and_scale(scaler: preprocessing.StandardScaler, x: Features) -> Features:
-    """``scaler.learn_one(x)`` then ``scaler.transform_one(x)``, in one loop."""
+    """``scaler.learn_one(x)`` then ``scaler.transform_one(x)``: in one loop if the scaler
+    is plain, else by River's two calls."""
+    if not plain_scaler(scaler):
+        scaler.learn_one(x)
+        return scaler.transform_one(x)
     counts, means, vars_ = scaler.counts, scaler.means, scaler.vars
     scaled = {}
     for i, xi in x.items():
@@ -80,7 +84,7 @@ def learn_logreg(model: linear_model.LogisticRegression, x: Features, y: Any) ->
     else:
         grad = weight * -sign / (math.exp(z) + 1.0)
     clip = model.clip_gradient
-    grad = float(min(max(grad, -clip), clip))
+    grad = float(max(min(grad, clip), -clip))  # River's clamp, in its order
     n = optimizer.n_iterations
     model.intercept -= model.intercept_lr.get(n) * grad
     weights.isub_scaled(utils.VectorDict.from_scaled(x, grad), optimizer.lr.get(n))

@@ -13,16 +13,13 @@ from typing import Any
 
 from river import compose, preprocessing
 
-from models.kernels import plain_scaler
-
 
 def scaler_and_final(model: Any) -> tuple[preprocessing.StandardScaler, Any] | None:
-    """``(scaler, final step)`` of a two-step ``StandardScaler | model`` pipeline whose scaler
-    is plain (see :func:`models.kernels.plain_scaler`), else None."""
+    """``(scaler, final step)`` of a two-step ``StandardScaler | model`` pipeline, else None."""
     if not isinstance(model, compose.Pipeline) or len(model.steps) != 2:
         return None
     first, final = model.steps.values()
-    if not plain_scaler(first):
+    if type(first) is not preprocessing.StandardScaler:
         return None
     return first, final
 

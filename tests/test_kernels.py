@@ -40,15 +40,12 @@ def _stream(seed: int, n: int) -> list[tuple[dict[str, float], Any]]:
     return out
 
 
-def _state(pipeline: compose.Pipeline) -> tuple[Any, ...]:
+def _state(pipeline: compose.Pipeline) -> str:
+    """Every number the pipeline learned, exactly (``repr`` tells -0.0 from 0.0) and in order."""
     scaler, lr = pipeline.steps.values()
-    return (
-        dict(scaler.counts),
-        dict(scaler.means),
-        dict(scaler.vars),
-        lr._weights.to_dict(),
-        lr.intercept,
-        lr.optimizer.n_iterations,
+    learned = [scaler.counts, scaler.means, scaler.vars, lr._weights.to_dict()]
+    return repr([[(k, v) for k, v in d.items()] for d in learned]) + repr(
+        (lr.intercept, lr.optimizer.n_iterations)
     )
 
 
@@ -60,6 +57,7 @@ LOGREGS = {
         intercept_lr=optim.schedulers.InverseScaling(0.1),
         clip_gradient=0.3,
     ),
+    "odd": lambda: linear_model.LogisticRegression(intercept_init=0.5, clip_gradient=-1.0),
 }
 
 
@@ -102,9 +100,14 @@ def test_scalers_with_a_window_or_without_std_are_left_to_river() -> None:
     assert not plain_scaler(preprocessing.MinMaxScaler())
 
 
-def test_learner_runs_plain_models_through_kernels_and_the_rest_through_river() -> None:
+@pytest.mark.parametrize(
+    "scaler", [{}, {"with_std": False}, {"window_size": 50}], ids=["plain", "no-std", "window"]
+)
+def test_learner_runs_plain_models_through_kernels_and_the_rest_through_river(
+    scaler: dict[str, Any],
+) -> None:
     def build(l2: float) -> compose.Pipeline:
-        return preprocessing.StandardScaler() | linear_model.LogisticRegression(l2=l2)
+        return preprocessing.StandardScaler(**scaler) | linear_model.LogisticRegression(l2=l2)
 
     specs = [0.0, 0.01, 0.0]
     slots = [
