@@ -25,6 +25,7 @@ from models.registry import (
     AliasMove,
     Conflict,
     Registry,
+    RegistryError,
     VersionInfo,
     announcement,
 )
@@ -34,6 +35,52 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
 RESUME_SCAN = 10_000  # audit entries read to find a resumed flow's own later checkpoints
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a resumed flow's lineage of an alias goes on (``head``), and what the flow's
+    own later moves did that the resume undoes: ``promotions`` of the champion, leaving the
+    alias at ``now`` (``undone`` is false when there is nothing to put back)."""
+
+    head: int
+    undone: bool = False
+    now: int | None = None
+    promotions: int = 0
+
+
+def own_lineage(moves: list[AliasMove], alias: str, version: int, actor: str) -> Lineage:
+    """``alias``'s lineage after ``version`` in ``moves`` (the audit, oldest first), if only
+    ``actor`` moved it since: the newest of its checkpoints before its first other move.
+
+    >>> def move(to, action="checkpoint", actor="flow"):
+    ...     return AliasMove("", "champion", None, to, action, actor, "", {}, 0.0)
+    >>> own_lineage([move(1), move(2), move(3)], "champion", 1, "flow")
+    Lineage(head=3, undone=False, now=None, promotions=0)
+    >>> own_lineage([move(1), move(2), move(7, "promote"), move(8)], "champion", 1, "flow")
+    Lineage(head=2, undone=True, now=8, promotions=1)
+    >>> own_lineage([move(1), move(2), move(7, "promote", "ops")], "champion", 1, "flow")
+    Lineage(head=1, undone=False, now=None, promotions=0)
+    """
+    since: list[AliasMove] = []
+    for move in reversed(moves):
+        if move.alias != alias:
+            continue
+        if move.to_version == version:
+            break
+        if move.actor != actor:
+            return Lineage(version)  # someone else's move: the flow adopts what is there
+        since.append(move)
+    else:
+        return Lineage(version)  # the move to ``version`` is older than the audit read
+    since.reverse()
+    head = version
+    for i, move in enumerate(since):
+        if move.action != "checkpoint":
+            promotions = sum(m.action == "promote" for m in since[i:])
+            return Lineage(head, undone=True, now=since[-1].to_version, promotions=promotions)
+        head = move.to_version  # type: ignore[assignment]  # checkpoints name a version
+    return Lineage(head)
 
 
 def is_shadowed(alias: str) -> bool:
@@ -316,29 +363,54 @@ class RegistryLink:
         """Where each alias's lineage goes on when the flow resumes from state that knew
         ``versions`` (``{alias: version}``); the audit stream is read once for all of them.
 
-        A flow that crashed after its last Bytewax snapshot may have checkpointed newer
-        versions since; they are its own (the replay learns the same events again), so the
-        lineage continues from the newest of them instead of adopting it as a model set
-        elsewhere. Any other move since a version leaves it, for the flow to adopt.
+        A flow that crashed after its last Bytewax snapshot may have moved its aliases since.
+        Its checkpoints stay in the lineage, which goes on from the newest of them (the
+        replay learns the same events again). Its own promotions are put back, so that the
+        replay decides them again: adopting the promoted model would feed it again events it
+        had learned. Someone else's move since a version leaves it, for the flow to adopt.
         """
         try:
             moves = self.registry.history(self.model, count=RESUME_SCAN) if versions else []
         except redis.RedisError:
             return dict(versions)
-        return {alias: self._head_after(moves, alias, v) for alias, v in versions.items()}
+        heads = {}
+        for alias, version in versions.items():
+            lineage = own_lineage(moves, alias, version, self.actor)
+            if lineage.undone:
+                self._put_back(alias, lineage)
+            heads[alias] = lineage.head
+        return heads
 
-    def _head_after(self, moves: list[AliasMove], alias: str, version: int) -> int:
-        """The newest of this flow's own checkpoints of ``alias`` since ``version``."""
-        head: int | None = None
-        for move in reversed(moves):
-            if move.alias != alias:
-                continue
-            head = move.to_version if head is None else head
-            if move.to_version == version:
-                return head or version
-            if move.action != "checkpoint" or move.actor != self.actor:
-                return version
-        return version
+    def _put_back(self, alias: str, lineage: Lineage) -> None:
+        """Move ``alias`` back from the flow's own promotions or demotions to its lineage:
+        the champion by one rollback per promotion (the rollback list stays right)."""
+        reason = "the learn flow resumed from a snapshot taken before this move: it replays it"
+        now = lineage.now
+        try:
+            if alias == CHAMPION:
+                for _ in range(lineage.promotions):
+                    back = self.registry.rollback(
+                        self.model, actor=self.actor, reason=reason, expected=now
+                    )
+                    now = back.to_version
+            if now != lineage.head:
+                self.registry.move_alias(
+                    self.model,
+                    alias,
+                    lineage.head,
+                    expected=now,
+                    actor=self.actor,
+                    reason=reason,
+                    action="set",
+                )
+        except (redis.RedisError, RegistryError) as exc:
+            log.warning(
+                "cannot put %s of %s back to v%s after the restart: %s",
+                alias,
+                self.model,
+                lineage.head,
+                exc,
+            )
 
     def due(self, labelled: int) -> bool:
         """Whether checkpoints are due after ``labelled`` labelled events."""

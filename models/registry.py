@@ -59,6 +59,11 @@ return {'ok', current, to, id}
 """
 
 
+def _expected(version: int | str | None) -> str:
+    """``expected`` as the move script takes it: ``ANY``, "" for no alias, or the version."""
+    return ANY if version == ANY else ("" if version is None else str(version))
+
+
 class RegistryError(RuntimeError):
     """A registry request that cannot be done; the message says why."""
 
@@ -349,13 +354,19 @@ class Registry:
         ``promote`` (a new champion: the old one becomes a rollback target), ``checkpoint``
         (a newer snapshot of the same model) or ``set``.
         """
-        exp = ANY if expected == ANY else ("" if expected is None else str(expected))
         to = "" if to_version is None else str(to_version)
-        return self._run_move(model, alias, exp, to, action, actor, reason, evidence)
+        return self._run_move(
+            model, alias, _expected(expected), to, action, actor, reason, evidence
+        )
 
-    def rollback(self, model: str, *, actor: str, reason: str) -> AliasMove:
-        """Move ``champion`` back to the previous champion, audited like any move."""
-        return self._run_move(model, "champion", ANY, "", "rollback", actor, reason, None)
+    def rollback(
+        self, model: str, *, actor: str, reason: str, expected: int | str | None = ANY
+    ) -> AliasMove:
+        """Move ``champion`` back to the previous champion (if it points at ``expected``),
+        audited like any move."""
+        return self._run_move(
+            model, "champion", _expected(expected), "", "rollback", actor, reason, None
+        )
 
     def _run_move(
         self,

@@ -223,6 +223,63 @@ def test_flow_killed_before_its_first_snapshot_starts_again_from_where_it_began(
     assert all(a.to_version == b.from_version for a, b in itertools.pairwise(moves)), "one lineage"
 
 
+def test_flow_killed_after_its_own_promotion_promotes_again_instead_of_adopting_it(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """Killed after it promoted its challenger, with no snapshot since: the restart puts the
+    aliases back to the models it resumes with and the replay promotes again. Adopting the
+    promoted version instead would feed it again the events it had learned."""
+    events = 4_000
+    common = {
+        "model_spec": "river.dummy:NoChangeClassifier",  # logreg beats it after ~1,000 events
+        "challengers": ("logreg",),
+        "snapshot_every": 500,
+        "batch_size": 200,
+    }
+    reference = make_settings(**common)
+    s = make_settings(**common, recovery_dir=str(tmp_path / "recovery"), epoch_interval=3600.0)
+    for target in (reference, s):
+        produce_stream(target, events, "ev", start_time=T0)
+    run_flow_to_end(reference)
+    registry = Registry.connect(s.redis_url, s.registry_key)
+    actor = f"learn-flow:{s.model_name}"
+
+    def promoted() -> bool:
+        return any(
+            m.action == "promote" and m.from_version is not None and m.actor == actor
+            for m in registry.history(s.model_name)
+        )
+
+    flow = _start(s, tmp_path / "flow.log")
+    try:
+        wait_for(promoted, DEADLINE, "the flow's own promotion", every=0.02)
+    finally:
+        os.killpg(flow.pid, signal.SIGKILL)
+        flow.wait()
+    path = s.recovery_path
+    assert path is not None and resume_point(path).states == {}, "no snapshot was committed"
+    _finish(s, tmp_path / "flow.log")
+
+    client = redis.Redis.from_url(s.redis_url)
+    got, want = read_status(client, s.model_name), read_status(client, reference.model_name)
+    assert got is not None and want is not None
+    assert [p["at_event"] for p in got["promotions"]] == [p["at_event"] for p in want["promotions"]]
+    for mine, theirs in zip(got["models"], want["models"], strict=True):
+        assert (mine["alias"], mine["spec"]) == (theirs["alias"], theirs["spec"])
+        assert mine["learned"] == events, f"{mine['alias']} learned events twice"
+        assert mine["metrics"] == theirs["metrics"]
+    info, model = registry.load_alias(s.model_name, "champion")  # type: ignore[misc]
+    _ref_info, ref_model = registry.load_alias(reference.model_name, "champion")  # type: ignore[misc]
+    assert info.spec == "logreg" and info.events_seen == events
+    assert _learned(model) == _learned(ref_model)
+    moves = [m for m in registry.history(s.model_name) if m.alias == "champion"]
+    undo = next(i for i, m in enumerate(moves) if m.action == "rollback")
+    assert moves[undo].actor == actor and "resumed" in moves[undo].reason
+    promotion = max(i for i, m in enumerate(moves[:undo]) if m.action == "promote")
+    assert moves[undo].to_version == moves[promotion].from_version, "back to where it was"
+    assert [m.action for m in moves[undo:]].count("promote") == 1, "promoted again, once"
+
+
 def test_two_processes_killed_three_ways_learn_every_label_once(
     make_settings: Any, tmp_path: Path
 ) -> None:
