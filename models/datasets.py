@@ -15,6 +15,8 @@ from typing import Any
 from river import datasets
 from river.datasets import synth
 
+from models.agrawal import Agrawal
+
 Sample = tuple[dict[str, Any], Any]
 
 
@@ -71,7 +73,7 @@ def _steady(concept: Callable[[int], Any]) -> Callable[[int, int], Iterator[Samp
 
 
 def _agrawal(function: int) -> Callable[[int], Any]:
-    return lambda seed: synth.Agrawal(classification_function=function, seed=seed)
+    return lambda seed: Agrawal(classification_function=function, seed=seed)
 
 
 def _sea(variant: int) -> Callable[[int], Any]:
