@@ -79,7 +79,7 @@ def own_lineage(moves: list[AliasMove], alias: str, version: int, actor: str) ->
         if move.action != "checkpoint":
             promotions = sum(m.action == "promote" for m in since[i:])
             return Lineage(head, undone=True, now=since[-1].to_version, promotions=promotions)
-        head = move.to_version  # type: ignore[assignment]  # checkpoints name a version
+        head = move.to_version or head  # a checkpoint always names a version
     return Lineage(head)
 
 
