@@ -36,6 +36,7 @@ class Sizes:
     """Events (or requests) per benchmark."""
 
     throughput: int
+    throughput_rounds: int
     latency_seconds: float
     latency_rates: tuple[float, ...]
     memory: int
@@ -51,6 +52,7 @@ SIZES = {
     # every figure of the README: about 10 minutes on 2 cores (21 on a slow day)
     "full": Sizes(
         200_000,
+        2,
         10.0,
         (1_000.0, 5_000.0, 10_000.0),
         1_000_000,
@@ -64,6 +66,7 @@ SIZES = {
     # the same benchmarks smaller: under 3 minutes on a slow day of the README's machine
     "quick": Sizes(
         20_000,
+        1,
         5.0,
         (2_000.0,),
         30_000,
@@ -76,7 +79,17 @@ SIZES = {
     ),
     # just enough to show that every benchmark runs and reports: its figures mean little
     "smoke": Sizes(
-        3_000, 2.0, (1_000.0,), 10_000, 3_000, 1_000, 1, ServingSizes(200, 400, 4, 1), ("adwin",), 1
+        3_000,
+        2,
+        2.0,
+        (1_000.0,),
+        10_000,
+        3_000,
+        1_000,
+        1,
+        ServingSizes(200, 400, 4, 1),
+        ("adwin",),
+        1,
     ),
 }
 
@@ -90,7 +103,7 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
             {"seed": settings.seed, "metrics_port": 0, "recovery_dir": str(Path(tmp) / "state")}
         )
         benches: list[Callable[[], Report]] = [
-            lambda: throughput(s, events=size.throughput),
+            lambda: throughput(s, events=size.throughput, rounds=size.throughput_rounds),
             lambda: latency(s, seconds=size.latency_seconds, rates=size.latency_rates),
             lambda: scaling(s, events=size.throughput),
             lambda: challenger_cost(s, events=size.throughput // 2),

@@ -21,6 +21,11 @@ from riverrun.runner import run_learn
 from riverrun.settings import Settings
 
 CHAMPION, CHALLENGER = "logreg", "logreg"
+BARE, NAIVE, FLOW = (
+    "bare River loop (no Kafka)",
+    "naive Bytewax flow (per event, json)",
+    "learn flow",
+)
 TOPICS = ("events", "labels", "predictions", "shadow", "deadletter", "drift")
 
 
@@ -77,35 +82,55 @@ def rate_of(s: Settings, events: int) -> float:
     return out.rate
 
 
-def throughput(settings: Settings, *, events: int, dataset: str = "agrawal") -> Report:
-    """Events/s of the bare loop, the naive flow and the learn flow, and their ratios."""
+def throughput(
+    settings: Settings, *, events: int, rounds: int = 1, dataset: str = "agrawal"
+) -> Report:
+    """Events/s of the bare loop, the naive flow and the learn flow, and their ratios: each
+    the best of ``rounds`` rounds that run all three in turn (the least disturbed run, as
+    the machine's noise only ever slows a run down), with the slowest beside it."""
     stream = open_stream(dataset, seed=settings.seed, events=events)
     task, specs = stream.task, (CHAMPION, CHALLENGER)
-    bare = events / bare_loop(list(stream.samples), Models.build(specs, task, settings.seed))
-    naive_s = isolated(settings, "tp-naive", task=task)
-    produce_stream(naive_s, events, dataset)
-    wall = run_naive(
-        naive_s.bootstrap_servers,
-        naive_s.topic_events,
-        naive_s.topic_predictions,
-        Models.build(specs, task, settings.seed),
-    )
-    naive = Run(events, rate_of(naive_s, events), wall)
-    flow = flow_run(settings, events, dataset, "tp-flow")
+    samples = list(stream.samples)
+    runs: dict[str, list[Run]] = {BARE: [], NAIVE: [], FLOW: []}
+    for r in range(rounds):
+        seconds = bare_loop(samples, Models.build(specs, task, settings.seed))
+        runs[BARE].append(Run(events, events / seconds, seconds))
+        runs[NAIVE].append(naive_run(settings, events, dataset, f"tp-naive-{r}"))
+        runs[FLOW].append(flow_run(settings, events, dataset, f"tp-flow-{r}"))
+    best = {name: max(r.per_second for r in done) for name, done in runs.items()}
     report = Report(
         "learn-flow throughput",
-        {"events": events, "dataset": dataset, "models": f"{CHAMPION} + {CHALLENGER}, ADWIN"},
+        {
+            "events": events,
+            "dataset": dataset,
+            "models": f"{CHAMPION} + {CHALLENGER}, ADWIN",
+            "rounds": rounds,
+        },
     )
-    report.add(setup="bare River loop (no Kafka)", events_per_s=bare, vs_bare=1.0)
-    for name, run in (("naive Bytewax flow (per event, json)", naive), ("learn flow", flow)):
+    for name, done in runs.items():
         report.add(
             setup=name,
-            events_per_s=run.per_second,
-            wall_s=run.wall,
-            vs_bare=run.per_second / bare,
-            vs_naive=run.per_second / naive.per_second,
+            events_per_s=best[name],
+            slowest_round=min(r.per_second for r in done),
+            vs_bare=best[name] / best[BARE],
+            vs_naive=best[name] / best[NAIVE],
         )
     return report
+
+
+def naive_run(settings: Settings, events: int, dataset: str, tag: str) -> Run:
+    """The naive flow over ``events`` freshly produced events, to the end of them."""
+    task = open_stream(dataset, seed=settings.seed, events=1).task
+    s = isolated(settings, tag, task=task)
+    produce_stream(s, events, dataset)
+    specs = (CHAMPION, CHALLENGER)
+    wall = run_naive(
+        s.bootstrap_servers,
+        s.topic_events,
+        s.topic_predictions,
+        Models.build(specs, task, settings.seed),
+    )
+    return Run(events, rate_of(s, events), wall)
 
 
 def scaling(settings: Settings, *, events: int, dataset: str = "agrawal") -> Report:

@@ -40,8 +40,11 @@ def test_bench_writes_every_report_and_the_memory_curve(tmp_path: Path) -> None:
     reports = {r["benchmark"]: r for r in orjson.loads(out.read_bytes())}
     assert set(reports) == BENCHMARKS
     assert all(r["rows"] for r in reports.values())
-    setups = [row["setup"] for row in reports["learn-flow throughput"]["rows"]]
-    assert len(setups) == 3 and setups[-1] == "learn flow"
+    throughput = reports["learn-flow throughput"]
+    assert [row["setup"] for row in throughput["rows"]][-1] == "learn flow"
+    assert len(throughput["rows"]) == 3 and throughput["params"]["rounds"] == 2
+    for row in throughput["rows"]:  # the best of the rounds, the slowest beside it
+        assert 0 < row["slowest_round"] <= row["events_per_s"]
     curve = orjson.loads((out.parent / "memory.json").read_bytes())
     seen = [point["events"] for point in curve]
     assert seen == sorted(seen) and 0 < seen[-1] <= 10_000, "sampled as the flow went"
