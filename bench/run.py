@@ -49,7 +49,7 @@ class Sizes:
 
 
 SIZES = {
-    # every figure of the README: about 10 minutes on 2 cores (21 on a slow day)
+    # every figure of the README: 8 min 27 s on 2 cores (longer on a slow day of the machine)
     "full": Sizes(
         200_000,
         2,
