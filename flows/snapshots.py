@@ -34,7 +34,7 @@ from riverrun.metrics import SNAPSHOT_FAILURES, SNAPSHOT_LAST
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
-RESUME_SCAN = 10_000  # audit entries read to find a resumed flow's own later checkpoints
+RESUME_SCAN = 10_000  # audit entries read to find a resumed flow's own later moves
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,10 @@ class Lineage:
 
 def own_lineage(moves: list[AliasMove], alias: str, version: int, actor: str) -> Lineage:
     """``alias``'s lineage after ``version`` in ``moves`` (the audit, oldest first), if only
-    ``actor`` moved it since: the newest of its checkpoints before its first other move.
+    ``actor`` moved it since: its newest checkpoint while on that lineage, and what to undo
+    if the flow's own promotions (or demotions) left the alias elsewhere. Put-backs of
+    earlier restarts bring it back onto the lineage (a flow can crash again before its
+    next snapshot).
 
     >>> def move(to, action="checkpoint", actor="flow"):
     ...     return AliasMove("", "champion", None, to, action, actor, "", {}, 0.0)
@@ -61,6 +64,11 @@ def own_lineage(moves: list[AliasMove], alias: str, version: int, actor: str) ->
     Lineage(head=2, undone=True, now=8, promotions=1)
     >>> own_lineage([move(1), move(2), move(7, "promote", "ops")], "champion", 1, "flow")
     Lineage(head=1, undone=False, now=None, promotions=0)
+    >>> put_back = [move(1), move(2), move(7, "promote"), move(8), move(2, "rollback")]
+    >>> own_lineage(put_back, "champion", 1, "flow")
+    Lineage(head=2, undone=False, now=None, promotions=0)
+    >>> own_lineage([*put_back, move(3), move(9, "promote"), move(10)], "champion", 1, "flow")
+    Lineage(head=3, undone=True, now=10, promotions=1)
     """
     since: list[AliasMove] = []
     for move in reversed(moves):
@@ -73,14 +81,16 @@ def own_lineage(moves: list[AliasMove], alias: str, version: int, actor: str) ->
         since.append(move)
     else:
         return Lineage(version)  # the move to ``version`` is older than the audit read
-    since.reverse()
-    head = version
-    for i, move in enumerate(since):
-        if move.action != "checkpoint":
-            promotions = sum(m.action == "promote" for m in since[i:])
-            return Lineage(head, undone=True, now=since[-1].to_version, promotions=promotions)
-        head = move.to_version or head  # a checkpoint always names a version
-    return Lineage(head)
+    head, off, promotions = version, False, 0
+    for move in reversed(since):
+        if move.action == "checkpoint":
+            head = head if off else move.to_version or head  # a checkpoint names a version
+            continue
+        promotions += {"promote": 1, "rollback": -1}.get(move.action, 0)
+        off = move.to_version != head
+    if not off:
+        return Lineage(head)
+    return Lineage(head, undone=True, now=since[0].to_version, promotions=max(promotions, 0))
 
 
 def is_shadowed(alias: str) -> bool:
@@ -384,7 +394,9 @@ class RegistryLink:
     def _put_back(self, alias: str, lineage: Lineage) -> None:
         """Move ``alias`` back from the flow's own promotions or demotions to its lineage:
         the champion by one rollback per promotion (the rollback list stays right)."""
-        reason = "the learn flow resumed from a snapshot taken before this move: it replays it"
+        reason = (
+            "the learn flow resumed from state saved before this move: its replay decides again"
+        )
         now = lineage.now
         try:
             if alias == CHAMPION:
@@ -404,8 +416,9 @@ class RegistryLink:
                     action="set",
                 )
         except (redis.RedisError, RegistryError) as exc:
-            log.warning(
-                "cannot put %s of %s back to v%s after the restart: %s",
+            log.error(
+                "cannot put %s of %s back to v%s after the restart (%s): the flow adopts what "
+                "the registry holds, which learns the events it replays again",
                 alias,
                 self.model,
                 lineage.head,

@@ -226,9 +226,10 @@ def test_flow_killed_before_its_first_snapshot_starts_again_from_where_it_began(
 def test_flow_killed_after_its_own_promotion_promotes_again_instead_of_adopting_it(
     make_settings: Any, tmp_path: Path
 ) -> None:
-    """Killed after it promoted its challenger, with no snapshot since: the restart puts the
-    aliases back to the models it resumes with and the replay promotes again. Adopting the
-    promoted version instead would feed it again the events it had learned."""
+    """Killed after it promoted its challenger, with no snapshot since, twice in a row: each
+    restart puts the aliases back to the models it resumes with and the replay promotes
+    again. Adopting the promoted version instead would feed it again the events it had
+    learned."""
     events = 4_000
     common = {
         "model_spec": "river.dummy:NoChangeClassifier",  # logreg beats it after ~1,000 events
@@ -244,18 +245,19 @@ def test_flow_killed_after_its_own_promotion_promotes_again_instead_of_adopting_
     registry = Registry.connect(s.redis_url, s.registry_key)
     actor = f"learn-flow:{s.model_name}"
 
-    def promoted() -> bool:
-        return any(
+    def promotions() -> int:
+        return sum(
             m.action == "promote" and m.from_version is not None and m.actor == actor
             for m in registry.history(s.model_name)
         )
 
-    flow = _start(s, tmp_path / "flow.log")
-    try:
-        wait_for(promoted, DEADLINE, "the flow's own promotion", every=0.02)
-    finally:
-        os.killpg(flow.pid, signal.SIGKILL)
-        flow.wait()
+    for crash in (1, 2):
+        flow = _start(s, tmp_path / "flow.log")
+        try:
+            wait_for(lambda n=crash: promotions() == n, DEADLINE, f"promotion {crash}", every=0.02)
+        finally:
+            os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait()
     path = s.recovery_path
     assert path is not None and resume_point(path).states == {}, "no snapshot was committed"
     _finish(s, tmp_path / "flow.log")
@@ -273,11 +275,13 @@ def test_flow_killed_after_its_own_promotion_promotes_again_instead_of_adopting_
     assert info.spec == "logreg" and info.events_seen == events
     assert _learned(model) == _learned(ref_model)
     moves = [m for m in registry.history(s.model_name) if m.alias == "champion"]
-    undo = next(i for i, m in enumerate(moves) if m.action == "rollback")
-    assert moves[undo].actor == actor and "resumed" in moves[undo].reason
-    promotion = max(i for i, m in enumerate(moves[:undo]) if m.action == "promote")
-    assert moves[undo].to_version == moves[promotion].from_version, "back to where it was"
-    assert [m.action for m in moves[undo:]].count("promote") == 1, "promoted again, once"
+    undone = [i for i, m in enumerate(moves) if m.action == "rollback"]
+    assert len(undone) == 2, "one put-back per restart"
+    for undo in undone:
+        assert moves[undo].actor == actor and "resumed" in moves[undo].reason
+        promotion = max(i for i, m in enumerate(moves[:undo]) if m.action == "promote")
+        assert moves[undo].to_version == moves[promotion].from_version, "back to where it was"
+    assert [m.action for m in moves[undone[-1] :]].count("promote") == 1, "promoted again, once"
 
 
 def test_two_processes_killed_three_ways_learn_every_label_once(
