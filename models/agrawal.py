@@ -2,7 +2,8 @@
 
 River's ``Agrawal.__iter__`` builds each sample with one ``eval`` per feature, which makes
 it about 55 µs a sample: most of the time of producing an ``agrawal`` stream. This is the
-same loop, drawing from the same random generator in the same order, with the sample built
+same loop, drawing from the generator's ``_rng`` as River does (also when the classification
+function changes mid-stream or two iterators share the object), with the sample built
 directly; ``tests/test_agrawal.py`` holds it to River's output.
 """
 
@@ -26,23 +27,23 @@ class Agrawal(synth.Agrawal):
     """
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any], int]]:
-        self._rng = rng = random.Random(self.seed)
+        self._rng = random.Random(self.seed)
         self._next_class_should_be_zero = False
-        classify = self._classification_functions[self.classification_function]
         perturb = self._perturb_value
         while True:
             y = 0
             desired_class_found = False
             while not desired_class_found:
-                salary = 20000 + 130000 * rng.random()
-                commission = 0 if (salary >= 75000) else (10000 + 75000 * rng.random())
-                age = rng.randint(20, 80)
-                elevel = rng.randint(0, 4)
-                car = rng.randint(1, 20)
-                zipcode = rng.randint(0, 8)
-                hvalue = (8 - zipcode) * 100000 * (0.5 + rng.random())
-                hyears = rng.randint(1, 30)
-                loan = rng.random() * 500000
+                salary = 20000 + 130000 * self._rng.random()
+                commission = 0 if (salary >= 75000) else (10000 + 75000 * self._rng.random())
+                age = self._rng.randint(20, 80)
+                elevel = self._rng.randint(0, 4)
+                car = self._rng.randint(1, 20)
+                zipcode = self._rng.randint(0, 8)
+                hvalue = (8 - zipcode) * 100000 * (0.5 + self._rng.random())
+                hyears = self._rng.randint(1, 30)
+                loan = self._rng.random() * 500000
+                classify = self._classification_functions[self.classification_function]
                 y = classify(salary, commission, age, elevel, car, zipcode, hvalue, hyears, loan)
                 if not self.balance_classes:
                     desired_class_found = True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from river.datasets import synth
@@ -15,7 +17,7 @@ from models.datasets import open_stream
 @pytest.mark.parametrize(("perturbation", "balance"), [(0.0, False), (0.2, False), (0.1, True)])
 def test_the_same_samples_as_river(function: int, perturbation: float, balance: bool) -> None:
     for seed in (1, 42):
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "classification_function": function,
             "seed": seed,
             "perturbation": perturbation,
@@ -29,16 +31,42 @@ def test_the_same_samples_as_river(function: int, perturbation: float, balance: 
         ]
 
 
-def test_iterating_again_starts_the_stream_over() -> None:
-    gen = Agrawal(classification_function=3, seed=5)
-    first = list(itertools.islice(gen, 50))
-    assert list(itertools.islice(gen, 50)) == first
+def _draw_with_drift_and_two_iterators(gen: synth.Agrawal) -> list[tuple[dict, int]]:
+    """Samples of ``gen`` with a drift mid-stream, then two iterators of it in turn."""
+    first = iter(gen)
+    drawn = list(itertools.islice(first, 30))
+    gen.generate_drift()  # switches the classification function, drawing from gen._rng
+    drawn += itertools.islice(first, 30)
+    second = iter(gen)  # a new seeded _rng, which the first iterator draws from too
+    for _ in range(20):
+        drawn += [next(first), next(second)]
+    return drawn
 
 
-def test_agrawal_streams_use_it() -> None:
+def test_drift_and_shared_iterators_draw_as_river_does() -> None:
+    for perturbation in (0.0, 0.1):
+        kwargs: dict[str, Any] = {
+            "classification_function": 1,
+            "seed": 9,
+            "perturbation": perturbation,
+        }
+        ours = _draw_with_drift_and_two_iterators(Agrawal(**kwargs))
+        assert ours == _draw_with_drift_and_two_iterators(synth.Agrawal(**kwargs))
+
+
+def test_agrawal_streams_use_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    concepts: list[int] = []
+    draw = Agrawal.__iter__
+
+    def noted(self: Agrawal) -> Iterator[tuple[dict[str, Any], int]]:
+        concepts.append(self.classification_function)
+        return draw(self)
+
+    monkeypatch.setattr(Agrawal, "__iter__", noted)
     stream = open_stream("agrawal-drift", seed=3, events=30, drift_every=10)
     river = itertools.chain.from_iterable(
         itertools.islice(synth.Agrawal(classification_function=f, seed=3 + k), 10)
         for k, f in enumerate((0, 2, 5))  # each concept is seeded seed + its index
     )
     assert [x for x, _ in stream.samples] == [{str(k): v for k, v in x.items()} for x, _ in river]
+    assert concepts == [0, 2, 5], "drawn by models.agrawal, not River's slower generator"
