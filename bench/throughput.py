@@ -97,7 +97,8 @@ def throughput(
         runs[BARE].append(Run(events, events / seconds, seconds))
         runs[NAIVE].append(naive_run(settings, events, dataset, f"tp-naive-{r}"))
         runs[FLOW].append(flow_run(settings, events, dataset, f"tp-flow-{r}"))
-    best = {name: max(r.per_second for r in done) for name, done in runs.items()}
+    rates = {name: [r.per_second for r in done] for name, done in runs.items()}
+    best = {name: max(each) for name, each in rates.items()}
     report = Report(
         "learn-flow throughput",
         {
@@ -105,13 +106,14 @@ def throughput(
             "dataset": dataset,
             "models": f"{CHAMPION} + {CHALLENGER}, ADWIN",
             "rounds": rounds,
+            "events_per_s_by_round": rates,
         },
     )
-    for name, done in runs.items():
+    for name, each in rates.items():
         report.add(
             setup=name,
             events_per_s=best[name],
-            slowest_round=min(r.per_second for r in done),
+            slowest_round=min(each),
             vs_bare=best[name] / best[BARE],
             vs_naive=best[name] / best[NAIVE],
         )
