@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,35 @@ def _finish(settings: Settings, log: Path) -> None:
             timeout=300,
         )
     assert done.returncode == 0, log.read_text()[-3000:]
+
+
+def _kill_when(settings: Settings, log: Path, condition: Callable[[], Any], what: str) -> None:
+    """Start the flow and SIGKILL it (its whole session) once ``condition`` holds."""
+    flow = _start(settings, log)
+    try:
+        wait_for(condition, DEADLINE, what, every=0.02)
+    finally:
+        os.killpg(flow.pid, signal.SIGKILL)
+        flow.wait()
+
+
+def _finish_without_snapshot(settings: Settings, log: Path) -> None:
+    """Check that the killed runs committed no snapshot, then run to the end."""
+    path = settings.recovery_path
+    assert path is not None and resume_point(path).states == {}, "no snapshot was committed"
+    _finish(settings, log)
+
+
+def _same_models(s: Settings, reference: Settings, events: int) -> tuple[dict, dict]:
+    """Both runs' statuses, once every model learned each event once, with the reference's
+    metrics."""
+    client = redis.Redis.from_url(s.redis_url)
+    got, want = read_status(client, s.model_name), read_status(client, reference.model_name)
+    assert got is not None and want is not None
+    for mine, theirs in zip(got["models"], want["models"], strict=True):
+        assert mine["learned"] == events, f"{mine['alias']} learned events twice"
+        assert mine["metrics"] == theirs["metrics"]
+    return got, want
 
 
 def _kill_points(rng: random.Random, events: int, kills: int) -> list[int]:
@@ -200,22 +230,10 @@ def test_flow_killed_before_its_first_snapshot_starts_again_from_where_it_began(
         moves = registry.history(s.model_name)
         return any(m.action == "checkpoint" and m.evidence["events_seen"] > 0 for m in moves)
 
-    flow = _start(s, tmp_path / "flow.log")
-    try:
-        wait_for(checkpointed, DEADLINE, "a checkpoint of learned events", every=0.02)
-    finally:
-        os.killpg(flow.pid, signal.SIGKILL)
-        flow.wait()
-    path = s.recovery_path
-    assert path is not None and resume_point(path).states == {}, "no snapshot was committed"
-    _finish(s, tmp_path / "flow.log")
+    _kill_when(s, tmp_path / "flow.log", checkpointed, "a checkpoint of learned events")
+    _finish_without_snapshot(s, tmp_path / "flow.log")
 
-    client = redis.Redis.from_url(s.redis_url)
-    got, want = read_status(client, s.model_name), read_status(client, reference.model_name)
-    assert got is not None and want is not None
-    for mine, theirs in zip(got["models"], want["models"], strict=True):
-        assert mine["learned"] == events, f"{mine['alias']} learned events twice"
-        assert mine["metrics"] == theirs["metrics"]
+    _same_models(s, reference, events)
     _info, model = registry.load_alias(s.model_name, "champion")  # type: ignore[misc]
     _ref_info, ref_model = registry.load_alias(reference.model_name, "champion")  # type: ignore[misc]
     assert _learned(model) == _learned(ref_model)
@@ -252,24 +270,16 @@ def test_flow_killed_after_its_own_promotion_promotes_again_instead_of_adopting_
         )
 
     for crash in (1, 2):
-        flow = _start(s, tmp_path / "flow.log")
-        try:
-            wait_for(lambda n=crash: promotions() == n, DEADLINE, f"promotion {crash}", every=0.02)
-        finally:
-            os.killpg(flow.pid, signal.SIGKILL)
-            flow.wait()
-    path = s.recovery_path
-    assert path is not None and resume_point(path).states == {}, "no snapshot was committed"
-    _finish(s, tmp_path / "flow.log")
+        _kill_when(
+            s, tmp_path / "flow.log", lambda n=crash: promotions() == n, f"promotion {crash}"
+        )
+    _finish_without_snapshot(s, tmp_path / "flow.log")
 
-    client = redis.Redis.from_url(s.redis_url)
-    got, want = read_status(client, s.model_name), read_status(client, reference.model_name)
-    assert got is not None and want is not None
+    got, want = _same_models(s, reference, events)
     assert [p["at_event"] for p in got["promotions"]] == [p["at_event"] for p in want["promotions"]]
-    for mine, theirs in zip(got["models"], want["models"], strict=True):
-        assert (mine["alias"], mine["spec"]) == (theirs["alias"], theirs["spec"])
-        assert mine["learned"] == events, f"{mine['alias']} learned events twice"
-        assert mine["metrics"] == theirs["metrics"]
+    assert [(m["alias"], m["spec"]) for m in got["models"]] == [
+        (m["alias"], m["spec"]) for m in want["models"]
+    ]
     info, model = registry.load_alias(s.model_name, "champion")  # type: ignore[misc]
     _ref_info, ref_model = registry.load_alias(reference.model_name, "champion")  # type: ignore[misc]
     assert info.spec == "logreg" and info.events_seen == events
