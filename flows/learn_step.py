@@ -4,6 +4,7 @@ label (test-then-train); served predictions go to ``predictions``, the others to
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,8 @@ from models.schema import Event, InvalidInput, LabelMessage, Record
 from models.signing import check_key, dumps_signed
 from riverrun.metrics import DRIFT_EVENTS
 from riverrun.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -79,7 +82,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         positions, drift = learner.positions, learner.drift
         stamps: list[dict[str, int]] = []  # where each drift signal of the batch was raised
         described: dict[int, bytes] = {}  # versions do not change within a batch
-        for records in values:
+        for batch in values:
+            records = self._unlearned(batch) if batch else batch
             for rec in records:
                 if type(rec) is Event:
                     self._predict(rec, out, described)
@@ -99,6 +103,25 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.sync.tick(learner)
         self.status.maybe_write(learner)
         return [out], StatefulBatchLogic.RETAIN
+
+    def _unlearned(self, records: list[Record]) -> list[Record]:
+        """``records`` (one source partition's, in offset order) without those the learner's
+        state already went past. A resumed source should start where the state was saved;
+        should it start earlier, learning those records again would count their labels
+        twice, so they are dropped (and logged)."""
+        origin = records[0].origin
+        part = f"{origin.topic}-{origin.partition}"
+        past = self.learner.positions.get(part, 0)
+        if origin.offset >= past:
+            return records
+        unlearned = [rec for rec in records if rec.origin.offset >= past]
+        log.warning(
+            "%s: skipped %d records before offset %d, which the resumed learner already learned",
+            part,
+            len(records) - len(unlearned),
+            past,
+        )
+        return unlearned
 
     def _predict(self, event: Event, out: LearnOut, described: dict[int, bytes]) -> None:
         """Every model's prediction of ``event``: the served one and the shadow ones, or a
