@@ -7,7 +7,7 @@ import time
 
 from bench.child import wait_until
 from bench.harness import Report, best_of, timed
-from bench.throughput import CHALLENGER, CHAMPION, isolated, produce_stream
+from bench.throughput import CHALLENGER, CHAMPION, produce_stream, produced
 from flows.kafka_io import end_offsets
 from models.datasets import open_stream
 from models.evaluation import Prequential
@@ -48,9 +48,7 @@ def snapshot_cost(settings: Settings, *, events: int, delay: int, dataset: str) 
 
 def recovery(settings: Settings, *, events: int, dataset: str = "agrawal") -> Report:
     """Seconds from start to first prediction, cold and after a SIGKILL half-way through."""
-    task = open_stream(dataset, seed=settings.seed, events=1).task
-    s = isolated(settings, "rec", task=task, follow=True)
-    produce_stream(s, events, dataset)
+    s = produced(settings, events, dataset, "rec", follow=True)
 
     def predictions() -> int:
         return sum(end_offsets(s.bootstrap_servers, s.topic_predictions).values())

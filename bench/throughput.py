@@ -64,11 +64,18 @@ def produce_stream(s: Settings, events: int, dataset: str, **request: Any) -> No
     )
 
 
-def flow_run(settings: Settings, events: int, dataset: str, tag: str, **overrides: Any) -> Run:
-    """The learn flow over ``events`` freshly produced events, to the end of them."""
+def produced(settings: Settings, events: int, dataset: str, tag: str, **overrides: Any) -> Settings:
+    """Isolated settings (``tag``, the dataset's task) whose topics hold ``events`` freshly
+    produced events."""
     task = open_stream(dataset, seed=settings.seed, events=1).task
     s = isolated(settings, tag, task=task, **overrides)
     produce_stream(s, events, dataset)
+    return s
+
+
+def flow_run(settings: Settings, events: int, dataset: str, tag: str, **overrides: Any) -> Run:
+    """The learn flow over ``events`` freshly produced events, to the end of them."""
+    s = produced(settings, events, dataset, tag, **overrides)
     with timed() as t:
         run_learn(s)
     return Run(events, rate_of(s, events), t.seconds)
@@ -91,13 +98,11 @@ def throughput(
     stream = open_stream(dataset, seed=settings.seed, events=events)
     task, specs = stream.task, (CHAMPION, CHALLENGER)
     samples = list(stream.samples)
-    runs: dict[str, list[Run]] = {BARE: [], NAIVE: [], FLOW: []}
+    rates: dict[str, list[float]] = {BARE: [], NAIVE: [], FLOW: []}
     for r in range(rounds):
-        seconds = bare_loop(samples, Models.build(specs, task, settings.seed))
-        runs[BARE].append(Run(events, events / seconds, seconds))
-        runs[NAIVE].append(naive_run(settings, events, dataset, f"tp-naive-{r}"))
-        runs[FLOW].append(flow_run(settings, events, dataset, f"tp-flow-{r}"))
-    rates = {name: [r.per_second for r in done] for name, done in runs.items()}
+        rates[BARE].append(events / bare_loop(samples, Models.build(specs, task, settings.seed)))
+        rates[NAIVE].append(naive_run(settings, events, dataset, f"tp-naive-{r}").per_second)
+        rates[FLOW].append(flow_run(settings, events, dataset, f"tp-flow-{r}").per_second)
     best = {name: max(each) for name, each in rates.items()}
     report = Report(
         "learn-flow throughput",
@@ -122,16 +127,9 @@ def throughput(
 
 def naive_run(settings: Settings, events: int, dataset: str, tag: str) -> Run:
     """The naive flow over ``events`` freshly produced events, to the end of them."""
-    task = open_stream(dataset, seed=settings.seed, events=1).task
-    s = isolated(settings, tag, task=task)
-    produce_stream(s, events, dataset)
-    specs = (CHAMPION, CHALLENGER)
-    wall = run_naive(
-        s.bootstrap_servers,
-        s.topic_events,
-        s.topic_predictions,
-        Models.build(specs, task, settings.seed),
-    )
+    s = produced(settings, events, dataset, tag)
+    models = Models.build((CHAMPION, CHALLENGER), s.task, s.seed)
+    wall = run_naive(s.bootstrap_servers, s.topic_events, s.topic_predictions, models)
     return Run(events, rate_of(s, events), wall)
 
 
