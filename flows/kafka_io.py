@@ -55,6 +55,11 @@ class Raw:
     value: bytes
     timestamp_ms: int
 
+    @property
+    def part(self) -> str:
+        """``topic-partition``: the name of its partition in the learner's positions."""
+        return f"{self.topic}-{self.partition}"
+
 
 @dataclass(slots=True)
 class Out:

@@ -42,7 +42,7 @@ def record_streams(
     def parse(batch: list[Any]) -> tuple[str, Parsed]:
         first = batch[0]
         EVENTS_IN.labels(first.topic).inc(len(batch))
-        return f"{first.topic}-{first.partition}", parser.parse_batch(batch)
+        return first.part, parser.parse_batch(batch)
 
     parsed = op.map("parse", raw, parse)
     parse_dead = op.filter_map("parse-rejects", parsed, lambda kp: kp[1].dead or None)

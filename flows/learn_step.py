@@ -94,7 +94,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                     self._stamp(stamps, rec)
             if records:
                 origin = records[-1].origin
-                positions[f"{origin.topic}-{origin.partition}"] = origin.offset + 1
+                positions[origin.part] = origin.offset + 1
         for label in learner.expire():
             dead.append(_unknown_label(label))
         out.drift = self._drift_events(stamps)
@@ -110,7 +110,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         should it start earlier, learning those records again would count their labels
         twice, so they are dropped (and logged)."""
         origin = records[0].origin
-        part = f"{origin.topic}-{origin.partition}"
+        part = origin.part
         past = self.learner.positions.get(part, 0)
         if origin.offset >= past:
             return records
@@ -159,7 +159,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         retrain of that drift starts there, not at the end of a (possibly long) batch."""
         origin, drift = rec.origin, self.learner.drift
         assert drift is not None
-        here = {**self.learner.positions, f"{origin.topic}-{origin.partition}": origin.offset + 1}
+        here = {**self.learner.positions, origin.part: origin.offset + 1}
         stamps.extend([here] * (len(drift.signals) - len(stamps)))
 
     def _drift_events(self, stamps: list[dict[str, int]]) -> list[Out]:
