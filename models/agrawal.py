@@ -31,7 +31,6 @@ class Agrawal(synth.Agrawal):
         self._next_class_should_be_zero = False
         perturb = self._perturb_value
         while True:
-            y = 0
             desired_class_found = False
             while not desired_class_found:
                 salary = 20000 + 130000 * self._rng.random()
