@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -353,8 +354,12 @@ class Delivery:
     whether every message it was given was delivered."""
 
     def __init__(self, bootstrap: str, **overrides: Any) -> None:
-        # Only failed deliveries call back: a Python call per delivered message costs.
-        self.producer = producer(bootstrap, **{"delivery.report.only.error": True, **overrides})
+        # Only failed deliveries call back, through the producer's own callback: a Python
+        # call per delivered message, or a callback passed per message, costs.
+        self.producer = producer(
+            bootstrap,
+            **{"delivery.report.only.error": True, "on_delivery": self._on_delivery, **overrides},
+        )
         self.errors: list[str] = []
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
@@ -363,18 +368,21 @@ class Delivery:
 
     def send(self, topic: str, out: Out) -> None:
         """Queue one message (waiting for deliveries while the local queue is full)."""
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    out.value,
-                    out.key,
-                    headers=out.headers,  # type: ignore[arg-type]
-                    on_delivery=self._on_delivery,
-                )
-                return
-            except BufferError:  # local queue full: let deliveries drain
-                self.producer.poll(0.05)
+        self.send_all(topic, (out,))
+
+    def send_all(self, topic: str, outs: Iterable[Out]) -> None:
+        """Queue every message, in order (waiting for deliveries while the queue is full)."""
+        produce = self.producer.produce
+        for out in outs:
+            while True:
+                try:
+                    if out.headers is None:
+                        produce(topic, out.value, out.key)
+                    else:
+                        produce(topic, out.value, out.key, headers=out.headers)  # type: ignore[arg-type]
+                    break
+                except BufferError:  # local queue full: let deliveries drain
+                    self.producer.poll(0.05)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every queued message; :class:`KafkaUnavailable` if one was not delivered."""
@@ -392,10 +400,8 @@ class _SinkPartition(StatelessSinkPartition[list[Out]]):
 
     def write_batch(self, items: list[list[Out]]) -> None:
         """Write every message, and flush: outputs are at-least-once with recovery."""
-        send, topic = self._delivery.send, self._topic
         for batch in items:
-            for out in batch:
-                send(topic, out)
+            self._delivery.send_all(self._topic, batch)
         self._delivery.flush()
 
     def close(self) -> None:

@@ -1,10 +1,15 @@
-"""The producer behind every sink says when a message was not delivered."""
+"""The producer behind every sink: it writes what it is given, and says when a message was
+not delivered."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from flows.kafka_io import Delivery, KafkaUnavailable, Out
+from flows.kafka_io import Delivery, KafkaUnavailable, Out, ensure_topics
+from riverrun.settings import Settings
+from tests.helpers import read_topic
 
 
 def test_an_undelivered_message_fails_the_flush_with_the_reason() -> None:
@@ -13,3 +18,19 @@ def test_an_undelivered_message_fails_the_flush_with_the_reason() -> None:
     with pytest.raises(KafkaUnavailable, match=r"could not write to Kafka: .*timed out"):
         delivery.flush(timeout=20)
     assert delivery.errors == []  # reported once
+
+
+def test_send_all_writes_every_message_in_order_with_its_key_and_headers(
+    make_settings: Callable[..., Settings],
+) -> None:
+    s = make_settings(partitions=1)
+    ensure_topics(s.bootstrap_servers, [s.topic_predictions], 1)
+    outs = [Out(f"k{i}".encode(), f"v{i}".encode()) for i in range(500)]
+    outs[7] = Out(b"k7", b"v7", [("reason", b"bad_json")])
+    delivery = Delivery(s.bootstrap_servers)
+    delivery.send_all(s.topic_predictions, outs)
+    delivery.flush()
+    back = read_topic(s, s.topic_predictions)
+    assert [(m.key, m.value) for m in back] == [(o.key, o.value) for o in outs]
+    assert back[7].headers == {"reason": b"bad_json"}
+    assert all(m.headers == {} for i, m in enumerate(back) if i != 7)
