@@ -78,13 +78,12 @@ def check_features(features: Any) -> dict[str, float]:
     if not isinstance(features, dict):
         raise InvalidInput("bad_features", "features must be an object of name: number")
     values = features.values()
-    if (  # the common case, in four passes in C
-        _NUMBERS.issuperset(map(type, values))
-        and min(values, default=0) >= -FEATURE_LIMIT
-        and max(values, default=0) <= FEATURE_LIMIT
-        and math.isfinite(sum(values))  # a NaN can slip past min and max, not past the sum
-    ):
-        return features
+    try:  # the common case, in two passes in C: the sum of the magnitudes is NaN or
+        # infinite if one value is, and within the limit only if every value is
+        if _NUMBERS.issuperset(map(type, values)) and sum(map(abs, values)) <= FEATURE_LIMIT:
+            return features
+    except OverflowError:  # an int too large for a float: out of range, said below
+        pass
     return _check_each(features)
 
 
