@@ -19,7 +19,7 @@ from bytewax.operators import KeyedStream
 
 from flows.codec import Parsed, Parser
 from flows.feature_step import FeatureLogic
-from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out
+from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out, to_sink
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
 from flows.run_start import read_start, record_start
@@ -93,20 +93,14 @@ def build_flow(settings: Settings) -> Dataflow:
     drift = op.filter_map("drift-events", outs, lambda o: o.drift or None)
     learn_dead = op.filter_map("learn-rejects", outs, lambda o: o.dead or None)
     dead = op.map("count-rejects", op.merge("rejects", parse_dead, learn_dead), count_rejects)
-    op.output(
-        "predictions-out",
-        predictions,
-        KafkaBatchSink(settings.bootstrap_servers, settings.topic_predictions),
-    )
-    op.output(
-        "shadow-out", shadow, KafkaBatchSink(settings.bootstrap_servers, settings.topic_shadow)
-    )
-    op.output("drift-out", drift, KafkaBatchSink(settings.bootstrap_servers, settings.topic_drift))
-    op.output(
-        "deadletter-out",
-        dead,
-        KafkaBatchSink(settings.bootstrap_servers, settings.topic_deadletter),
-    )
+    for step, stream, topic in (
+        ("predictions-out", predictions, settings.topic_predictions),
+        ("shadow-out", shadow, settings.topic_shadow),
+        ("drift-out", drift, settings.topic_drift),
+        ("deadletter-out", dead, settings.topic_deadletter),
+    ):
+        keyed = op.map(f"{step}-key", stream, to_sink)
+        op.output(step, keyed, KafkaBatchSink(settings.bootstrap_servers, topic))
     return flow
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from flows.kafka_io import Delivery, KafkaUnavailable, Out, ensure_topics
+from flows.kafka_io import Delivery, KafkaBatchSink, KafkaUnavailable, Out, ensure_topics
 from riverrun.settings import Settings
 from tests.helpers import read_topic
 
@@ -34,3 +34,11 @@ def test_send_all_writes_every_message_in_order_with_its_key_and_headers(
     assert [(m.key, m.value) for m in back] == [(o.key, o.value) for o in outs]
     assert back[7].headers == {"reason": b"bad_json"}
     assert all(m.headers == {} for i, m in enumerate(back) if i != 7)
+
+
+def test_the_sink_queues_batches_and_waits_for_their_delivery_at_the_epoch_snapshot() -> None:
+    sink = KafkaBatchSink("127.0.0.1:1", "events", {"message.timeout.ms": 300, "log_level": 0})
+    part = sink.build_part("predictions-out", sink.list_parts()[0], None)
+    part.write_batch([[Out(b"k", b"{}")], [Out(b"k", b"[]")]])  # queued: no broker needed yet
+    with pytest.raises(KafkaUnavailable, match=r"could not write to Kafka: .*timed out"):
+        part.snapshot()  # the epoch cannot be committed with a message undelivered
