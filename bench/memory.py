@@ -14,8 +14,7 @@ import redis
 
 from bench.harness import Report
 from bench.plot import line_png
-from bench.throughput import isolated, produce_stream
-from models.datasets import open_stream
+from bench.throughput import produced
 from models.status import read_status
 from riverrun.children import Child
 from riverrun.settings import Settings
@@ -28,9 +27,7 @@ def memory(
     settings: Settings, *, events: int, out: Path, delay: int = 1000, dataset: str = "agrawal"
 ) -> Report:
     """RSS of the flow against events predicted; the curve to ``out``.json and .png."""
-    task = open_stream(dataset, seed=settings.seed, events=1).task
-    s = isolated(settings, "mem", task=task, status_interval=EVERY)
-    produce_stream(s, events, dataset, delay_labels=delay)
+    s = produced(settings, events, dataset, "mem", delay_labels=delay, status_interval=EVERY)
     client = redis.Redis.from_url(s.redis_url)
     curve: list[tuple[float, int, float]] = []  # (seconds, events predicted, RSS MB)
     with Child(s, "learn") as child:

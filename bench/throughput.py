@@ -64,12 +64,20 @@ def produce_stream(s: Settings, events: int, dataset: str, **request: Any) -> No
     )
 
 
-def produced(settings: Settings, events: int, dataset: str, tag: str, **overrides: Any) -> Settings:
+def produced(
+    settings: Settings,
+    events: int,
+    dataset: str,
+    tag: str,
+    *,
+    delay_labels: int = 0,
+    **overrides: Any,
+) -> Settings:
     """Isolated settings (``tag``, the dataset's task) whose topics hold ``events`` freshly
-    produced events."""
+    produced events, with labels inline or ``delay_labels`` events late."""
     task = open_stream(dataset, seed=settings.seed, events=1).task
     s = isolated(settings, tag, task=task, **overrides)
-    produce_stream(s, events, dataset)
+    produce_stream(s, events, dataset, delay_labels=delay_labels)
     return s
 
 
