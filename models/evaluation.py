@@ -12,6 +12,12 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 _EPS = 1e-15
+_MAX_P = 1 - _EPS
+
+
+def _clamp(p: float) -> float:
+    """River's clamp of a probability to [1e-15, 1 - 1e-15], NaN kept."""
+    return _EPS if p < _EPS else _MAX_P if p > _MAX_P else p
 
 
 def predicted_label(proba: Mapping[Hashable, float]) -> Hashable | None:
@@ -28,12 +34,12 @@ def predicted_label(proba: Mapping[Hashable, float]) -> Hashable | None:
 def log_loss(y_true: Hashable, proba: Mapping[Hashable, float], task: str) -> float:
     """River's per-event ``LogLoss`` (binary) or ``CrossEntropy`` (multiclass)."""
     if task == "binary":
-        p_true = min(max(proba.get(True, 0.0), _EPS), 1 - _EPS)
+        p_true = _clamp(proba.get(True, 0.0))
         return -math.log(p_true) if y_true else -math.log(1 - p_true)
     p = proba.get(y_true)
     if p is None:
         return 0.0  # River's CrossEntropy ignores a class the model never predicted
-    return -math.log(min(max(p, _EPS), 1 - _EPS))
+    return -math.log(_clamp(p))
 
 
 class RollingMean:
@@ -109,7 +115,7 @@ class Prequential:
             p_true, p_false = y_pred.get(True, 0.0), y_pred.get(False, 0.0)
             label = p_true > p_false if p_true != p_false else predicted_label(y_pred)
             first = 1.0 if label == y_true else 0.0
-            p = min(max(p_true, _EPS), 1 - _EPS)
+            p = _EPS if p_true < _EPS else _MAX_P if p_true > _MAX_P else p_true  # _clamp, inline
             loss = -math.log(p) if y_true else -math.log(1 - p)
             self.last_error = 1.0 - first
         else:

@@ -84,7 +84,8 @@ def learn_logreg(model: linear_model.LogisticRegression, x: Features, y: Any) ->
     else:
         grad = weight * -sign / (math.exp(z) + 1.0)
     clip = model.clip_gradient
-    grad = float(max(min(grad, clip), -clip))  # River's clamp, in its order
+    grad = clip if clip < grad else grad  # River's clamp, max(min(grad, clip), -clip), in
+    grad = float(-clip if -clip > grad else grad)  # its order and NaN kept, without two calls
     n = optimizer.n_iterations
     model.intercept -= model.intercept_lr.get(n) * grad
     weights.isub_scaled(utils.VectorDict.from_scaled(x, grad), optimizer.lr.get(n))

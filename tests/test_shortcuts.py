@@ -7,8 +7,9 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from river import metrics, utils
 
-from models.evaluation import predicted_label
+from models.evaluation import Prequential, _clamp, log_loss, predicted_label
 from models.schema import FEATURE_LIMIT, InvalidInput, _check_each, check_features
 
 VALUES = st.one_of(
@@ -46,3 +47,23 @@ def test_feature_check_accepts_and_refuses_as_the_feature_by_feature_loop(
 def test_predicted_label_is_the_first_most_probable_class(proba: dict[Any, float]) -> None:
     expected = max(proba, key=proba.__getitem__) if proba else None
     assert predicted_label(proba) == expected
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(st.floats(), st.sampled_from([0.0, 1e-15, 1 - 1e-15, 1.0])),
+    st.booleans(),
+)
+def test_probability_clamps_and_losses_are_rivers(p_true: float, y: bool) -> None:
+    assert _same(_clamp(p_true), utils.math.clamp(p_true, 1e-15, 1 - 1e-15))
+    proba = {False: 1 - p_true, True: p_true}
+    loss = Prequential("binary", 10).update(y, proba)  # the clamp written inline
+    assert _same(loss, log_loss(y, proba, "binary"))
+    if not math.isnan(p_true):
+        river_loss = metrics.LogLoss()
+        river_loss.update(y, proba)
+        assert _same(loss, river_loss.get())
