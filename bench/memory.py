@@ -35,6 +35,8 @@ def memory(
         began = time.monotonic()
         while child.alive():
             try:
+                if process.status() == psutil.STATUS_ZOMBIE:  # ended: its RSS reads 0
+                    break
                 rss = process.memory_info().rss / 2**20
             except psutil.NoSuchProcess:
                 break

@@ -50,6 +50,7 @@ def test_bench_writes_every_report_and_the_memory_curve(tmp_path: Path) -> None:
     curve = orjson.loads((out.parent / "memory.json").read_bytes())
     seen = [point["events"] for point in curve]
     assert seen == sorted(seen) and 0 < seen[-1] <= 10_000, "sampled as the flow went"
+    assert all(point["rss_mb"] > 0 for point in curve), "only a running flow is sampled"
     assert (out.parent / "memory.png").read_bytes().startswith(b"\x89PNG")
     for name in BENCHMARKS:
         assert f"== {name} ==" in done.stdout
