@@ -1,7 +1,9 @@
-"""The learn flow runs the same from every entry point: bytewax.run, and a process cluster."""
+"""The learn flow runs the same from every entry point: bytewax.run, and a process cluster;
+and in this process, it leaves the garbage collector as it found it."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import redis
 
 from models.status import read_status
 from riverrun.runner import learn_topics
-from tests.helpers import produce_stream, read_topic
+from tests.helpers import produce_stream, read_topic, run_flow_to_end
 
 
 def _produce(s: Any, events: int, **kw: Any) -> None:
@@ -59,3 +61,25 @@ def test_two_processes_three_partitions_predict_and_learn_everything(make_settin
     assert status is not None
     assert status["labelled"] == 6000 and status["models"][0]["learned"] == 6000
     assert not read_topic(s, s.topic_deadletter)
+
+
+def test_the_flow_runs_with_the_heap_it_started_with_frozen_and_unfreezes_it(
+    make_settings: Any,
+) -> None:
+    s = make_settings()
+    _produce(s, 2000)
+    frozen_during_collections: list[int] = []
+
+    def watch(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            frozen_during_collections.append(gc.get_freeze_count())
+
+    gc.callbacks.append(watch)
+    try:
+        run_flow_to_end(s)
+    finally:
+        gc.callbacks.remove(watch)
+    assert len(read_topic(s, s.topic_predictions)) == 2000
+    assert frozen_during_collections, "the flow allocates enough to collect"
+    assert max(frozen_during_collections) > 10_000  # modules, models and flow left out
+    assert gc.get_freeze_count() == 0
