@@ -3,6 +3,7 @@ not delivered."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -42,3 +43,8 @@ def test_the_sink_queues_batches_and_waits_for_their_delivery_at_the_epoch_snaps
     part.write_batch([[Out(b"k", b"{}")], [Out(b"k", b"[]")]])  # queued: no broker needed yet
     with pytest.raises(KafkaUnavailable, match=r"could not write to Kafka: .*timed out"):
         part.snapshot()  # the epoch cannot be committed with a message undelivered
+
+
+def test_messages_survive_the_trip_between_bytewax_processes() -> None:
+    outs = [Out(b"k", b"v"), Out(None, b"", [("reason", b"oversize")])]
+    assert pickle.loads(pickle.dumps(outs)) == outs
