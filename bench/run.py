@@ -49,7 +49,7 @@ class Sizes:
 
 
 SIZES = {
-    # every figure of the README: 5 min 1 s on 2 cores (longer on a slow day of the machine)
+    # every figure of the README: 5 min 20 s on 2 cores (longer on a slow day of the machine)
     "full": Sizes(
         throughput=200_000,
         throughput_rounds=2,
