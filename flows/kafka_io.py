@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import bytewax.operators as op
+from bytewax.dataflow import Stream
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import (
@@ -42,7 +44,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 2, "enable.idempotence": False}
 REACH_TIMEOUT = 10.0  # seconds a command waits for a first answer from the brokers
 LAG_INTERVAL = 5.0  # seconds between updates of a partition's consumer-lag gauge
-SINK_PART = "out"  # the one partition of a KafkaBatchSink
+_SINK_PART = "out"  # the one partition of a KafkaBatchSink
 
 
 class KafkaUnavailable(RuntimeError):
@@ -381,7 +383,8 @@ class Delivery:
         self.send_all(topic, (out,))
 
     def send_all(self, topic: str, outs: Iterable[Out]) -> None:
-        """Queue every message, in order (waiting for deliveries while the queue is full)."""
+        """Queue every message, in order (waiting for deliveries while the queue is full),
+        then serve the reports of failed deliveries that came meanwhile."""
         produce = self.producer.produce
         for out in outs:
             while True:
@@ -393,6 +396,7 @@ class Delivery:
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     self.producer.poll(0.05)
+        self.producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every queued message; :class:`KafkaUnavailable` if one was not delivered."""
@@ -412,7 +416,6 @@ class _SinkPartition(StatefulSinkPartition[list[Out], None]):
         """Queue every message; librdkafka sends them in the background."""
         for batch in values:
             self._delivery.send_all(self._topic, batch)
-        self._delivery.producer.poll(0)  # report failed deliveries as they come
 
     def snapshot(self) -> None:
         """Wait until every message of the epoch is delivered: the epoch is committed only
@@ -429,8 +432,9 @@ class KafkaBatchSink(FixedPartitionedSink[list[Out], None]):
     is committed (outputs are at-least-once with recovery).
 
     Waiting for deliveries once per epoch instead of after every batch keeps the flow from
-    idling on broker round trips. The sink has one partition, :data:`SINK_PART`: key the
-    stream with :func:`to_sink`. In a cluster, items of other workers travel to its worker.
+    idling on broker round trips. The sink has one partition: write to it with
+    :func:`kafka_output`, which keys the stream for it. In a cluster, items of other workers
+    travel to its worker.
     """
 
     def __init__(self, bootstrap: str, topic: str, config: dict[str, Any] | None = None) -> None:
@@ -440,7 +444,7 @@ class KafkaBatchSink(FixedPartitionedSink[list[Out], None]):
 
     def list_parts(self) -> list[str]:
         """The one partition: one producer writes the topic."""
-        return [SINK_PART]
+        return [_SINK_PART]
 
     def part_fn(self, item_key: str) -> int:
         """Every item goes to the one partition."""
@@ -451,6 +455,7 @@ class KafkaBatchSink(FixedPartitionedSink[list[Out], None]):
         return _SinkPartition(self._bootstrap, self._topic, self._config)
 
 
-def to_sink(outs: list[Out]) -> tuple[str, list[Out]]:
-    """A batch keyed for :class:`KafkaBatchSink`."""
-    return SINK_PART, outs
+def kafka_output(step_id: str, up: Stream[list[Out]], bootstrap: str, topic: str) -> None:
+    """Write the batches of ``up`` to ``topic`` through a :class:`KafkaBatchSink`."""
+    keyed = op.map(f"{step_id}-key", up, lambda outs: (_SINK_PART, outs))
+    op.output(step_id, keyed, KafkaBatchSink(bootstrap, topic))

@@ -19,7 +19,7 @@ from bytewax.operators import KeyedStream
 
 from flows.codec import Parsed, Parser
 from flows.feature_step import FeatureLogic
-from flows.kafka_io import KafkaBatchSink, KafkaBatchSource, Out, to_sink
+from flows.kafka_io import KafkaBatchSource, Out, kafka_output
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
 from flows.run_start import read_start, record_start
@@ -99,8 +99,7 @@ def build_flow(settings: Settings) -> Dataflow:
         ("drift-out", drift, settings.topic_drift),
         ("deadletter-out", dead, settings.topic_deadletter),
     ):
-        keyed = op.map(f"{step}-key", stream, to_sink)
-        op.output(step, keyed, KafkaBatchSink(settings.bootstrap_servers, topic))
+        kafka_output(step, stream, settings.bootstrap_servers, topic)
     return flow
 
 

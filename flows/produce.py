@@ -131,7 +131,6 @@ def produce(
         for msg in messages(req, stream, prefix):
             topic = labels_topic if msg.to_labels else events_topic
             out.send(topic, Out(msg.key, msg.value))
-            out.producer.poll(0)
             if msg.is_event:
                 n_events += 1
                 bar.update(1)

@@ -84,8 +84,9 @@ def learn_logreg(model: linear_model.LogisticRegression, x: Features, y: Any) ->
     else:
         grad = weight * -sign / (math.exp(z) + 1.0)
     clip = model.clip_gradient
-    grad = clip if clip < grad else grad  # River's clamp, max(min(grad, clip), -clip), in
-    grad = float(-clip if -clip > grad else grad)  # its order and NaN kept, without two calls
+    # River's clamp, float(max(min(grad, clip), -clip)), in its order (NaN kept), no calls
+    grad = clip if clip < grad else grad
+    grad = float(-clip if -clip > grad else grad)
     n = optimizer.n_iterations
     model.intercept -= model.intercept_lr.get(n) * grad
     weights.isub_scaled(utils.VectorDict.from_scaled(x, grad), optimizer.lr.get(n))
