@@ -104,9 +104,9 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
             *RIVERRUN,
             "demo",
             "--events",
-            "4000",
+            "8000",
             "--drift-every",
-            "1000",
+            "2500",
             "--report",
             str(report_path),
         ],
@@ -117,14 +117,18 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     report = orjson.loads(report_path.read_bytes())
-    assert report["events_in"] == 4000 and report["predictions_out"] == 4000
-    assert report["deadletter"] == 0 and report["labelled"] == 4000
+    assert report["events_in"] == 8000 and report["predictions_out"] == 8000
+    assert report["deadletter"] == 0 and report["labelled"] == 8000
     models = report["models"]
     assert {models["champion"]["spec"], models["challenger"]["spec"]} == {"logreg", "arf"}
     assert all(0.5 < m["metrics"]["accuracy"] <= 1.0 for m in models.values())
-    assert isinstance(report["promotions"], list) and isinstance(report["retrains"], list)
+    # The loop closes: the arf challenger wins the contest, the stream drifts under it, and
+    # the trigger retrains a fresh challenger from the replay before the demo ends.
+    assert [(p["from"], p["to"]) for p in report["promotions"]][:1] == [("logreg@v1", "arf@v3")]
     concept = [d for d in report["drift_events"] if d["kind"] == "concept"]
-    assert concept and all(d["position"] >= 1000 for d in concept), "drift every 1,000 events"
+    assert concept and all(d["position"] >= 2500 for d in concept), "drift every 2,500 events"
+    assert report["retrains"], "a concept drift on the champion retrains a challenger"
+    assert all("concept drift on the champion" in r["reason"] for r in report["retrains"])
     assert "labelled" in done.stdout and "logreg" in done.stdout
     assert not (_server_pids(parent=1) - orphans), "the demo left a server running"
 
