@@ -1,7 +1,8 @@
 """The two baselines the learn flow is measured against, on the same events and models.
 
 * the bare River loop: each model predicts, then learns, with an ADWIN on each model's
-  0/1 error, in one Python loop with no Kafka and no Bytewax;
+  0/1 error, in one Python loop with no Kafka and no Bytewax; and the same loop on the
+  flow's own model path (:class:`KernelModels`), the floor under the flow's model work;
 * a naive per-event Bytewax flow as the common examples write it: Bytewax's own
   ``KafkaSource`` and ``KafkaSink`` one message at a time, ``json`` for (de)serialisation,
   and one ``stateful_map`` that predicts and learns.
@@ -20,6 +21,8 @@ from bytewax.run import cli_main
 from river import drift
 
 from bench.harness import timed
+from models.kernels import learn_and_scale, learn_logreg, plain_logreg, proba_logreg
+from models.sharing import group
 from models.specs import build_model
 
 
@@ -47,7 +50,36 @@ class Models:
         return served
 
 
-def bare_loop(samples: list[tuple[dict[str, Any], Any]], models: Models) -> float:
+class KernelModels:
+    """:class:`Models` of ``StandardScaler | LogisticRegression`` pipelines stepped as the
+    learn flow steps them: one shared scaler (:mod:`models.sharing`) and River's arithmetic
+    through :mod:`models.kernels`. Every model predicts before any learns, as they must when
+    they share a scaler; the models and detectors end exactly as :meth:`Models.step` leaves
+    them."""
+
+    def __init__(self, models: Models) -> None:
+        self.groups = group(enumerate(models.models))
+        finals = [final for _, members in self.groups for _, final in members]
+        if len(finals) != len(models.models) or not all(map(plain_logreg, finals)):
+            raise ValueError("the kernel loop takes StandardScaler | LogisticRegression only")
+        self.detectors = models.detectors
+
+    def step(self, x: dict[str, Any], y: Any) -> dict[Any, float]:
+        """Test then train every model on one labelled event; the champion's prediction."""
+        served: dict[Any, float] = {}
+        for scaler, members in self.groups:
+            xt = scaler.transform_one(x)
+            for i, final in members:
+                proba = proba_logreg(final, xt)
+                self.detectors[i].update(0.0 if max(proba, key=proba.__getitem__) == y else 1.0)
+                served = proba if i == 0 else served
+            xt = learn_and_scale(scaler, x)
+            for _, final in members:
+                learn_logreg(final, xt, y)
+        return served
+
+
+def bare_loop(samples: list[tuple[dict[str, Any], Any]], models: Models | KernelModels) -> float:
     """Seconds for the bare River loop over ``samples``."""
     step = models.step
     with timed() as t:

@@ -42,7 +42,7 @@ def test_bench_writes_every_report_and_the_memory_curve(tmp_path: Path) -> None:
     assert all(r["rows"] for r in reports.values())
     throughput = reports["learn-flow throughput"]
     assert [row["setup"] for row in throughput["rows"]][-1] == "learn flow"
-    assert len(throughput["rows"]) == 3
+    assert len(throughput["rows"]) == 4
     for row in throughput["rows"]:  # the best of the smoke size's 2 rounds, the slowest beside
         rates = throughput["params"]["events_per_s_by_round"][row["setup"]]
         assert len(rates) == 2 and all(rate > 0 for rate in rates)
