@@ -17,6 +17,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream
 
+from flows import heap
 from flows.codec import Parsed, Parser
 from flows.feature_step import FeatureLogic
 from flows.kafka_io import KafkaBatchSource, Out, kafka_output
@@ -112,7 +113,10 @@ def count_rejects(batch: list[Out]) -> list[Out]:
 
 
 def __getattr__(name: str) -> Any:
-    """``flows.learn:flow`` for ``python -m bytewax.run``: built from ``RIVERRUN_*`` on access."""
+    """``flows.learn:flow`` for ``python -m bytewax.run``: built from ``RIVERRUN_*`` on access,
+    with the heap frozen as ``riverrun learn`` runs it (the process lives for the flow)."""
     if name == "flow":
-        return build_flow(Settings.from_env())
+        flow = build_flow(Settings.from_env())
+        heap.freeze()
+        return flow
     raise AttributeError(name)

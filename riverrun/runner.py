@@ -1,14 +1,13 @@
 """Runs the learn flow: in this process, or as a cluster of Bytewax processes.
 
 Bytewax worker threads share one GIL, so riverrun scales with processes: ``processes=N``
-spawns N ``python -m bytewax.run flows.learn:flow -i K -a ...`` children that read the same
-``RIVERRUN_*`` settings, and stops them all if one fails.
+spawns N ``python -m riverrun.runner K ADDRESSES`` children (Bytewax process K of the
+cluster) that read the same ``RIVERRUN_*`` settings, and stops them all if one fails.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 
 from bytewax.run import cli_main
 
+from flows import heap
 from flows.kafka_io import ensure_topics
 from flows.learn import build_flow
 from flows.registry_sync import drift_watch
@@ -94,7 +94,7 @@ def run_process(
     if settings.metrics_port:
         serve_metrics(settings.metrics_port + (process_id or 0), settings.metrics_host)
     flow = build_flow(settings)
-    with _frozen_heap():
+    with heap.frozen():
         cli_main(
             flow,
             process_id=process_id,
@@ -102,19 +102,6 @@ def run_process(
             epoch_interval=timedelta(seconds=settings.epoch_interval),
             recovery_config=recovery_config(settings),
         )
-
-
-@contextlib.contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """Leave what is alive now (modules, models, the flow) out of the garbage collector's
-    full collections while the flow runs: each one scanned all of it, some 50 ms, about
-    once a second at full speed (6% of the flow's time)."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def check_learn_settings(settings: Settings) -> None:

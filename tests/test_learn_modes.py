@@ -1,5 +1,6 @@
 """The learn flow runs the same from every entry point: bytewax.run, and a process cluster;
-and in this process, it leaves the garbage collector as it found it."""
+and the heap it starts with stays out of the garbage collector's way (in this process,
+it leaves the collector as it found it)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,18 @@ def test_the_flow_runs_with_the_heap_it_started_with_frozen_and_unfreezes_it(
     assert frozen_during_collections, "the flow allocates enough to collect"
     assert max(frozen_during_collections) > 10_000  # modules, models and flow left out
     assert gc.get_freeze_count() == 0
+
+
+def test_the_bytewax_run_entry_point_freezes_the_heap_it_builds(
+    make_settings: Any, monkeypatch: Any
+) -> None:
+    for name, value in make_settings().to_env().items():
+        monkeypatch.setenv(name, value)
+    import flows.learn
+
+    assert gc.get_freeze_count() == 0
+    try:
+        assert flows.learn.flow.flow_id == "riverrun-learn"
+        assert gc.get_freeze_count() > 10_000  # modules, models and flow left out
+    finally:
+        gc.unfreeze()
