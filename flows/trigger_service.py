@@ -68,6 +68,24 @@ def retrain_argv(action: Action, alias: str) -> list[str]:
     return argv
 
 
+def retrain_lock(model: str) -> str:
+    """The Redis key held while a retrain of ``model`` runs (one at a time)."""
+    return f"riverrun:trigger:{model}:retrain"
+
+
+def decided_key(model: str) -> str:
+    """The Redis key of the labelled count of the last status the triggers acted on."""
+    return f"riverrun:trigger:{model}:decided"
+
+
+def caught_up(client: redis.Redis, model: str, labelled: int) -> bool:
+    """Whether the triggers of ``model`` have acted on the flow's status at ``labelled``
+    labelled events (or later) and no retrain they started still runs: nothing more will
+    come of the stream so far."""
+    decided, running = client.mget(decided_key(model), retrain_lock(model))
+    return decided is not None and int(decided) >= labelled and running is None
+
+
 def _positions(positions: dict[str, int]) -> str:
     return ",".join(f"{where}={offset}" for where, offset in positions.items())
 
@@ -84,7 +102,7 @@ class TriggerService:
         self.model = s.model_name
         self.registry = Registry.connect(s.redis_url, s.registry_key)
         self.triggers = Triggers(trigger_policy(s), started=time.time())
-        self.lock = f"riverrun:trigger:{self.model}:retrain"
+        self.lock = retrain_lock(self.model)
         self.offsets = f"riverrun:trigger:{self.model}:drift-offsets"
         self._release = self.registry.client.register_script(_RELEASE)
         self._worker: threading.Thread | None = None
@@ -151,6 +169,10 @@ class TriggerService:
             self._audit(action, "decided")
             carry_out: Callable[[Action], None] = getattr(self, f"_{action.kind}")
             carry_out(action)
+        try:  # a retrain decided above holds its lock by now: see caught_up
+            self.registry.client.set(decided_key(self.model), status["labelled"])
+        except redis.RedisError as exc:
+            log.warning("cannot record the status the triggers acted on: %s", exc)
 
     def _audit(self, action: Action, outcome: str) -> None:
         try:

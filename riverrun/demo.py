@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from flows.kafka_io import end_offsets, ensure_topics, read_values
 from flows.produce import ProduceRequest, produce
+from flows.trigger_service import caught_up
 from models.datasets import open_stream
 from models.registry import Registry
 from models.status import read_status
@@ -87,9 +88,9 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
 
 
 def _follow_to_the_end(settings: Settings, total: int, children: dict[str, Child]) -> None:
-    """Show progress until every event is predicted and no retrain is running."""
+    """Show progress until every event is predicted and the triggers have acted on the
+    flow's last status, any retrain they started done."""
     client = redis.Redis.from_url(settings.redis_url)
-    retraining = f"riverrun:trigger:{settings.model_name}:retrain"
     with tqdm(total=total, unit="ev", desc="learn") as bar:
         while True:
             for command, child in children.items():
@@ -97,10 +98,11 @@ def _follow_to_the_end(settings: Settings, total: int, children: dict[str, Child
                     raise DemoError(
                         f"`riverrun {command}` stopped: {child.stderr().strip()[-300:]}"
                     )
-            status = read_status(client, settings.model_name)
-            seen = status["events"] if status else 0
-            bar.update(seen - bar.n)
-            if seen >= total and not client.exists(retraining):
+            status = read_status(client, settings.model_name) or {"events": 0, "labelled": 0}
+            bar.update(status["events"] - bar.n)
+            if status["events"] >= total and caught_up(
+                client, settings.model_name, status["labelled"]
+            ):
                 return
             time.sleep(0.3)
 

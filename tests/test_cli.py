@@ -123,8 +123,9 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert {models["champion"]["spec"], models["challenger"]["spec"]} == {"logreg", "arf"}
     assert all(0.5 < m["metrics"]["accuracy"] <= 1.0 for m in models.values())
     # The loop closes: the arf challenger wins the contest, the stream drifts under it, and
-    # the trigger retrains a fresh challenger from the replay before the demo ends.
-    assert [(p["from"], p["to"]) for p in report["promotions"]][:1] == [("logreg@v1", "arf@v3")]
+    # the trigger retrains a fresh challenger from the replay (the demo waits for it).
+    first = report["promotions"][0]
+    assert first["from"].startswith("logreg@") and first["to"].startswith("arf@")
     concept = [d for d in report["drift_events"] if d["kind"] == "concept"]
     assert concept and all(d["position"] >= 2500 for d in concept), "drift every 2,500 events"
     assert report["retrains"], "a concept drift on the champion retrains a challenger"

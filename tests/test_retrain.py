@@ -1,13 +1,17 @@
-"""Full retrain: a fresh model from a replayed Kafka range, registered as a challenger."""
+"""Full retrain: a fresh model from a replayed Kafka range, registered as a challenger; and
+the trigger service that starts retrains, as those who wait on it see it."""
 
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from typing import Any
 
 from flows.produce import ProduceRequest, produce
+from flows.trigger_service import TriggerService, caught_up, retrain_lock
 from models.registry import Registry
+from models.status import write_status
 from tests.helpers import run_cli, run_flow_to_end, wait_for
 
 
@@ -65,3 +69,16 @@ def test_an_empty_range_is_a_one_line_error(make_settings: Any) -> None:
     assert done.stderr.strip().startswith("riverrun retrain: error: nothing to learn in the range")
     bad = _retrain(s, "--from-positions", "events:0=1")
     assert bad.returncode == 2 and "expected TOPIC-PARTITION=OFFSET" in bad.stderr
+
+
+def test_the_trigger_service_says_which_status_it_acted_on(make_settings: Any) -> None:
+    s = make_settings()
+    service = TriggerService(s, threading.Event())
+    client = service.registry.client
+    assert not caught_up(client, s.model_name, 0), "no status acted on yet"
+    write_status(client, s.model_name, {"events": 500, "labelled": 400, "models": []})
+    service.step(time.time())
+    assert caught_up(client, s.model_name, 400)
+    assert not caught_up(client, s.model_name, 401), "the flow has gone further since"
+    client.set(retrain_lock(s.model_name), "a retrain runs")
+    assert not caught_up(client, s.model_name, 400), "a running retrain is not caught up"
