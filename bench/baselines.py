@@ -1,4 +1,4 @@
-"""The two baselines the learn flow is measured against, on the same events and models.
+"""The baselines the learn flow is measured against, on the same events and models.
 
 * the bare River loop: each model predicts, then learns, with an ADWIN on each model's
   0/1 error, in one Python loop with no Kafka and no Bytewax; and the same loop on the
@@ -22,7 +22,7 @@ from river import drift
 
 from bench.harness import timed
 from models.kernels import learn_and_scale, learn_logreg, plain_logreg, proba_logreg
-from models.sharing import group
+from models.sharing import group, scaler_and_final
 from models.specs import build_model
 
 
@@ -58,10 +58,10 @@ class KernelModels:
     them."""
 
     def __init__(self, models: Models) -> None:
-        self.groups = group(enumerate(models.models))
-        finals = [final for _, members in self.groups for _, final in members]
-        if len(finals) != len(models.models) or not all(map(plain_logreg, finals)):
+        parts = [scaler_and_final(model) for model in models.models]
+        if not all(p is not None and plain_logreg(p[1]) for p in parts):
             raise ValueError("the kernel loop takes StandardScaler | LogisticRegression only")
+        self.groups = group(enumerate(models.models))
         self.detectors = models.detectors
 
     def step(self, x: dict[str, Any], y: Any) -> dict[Any, float]:
@@ -80,7 +80,7 @@ class KernelModels:
 
 
 def bare_loop(samples: list[tuple[dict[str, Any], Any]], models: Models | KernelModels) -> float:
-    """Seconds for the bare River loop over ``samples``."""
+    """Seconds for a bare loop of ``models`` (River's calls, or the kernels) over ``samples``."""
     step = models.step
     with timed() as t:
         for x, y in samples:

@@ -1,5 +1,5 @@
-"""Learn-flow throughput through Kafka against its two baselines on the same events, the cost
-of challengers, and scaling with Bytewax processes.
+"""Learn-flow throughput through Kafka against its baselines on the same events, the cost of
+challengers, and scaling with Bytewax processes.
 
 The learn flow runs as ``riverrun learn`` would (recovery on, a ``logreg`` champion and a
 ``logreg`` challenger). Flow throughput is events over the time between the first and the

@@ -42,6 +42,13 @@ def test_kernel_loop_learns_exactly_what_the_river_loop_learns() -> None:
     assert kernel.models[0].steps["StandardScaler"] is kernel.models[1].steps["StandardScaler"]
 
 
-def test_kernel_loop_refuses_models_the_kernels_do_not_run() -> None:
-    with pytest.raises(ValueError, match=re.escape("StandardScaler | LogisticRegression only")):
+def test_kernel_loop_refuses_models_the_kernels_do_not_run_and_leaves_them_alone() -> None:
+    only = re.escape("StandardScaler | LogisticRegression only")
+    with pytest.raises(ValueError, match=only):
         KernelModels(Models.build(("logreg", "hoeffding"), "binary", 7))
+    models = Models.build(("logreg", "logreg"), "binary", 7)
+    models.models[1].steps["LogisticRegression"].l2 = 0.1  # a penalty: River's path only
+    with pytest.raises(ValueError, match=only):
+        KernelModels(models)
+    first, second = (m.steps["StandardScaler"] for m in models.models)
+    assert first is not second, "a refused pair keeps its own scalers"
