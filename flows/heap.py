@@ -17,7 +17,8 @@ def freeze() -> None:
 
 @contextlib.contextmanager
 def frozen() -> Iterator[None]:
-    """:func:`freeze` for the length of the block; what was frozen is collectable after."""
+    """:func:`freeze` for the length of the block; after it, the collector sees the whole
+    heap again (``gc.unfreeze`` releases every freeze, earlier ones included)."""
     freeze()
     try:
         yield

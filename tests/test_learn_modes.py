@@ -96,6 +96,6 @@ def test_the_bytewax_run_entry_point_freezes_the_heap_it_builds(
     assert gc.get_freeze_count() == 0
     try:
         assert flows.learn.flow.flow_id == "riverrun-learn"
-        assert gc.get_freeze_count() > 10_000  # modules, models and flow left out
+        assert gc.get_freeze_count() > 10_000  # everything alive, the new flow included
     finally:
         gc.unfreeze()
