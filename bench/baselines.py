@@ -21,6 +21,7 @@ from bytewax.run import cli_main
 from river import drift
 
 from bench.harness import timed
+from models.evaluation import predicted_label
 from models.kernels import learn_and_scale, learn_logreg, plain_logreg, proba_logreg
 from models.sharing import group, scaler_and_final
 from models.specs import build_model
@@ -44,7 +45,7 @@ class Models:
         served: dict[Any, float] = {}
         for i, (model, detector) in enumerate(zip(self.models, self.detectors, strict=True)):
             proba = model.predict_proba_one(x)
-            detector.update(0.0 if max(proba, key=proba.get, default=None) == y else 1.0)
+            detector.update(0.0 if predicted_label(proba) == y else 1.0)
             model.learn_one(x, y)
             served = proba if i == 0 else served
         return served
@@ -70,8 +71,8 @@ class KernelModels:
         for scaler, members in self.groups:
             xt = scaler.transform_one(x)
             for i, final in members:
-                proba = proba_logreg(final, xt)
-                self.detectors[i].update(0.0 if max(proba, key=proba.__getitem__) == y else 1.0)
+                proba: dict[Any, float] = proba_logreg(final, xt)
+                self.detectors[i].update(0.0 if predicted_label(proba) == y else 1.0)
                 served = proba if i == 0 else served
             xt = learn_and_scale(scaler, x)
             for _, final in members:
