@@ -172,11 +172,18 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if rows:
         keys = [k for k in rows[0][2] if k != "n"]
-        lines.append("model".ljust(22) + "alias".ljust(20) + "".join(k.rjust(18) for k in keys))
+        lines.append(
+            "model".ljust(22)
+            + "alias".ljust(20)
+            + "scored".rjust(8)
+            + "".join(k.rjust(18) for k in keys)
+        )
         for name, alias, metrics in rows:
-            lines.append(
-                name.ljust(22) + alias.ljust(20) + "".join(f"{metrics[k]:>18.4f}" for k in keys)
-            )
+            # A model adopted after the last event (a late retrain) has scored nothing yet:
+            # its zeros are not metrics, so show none.
+            scored = int(metrics["n"])
+            cells = [f"{metrics[k]:>18.4f}" if scored else "-".rjust(18) for k in keys]
+            lines.append(name.ljust(22) + alias.ljust(20) + f"{scored:>8,}" + "".join(cells))
     lines.append("")
     for d in report["drift_events"]:
         what = ", ".join(d["features"]) if d["kind"] == "data" else d["source"]
