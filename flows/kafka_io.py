@@ -367,16 +367,21 @@ class Delivery:
 
     def __init__(self, bootstrap: str, **overrides: Any) -> None:
         # Only failed deliveries call back, through the producer's own callback: a Python
-        # call per delivered message, or a callback passed per message, costs.
+        # call per delivered message, or a callback passed per message, costs. The callback
+        # holds the error list, not ``self``: a cycle through the producer would keep it
+        # (and its connections) alive after its owner is gone, logging failures once the
+        # broker stops.
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
         self.producer = producer(
             bootstrap,
-            **{"delivery.report.only.error": True, "on_delivery": self._on_delivery, **overrides},
+            **{"delivery.report.only.error": True, "on_delivery": on_delivery, **overrides},
         )
-        self.errors: list[str] = []
-
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self.errors.append(str(err))
+        self.errors = errors
 
     def send(self, topic: str, out: Out) -> None:
         """Queue one message (waiting for deliveries while the local queue is full)."""
@@ -401,7 +406,8 @@ class Delivery:
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every queued message; :class:`KafkaUnavailable` if one was not delivered."""
         left = self.producer.flush(timeout)
-        errors, self.errors = self.errors, []
+        errors = self.errors[:]
+        self.errors.clear()
         if left or errors:
             why = errors[0] if errors else f"{left} messages still queued after {timeout:.0f} s"
             raise KafkaUnavailable(f"could not write to Kafka: {why}")

@@ -3,7 +3,9 @@ not delivered."""
 
 from __future__ import annotations
 
+import gc
 import pickle
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -19,6 +21,20 @@ def test_an_undelivered_message_fails_the_flush_with_the_reason() -> None:
     with pytest.raises(KafkaUnavailable, match=r"could not write to Kafka: .*timed out"):
         delivery.flush(timeout=20)
     assert delivery.errors == []  # reported once
+
+
+def test_a_dropped_delivery_frees_its_producer_at_once() -> None:
+    # A reference cycle through the producer's callback kept the producer, and its
+    # connections, until the next garbage collection: after a demo, that logged connection
+    # failures once the local broker had stopped.
+    gc.disable()
+    try:
+        delivery = Delivery("127.0.0.1:1", log_level=0)
+        gone = weakref.ref(delivery)
+        del delivery
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_send_all_writes_every_message_in_order_with_its_key_and_headers(
