@@ -68,14 +68,19 @@ def retrain_argv(action: Action, alias: str) -> list[str]:
     return argv
 
 
+def _key(model: str, what: str) -> str:
+    """The trigger service's Redis keys for ``model``, all under one prefix."""
+    return f"riverrun:trigger:{model}:{what}"
+
+
 def retrain_lock(model: str) -> str:
     """The Redis key held while a retrain of ``model`` runs (one at a time)."""
-    return f"riverrun:trigger:{model}:retrain"
+    return _key(model, "retrain")
 
 
 def decided_key(model: str) -> str:
     """The Redis key of the labelled count of the last status the triggers acted on."""
-    return f"riverrun:trigger:{model}:decided"
+    return _key(model, "decided")
 
 
 def caught_up(client: redis.Redis, model: str, labelled: int) -> bool:
@@ -103,7 +108,7 @@ class TriggerService:
         self.registry = Registry.connect(s.redis_url, s.registry_key)
         self.triggers = Triggers(trigger_policy(s), started=time.time())
         self.lock = retrain_lock(self.model)
-        self.offsets = f"riverrun:trigger:{self.model}:drift-offsets"
+        self.offsets = _key(self.model, "drift-offsets")  # next drift offset per partition
         self._release = self.registry.client.register_script(_RELEASE)
         self._worker: threading.Thread | None = None
 
