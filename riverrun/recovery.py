@@ -1,17 +1,36 @@
-"""Bytewax recovery of the learn flow: where its partitions live, created on first start.
+"""Bytewax recovery of the learn flow: where its partitions live, created on first start, and
+checked before Bytewax reads them.
 
 Model state, detector state, pending joins and Kafka offsets are Bytewax state of one
 dataflow, snapshotted together every ``epoch_interval`` in ``settings.recovery_path``;
-the same ``riverrun learn`` started again resumes from the last snapshot there.
+the same ``riverrun learn`` started again resumes from the last snapshot there. Bytewax
+unpickles every snapshot it resumes from, so :func:`check_snapshots` first reads each one's
+opcodes (nothing is unpickled) and refuses any that is not a plain offset or riverrun's
+signed state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import pickletools
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
+from models.signing import SignatureError, check_key, verify
 from riverrun.settings import Settings
+
+# A snapshot pickle may hold one None, int or bytes, with nothing around it but framing.
+_FRAMING = frozenset({"PROTO", "FRAME", "MEMOIZE", "BINPUT", "LONG_BINPUT", "STOP"})
+_PLAIN = frozenset(
+    {"NONE", "BININT", "BININT1", "BININT2", "LONG1", "LONG4"}
+    | {"SHORT_BINBYTES", "BINBYTES", "BINBYTES8"}
+)
+_SNAPSHOTS = (
+    "SELECT step_id, state_key, snap_epoch, ser_change FROM snaps WHERE ser_change NOT NULL"
+)
 
 
 def partitions(path: Path) -> list[Path]:
@@ -20,14 +39,15 @@ def partitions(path: Path) -> list[Path]:
 
 
 def prepare_recovery(settings: Settings) -> bool:
-    """Create the partitions on first start (one per process); ``True`` if some exist already,
-    so the flow resumes from them."""
+    """Create the partitions on first start (one per process); ``True`` if some exist already
+    (and every snapshot in them passed :func:`check_snapshots`), so the flow resumes from them."""
     path = settings.recovery_path
     if path is None:
         return False
     if partitions(path):
+        check_snapshots(path, check_key(settings.registry_key))
         return True
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)  # Bytewax unpickles what is in it
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: Bytewax unpickles from it
     init_db_dir(path, settings.processes)
     return False
 
@@ -36,3 +56,57 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
     """Bytewax's recovery configuration for the settings (after :func:`prepare_recovery`)."""
     path = settings.recovery_path
     return None if path is None else RecoveryConfig(path)
+
+
+def snapshot_value(pickled: bytes) -> int | bytes | None:
+    """The one None, int or bytes of a Bytewax snapshot pickle, read from its opcodes (never
+    unpickled); ``ValueError`` for a pickle that holds anything else.
+
+    >>> import pickle
+    >>> snapshot_value(pickle.dumps(42)), snapshot_value(pickle.dumps(b"state"))
+    (42, b'state')
+    >>> snapshot_value(pickle.dumps(print))
+    Traceback (most recent call last):
+    ...
+    ValueError: it holds more than an offset or bytes (opcode SHORT_BINUNICODE)
+    """
+    values = []
+    for op, arg, _pos in pickletools.genops(pickled):
+        if op.name in _PLAIN:
+            values.append(arg)
+        elif op.name not in _FRAMING:
+            raise ValueError(f"it holds more than an offset or bytes (opcode {op.name})")
+    if len(values) != 1:
+        raise ValueError(f"it holds {len(values)} values, not one")
+    return values[0]
+
+
+def check_snapshots(path: Path, key: bytes) -> None:
+    """Check every snapshot in the recovery partitions at ``path``: each must be a plain
+    offset (or nothing), or bytes signed with ``key``. Raise :class:`SignatureError` naming
+    the first that is not, before Bytewax would unpickle it."""
+    for step, state_key, epoch, blob in query_partitions(path, _SNAPSHOTS):
+        try:
+            value = snapshot_value(blob)
+            if isinstance(value, bytes):
+                verify(value, key)
+        except ValueError as exc:  # SignatureError is one
+            raise SignatureError(
+                f"recovery state in {path} refused, nothing unpickled: the snapshot of "
+                f"{step} for {state_key!r} (epoch {epoch}) fails its check: {exc}; "
+                f"delete {path} to start over from the registry's champion"
+            ) from None
+
+
+def query_partitions(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` from every recovery partition at ``path`` (none from a partition whose
+    tables Bytewax has yet to make)."""
+    out: list[tuple[Any, ...]] = []
+    for part in partitions(path):
+        with contextlib.closing(sqlite3.connect(part, timeout=10)) as db:
+            try:
+                out += db.execute(sql).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+    return out

@@ -7,23 +7,15 @@ read (an offset is an int, the learn step's state is our signed bytes, checked b
 
 from __future__ import annotations
 
-import contextlib
-import pickletools
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from models.signing import loads_signed
-from riverrun.recovery import partitions
+from riverrun.recovery import query_partitions, snapshot_value
 
 SOURCE_STEP = "riverrun-learn.kafka-in"
 LEARN_STEP = "riverrun-learn.learn"
-VALUE_OPCODES = {"BININT", "BININT1", "BININT2", "LONG1", "LONG4", "INT", "LONG"} | {
-    "SHORT_BINBYTES",
-    "BINBYTES",
-    "BINBYTES8",
-}
 
 
 @dataclass
@@ -36,24 +28,24 @@ class ResumePoint:
     def offset(self, part: str) -> int | None:
         """The source offset snapshotted for ``part`` (``"0-topic"``), if any."""
         blob = self.states.get((SOURCE_STEP, part))
-        return None if blob is None else int(_plain_value(blob))
+        return None if blob is None else int(snapshot_value(blob))
 
     def learner(self, model: str, key: str | bytes) -> Any:
         """The learn step's :class:`~models.learner.OnlineLearner`, if its signature checks."""
         raw = key.encode() if isinstance(key, str) else key
-        return loads_signed(_plain_value(self.states[(LEARN_STEP, model)]), raw)
+        return loads_signed(snapshot_value(self.states[(LEARN_STEP, model)]), raw)
 
 
 def resume_point(path: Path) -> ResumePoint:
     """The resume epoch (the slowest worker's frontier in the last execution) and, per state
     key, the newest snapshot taken before it."""
-    rows = _query_all(path, "SELECT ex_num, worker_index, worker_frontier FROM fronts")
-    executions = _query_all(path, "SELECT ex_num, worker_count, resume_epoch FROM exs")
+    rows = query_partitions(path, "SELECT ex_num, worker_index, worker_frontier FROM fronts")
+    executions = query_partitions(path, "SELECT ex_num, worker_count, resume_epoch FROM exs")
     last = max(ex for ex, _count, _epoch in executions)
     count, began = next((c, e) for ex, c, e in executions if ex == last)
     fronts = {worker: front for ex, worker, front in rows if ex == last}
     epoch = min(fronts.values()) if len(fronts) == count else began
-    snaps = _query_all(path, "SELECT step_id, state_key, snap_epoch, ser_change FROM snaps")
+    snaps = query_partitions(path, "SELECT step_id, state_key, snap_epoch, ser_change FROM snaps")
     newest: dict[tuple[str, str], tuple[int, bytes]] = {}
     for step, key, snap_epoch, blob in sorted(snaps, key=lambda row: row[2]):
         if snap_epoch < epoch:
@@ -63,25 +55,4 @@ def resume_point(path: Path) -> ResumePoint:
 
 def executions(path: Path) -> list[tuple[int, int]]:
     """``(execution, resume epoch)`` of every start recorded so far."""
-    return sorted(set(_query_all(path, "SELECT ex_num, resume_epoch FROM exs")))
-
-
-def _query_all(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` from every partition (none from one whose tables Bytewax has yet to make)."""
-    out: list[tuple[Any, ...]] = []
-    for part in partitions(path):
-        with contextlib.closing(sqlite3.connect(part, timeout=10)) as db:
-            try:
-                out += db.execute(sql).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "no such table" not in str(exc):
-                    raise
-    return out
-
-
-def _plain_value(pickled: bytes) -> Any:
-    """The one int or bytes a pickle holds, read from its opcodes (never unpickled)."""
-    values = [arg for op, arg, _pos in pickletools.genops(pickled) if op.name in VALUE_OPCODES]
-    if len(values) != 1:
-        raise ValueError(f"not a pickled int or bytes: {pickled[:40]!r}")
-    return values[0]
+    return sorted(set(query_partitions(path, "SELECT ex_num, resume_epoch FROM exs")))

@@ -1,0 +1,87 @@
+"""A recovery directory whose snapshots are not riverrun's is refused before Bytewax would
+unpickle them: one line, exit 2, nothing run, nothing changed (real broker, real Redis)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from riverrun.recovery import partitions
+from riverrun.settings import Settings
+from tests.helpers import produce_stream, run_flow_to_end
+from tests.recovery_db import LEARN_STEP, resume_point
+
+
+class Trap:
+    """A pickle that, once unpickled, creates the file ``path``: what an attacker would plant."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return open, (str(self.path), "w")
+
+
+def _replace_learn_state(path: Path, pickled: bytes) -> None:
+    """Put ``pickled`` in place of every snapshot of the learn step."""
+    for part in partitions(path):
+        with contextlib.closing(sqlite3.connect(part)) as db, db:
+            db.execute("UPDATE snaps SET ser_change = ? WHERE step_id = ?", (pickled, LEARN_STEP))
+
+
+def _contents(path: Path) -> dict[str, str]:
+    """Every partition's tables and rows, as SQL (the files themselves change when SQLite
+    folds its write-ahead log in)."""
+    out = {}
+    for part in partitions(path):
+        with contextlib.closing(sqlite3.connect(part)) as db:
+            out[part.name] = "\n".join(db.iterdump())
+    return out
+
+
+@pytest.mark.parametrize(
+    ("planted", "reason"),
+    [
+        ("trap", "holds more than an offset or bytes"),
+        ("unsigned", "unsigned snapshot"),
+        ("other key", "signature does not match"),
+    ],
+)
+def test_a_recovery_dir_with_foreign_snapshots_is_refused_before_anything_is_unpickled(
+    make_settings: Any, tmp_path: Path, planted: str, reason: str
+) -> None:
+    s: Settings = make_settings(recovery_dir=str(tmp_path / "recovery"), epoch_interval=0.2)
+    produce_stream(s, 300, "e")
+    run_flow_to_end(s)
+    path = s.recovery_path
+    assert path is not None and (LEARN_STEP, s.model_name) in resume_point(path).states
+
+    marker = tmp_path / "unpickled"
+    if planted == "trap":
+        _replace_learn_state(path, pickle.dumps(Trap(marker)))
+    elif planted == "unsigned":
+        _replace_learn_state(path, pickle.dumps(pickle.dumps({"champion": "mine"})))
+    else:  # the genuine state, checked with a key it was not signed with
+        s = s.override({"registry_key": "another key, 16 bytes or more"})
+    before = _contents(path)
+
+    env = {**os.environ, **s.to_env()}
+    done = subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", "learn"], env=env, capture_output=True, timeout=120
+    )
+
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2, done.stderr.decode()[-2000:]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"riverrun learn: error: recovery state in {path} refused")
+    assert reason in lines[0] and f"delete {path}" in lines[0]
+    assert not marker.exists(), "the planted pickle ran"
+    assert _contents(path) == before, "the recovery directory changed"
