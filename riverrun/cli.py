@@ -37,6 +37,7 @@ from riverrun.serve_cmd import PredictError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
 KAFKA = ("bootstrap_servers",)
+STREAM_EVENTS = 50_000  # events of a stream that ``produce`` and ``demo`` write by default
 TOPICS = (
     "topic_events",
     "topic_labels",
@@ -145,7 +146,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _add_stream_flags(p: argparse.ArgumentParser, events_default: int | None) -> None:
+def _add_stream_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
         default="agrawal-drift",
@@ -155,10 +156,8 @@ def _add_stream_flags(p: argparse.ArgumentParser, events_default: int | None) ->
     p.add_argument(
         "--events",
         type=positive,
-        default=events_default,
-        help="number of events (default: all of a bundled dataset"
-        + (f", {events_default}" if events_default else "")
-        + ")",
+        default=STREAM_EVENTS,
+        help=f"number of events (default: {STREAM_EVENTS}, or all of a smaller bundled dataset)",
     )
     p.add_argument(
         "--delay-labels",
@@ -172,7 +171,8 @@ def _add_stream_flags(p: argparse.ArgumentParser, events_default: int | None) ->
         type=positive,
         default=12_500,
         metavar="N",
-        help="events between abrupt drifts of *-drift streams (default: 12500)",
+        help="events between drifts of agrawal-drift, agrawal-switch and sea-drift, or the "
+        "centre of sea-gradual's (default: 12500)",
     )
 
 
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_parser(sub)
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
-    _add_stream_flags(p, None)
+    _add_stream_flags(p)
     p.add_argument("--rate", type=rate, default=None, help="events per second (default: max)")
     p.add_argument(
         "--burst", type=count, default=0, metavar="N", help="the first N events at full speed"
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_learn)
 
     p = sub.add_parser("demo", help="the whole loop on a local broker and Redis")
-    _add_stream_flags(p, 50_000)
+    _add_stream_flags(p)
     p.add_argument("--report", default=None, metavar="FILE", help="write the report as JSON")
     p.add_argument("--model", dest="model_spec", default=None, help="champion spec (logreg)")
     add_flags(p, ("challengers", "seed", "entity_features", "rolling_window"))

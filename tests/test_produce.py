@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -9,7 +12,7 @@ from river import stream
 
 from flows.produce import ProduceRequest, produce
 from models.datasets import open_stream
-from tests.helpers import read_topic
+from tests.helpers import count_messages, read_topic
 
 
 def test_delayed_labels_follow_simulate_qa_order(make_settings: Any) -> None:
@@ -64,3 +67,18 @@ def test_skip_resumes_the_same_stream(make_settings: Any) -> None:
     assert [m.value for m in read_topic(parts, parts.topic_events)] == [
         m.value for m in read_topic(whole, whole.topic_events)
     ]
+
+
+@pytest.mark.parametrize(("dataset", "events"), [("phishing", 1250), ("sea-drift", 50_000)])
+def test_produce_without_a_count_writes_a_bundled_dataset_whole_and_50000_of_a_stream(
+    make_settings: Any, dataset: str, events: int
+) -> None:
+    s = make_settings()
+    done = subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", "produce", "--dataset", dataset, "--quiet"],
+        env={**os.environ, **s.to_env()},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert count_messages(s, s.topic_events) == events
