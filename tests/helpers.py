@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from confluent_kafka import TopicPartition
@@ -182,3 +184,24 @@ def process_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+class Lines:
+    """A child's text output, read line by line on a thread, so that a test waits for the next
+    line with a deadline instead of blocking on the pipe for as long as the child is silent."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put("")  # the end of the output, as readline() says it
+
+    def next(self, timeout: float, what: str) -> str:
+        """The next line ("" once the output has ended); fail naming ``what`` at timeout."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}") from None

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from riverrun.demo import format_report
 from riverrun.local import ephemeral_ports, free_port
+from tests.helpers import Lines
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
 
@@ -49,10 +49,11 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
     env = _env(XDG_RUNTIME_DIR=str(tmp_path))
     up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
     assert up.stdout is not None
+    lines = Lines(up.stdout)
     exports: dict[str, str] = {}
-    deadline = time.monotonic() + 60
-    while "RIVERRUN_REGISTRY_KEY" not in exports and time.monotonic() < deadline:
-        line = up.stdout.readline()
+    while "RIVERRUN_REGISTRY_KEY" not in exports:
+        line = lines.next(60, "the exports of local up")
+        assert line, "local up ended before printing its exports"
         if line.startswith("export "):
             name, _, value = line[len("export ") :].strip().partition("=")
             exports[name] = value
@@ -79,7 +80,8 @@ def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
     env = _env(XDG_RUNTIME_DIR=str(tmp_path))
     up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
     assert up.stdout is not None
-    while not up.stdout.readline().startswith("# logs in"):
+    lines = Lines(up.stdout)
+    while not lines.next(60, "local up to say where its logs are").startswith("# logs in"):
         assert up.poll() is None
     started = _server_pids(parent=up.pid)
     assert len(started) == 2

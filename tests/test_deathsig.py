@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import process_alive, wait_for
+from tests.helpers import Lines, process_alive, wait_for
 
 PARENT = """
 import subprocess, sys, time
@@ -23,7 +23,7 @@ def test_a_guarded_child_ends_when_its_parent_is_killed() -> None:
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
-        child = int(parent.stdout.readline())
+        child = int(Lines(parent.stdout).next(10, "the child's pid"))
         wait_for(lambda: "time.sleep" in Path(f"/proc/{child}/cmdline").read_text(), 10, "exec")
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()

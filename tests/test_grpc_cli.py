@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from grpc_api.client import ScoringClient
 from riverrun.local import free_port
-from tests.helpers import wait_for
+from tests.helpers import Lines, wait_for
 from tests.serving import publish, refusal, running, trained
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
@@ -52,7 +52,7 @@ def test_serve_and_predict_from_the_command_line(make_settings: Any) -> None:
     server = subprocess.Popen([*RIVERRUN, "serve"], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
-        line = server.stdout.readline()
+        line = Lines(server.stdout).next(30, "the server to say where it serves")
         assert line.startswith(f"serving riverrun.v1.Scoring on 127.0.0.1:{s.serve_port}"), line
         items = [f"{k}={v}" for k, v in rows[0].items()]
         done = _run(s, "predict", *items, "--entity", "user-1")

@@ -92,7 +92,13 @@ def test_fifty_promotions_under_load_fail_no_request(make_settings: Any) -> None
                 )
                 seen_at[version] = time.monotonic()
                 lags.append(seen_at[version] - moved)
-            time.sleep(0.05)  # a little load on the last champion too
+            last = versions[-1]
+            wait_for(  # the load reaches the last champion too
+                lambda: any(c.version == last for per_thread in calls for c in per_thread[-50:]),
+                10,
+                f"the load to be answered by v{last}",
+                every=0.01,
+            )
         finally:
             stop.set()
             for t in threads:

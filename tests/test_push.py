@@ -148,6 +148,7 @@ def test_a_pushed_model_is_shadowed_promoted_and_its_old_rival_removed_without_r
         finally:
             stream.stop.set()
             stream.join(30)
+        assert not stream.is_alive(), "the producer did not stop within 30 s"
         produced = 400 * stream.chunks  # stopped once idle, not in the middle of a write
         wait_for(lambda: count_messages(s, s.topic_predictions) >= produced, 60, "the backlog")
         assert flow.stop() == 0, flow.stderr()[-3000:]
