@@ -21,7 +21,7 @@ from models.promotion import Decision, PromotionPolicy
 from models.registry import Conflict, Registry, RegistryError, model_params
 from models.signing import SignatureError, check_key, dumps_signed
 from models.specs import build_model
-from riverrun.metrics import MODEL_ERRORS, PROMOTIONS, REFUSED
+from riverrun.metrics import MODEL_ERRORS, PROMOTIONS, REFUSED, ROLLBACKS
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ class RegistrySync:
         """Run the model someone else put under ``alias``."""
         try:
             info, model = self.registry.load_version(self.model, version)
+            rolled_back = alias == CHAMPION and self._rolled_back_to(version)
         except redis.RedisError as exc:
             log.warning("cannot adopt %s v%s of %s yet: %s", alias, version, self.model, exc)
             self.link.watcher.changed.set()  # a passing outage: try again
@@ -269,10 +270,20 @@ class RegistrySync:
         )
         if alias == CHAMPION:
             learner.replace_champion(slot)
+            (ROLLBACKS if rolled_back else PROMOTIONS).labels(self.model).inc()
         else:
             learner.put_challenger(slot)
         self.link.writer.rebase(alias, version)
         log.warning("now running %s v%s as %s, set in the registry", info.spec, version, alias)
+
+    def _rolled_back_to(self, version: int) -> bool:
+        """Whether the latest move of the champion to ``version`` was a rollback (else it was
+        a promotion): the flow counts every change of its champion, whoever made it."""
+        moves = self.registry.history(self.model)
+        last = next(
+            (m for m in reversed(moves) if m.alias == CHAMPION and m.to_version == version), None
+        )
+        return last is not None and last.action == "rollback"
 
     def _promote(self, learner: OnlineLearner, challenger: Slot, decision: Decision) -> None:
         """Swap in ``challenger`` if the registry agrees (compare-and-set on both aliases)."""

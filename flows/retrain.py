@@ -27,7 +27,6 @@ from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
 from models.schema import Event, InvalidInput, Record
 from models.specs import build_model
-from riverrun.metrics import RETRAINS
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,6 @@ def retrain(settings: Settings, req: RetrainRequest) -> VersionInfo:
     began = time.monotonic()
     cli_main(flow, epoch_interval=timedelta(seconds=settings.epoch_interval))
     if slot.learned == 0:
-        RETRAINS.labels(settings.model_name, "empty").inc()
         raise RetrainError(
             f"nothing to learn in the range {_describe(start, stop)}: no labelled event"
         )
@@ -159,7 +157,6 @@ def retrain(settings: Settings, req: RetrainRequest) -> VersionInfo:
         evidence={**data_range, "spec": spec, "seconds": round(time.monotonic() - began, 3)},
         action="set",
     )
-    RETRAINS.labels(settings.model_name, "registered").inc()
     log.info("retrained %s on %d events as v%s (%s)", spec, slot.learned, info.version, req.alias)
     return info
 

@@ -23,7 +23,7 @@ from flows.kafka_io import consumer, ensure_topics, offsets_at
 from models.registry import Registry, RegistryError
 from models.status import read_status
 from models.triggers import Action, TriggerPolicy, Triggers
-from riverrun.metrics import PROMOTIONS, RETRAINS, ROLLBACKS
+from riverrun.metrics import RETRAINS
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -252,13 +252,11 @@ class TriggerService:
                 reason="the former champion, kept as a challenger",
                 action="set",
             )
-            PROMOTIONS.labels(self.model).inc()
         except (redis.RedisError, RegistryError) as exc:
             self._audit(action, f"promotion failed ({exc})")
 
     def _rollback(self, action: Action) -> None:
         try:
             self.registry.rollback(self.model, actor=ACTOR, reason=action.reason)
-            ROLLBACKS.labels(self.model).inc()
         except (redis.RedisError, RegistryError) as exc:
             self._audit(action, f"rollback failed ({exc})")

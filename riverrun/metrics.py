@@ -61,13 +61,17 @@ LEARN_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 DRIFT_EVENTS = Counter("riverrun_drift_events_total", "Drift detected", ["model", "kind", "source"])
-PROMOTIONS = Counter("riverrun_promotions_total", "Challengers promoted to champion", ["model"])
+PROMOTIONS = Counter(  # by the learn flow: its own, and others' when it adopts them
+    "riverrun_promotions_total", "Challengers promoted to champion", ["model"]
+)
 MODEL_ERRORS = Counter(
     "riverrun_model_errors_total",
     "Challengers taken out because their code failed",
     ["model", "alias"],
 )
-ROLLBACKS = Counter("riverrun_rollbacks_total", "Champions rolled back", ["model"])
+ROLLBACKS = Counter(  # by the learn flow, when it adopts a champion rolled back elsewhere
+    "riverrun_rollbacks_total", "Champions rolled back", ["model"]
+)
 RETRAINS = Counter("riverrun_retrains_total", "Full retrains, by outcome", ["model", "outcome"])
 SNAPSHOT_LAST = Gauge(
     "riverrun_snapshot_last_success_timestamp_seconds",

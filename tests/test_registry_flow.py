@@ -17,7 +17,7 @@ import redis
 from flows.produce import ProduceRequest, produce
 from models.datasets import open_stream
 from models.registry import Registry
-from riverrun.local import start_redis
+from riverrun.local import free_port, start_redis
 from tests.helpers import (
     LearnProcess,
     count_messages,
@@ -25,6 +25,7 @@ from tests.helpers import (
     run_flow_to_end,
     wait_for,
 )
+from tests.prom import scrape, total
 
 
 def _registry(s: Any) -> Registry:
@@ -123,8 +124,14 @@ def test_flow_keeps_learning_through_a_redis_outage(make_settings: Any, tmp_path
 def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
     make_settings: Any,
 ) -> None:
-    s = make_settings(snapshot_interval=0.3, snapshot_every=10**9)
+    s = make_settings(snapshot_interval=0.3, snapshot_every=10**9, metrics_port=free_port())
     reg = _registry(s)
+
+    def counted() -> tuple[float, float]:
+        samples = scrape(s.metrics_port)
+        promotions = total(samples, "riverrun_promotions_total", model=s.model_name)
+        return promotions, total(samples, "riverrun_rollbacks_total", model=s.model_name)
+
     with LearnProcess(s) as flow:
         _produce(s, 500, "p0")
         ours = wait_for(lambda: reg.alias(s.model_name, "champion"), 60, "the first champion")
@@ -150,6 +157,7 @@ def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
             30,
             "predictions from the promoted champion",
         )
+        assert counted() == (1, 0), "the flow counts a promotion made elsewhere"
         rolled = subprocess.run(
             [*cli, "rollback", s.model_name, "--json"], env=env, check=True, capture_output=True
         )
@@ -161,6 +169,7 @@ def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
             30,
             "predictions from the rolled-back champion",
         )
+        assert counted() == (1, 1), "and a rollback made elsewhere, as a rollback"
         assert ours and flow.stop() == 0, flow.stderr()[-3000:]
 
 
