@@ -26,6 +26,11 @@ from confluent_kafka.admin import AdminClient
 from riverrun.deathsig import guarded
 
 START_TIMEOUT = 30.0
+# Tansu reads its settings from these variables too: the local broker must not take a user's.
+TANSU_ENV = frozenset(
+    {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY"}
+    | {"OTEL_EXPORTER_OTLP_ENDPOINT"}
+)
 
 
 class LauncherError(RuntimeError):
@@ -121,7 +126,9 @@ class Server:
         return self.process.poll() is None
 
 
-def _spawn(name: str, argv: list[str], port: int, workdir: Path) -> Server:
+def _spawn(
+    name: str, argv: list[str], port: int, workdir: Path, env: dict[str, str] | None = None
+) -> Server:
     log = workdir / f"{name}.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
@@ -130,6 +137,7 @@ def _spawn(name: str, argv: list[str], port: int, workdir: Path) -> Server:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=workdir,
+            env=env,
         )
     return Server(name, process, port, log)
 
@@ -152,11 +160,15 @@ def _wait_until(server: Server, ready: Callable[[], bool], what: str) -> None:
 
 
 def start_broker(workdir: Path, port: int | None = None) -> Server:
-    """Start Tansu (memory storage) on a loopback port and wait until it serves metadata."""
+    """Start Tansu (memory storage) on a loopback port and wait until it serves metadata;
+    Tansu settings in this process's environment (a user's ``STORAGE_ENGINE``, say) are not
+    passed on."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
-    server = _spawn("broker", argv, port, workdir)
+    argv += ["--storage-engine", "memory://tansu/"]
+    env = {k: v for k, v in os.environ.items() if k not in TANSU_ENV}
+    server = _spawn("broker", argv, port, workdir, env)
 
     def ready() -> bool:
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0})

@@ -14,8 +14,9 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
+from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun.demo import format_report
-from riverrun.local import ephemeral_ports, free_port
+from riverrun.local import ephemeral_ports, free_port, start_broker
 from tests.helpers import Lines
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
@@ -88,6 +89,24 @@ def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
     up.send_signal(signal.SIGINT)
     assert up.wait(30) == 0
     assert not (_server_pids() & started)
+
+
+def test_the_local_broker_takes_no_tansu_setting_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_ENGINE", "bogus://nowhere")  # Tansu would refuse to start
+    monkeypatch.setenv("SCHEMA_REGISTRY", f"file://{tmp_path}/no-such-registry")
+    monkeypatch.setenv("ADVERTISED_LISTENER_URL", "tcp://192.0.2.1:9092")
+    broker = start_broker(tmp_path)
+    try:
+        bootstrap = f"127.0.0.1:{broker.port}"
+        ensure_topics(bootstrap, ["t"], 1)
+        writer = producer(bootstrap)
+        writer.produce("t", b"kept in memory")
+        assert writer.flush(10) == 0
+        assert end_offsets(bootstrap, "t") == {0: 1}
+    finally:
+        broker.stop()
 
 
 def test_free_ports_never_repeat_and_stay_clear_of_outgoing_connections() -> None:
