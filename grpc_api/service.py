@@ -9,6 +9,7 @@ and status code, and nothing a client sends can stop the server.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -24,7 +25,13 @@ from grpc_api.labels import class_text, from_label, to_label
 from grpc_api.proto import pb, rpc
 from models.evaluation import predicted_label
 from models.features import EntityFeatures
-from models.schema import InvalidInput, check_features, check_label, check_schema
+from models.schema import (
+    FEATURE_LIMIT,
+    InvalidInput,
+    check_features,
+    check_label,
+    check_schema,
+)
 from models.scorers import Answers
 from riverrun.metrics import GRPC_REQUESTS, GRPC_SECONDS
 
@@ -292,12 +299,14 @@ class ScoringService(rpc.ScoringServicer):
                 )
         served = self._served(request.model)
         matrix = np.array(packed.values, dtype=float).reshape(rows, width)
-        finite = np.isfinite(matrix)
-        if not finite.all():
-            row, col = (int(i) for i in np.argwhere(~finite)[0])
+        bad = ~(np.abs(matrix) <= FEATURE_LIMIT)  # NaN too: the bounds events are held to
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            value = float(matrix[row, col])
+            said = f"is {value}" if not math.isfinite(value) else f"is beyond +/-{FEATURE_LIMIT:g}"
             raise Refusal(
                 Code.INVALID_ARGUMENT,
-                f"packed row {row}: feature {names[col]!r} is {matrix[row, col]}",
+                f"packed row {row}: feature {names[col]!r} {said}",
                 names[col],
             )
         entities = list(packed.entities) or [""] * rows

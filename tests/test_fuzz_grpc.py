@@ -79,6 +79,26 @@ def _expected(request: pb.PredictRequest, model: str, names: set[str]) -> Code:
     return Code.OK
 
 
+def _expected_batch(request: pb.PredictBatchRequest, model: str, names: set[str]) -> Code:
+    """What the server must answer a batch: events are checked as one request each (after
+    their models), packed rows by their shape, then their values, then the model's features."""
+    if not request.HasField("packed"):
+        if any(event.model not in ("", model) for event in request.events):
+            return Code.INVALID_ARGUMENT
+        codes = (_expected(event, model, names) for event in request.events)
+        return next((code for code in codes if code != Code.OK), Code.OK)
+    packed = request.packed
+    width = len(packed.feature_names)
+    if request.events or width == 0 or len(set(packed.feature_names)) != width:
+        return Code.INVALID_ARGUMENT
+    rows, rest = divmod(len(packed.values), width)
+    if rest or {len(packed.entities), len(packed.times)} - {0, rows}:
+        return Code.INVALID_ARGUMENT
+    if not all(math.isfinite(v) and abs(v) <= FEATURE_LIMIT for v in packed.values):
+        return Code.INVALID_ARGUMENT
+    return Code.OK if names <= set(packed.feature_names) else Code.INVALID_ARGUMENT
+
+
 def test_arbitrary_requests_get_an_answer_or_a_proper_status(make_settings: Any) -> None:
     s = make_settings()
     model, rows = trained()
@@ -100,6 +120,21 @@ def test_arbitrary_requests_get_an_answer_or_a_proper_status(make_settings: Any)
         entities=st.lists(TEXT, max_size=4),
         times=st.lists(st.floats(), max_size=4),
     )
+
+    @st.composite
+    def well_shaped(draw: Any) -> pb.PackedRows:
+        """Rows of the model's features in any order, maybe with more, and their values (one
+        of which may be anything)."""
+        columns = draw(st.permutations(sorted(names)))
+        columns += draw(st.lists(TEXT.filter(lambda t: t not in names), max_size=2, unique=True))
+        rows = draw(st.integers(1, 3))
+        size = rows * len(columns)
+        values = draw(st.lists(st.floats(-10, 10), min_size=size, max_size=size))
+        if draw(st.booleans()):  # one value of any kind, maybe out of bounds
+            values[draw(st.integers(0, size - 1))] = draw(VALUES)
+        entities = draw(st.sampled_from([[], [f"user-{i}" for i in range(rows)]]))
+        return pb.PackedRows(feature_names=columns, values=values, entities=entities)
+
     labels = (
         st.builds(pb.Label, boolean=st.booleans())
         | st.builds(pb.Label, text=TEXT)
@@ -122,14 +157,26 @@ def test_arbitrary_requests_get_an_answer_or_a_proper_status(make_settings: Any)
                 assert reply.prediction.WhichOneof("value") == "boolean"
 
         @FUZZ
-        @given(events=st.lists(predict_requests, max_size=5), packed=packed_rows | st.none())
+        @given(
+            events=st.lists(predict_requests, max_size=5),
+            packed=packed_rows | well_shaped() | st.none(),
+        )
         def predict_batch(events: list[pb.PredictRequest], packed: pb.PackedRows | None) -> None:
             request = pb.PredictBatchRequest(model=s.model_name, events=events)
             if packed is not None:
                 request.packed.CopyFrom(packed)
             code, reply = _call(stub.PredictBatch, request)
-            if code == Code.OK and packed is None:
-                assert len(reply.results) == len(events)
+            assert code == _expected_batch(request, s.model_name, names), reply
+            if code != Code.OK:
+                return
+            if request.HasField("packed"):
+                rows = len(packed.values) // len(packed.feature_names)
+                assert set(reply.packed.classes) == {"true", "false"}
+                assert len(reply.packed.proba) == rows * len(reply.packed.classes)
+                assert all(0.0 <= p <= 1.0 for p in reply.packed.proba), reply
+            else:
+                assert [r.id for r in reply.results] == [e.id for e in events]
+                assert all(set(r.proba) == {"true", "false"} for r in reply.results)
 
         @FUZZ
         @given(events=st.lists(predict_requests, max_size=6))
