@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -47,9 +46,3 @@ def make_settings(stack: LocalStack, request: pytest.FixtureRequest) -> Callable
         return base.override(overrides)
 
     return make
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A scratch directory of this test."""
-    return tmp_path

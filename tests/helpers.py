@@ -109,10 +109,7 @@ def run_flow_to_end(settings: Settings) -> None:
     run_learn(settings.override({"follow": False}))
 
 
-RiverrunProcess = Child
-
-
-class LearnProcess(RiverrunProcess):
+class LearnProcess(Child):
     """``riverrun learn`` following its topics in a child process."""
 
     def __init__(self, settings: Settings, *extra: str) -> None:
