@@ -12,7 +12,7 @@ import logging
 
 import redis
 
-from flows.snapshots import Checkpoint, RegistryLink, is_shadowed
+from flows.snapshots import RESUME_SCAN, Checkpoint, RegistryLink, is_shadowed
 from models.ab import CHALLENGER, CHAMPION
 from models.drift import DriftWatch
 from models.evaluation import Prequential
@@ -27,6 +27,7 @@ from riverrun.settings import Settings
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 250  # labelled events between promotion checks
+COUNTED = {"promote": PROMOTIONS, "rollback": ROLLBACKS}  # champion moves, by audit action
 
 
 def promotion_policy(settings: Settings) -> PromotionPolicy:
@@ -249,7 +250,6 @@ class RegistrySync:
         """Run the model someone else put under ``alias``."""
         try:
             info, model = self.registry.load_version(self.model, version)
-            rolled_back = alias == CHAMPION and self._rolled_back_to(version)
         except redis.RedisError as exc:
             log.warning("cannot adopt %s v%s of %s yet: %s", alias, version, self.model, exc)
             self.link.watcher.changed.set()  # a passing outage: try again
@@ -270,20 +270,34 @@ class RegistrySync:
         )
         if alias == CHAMPION:
             learner.replace_champion(slot)
-            (ROLLBACKS if rolled_back else PROMOTIONS).labels(self.model).inc()
         else:
             learner.put_challenger(slot)
         self.link.writer.rebase(alias, version)
         log.warning("now running %s v%s as %s, set in the registry", info.spec, version, alias)
+        if alias == CHAMPION:
+            self._count_champion_move(version)
 
-    def _rolled_back_to(self, version: int) -> bool:
-        """Whether the latest move of the champion to ``version`` was a rollback (else it was
-        a promotion): the flow counts every change of its champion, whoever made it."""
-        moves = self.registry.history(self.model)
-        last = next(
-            (m for m in reversed(moves) if m.alias == CHAMPION and m.to_version == version), None
+    def _count_champion_move(self, version: int) -> None:
+        """Count the promotion or rollback by someone else that made ``version`` the champion
+        (the flow counts its own promotions as it makes them): found in the audit stream."""
+        try:
+            moves = self.registry.history(self.model, count=RESUME_SCAN)
+        except (redis.RedisError, ValueError, KeyError) as exc:  # never stops an adoption
+            log.warning("champion move to v%s of %s not counted: %s", version, self.model, exc)
+            return
+        move = next(
+            (
+                m
+                for m in reversed(moves)
+                if m.alias == CHAMPION
+                and m.to_version == version
+                and m.action in COUNTED
+                and m.actor != self.link.actor
+            ),
+            None,
         )
-        return last is not None and last.action == "rollback"
+        if move is not None:
+            COUNTED[move.action].labels(self.model).inc()
 
     def _promote(self, learner: OnlineLearner, challenger: Slot, decision: Decision) -> None:
         """Swap in ``challenger`` if the registry agrees (compare-and-set on both aliases)."""

@@ -9,7 +9,6 @@ and status code, and nothing a client sends can stop the server.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -301,14 +300,12 @@ class ScoringService(rpc.ScoringServicer):
         matrix = np.array(packed.values, dtype=float).reshape(rows, width)
         bad = ~(np.abs(matrix) <= FEATURE_LIMIT)  # NaN too: the bounds events are held to
         if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            value = float(matrix[row, col])
-            said = f"is {value}" if not math.isfinite(value) else f"is beyond +/-{FEATURE_LIMIT:g}"
-            raise Refusal(
-                Code.INVALID_ARGUMENT,
-                f"packed row {row}: feature {names[col]!r} {said}",
-                names[col],
-            )
+            row = int(np.argwhere(bad)[0][0])
+            try:  # says what is wrong with the row as it would for an event
+                check_features(dict(zip(names, matrix[row].tolist(), strict=True)))
+            except InvalidInput as exc:
+                message, field = f"packed row {row}: {exc}", exc.field or ""
+                raise Refusal(Code.INVALID_ARGUMENT, message, field) from None
         entities = list(packed.entities) or [""] * rows
         entity_features = served.features
         if entity_features is not None and rows:

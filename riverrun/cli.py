@@ -33,6 +33,7 @@ from riverrun.demo import DemoError
 from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
+from riverrun.recovery import RecoveryStateError
 from riverrun.serve_cmd import PredictError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
@@ -269,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         MissingKeyError,
         RedisError,
         MetricsPortError,
+        RecoveryStateError,
         ServeError,
         PredictError,
         InvalidInput,

@@ -26,10 +26,17 @@ from confluent_kafka.admin import AdminClient
 from riverrun.deathsig import guarded
 
 START_TIMEOUT = 30.0
-# Tansu reads its settings from these variables too: the local broker must not take a user's.
+# The variables Tansu 0.6 reads its settings from (``tansu broker --help``): the local
+# broker must not take a user's.
 TANSU_ENV = frozenset(
-    {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY"}
-    | {"OTEL_EXPORTER_OTLP_ENDPOINT"}
+    (
+        "CLUSTER_ID",
+        "LISTENER_URL",
+        "ADVERTISED_LISTENER_URL",
+        "STORAGE_ENGINE",
+        "SCHEMA_REGISTRY",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
 )
 
 

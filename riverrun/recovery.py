@@ -19,7 +19,7 @@ from typing import Any
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from models.signing import SignatureError, check_key, verify
+from models.signing import check_key, verify
 from riverrun.settings import Settings
 
 # A snapshot pickle may hold one None, int or bytes, with nothing around it but framing.
@@ -40,7 +40,7 @@ def partitions(path: Path) -> list[Path]:
 
 def prepare_recovery(settings: Settings) -> bool:
     """Create the partitions on first start (one per process); ``True`` if some exist already
-    (and every snapshot in them passed :func:`check_snapshots`), so the flow resumes from them."""
+    (and every snapshot in them passes :func:`check_snapshots`), so the flow resumes from them."""
     path = settings.recovery_path
     if path is None:
         return False
@@ -63,8 +63,10 @@ def snapshot_value(pickled: bytes) -> int | bytes | None:
     unpickled); ``ValueError`` for a pickle that holds anything else.
 
     >>> import pickle
-    >>> snapshot_value(pickle.dumps(42)), snapshot_value(pickle.dumps(b"state"))
-    (42, b'state')
+    >>> [snapshot_value(pickle.dumps(v)) for v in (None, 42, -2, 2**70)]
+    [None, 42, -2, 1180591620717411303424]
+    >>> len(snapshot_value(pickle.dumps(b"s" * 70_000)))  # past a pickle frame
+    70000
     >>> snapshot_value(pickle.dumps(print))
     Traceback (most recent call last):
     ...
@@ -81,17 +83,21 @@ def snapshot_value(pickled: bytes) -> int | bytes | None:
     return values[0]
 
 
+class RecoveryStateError(ValueError):
+    """A recovery directory holding a snapshot that riverrun did not write: refused."""
+
+
 def check_snapshots(path: Path, key: bytes) -> None:
     """Check every snapshot in the recovery partitions at ``path``: each must be a plain
-    offset (or nothing), or bytes signed with ``key``. Raise :class:`SignatureError` naming
-    the first that is not, before Bytewax would unpickle it."""
+    offset (or nothing), or bytes signed with ``key``. Raise :class:`RecoveryStateError`
+    naming the first that is not, before Bytewax would unpickle it."""
     for step, state_key, epoch, blob in query_partitions(path, _SNAPSHOTS):
         try:
             value = snapshot_value(blob)
             if isinstance(value, bytes):
                 verify(value, key)
         except ValueError as exc:  # SignatureError is one
-            raise SignatureError(
+            raise RecoveryStateError(
                 f"recovery state in {path} refused, nothing unpickled: the snapshot of "
                 f"{step} for {state_key!r} (epoch {epoch}) fails its check: {exc}; "
                 f"delete {path} to start over from the registry's champion"
@@ -103,7 +109,8 @@ def query_partitions(path: Path, sql: str) -> list[tuple[Any, ...]]:
     tables Bytewax has yet to make)."""
     out: list[tuple[Any, ...]] = []
     for part in partitions(path):
-        with contextlib.closing(sqlite3.connect(part, timeout=10)) as db:
+        read_only = f"{part.absolute().as_uri()}?mode=ro"  # nothing written, not even the log
+        with contextlib.closing(sqlite3.connect(read_only, uri=True, timeout=10)) as db:
             try:
                 out += db.execute(sql).fetchall()
             except sqlite3.OperationalError as exc:

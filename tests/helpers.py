@@ -197,8 +197,11 @@ class Lines:
         self._lines.put("")  # the end of the output, as readline() says it
 
     def next(self, timeout: float, what: str) -> str:
-        """The next line ("" once the output has ended); fail naming ``what`` at timeout."""
+        """The next line ("" from the end of the output on); fail naming ``what`` at timeout."""
         try:
-            return self._lines.get(timeout=timeout)
+            line = self._lines.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}") from None
+        if not line:
+            self._lines.put(line)  # the end stays the end
+        return line

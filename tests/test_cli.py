@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun.demo import format_report
-from riverrun.local import ephemeral_ports, free_port, start_broker
+from riverrun.local import TANSU_ENV, ephemeral_ports, free_port, start_broker
 from tests.helpers import Lines
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
@@ -82,8 +82,8 @@ def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
     up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
     assert up.stdout is not None
     lines = Lines(up.stdout)
-    while not lines.next(60, "local up to say where its logs are").startswith("# logs in"):
-        assert up.poll() is None
+    while not (line := lines.next(60, "local up to say where its logs are")).startswith("# logs"):
+        assert line, "local up ended before saying where its logs are"
     started = _server_pids(parent=up.pid)
     assert len(started) == 2
     up.send_signal(signal.SIGINT)
@@ -94,11 +94,12 @@ def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
 def test_the_local_broker_takes_no_tansu_setting_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("STORAGE_ENGINE", "bogus://nowhere")  # Tansu would refuse to start
-    monkeypatch.setenv("SCHEMA_REGISTRY", f"file://{tmp_path}/no-such-registry")
-    monkeypatch.setenv("ADVERTISED_LISTENER_URL", "tcp://192.0.2.1:9092")
+    for name in TANSU_ENV:  # a user's Tansu settings, which would send data elsewhere
+        monkeypatch.setenv(name, "tcp://192.0.2.1:9092" if "URL" in name else "elsewhere")
     broker = start_broker(tmp_path)
     try:
+        environ = Path(f"/proc/{broker.process.pid}/environ").read_bytes().split(b"\0")
+        assert not {entry.partition(b"=")[0].decode() for entry in environ} & TANSU_ENV
         bootstrap = f"127.0.0.1:{broker.port}"
         ensure_topics(bootstrap, ["t"], 1)
         writer = producer(bootstrap)

@@ -6,6 +6,7 @@ keeps answering."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -68,13 +69,17 @@ def _feature_maps(rows: list[dict[str, float]]) -> Any:
 FEEDBACK_CODES = {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.UNAVAILABLE}
 
 
+def _in_range(values: Iterable[float]) -> bool:
+    """Whether every value is one a model may see: finite, within the feature limit."""
+    return all(math.isfinite(v) and abs(v) <= FEATURE_LIMIT for v in values)
+
+
 def _expected(request: pb.PredictRequest, model: str, names: set[str]) -> Code:
     """What the server must answer: unknown model, then bad values, then missing features."""
     if request.model not in ("", model):
         return Code.NOT_FOUND
     features = dict(request.features)
-    in_range = all(math.isfinite(v) and abs(v) <= FEATURE_LIMIT for v in features.values())
-    if not in_range or not names <= features.keys():
+    if not _in_range(features.values()) or not names <= features.keys():
         return Code.INVALID_ARGUMENT
     return Code.OK
 
@@ -94,7 +99,7 @@ def _expected_batch(request: pb.PredictBatchRequest, model: str, names: set[str]
     rows, rest = divmod(len(packed.values), width)
     if rest or {len(packed.entities), len(packed.times)} - {0, rows}:
         return Code.INVALID_ARGUMENT
-    if not all(math.isfinite(v) and abs(v) <= FEATURE_LIMIT for v in packed.values):
+    if not _in_range(packed.values):
         return Code.INVALID_ARGUMENT
     return Code.OK if names <= set(packed.feature_names) else Code.INVALID_ARGUMENT
 
