@@ -22,6 +22,8 @@ from flows.codec import encode
 from flows.kafka_io import Delivery, Out, ensure_topics
 from models.datasets import Stream, open_stream
 
+STREAM_EVENTS = 50_000  # events of a stream that ``produce`` and the demo write by default
+
 
 @dataclass(frozen=True)
 class ProduceRequest:

@@ -17,6 +17,7 @@ from redis import RedisError
 
 from flows.files import SourceError
 from flows.kafka_io import KafkaUnavailable
+from flows.produce import STREAM_EVENTS
 from flows.retrain import RetrainError
 from grpc_api.errors import ServeError
 from models.datasets import DATASETS, DatasetError
@@ -38,7 +39,6 @@ from riverrun.serve_cmd import PredictError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
 KAFKA = ("bootstrap_servers",)
-STREAM_EVENTS = 50_000  # events of a stream that ``produce`` and ``demo`` write by default
 TOPICS = (
     "topic_events",
     "topic_labels",

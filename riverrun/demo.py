@@ -17,7 +17,7 @@ import redis
 from tqdm import tqdm
 
 from flows.kafka_io import end_offsets, ensure_topics, read_values
-from flows.produce import ProduceRequest, produce
+from flows.produce import STREAM_EVENTS, ProduceRequest, produce
 from flows.trigger_service import caught_up
 from models.datasets import open_stream
 from models.registry import Registry
@@ -37,7 +37,7 @@ class DemoRequest:
     """The stream the demo runs on, and where to write its report."""
 
     dataset: str = "agrawal-drift"
-    events: int | None = 50_000
+    events: int | None = STREAM_EVENTS
     delay_labels: int = 0
     drift_every: int = 12_500
     report_path: str | None = None
