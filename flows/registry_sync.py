@@ -281,21 +281,20 @@ class RegistrySync:
         """Count the promotion or rollback by someone else that made ``version`` the champion
         (the flow counts its own promotions as it makes them): found in the audit stream."""
         try:
-            moves = self.registry.history(self.model, count=RESUME_SCAN)
+            move = next(
+                (
+                    m
+                    for m in self.registry.newest_moves(self.model, RESUME_SCAN)
+                    if m.alias == CHAMPION
+                    and m.to_version == version
+                    and m.action in COUNTED
+                    and m.actor != self.link.actor
+                ),
+                None,
+            )
         except (redis.RedisError, ValueError, KeyError) as exc:  # never stops an adoption
             log.warning("champion move to v%s of %s not counted: %s", version, self.model, exc)
             return
-        move = next(
-            (
-                m
-                for m in reversed(moves)
-                if m.alias == CHAMPION
-                and m.to_version == version
-                and m.action in COUNTED
-                and m.actor != self.link.actor
-            ),
-            None,
-        )
         if move is not None:
             COUNTED[move.action].labels(self.model).inc()
 

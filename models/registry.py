@@ -13,7 +13,7 @@ import hashlib
 import importlib.metadata
 import pickle
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,6 +121,22 @@ class AliasMove:
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
         return asdict(self)
+
+
+def _move(entry_id: bytes, fields: dict[bytes, bytes]) -> AliasMove:
+    """An audit stream entry as an :class:`AliasMove`."""
+    f = {k.decode(): v.decode() for k, v in fields.items()}
+    return AliasMove(
+        entry_id.decode(),
+        f["alias"],
+        _version(f["from"]),
+        _version(f["to"]),
+        f["action"],
+        f["actor"],
+        f["reason"],
+        orjson.loads(f["evidence"]),
+        float(f["at"]),
+    )
 
 
 def _version(raw: bytes | str | None) -> int | None:
@@ -444,23 +460,22 @@ class Registry:
     def history(self, model: str, count: int = 1000) -> list[AliasMove]:
         """The last ``count`` audit entries of ``model``, oldest first."""
         entries = self.client.xrevrange(self._k(model, "audit"), count=count)
-        moves = []
-        for entry_id, fields in reversed(entries):
-            f = {k.decode(): v.decode() for k, v in fields.items()}
-            moves.append(
-                AliasMove(
-                    entry_id.decode(),
-                    f["alias"],
-                    _version(f["from"]),
-                    _version(f["to"]),
-                    f["action"],
-                    f["actor"],
-                    f["reason"],
-                    orjson.loads(f["evidence"]),
-                    float(f["at"]),
-                )
-            )
-        return moves
+        return [_move(entry_id, fields) for entry_id, fields in reversed(entries)]
+
+    def newest_moves(self, model: str, limit: int, page: int = 100) -> Iterator[AliasMove]:
+        """Up to ``limit`` audit entries of ``model``, newest first, read ``page`` at a time:
+        a search that stops at a recent entry reads a page, not the whole stream."""
+        key, top, read = self._k(model, "audit"), "+", 0
+        while read < limit:
+            entries = self.client.xrevrange(key, max=top, count=page)
+            if top != "+":
+                entries = entries[1:]  # ``max`` is inclusive: that one ended the last page
+            if not entries:
+                return
+            for entry_id, fields in entries[: limit - read]:
+                yield _move(entry_id, fields)
+            read += len(entries)
+            top = entries[-1][0]
 
     def champion_history(self, model: str) -> list[int]:
         """Previous champions, newest first: where ``rollback`` goes next."""

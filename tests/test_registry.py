@@ -264,3 +264,12 @@ def test_cli_promotes_rolls_back_and_reports(reg: Registry, name: str, stack: Lo
         failed.stderr.strip() == f"riverrun registry: error: {name} has no previous champion "
         "to roll back to"
     )
+
+
+def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: str) -> None:
+    for i in range(23):
+        reg.audit(name, "decided", f"actor-{i}", "a trigger", {"i": i})
+    every = [m.actor for m in reversed(reg.history(name))]
+    assert [m.actor for m in reg.newest_moves(name, 100, page=5)] == every  # newest first
+    assert [m.actor for m in reg.newest_moves(name, 12, page=5)] == every[:12]
+    assert list(reg.newest_moves("no-such-model", 100)) == []
