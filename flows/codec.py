@@ -49,9 +49,14 @@ def _loads(value: bytes) -> Any:
         # orjson is strict; the stdlib accepts NaN and Infinity, which deserve their own
         # reason ("non_finite") rather than "malformed_json". Only bad input pays this.
         try:
-            return json.loads(value)
-        except (ValueError, RecursionError) as exc:
+            obj = json.loads(value)
+            # The stdlib also accepts lone UTF-16 surrogates ("\ud800"), which no UTF-8
+            # output can hold: an id, entity or class holding one would fail every message
+            # written about it, so such input goes no further than this.
+            orjson.dumps(obj, option=_DUMPS_OPTIONS)
+        except (ValueError, TypeError, RecursionError) as exc:
             raise InvalidInput("malformed_json", f"not valid JSON: {exc}") from None
+        return obj
 
 
 def _text(obj: dict[str, Any], name: str) -> str:

@@ -35,6 +35,8 @@ def test_each_bad_input_is_dead_lettered_with_reason_and_bytes(make_settings: An
         messages.append((b"a", raw))
     messages.append((b"a", b'{"id": "bad9", "features": {"a": 1e999, "b": 1.0}}'))
     messages.append((b"a", b""))
+    # a lone surrogate parses as JSON, but no prediction about this entity could be written
+    messages.append((b"a", b'{"id": "bad11", "entity": "\\ud800", "features": {"a": 1, "b": 1}}'))
     messages.append((b"a", event(good, {"a": 0.0, "b": 1.0}, True)))
     good += 1
     write_raw(s, s.topic_events, messages)
@@ -49,7 +51,14 @@ def test_each_bad_input_is_dead_lettered_with_reason_and_bytes(make_settings: An
     dead = read_topic(s, s.topic_deadletter)
     reasons = [m.headers["reason"].decode() for m in dead]
     assert sorted(reasons) == sorted(
-        [*BAD_EVENTS, "non_finite", "malformed_json", "unknown_event_id", "bad_label"]
+        [
+            *BAD_EVENTS,
+            "non_finite",
+            "malformed_json",
+            "malformed_json",
+            "unknown_event_id",
+            "bad_label",
+        ]
     )
     written = {
         s.topic_events: [value for _k, value in messages],

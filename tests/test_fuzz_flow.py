@@ -34,18 +34,22 @@ REASONS = {
     "unknown_event_id",
     "duplicate_label",
 }
+# Text as JSON can carry it: lone UTF-16 surrogates included ("\ud800" parses, then no
+# UTF-8 output holds it), which Hypothesis's own characters never give.
+CHARACTERS = st.characters() | st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])
 SCALARS = (
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats()
-    | st.text(max_size=10)
+    | st.text(CHARACTERS, max_size=10)
     | st.sampled_from(["", "id", "label", "event", "features", "e-1"])
 )
 JSON = st.recursive(
     SCALARS,
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(CHARACTERS, max_size=8), inner, max_size=4)
     ),
     max_leaves=10,
 )
@@ -108,8 +112,8 @@ CORRUPTIONS: dict[str, Any] = {
 @st.composite
 def bad_events(draw: Any) -> bytes:
     """Bytes that no event parser should accept: noise, non-objects, or an event with one
-    field broken, a feature missing, or too many bytes."""
-    how = draw(st.sampled_from(["bytes", "json", "missing", "oversize", *CORRUPTIONS]))
+    field broken, a feature missing, a lone surrogate in its text, or too many bytes."""
+    how = draw(st.sampled_from(["bytes", "json", "missing", "oversize", "surrogate", *CORRUPTIONS]))
     if how == "bytes":
         return draw(st.binary(max_size=300).filter(_not_a_json_object))
     if how == "json":
@@ -121,6 +125,12 @@ def bad_events(draw: Any) -> bytes:
         del (event["features"] if gone == "b" else event)[gone]
     elif how == "oversize":
         event["pad"] = "x" * MAX_BYTES
+    elif how == "surrogate":
+        where = draw(st.sampled_from(["id", "entity", "feature name"]))
+        if where == "feature name":
+            event["features"]["\ud800"] = 1.0
+        else:
+            event[where] += "\udfff"
     elif how == "feature":
         event["features"][draw(st.sampled_from(["a", "b"]))] = draw(CORRUPTIONS["feature"])
     else:
@@ -132,8 +142,8 @@ def bad_events(draw: Any) -> bytes:
 def odd_events(draw: Any, number: int) -> bytes:
     """Event-shaped objects that may or may not be acceptable: arbitrary keys and values, and
     numbers at the edges of what floats hold."""
-    event: dict[str, Any] = draw(st.dictionaries(st.text(max_size=6), JSON, max_size=3))
-    extra = draw(st.dictionaries(st.text(max_size=4), JSON, max_size=2))
+    event: dict[str, Any] = draw(st.dictionaries(st.text(CHARACTERS, max_size=6), JSON, max_size=3))
+    extra = draw(st.dictionaries(st.text(CHARACTERS, max_size=4), JSON, max_size=2))
     event.update(id=f"odd-{number}", features={"a": draw(NUMBERS), "b": draw(NUMBERS), **extra})
     event.pop("kind", None)
     if draw(st.booleans()):
