@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from flows.kafka_io import consumer, ensure_topics, offsets_at
 from models.registry import Registry, RegistryError
 from models.status import read_status
-from models.triggers import Action, TriggerPolicy, Triggers
+from models.triggers import Action, BadDriftEvent, TriggerPolicy, Triggers, check_drift_event
 from riverrun.metrics import RETRAINS
 from riverrun.settings import Settings
 
@@ -147,14 +147,16 @@ class TriggerService:
         return time.time() - self.settings.trigger_lookback
 
     def _drift_event(self, message: Message) -> None:
+        """Hand one drift-topic message to the policies if it is about this model and
+        recent; skip (and log) one they cannot read. Its position is saved either way."""
         try:
-            event = orjson.loads(message.value())  # type: ignore[arg-type]
-        except orjson.JSONDecodeError:
-            event = None
-        if not isinstance(event, dict):
-            log.warning("skipped a drift-topic message that is not a JSON object")
-        elif event.get("model") == self.model and event.get("detected_at", 0) >= self._oldest():
-            self.triggers.drift_event(event)
+            event = check_drift_event(orjson.loads(message.value()))  # type: ignore[arg-type]
+        except (orjson.JSONDecodeError, BadDriftEvent) as exc:
+            where = f"{message.topic()}-{message.partition()} offset {message.offset()}"
+            log.warning("skipped the drift-topic message at %s: %s", where, exc)
+        else:
+            if event.get("model") == self.model and event.get("detected_at", 0) >= self._oldest():
+                self.triggers.drift_event(event)
         try:
             next_offset = (message.offset() or 0) + 1
             self.registry.client.hset(self.offsets, str(message.partition()), next_offset)

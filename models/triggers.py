@@ -13,6 +13,7 @@ learns an event before the champion has predicted it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +25,28 @@ METRICS = tuple(sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER))  # of any task
 
 class TriggerConfigError(ValueError):
     """An impossible trigger policy."""
+
+
+class BadDriftEvent(ValueError):
+    """A drift-topic message the policies cannot read: the message says which field."""
+
+
+def check_drift_event(event: Any) -> dict[str, Any]:
+    """``event`` if the fields the policies read have their types, else
+    :class:`BadDriftEvent`: anyone can write to the drift topic, and a message that stopped
+    the trigger service would stop it again at every restart."""
+    if not isinstance(event, dict):
+        raise BadDriftEvent("not a JSON object")
+    for name in ("detected_at", "position", "statistic"):
+        value = event.get(name, 0)
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise BadDriftEvent(f"field {name!r} is not a finite number")
+    positions = event.get("positions", {})
+    if not isinstance(positions, dict) or not all(
+        isinstance(part, str) and type(offset) is int for part, offset in positions.items()
+    ):
+        raise BadDriftEvent("field 'positions' is not a map of partitions to offsets")
+    return event
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from models.triggers import TriggerConfigError, TriggerPolicy, Triggers
+from models.triggers import (
+    BadDriftEvent,
+    TriggerConfigError,
+    TriggerPolicy,
+    Triggers,
+    check_drift_event,
+)
 
 
 def _status(labelled: int, rolling_accuracy: float = 0.9, **contest: Any) -> dict[str, Any]:
@@ -113,3 +119,30 @@ def test_losses_slump_upwards_and_bad_actions_are_refused() -> None:
     with pytest.raises(TriggerConfigError, match="slump metric 'rolling_f1': use one of acc"):
         TriggerPolicy(slump_metric="rolling_f1")
     assert TriggerPolicy(slump_metric="rolling_rmse").slumping(2.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"detected_at": "now"}, "detected_at"),
+        ({"detected_at": None}, "detected_at"),
+        ({"position": float("nan")}, "position"),
+        ({"position": True}, "position"),
+        ({"statistic": "0.4"}, "statistic"),
+        ({"positions": [["events-0", 1]]}, "positions"),
+        ({"positions": {"events-0": 1.5}}, "positions"),
+    ],
+)
+def test_a_drift_event_the_policies_cannot_read_is_refused(
+    change: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(BadDriftEvent, match=f"field '{field}'"):
+        check_drift_event({**_drift(10), **change})
+
+
+def test_a_readable_drift_event_passes_whole_with_defaults_for_missing_fields() -> None:
+    event = _drift(10)
+    assert check_drift_event(event) is event
+    assert check_drift_event({"kind": "data"}) == {"kind": "data"}
+    with pytest.raises(BadDriftEvent, match="not a JSON object"):
+        check_drift_event([event])

@@ -1,0 +1,65 @@
+"""``riverrun trigger`` reads the drift topic through the real broker: a message it cannot
+read is skipped, and the drift events after it still arm the policies."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from flows.trigger_service import TriggerService
+from tests.helpers import wait_for, write_raw
+
+
+def test_unreadable_drift_messages_are_skipped_and_the_next_event_counts(
+    make_settings: Any,
+) -> None:
+    s = make_settings(partitions=1)
+    now = time.time()
+    drift = {
+        "model": s.model_name,
+        "kind": "concept",
+        "source": "champion",
+        "detector": "adwin",
+        "position": 120,
+        "statistic": 0.4,
+        "positions": {f"{s.topic_events}-0": 240},
+        "detected_at": now,
+    }
+    bad = [
+        b"not json",
+        b"[1, 2]",
+        orjson.dumps({**drift, "detected_at": "now"}),
+        orjson.dumps({**drift, "detected_at": None}),
+        orjson.dumps({**drift, "position": "x"}),
+        orjson.dumps({**drift, "statistic": [0.4]}),
+        orjson.dumps({**drift, "positions": [["events-0", 240]]}),
+        orjson.dumps({**drift, "positions": {"events-0": "240"}}),
+    ]
+    write_raw(s, s.topic_drift, [(None, raw) for raw in [*bad, orjson.dumps(drift)]])
+    service = TriggerService(s, threading.Event())
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.run(poll=0.05)
+        except BaseException as exc:  # the test reports it, with the thread's end
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        saved = service.offsets
+
+        def read_all() -> bool:
+            assert not failures, f"the service stopped: {failures[0]!r}"
+            return service.registry.client.hget(saved, "0") == str(len(bad) + 1).encode()
+
+        wait_for(read_all, 30, "the service to read past every drift message")
+    finally:
+        service.stop.set()
+        thread.join(30)
+    assert not thread.is_alive() and not failures
+    assert service.triggers.drift == drift, "the good drift event armed the drift policy"
