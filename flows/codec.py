@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 
 from flows.kafka_io import Out, Raw
-from models.schema import Event, InvalidInput, LabelMessage, check_features, check_label
+from models.schema import (
+    Event,
+    InvalidInput,
+    LabelMessage,
+    check_features,
+    check_label,
+    check_time,
+)
 
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -72,9 +79,7 @@ def _time(obj: dict[str, Any], raw: Raw) -> float:
     value = obj.get("time")
     if value is None:
         return raw.timestamp_ms / 1000.0
-    if type(value) in (int, float) and value == value and abs(value) < 1e12:
-        return float(value)
-    raise InvalidInput("bad_field", "field 'time' must be epoch seconds", "time")
+    return check_time(value)
 
 
 class Parser:

@@ -19,6 +19,11 @@ from models.schema import Label
 DELIVERY_TIMEOUT = 10.0
 
 
+def label_message(event_id: str, label: Label, at: float) -> bytes:
+    """The bytes written for a label: what the learn flow reads from the labels topic."""
+    return orjson.dumps({"kind": "label", "id": event_id, "label": label, "time": at})
+
+
 class PublishError(RuntimeError):
     """The label could not be written to Kafka; the message says why."""
 
@@ -62,7 +67,7 @@ class LabelPublisher:
             outcome["err"], outcome["msg"] = err, msg
             done.set()
 
-        value = orjson.dumps({"kind": "label", "id": event_id, "label": label, "time": at})
+        value = label_message(event_id, label, at)
         try:
             self._get().produce(self.topic, value, event_id.encode(), on_delivery=delivered)
         except (BufferError, KafkaException) as exc:

@@ -72,6 +72,7 @@ class ScoringServer:
             self.publisher,
             default_model=settings.model_name,
             max_batch=settings.serve_max_batch,
+            max_message_bytes=settings.max_message_bytes,
         )
         rpc.add_ScoringServicer_to_server(service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

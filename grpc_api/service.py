@@ -18,7 +18,7 @@ import numpy as np
 import redis
 
 from grpc_api.book import Loaded, Served
-from grpc_api.feedback import LabelPublisher, PublishError
+from grpc_api.feedback import LabelPublisher, PublishError, label_message
 from grpc_api.follower import Follower
 from grpc_api.labels import class_text, from_label, to_label
 from grpc_api.proto import pb, rpc
@@ -26,10 +26,12 @@ from models.evaluation import predicted_label
 from models.features import EntityFeatures
 from models.schema import (
     FEATURE_LIMIT,
+    TIME_LIMIT,
     InvalidInput,
     check_features,
     check_label,
     check_schema,
+    check_time,
 )
 from models.scorers import Answers
 from riverrun.metrics import GRPC_REQUESTS, GRPC_SECONDS
@@ -63,6 +65,17 @@ def metadata_text(text: str) -> str:
 def _invalid(exc: InvalidInput) -> Refusal:
     """The refusal of input the shared checks (``models.schema``) rejected."""
     return Refusal(Code.INVALID_ARGUMENT, str(exc), exc.field or "")
+
+
+def _event_time(given: float) -> float:
+    """A request's event time: ``given`` if the learn flow would take it, now if it is 0 (the
+    proto3 default: not given), else the refusal naming ``time``."""
+    if not given:
+        return time.time()
+    try:
+        return check_time(given)
+    except InvalidInput as exc:
+        raise _invalid(exc) from None
 
 
 class _Counted:
@@ -108,11 +121,13 @@ class ScoringService(rpc.ScoringServicer):
         *,
         default_model: str,
         max_batch: int,
+        max_message_bytes: int,
     ) -> None:
         self.follower = follower
         self.publisher = publisher
         self.default_model = default_model
         self.max_batch = max_batch
+        self.max_message_bytes = max_message_bytes  # the learn flow's: larger labels are refused
         self._rpcs = {
             name: _Counted(name)
             for name in ("Predict", "PredictBatch", "PredictStream", "Feedback", "GetModel")
@@ -210,9 +225,10 @@ class ScoringService(rpc.ScoringServicer):
             features = check_features(dict(request.features))
         except InvalidInput as exc:
             raise _invalid(exc) from None
+        at = _event_time(request.time)  # refused as the flow would, whether used or not
         entity_features = served.features
         if entity_features is not None:
-            features = entity_features.peek(state, request.time or time.time(), features)
+            features = entity_features.peek(state, at, features)
         expected = loaded.scorer.features
         if expected is not None:
             try:
@@ -298,19 +314,25 @@ class ScoringService(rpc.ScoringServicer):
                 )
         served = self._served(request.model)
         matrix = np.array(packed.values, dtype=float).reshape(rows, width)
-        bad = ~(np.abs(matrix) <= FEATURE_LIMIT)  # NaN too: the bounds events are held to
+        times = list(packed.times)
+        # NaN fails both: the bounds events are held to, in one pass over all the rows
+        bad = ~(np.abs(matrix) <= FEATURE_LIMIT).all(axis=1)
+        if times:
+            bad |= ~(np.abs(np.array(times)) < TIME_LIMIT)
         if bad.any():
-            row = int(np.argwhere(bad)[0][0])
+            row = int(np.argmax(bad))
             try:  # says what is wrong with the row as it would for an event
                 check_features(dict(zip(names, matrix[row].tolist(), strict=True)))
+                if times:
+                    check_time(times[row])
             except InvalidInput as exc:
-                message, field = f"packed row {row}: {exc}", exc.field or ""
-                raise Refusal(Code.INVALID_ARGUMENT, message, field) from None
+                field = "packed.times" if exc.field == "time" else exc.field or ""
+                raise Refusal(Code.INVALID_ARGUMENT, f"packed row {row}: {exc}", field) from None
         entities = list(packed.entities) or [""] * rows
         entity_features = served.features
         if entity_features is not None and rows:
             names, matrix = self._with_entity_features(
-                served, entity_features, names, matrix, entities, list(packed.times)
+                served, entity_features, names, matrix, entities, times
             )
         arms = [served.pick(e) for e in entities] if served.challenger else None
         return self._answer_packed(served, names, matrix, arms)
@@ -384,10 +406,20 @@ class ScoringService(rpc.ScoringServicer):
             label = check_label(served.champion.info.task, value)
         except InvalidInput as exc:
             raise _invalid(exc) from None
-        try:
-            topic, partition, offset = self.publisher.publish(
-                request.id, label, request.time or time.time()
+        at = _event_time(request.time)
+        size = len(label_message(request.id, label, at))
+        if size > self.max_message_bytes:
+            longer = isinstance(label, str) and len(label) > len(request.id)
+            field = "label" if longer else "id"
+            raise Refusal(
+                Code.INVALID_ARGUMENT,
+                f"{field}: too long: the label message would be {size} bytes, over the learn "
+                f"flow's limit of {self.max_message_bytes} bytes (RIVERRUN_MAX_MESSAGE_BYTES), "
+                "where it would be dead-lettered",
+                field,
             )
+        try:
+            topic, partition, offset = self.publisher.publish(request.id, label, at)
         except PublishError as exc:
             raise Refusal(Code.UNAVAILABLE, str(exc)) from None
         return pb.FeedbackResponse(topic=topic, partition=partition, offset=offset)

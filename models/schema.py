@@ -16,6 +16,9 @@ Label = bool | str | int | float
 # Larger magnitudes are refused: squared inside a scaler or a linear model they overflow
 # to infinity, and one such value leaves the model answering NaN from then on.
 FEATURE_LIMIT = 1e100
+# Event times are epoch seconds within this of the epoch (about 31,700 years either way):
+# NaN, infinities and times in milliseconds or nanoseconds are refused.
+TIME_LIMIT = 1e12
 _NUMBERS = frozenset((int, float))  # bool is not a number here
 
 
@@ -102,6 +105,22 @@ def _check_each(features: dict[Any, Any]) -> dict[str, float]:
                 "bad_feature", f"feature {name!r} must be a number, got {_type_name(value)}", name
             )
     return features
+
+
+def check_time(value: object) -> float:
+    """Return ``value`` as a float if it is an event time in epoch seconds, else raise
+    :class:`InvalidInput`: a number (not a bool), not NaN, less than ``TIME_LIMIT`` from 0.
+
+    >>> check_time(1_700_000_000)
+    1700000000.0
+    >>> check_time(float("nan"))
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: field 'time' must be epoch seconds
+    """
+    if (type(value) is float or type(value) is int) and abs(value) < TIME_LIMIT:
+        return float(value)
+    raise InvalidInput("bad_field", "field 'time' must be epoch seconds", "time")
 
 
 def check_schema(features: dict[str, float], expected: frozenset[str]) -> None:

@@ -34,6 +34,10 @@ FUZZ = settings(
 )
 VALUES = st.floats() | st.sampled_from([1e308, -1e308, 5e-324, 0.0, -0.0])
 TEXT = st.text(max_size=16)
+# Event times: any double, and the edges of what the learn flow takes (|t| < 1e12 seconds).
+TIMES = st.floats() | st.sampled_from(
+    [0.0, -0.0, 1.7e9, 1e12, -1e12, math.nextafter(1e12, 0), math.nextafter(-1e12, 0), 1e13]
+)
 
 
 def _call(method: Any, request: Any) -> tuple[Code, Any]:
@@ -64,24 +68,39 @@ def _feature_maps(rows: list[dict[str, float]]) -> Any:
     return edited() | st.dictionaries(TEXT, VALUES, max_size=12)
 
 
-# A label is published (OK), refused (an empty id, a label the task cannot take, an unknown
-# model), or cannot be published right now.
-FEEDBACK_CODES = {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.UNAVAILABLE}
-
-
 def _in_range(values: Iterable[float]) -> bool:
     """Whether every value is one a model may see: finite, within the feature limit."""
     return all(math.isfinite(v) and abs(v) <= FEATURE_LIMIT for v in values)
 
 
+def _epoch(times: Iterable[float]) -> bool:
+    """Whether every time is one the learn flow takes: within 1e12 seconds of the epoch."""
+    return all(abs(t) < 1e12 for t in times)  # NaN is not
+
+
 def _expected(request: pb.PredictRequest, model: str, names: set[str]) -> Code:
-    """What the server must answer: unknown model, then bad values, then missing features."""
+    """What the server must answer: unknown model, then bad values or time (0: now), then
+    missing features."""
     if request.model not in ("", model):
         return Code.NOT_FOUND
     features = dict(request.features)
-    if not _in_range(features.values()) or not names <= features.keys():
+    if not _in_range(features.values()) or not _epoch([request.time]):
         return Code.INVALID_ARGUMENT
-    return Code.OK
+    return Code.OK if names <= features.keys() else Code.INVALID_ARGUMENT
+
+
+def _expected_feedback(request: pb.FeedbackRequest, model: str) -> Code:
+    """What the server must answer a label of the binary model: a missing id or label, then
+    an unknown model, then a label that is not a boolean (or 0 or 1), or a bad time (0: now).
+    Kafka is up, so anything else is published."""
+    kind = request.label.WhichOneof("value")
+    if not request.id or kind is None:
+        return Code.INVALID_ARGUMENT
+    if request.model not in ("", model):
+        return Code.NOT_FOUND
+    if kind not in ("boolean", "integer") or getattr(request.label, kind) not in (0, 1):
+        return Code.INVALID_ARGUMENT
+    return Code.OK if _epoch([request.time]) else Code.INVALID_ARGUMENT
 
 
 def _expected_batch(request: pb.PredictBatchRequest, model: str, names: set[str]) -> Code:
@@ -99,7 +118,7 @@ def _expected_batch(request: pb.PredictBatchRequest, model: str, names: set[str]
     rows, rest = divmod(len(packed.values), width)
     if rest or {len(packed.entities), len(packed.times)} - {0, rows}:
         return Code.INVALID_ARGUMENT
-    if not _in_range(packed.values):
+    if not _in_range(packed.values) or not _epoch(packed.times):
         return Code.INVALID_ARGUMENT
     return Code.OK if names <= set(packed.feature_names) else Code.INVALID_ARGUMENT
 
@@ -116,20 +135,20 @@ def test_arbitrary_requests_get_an_answer_or_a_proper_status(make_settings: Any)
         entity=TEXT,
         features=_feature_maps(rows),
         id=TEXT,
-        time=st.floats(),
+        time=TIMES,
     )
     packed_rows = st.builds(
         pb.PackedRows,
         feature_names=st.lists(st.sampled_from(sorted(names)) | TEXT, max_size=12),
         values=st.lists(VALUES, max_size=40),
         entities=st.lists(TEXT, max_size=4),
-        times=st.lists(st.floats(), max_size=4),
+        times=st.lists(TIMES, max_size=4),
     )
 
     @st.composite
     def well_shaped(draw: Any) -> pb.PackedRows:
-        """Rows of the model's features in any order, maybe with more, and their values (one
-        of which may be anything)."""
+        """Rows of the model's features in any order, maybe with more, their values (one of
+        which may be anything) and maybe their times."""
         columns = draw(st.permutations(sorted(names)))
         columns += draw(st.lists(TEXT.filter(lambda t: t not in names), max_size=2, unique=True))
         rows = draw(st.integers(1, 3))
@@ -138,7 +157,10 @@ def test_arbitrary_requests_get_an_answer_or_a_proper_status(make_settings: Any)
         if draw(st.booleans()):  # one value of any kind, maybe out of bounds
             values[draw(st.integers(0, size - 1))] = draw(VALUES)
         entities = draw(st.sampled_from([[], [f"user-{i}" for i in range(rows)]]))
-        return pb.PackedRows(feature_names=columns, values=values, entities=entities)
+        times = draw(
+            st.just([]) | st.lists(st.floats(0, 2e9) | TIMES, min_size=rows, max_size=rows)
+        )
+        return pb.PackedRows(feature_names=columns, values=values, entities=entities, times=times)
 
     labels = (
         st.builds(pb.Label, boolean=st.booleans())
@@ -195,12 +217,17 @@ def test_arbitrary_requests_get_an_answer_or_a_proper_status(make_settings: Any)
                 assert got == Code.OK or reply.error.message
 
         @FUZZ
-        @given(id=TEXT, label=labels, time=st.floats(), model=st.sampled_from(["", "x"]) | TEXT)
+        @given(
+            id=TEXT,
+            label=labels,
+            time=TIMES,
+            model=st.sampled_from(["", s.model_name]) | TEXT,
+        )
         def feedback(id: str, label: pb.Label, time: float, model: str) -> None:
             request = pb.FeedbackRequest(id=id, time=time, model=model)
             request.label.CopyFrom(label)
             code, reply = _call(stub.Feedback, request)
-            assert code in FEEDBACK_CODES, reply
+            assert code == _expected_feedback(request, s.model_name), reply
 
         @FUZZ
         @given(model=st.sampled_from(["", s.model_name]) | TEXT)

@@ -7,14 +7,17 @@ from typing import Any
 
 import grpc
 import numpy as np
+import orjson
 import pytest
 import redis
 
+from flows.codec import Parser
+from flows.kafka_io import Raw
 from grpc_api.proto import pb
 from models.ab import serving_arm
 from models.feature_store import FeatureStore
 from models.features import FeatureSpec
-from models.schema import InvalidInput
+from models.schema import InvalidInput, LabelMessage
 from models.status import read_status
 from riverrun.local import start_redis
 from tests.helpers import event, read_topic, run_flow_to_end, wait_for, write_raw
@@ -30,6 +33,10 @@ from tests.serving import (
 
 TOLERANCE = 1e-12
 Code = grpc.StatusCode
+T0 = 1_700_000_000.0
+# Event times the learn flow dead-letters ("field 'time' must be epoch seconds"): NaN,
+# infinities and anything from 1e12 seconds (31,700 years) on either side of the epoch.
+BAD_TIMES = (float("nan"), float("inf"), float("-inf"), 1e12, -1e12, 1e13, 1.8e308)
 
 
 def test_predict_answers_from_the_champion_with_rivers_numbers(make_settings: Any) -> None:
@@ -180,6 +187,65 @@ def test_feedback_goes_to_the_labels_topic_and_the_flow_learns_it(make_settings:
     assert status is not None and status["labelled"] == 1 and status["unknown_labels"] == 0
 
 
+def test_a_label_message_the_flow_would_refuse_as_oversize_is_refused(make_settings: Any) -> None:
+    """The largest id the flow takes is published and parsed; one byte more is refused (the
+    server follows the settings' limit: not the default here)."""
+    s = make_settings(max_message_bytes=4096)
+    publish(s, trained()[0])
+    write_raw(s, s.topic_labels, [])
+    empty = orjson.dumps({"kind": "label", "id": "", "label": True, "time": T0})
+    longest = "é" + "x" * (s.max_message_bytes - len(empty) - 2)  # é is two bytes
+    before = requests_counted("Feedback", "INVALID_ARGUMENT")
+    with running(s) as (_, client):
+        client.feedback(longest, True, time=T0)
+        for extra in ("x", "é"):
+            error = refusal(lambda i=longest + extra: client.feedback(i, True, time=T0))
+            details = error.details()  # type: ignore[attr-defined]
+            assert error.code() == Code.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert field_of(error) == "id"
+            assert f"{s.max_message_bytes + len(extra.encode())} bytes" in details, details
+    [message] = read_topic(s, s.topic_labels)
+    assert len(message.value) == s.max_message_bytes
+    raw = Raw(s.topic_labels, 0, 0, message.key, message.value, 0)
+    parsed = Parser(s.task, s.max_message_bytes).parse(raw)
+    assert isinstance(parsed, LabelMessage) and (parsed.id, parsed.time) == (longest, T0)
+    assert requests_counted("Feedback", "INVALID_ARGUMENT") == before + 2
+
+
+@pytest.mark.parametrize("bad", BAD_TIMES)
+def test_bad_event_times_are_refused_when_entity_features_use_them(
+    make_settings: Any, bad: float
+) -> None:
+    """With entity features (since_last is computed from the time), a time the flow would
+    refuse is refused, not turned into a NaN or absurd aggregate; good times are answered."""
+    s = make_settings()
+    model, rows = trained()
+    publish(s, model)
+    FeatureStore.connect(s.redis_url, s.model_name).write(
+        FeatureSpec.parse(["count", "since_last"]), {}
+    )
+    names = sorted(rows[0])
+    matrix = np.array([[rows[i][n] for n in names] for i in range(3)])
+    with running(s) as (_, client):
+        wait_for(lambda: client.get_model().entity_features, 5, "the entity features")
+        assert client.predict(rows[0], entity="u1", time=T0).version == 1
+        assert client.predict(rows[0], entity="u1").version == 1, "0: now"
+        error = refusal(lambda: client.predict(rows[0], entity="u1", time=bad))
+        assert error.code() == Code.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert field_of(error) == "time"
+        assert "field 'time' must be epoch seconds" in error.details()  # type: ignore[attr-defined]
+        answers = client.predict_packed(names, matrix, entities=["u1", "u2", "u3"], times=[T0] * 3)
+        assert np.isfinite(answers.proba).all()
+        error = refusal(
+            lambda: client.predict_packed(
+                names, matrix, entities=["u1", "u2", "u3"], times=[T0, bad, T0]
+            )
+        )
+        assert error.code() == Code.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert field_of(error) == "packed.times"
+        assert "packed row 1: field 'time'" in error.details()  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("rpc", "call", "code", "field", "message"),
     [
@@ -280,6 +346,58 @@ def test_feedback_goes_to_the_labels_topic_and_the_flow_learns_it(make_settings:
             "a binary label must be true, false, 0 or 1, got str",
         ),
         ("Feedback", lambda c, r: c.feedback("", True), Code.INVALID_ARGUMENT, "id", "missing"),
+        *[
+            (
+                "Predict",
+                lambda c, r, t=t: c.predict(r[0], time=t),
+                Code.INVALID_ARGUMENT,
+                "time",
+                "field 'time' must be epoch seconds",
+            )
+            for t in BAD_TIMES
+        ],
+        (
+            "PredictBatch",
+            lambda c, r: c.stub.PredictBatch(
+                pb.PredictBatchRequest(
+                    events=[
+                        pb.PredictRequest(features=r[0], time=T0),
+                        pb.PredictRequest(features=r[1], time=float("-inf")),
+                    ]
+                )
+            ),
+            Code.INVALID_ARGUMENT,
+            "events[1].time",
+            "events[1]: field 'time' must be epoch seconds",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_packed(
+                sorted(r[0]),
+                np.array([[r[i][n] for n in sorted(r[0])] for i in range(3)]),
+                times=[T0, T0, float("nan")],
+            ),
+            Code.INVALID_ARGUMENT,
+            "packed.times",
+            "packed row 2: field 'time' must be epoch seconds",
+        ),
+        *[
+            (
+                "Feedback",
+                lambda c, r, t=t: c.feedback("e1", True, time=t),
+                Code.INVALID_ARGUMENT,
+                "time",
+                "field 'time' must be epoch seconds",
+            )
+            for t in BAD_TIMES
+        ],
+        (
+            "Feedback",
+            lambda c, r: c.feedback("e" * 70_000, True),
+            Code.INVALID_ARGUMENT,
+            "id",
+            "over the learn flow's limit of 65536 bytes",
+        ),
         (
             "PredictBatch",
             lambda c, r: c.predict_packed(["a"], np.ones((11, 1))),
