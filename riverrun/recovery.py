@@ -84,7 +84,8 @@ def snapshot_value(pickled: bytes) -> int | bytes | None:
 
 
 class RecoveryStateError(ValueError):
-    """A recovery directory holding a snapshot that riverrun did not write: refused."""
+    """A recovery directory holding a snapshot that riverrun did not write, or a partition
+    that cannot be read: refused, the message says what to do."""
 
 
 def check_snapshots(path: Path, key: bytes) -> None:
@@ -106,14 +107,24 @@ def check_snapshots(path: Path, key: bytes) -> None:
 
 def query_partitions(path: Path, sql: str) -> list[tuple[Any, ...]]:
     """Rows of ``sql`` from every recovery partition at ``path`` (none from a partition whose
-    tables Bytewax has yet to make)."""
+    tables Bytewax has yet to make); :class:`RecoveryStateError` naming a partition that
+    SQLite cannot read (not a database, damaged, locked, unreadable)."""
     out: list[tuple[Any, ...]] = []
     for part in partitions(path):
         read_only = f"{part.absolute().as_uri()}?mode=ro"  # nothing written, not even the log
-        with contextlib.closing(sqlite3.connect(read_only, uri=True, timeout=10)) as db:
-            try:
+        try:
+            with contextlib.closing(sqlite3.connect(read_only, uri=True, timeout=10)) as db:
                 out += db.execute(sql).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "no such table" not in str(exc):
-                    raise
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                continue
+            raise RecoveryStateError(  # locked or unreadable: nothing to delete for that
+                f"recovery partition {part} cannot be read ({exc}); check that no other "
+                f"`riverrun learn` uses {path} and that this user may read it"
+            ) from None
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            raise RecoveryStateError(
+                f"recovery partition {part} cannot be read ({exc}), nothing unpickled; "
+                f"delete {path} to start over from the registry's champion"
+            ) from None
     return out

@@ -85,3 +85,30 @@ def test_a_recovery_dir_with_foreign_snapshots_is_refused_before_anything_is_unp
     assert reason in lines[0] and f"delete {path}" in lines[0]
     assert not marker.exists(), "the planted pickle ran"
     assert _contents(path) == before, "the recovery directory changed"
+
+
+def test_a_partition_that_is_no_database_is_refused_in_one_line(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    s: Settings = make_settings(recovery_dir=str(tmp_path / "recovery"))
+    path = s.recovery_path
+    assert path is not None
+    path.mkdir(parents=True)
+    garbage = path / "part-0.sqlite3"
+    planted = bytes(range(256)) * 64  # no SQLite header: "file is not a database"
+    garbage.write_bytes(planted)
+
+    env = {**os.environ, **s.to_env()}
+    done = subprocess.run(
+        [sys.executable, "-m", "riverrun.cli", "learn"], env=env, capture_output=True, timeout=120
+    )
+
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2, done.stderr.decode()[-2000:]
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    assert lines[0].startswith(
+        f"riverrun learn: error: recovery partition {garbage} cannot be read "
+        "(file is not a database)"
+    )
+    assert f"delete {path} to start over" in lines[0]
+    assert garbage.read_bytes() == planted and [p.name for p in path.iterdir()] == [garbage.name]
