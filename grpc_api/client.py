@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from grpc_api.errors import read_tls_file
 from grpc_api.labels import from_label, to_label
 from grpc_api.proto import pb, rpc
 from models.schema import InvalidInput, Label
@@ -115,10 +115,12 @@ class ScoringClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout: float = 10.0) -> ScoringClient:
-        """A client of the server the settings name (``serve_host``, ``serve_port``, CA)."""
-        ca = Path(settings.serve_tls_ca).read_bytes() if settings.serve_tls_ca else None
+        """A client of the server the settings name (``serve_host``, ``serve_port``, CA);
+        :class:`~grpc_api.errors.ServeError` if the CA file cannot be read."""
+        ca = settings.serve_tls_ca
+        root = read_tls_file(ca, "root certificate") if ca else None
         target = f"{settings.serve_host}:{settings.serve_port}"
-        return cls(target, root_certificate=ca, timeout=timeout)
+        return cls(target, root_certificate=root, timeout=timeout)
 
     def predict(
         self,

@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class ServeError(RuntimeError):
-    """The server cannot start (a port taken, a TLS file missing); the message says why."""
+    """The server cannot start, or a client cannot set up its channel (a port taken, a TLS
+    file missing); the message says why."""
+
+
+def read_tls_file(path: str, what: str) -> bytes:
+    """The PEM file at ``path``: the server's key or certificate, a client's root certificate
+    (``what`` says which), or :class:`ServeError` naming it.
+
+    >>> read_tls_file("/nope", "key")
+    Traceback (most recent call last):
+    ...
+    grpc_api.errors.ServeError: cannot read the TLS key '/nope': No such file or directory
+    """
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ServeError(f"cannot read the TLS {what} {path!r}: {exc.strerror}") from None

@@ -12,7 +12,6 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from pathlib import Path
 from types import FrameType
 
 import grpc
@@ -20,7 +19,7 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from grpc_api.errors import ServeError
+from grpc_api.errors import ServeError, read_tls_file
 from grpc_api.feedback import LabelPublisher
 from grpc_api.follower import Follower
 from grpc_api.proto import SERVICE, rpc
@@ -33,13 +32,6 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 READY_TIMEOUT = 30.0
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ServeError(f"cannot read the TLS {what} {path!r}: {exc.strerror}") from None
 
 
 class ScoringServer:
@@ -86,9 +78,9 @@ class ScoringServer:
         address = f"{s.serve_host}:{s.serve_port}"
         credentials = None
         if s.serve_tls_cert:
-            credentials = grpc.ssl_server_credentials(
-                [(_read(s.serve_tls_key, "key"), _read(s.serve_tls_cert, "certificate"))]
-            )
+            key = read_tls_file(s.serve_tls_key, "key")
+            cert = read_tls_file(s.serve_tls_cert, "certificate")
+            credentials = grpc.ssl_server_credentials([(key, cert)])
         try:
             if credentials is not None:
                 port = self.server.add_secure_port(address, credentials)

@@ -150,3 +150,14 @@ def test_tls_by_flags_serves_clients_that_trust_the_certificate(
 def test_predict_needs_features_it_can_read(make_settings: Any, value: str) -> None:
     s = make_settings(serve_port=free_port())
     assert "expected NAME=VALUE or a JSON object" in _one_line(_run(s, "predict", value))
+
+
+def test_predict_names_a_root_certificate_it_cannot_read(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    s = make_settings(serve_port=free_port())
+    for ca in ("/nonexistent.pem", str(tmp_path)):
+        line = _one_line(_run(s, "predict", "a=1", "--serve-tls-ca", ca))
+        assert line.startswith(
+            f"riverrun predict: error: cannot read the TLS root certificate {ca!r}"
+        )
