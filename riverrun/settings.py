@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from redis.connection import parse_url
 
 from models.schema import TASKS
 
@@ -212,6 +216,7 @@ class Settings:
         for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_port")):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"{env_name(name)} must be a port number, 0 to 65535")
+        _check_redis_url(self.redis_url)
         if bool(self.serve_tls_cert) != bool(self.serve_tls_key):
             raise SettingsError(
                 f"{env_name('serve_tls_cert')} and {env_name('serve_tls_key')} go together"
@@ -226,6 +231,46 @@ class Settings:
                 value = "***"
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a Redis URL that redis-py would refuse only on connecting, or quietly misread
+    (a database that is no number means database 0 to it)."""
+
+    def refused(reason: str) -> SettingsError:
+        return SettingsError(f"{env_name('redis_url')}={_hide_password(url)!r}: {reason}")
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise refused("expected a redis://, rediss:// or unix:// URL")
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        host_port = parts.netloc.rpartition("@")[2]
+        port = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
+        port = port.partition(":")[2]
+        if port and not port.isdigit():
+            raise refused(f"port {port!r} is no number")
+        if port and not 1 <= int(port) <= 65535:
+            raise refused(f"port {int(port)} is not within 1 to 65535")
+        db = unquote(parts.path).replace("/", "")
+        if db and not db.isdigit():
+            raise refused(f"database {db!r} is no number")
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise refused(str(exc)) from None
+
+
+def _hide_password(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``.
+
+    >>> _hide_password("redis://user:secret@h:6379/0?password=again")
+    'redis://user:***@h:6379/0?password=***'
+    """
+    parts = urlsplit(url)
+    user_info, at, host_port = parts.netloc.rpartition("@")
+    if at and ":" in user_info:
+        parts = parts._replace(netloc=f"{user_info.partition(':')[0]}:***@{host_port}")
+    return re.sub(r"(?<=password=)[^&]*", "***", urlunsplit(parts))
 
 
 def env_name(field_name: str) -> str:

@@ -39,6 +39,12 @@ def test_flags_override_environment() -> None:
         ({"RIVERRUN_TASK": "ranking"}, "RIVERRUN_TASK='ranking'"),
         ({"RIVERRUN_BATCH_SIZE": "0"}, "RIVERRUN_BATCH_SIZE must be at least 1"),
         ({"RIVERRUN_FOLLOW": "maybe"}, "expected true or false"),
+        ({"RIVERRUN_REDIS_URL": "notaurl"}, "RIVERRUN_REDIS_URL='notaurl': expected a redis://"),
+        ({"RIVERRUN_REDIS_URL": "redis://h:99999/0"}, "port 99999 is not within 1 to 65535"),
+        ({"RIVERRUN_REDIS_URL": "redis://h:0/0"}, "port 0 is not within 1 to 65535"),
+        ({"RIVERRUN_REDIS_URL": "redis://h:x/0"}, "port 'x' is no number"),
+        ({"RIVERRUN_REDIS_URL": "redis://h/two"}, "database 'two' is no number"),
+        ({"RIVERRUN_REDIS_URL": "redis://h/0?db=x"}, "Invalid value for 'db'"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -58,3 +64,22 @@ def test_the_server_binds_to_loopback_by_default_and_tls_needs_both_files() -> N
         Settings.from_env({"RIVERRUN_SERVE_TLS_CERT": "cert.pem"})
     with pytest.raises(SettingsError, match="RIVERRUN_SERVE_MAX_BATCH must be at least 1"):
         Settings.from_env({"RIVERRUN_SERVE_MAX_BATCH": "0"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://u:p@cache.example:6380/3",
+        "redis://h",
+        "unix:///r.sock",
+    ],
+)
+def test_good_redis_urls_pass(url: str) -> None:
+    assert Settings.from_env({"RIVERRUN_REDIS_URL": url}).redis_url == url
+
+
+def test_a_bad_redis_url_hides_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"RIVERRUN_REDIS_URL": "redis://user:hunter2@h:99999/0"})
+    assert "hunter2" not in str(caught.value) and "redis://user:***@h:99999/0" in str(caught.value)
