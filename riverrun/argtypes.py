@@ -1,8 +1,11 @@
-"""Argument types of the command line: numbers refused with one clear line when out of range."""
+"""Argument types of the command line: numbers refused with one clear line when out of range,
+and files a command will write, refused when the flags are read rather than after the work."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import TypeVar
 
 Number = TypeVar("Number", int, float)
@@ -24,6 +27,44 @@ def rate(text: str) -> float:
     if value == 0.0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number above 0")
     return value
+
+
+def output_file(text: str) -> str:
+    """A file the command writes at its end (``--json FILE``): its folder exists and it is
+    no folder itself, checked before the command starts its work.
+
+    >>> output_file("/")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: '/' is a folder; give a file name
+    >>> output_file("/nonexistent/report.json")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: '/nonexistent/report.json': there is no folder '/nonexistent'
+    """
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    folder = path.parent
+    if not folder.exists():
+        raise argparse.ArgumentTypeError(f"{text!r}: there is no folder {str(folder)!r}")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(folder)!r} is a file, not a folder")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: no permission to write it")
+    return text
+
+
+def plot_file(text: str) -> str:
+    """An :func:`output_file` whose extension names a format the plot can be drawn in."""
+    from riverrun.plot import file_formats
+
+    formats = file_formats()
+    if Path(text).suffix.lower() not in formats:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a file name ending in one of {', '.join(formats)}"
+        )
+    return output_file(text)
 
 
 def _bounded(kind: type[Number], text: str, least: Number, expected: str) -> Number:

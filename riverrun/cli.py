@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from confluent_kafka import KafkaException
 from redis import RedisError
@@ -29,12 +30,13 @@ from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
 from models.triggers import TriggerConfigError
 from riverrun import evaluate_cmd, local_cmd, registry_cmd, retrain_cmd, serve_cmd
-from riverrun.argtypes import count, positive, rate
+from riverrun.argtypes import count, output_file, positive, rate
 from riverrun.demo import DemoError
 from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
 from riverrun.recovery import RecoveryStateError
+from riverrun.runner import LearnProcessError
 from riverrun.serve_cmd import PredictError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
@@ -177,11 +179,17 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as every other error of the command line
+    (``--help`` still shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help shows the usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="riverrun", description="Streaming MLOps for models that learn online."
-    )
+    parser = Parser(prog="riverrun", description="Streaming MLOps for models that learn online.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -217,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole loop on a local broker and Redis")
     _add_stream_flags(p)
-    p.add_argument("--report", default=None, metavar="FILE", help="write the report as JSON")
+    p.add_argument(
+        "--report", type=output_file, default=None, metavar="FILE", help="write the report as JSON"
+    )
     p.add_argument("--model", dest="model_spec", default=None, help="champion spec (logreg)")
     add_flags(p, ("challengers", "seed", "entity_features", "rolling_window"))
     p.set_defaults(handler=_demo)
@@ -241,6 +251,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Failures the command line reports in one line: bad input, unreachable or refusing servers.
+# Anything else is a bug and keeps its traceback.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (
+    SettingsError,
+    SpecError,
+    DatasetError,
+    DriftConfigError,
+    TriggerConfigError,
+    RetrainError,
+    DemoError,
+    FeatureSpecError,
+    LauncherError,
+    KafkaException,
+    KafkaUnavailable,
+    RegistryError,
+    SignatureError,
+    MissingKeyError,
+    RedisError,
+    MetricsPortError,
+    RecoveryStateError,
+    LearnProcessError,
+    ServeError,
+    PredictError,
+    InvalidInput,
+    EvaluateError,
+    SourceError,
+)
+
+
+def reporting(command: str, work: Callable[[], int]) -> int:
+    """Run ``work``; a known failure ends with one line on stderr and status 2, Ctrl-C with
+    status 130. Every process of ``riverrun COMMAND`` reports this way (a cluster's too)."""
+    try:
+        return work()
+    except KNOWN_ERRORS as exc:
+        print(f"riverrun {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"riverrun {command}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``riverrun`` console script."""
     parser = build_parser()
@@ -250,38 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handler: Handler = args.handler
-    try:
-        settings = from_args(args)
-        return handler(args, settings)
-    except (
-        SettingsError,
-        SpecError,
-        DatasetError,
-        DriftConfigError,
-        TriggerConfigError,
-        RetrainError,
-        DemoError,
-        FeatureSpecError,
-        LauncherError,
-        KafkaException,
-        KafkaUnavailable,
-        RegistryError,
-        SignatureError,
-        MissingKeyError,
-        RedisError,
-        MetricsPortError,
-        RecoveryStateError,
-        ServeError,
-        PredictError,
-        InvalidInput,
-        EvaluateError,
-        SourceError,
-    ) as exc:
-        print(f"riverrun {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"riverrun {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return reporting(args.command, lambda: handler(args, from_args(args)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from models.gates import OVER, UNDER, Gate, GateError, failures, parse_gate
 from models.progressive import Evaluation, Rejects, sample_every
 from models.schema import Event
 from models.specs import build_model
-from riverrun.argtypes import count, positive
+from riverrun.argtypes import count, output_file, plot_file, positive
 from riverrun.retrain_cmd import parse_time
 from riverrun.settings import Settings, add_flags
 
@@ -190,8 +190,16 @@ def add_parser(sub: Any) -> None:
         help="a file (.csv, .jsonl, .parquet or a folder of them), kafka, or a dataset name",
     )
     add_source_flags(p)
-    p.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
-    p.add_argument("--plot", default=None, metavar="FILE.png", help="draw rolling metrics")
+    p.add_argument(
+        "--json", type=output_file, default=None, metavar="FILE", help="write the results as JSON"
+    )
+    p.add_argument(
+        "--plot",
+        type=plot_file,
+        default=None,
+        metavar="FILE.png",
+        help="draw rolling metrics (.png, .svg, .pdf, ...)",
+    )
     p.add_argument(
         "--fail-under",
         action="append",

@@ -6,6 +6,13 @@ from pathlib import Path
 from typing import Any
 
 
+def file_formats() -> list[str]:
+    """The file extensions :func:`plot_series` can write (``.png``, ``.svg``, ...)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return sorted(f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes())
+
+
 def plot_series(report: dict[str, Any], path: Path, title: str) -> None:
     """Draw each rolling metric of the report against the labelled events, per model."""
     import matplotlib

@@ -15,6 +15,7 @@ from flows.sources import latest_event
 from models.progressive import Rejects
 from models.registry import ANY, Registry, RegistryError, VersionInfo, model_params
 from models.specs import build_model
+from riverrun.argtypes import positive
 from riverrun.evaluate_cmd import (
     KAFKA_FLAGS,
     add_source_flags,
@@ -215,17 +216,17 @@ def add_parser(sub: Any) -> None:
     a.add_argument("model", nargs="?", help="model name")
     a = action("show", show, "one version (default: the champion)")
     a.add_argument("model")
-    a.add_argument("version", nargs="?", type=int)
+    a.add_argument("version", nargs="?", type=positive)
     a = action("promote", promote, "make VERSION the champion")
     a.add_argument("model")
-    a.add_argument("version", type=int)
+    a.add_argument("version", type=positive)
     a.add_argument("--reason", default="promoted by hand", help="recorded in the audit stream")
     a = action("rollback", rollback, "move the champion back to the previous one")
     a.add_argument("model")
     a.add_argument("--reason", default="rolled back by hand", help="recorded in the audit stream")
     a = action("history", history, "the audit stream of a model")
     a.add_argument("model")
-    a.add_argument("--limit", type=int, default=100, help="last N entries")
+    a.add_argument("--limit", type=positive, default=100, metavar="N", help="last N entries")
     a = action("verify", verify, "check every snapshot's signature")
     a.add_argument("model")
     a = action("push", push, "register a model from a spec and shadow it as a challenger")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import signal
 import threading
 from typing import Any
@@ -46,17 +47,35 @@ TRIGGERS = (
 )
 
 
+# Kafka stamps records in milliseconds since 1970; an ISO-8601 time ends with the year 9999.
+LATEST_TIME = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+
+
 def parse_time(text: str) -> float:
-    """Epoch seconds from ``1700000000.5`` or an ISO-8601 time (UTC when no zone is given)."""
+    """Epoch seconds from ``1700000000.5`` or an ISO-8601 time (UTC when no zone is given); an
+    argument type, refusing what is neither, or no time from 1970 to 9999 (``nan``, ``-5``).
+
+    >>> parse_time("1700000000.5"), parse_time("2023-11-14T22:13:20")
+    (1700000000.5, 1700000000.0)
+    >>> parse_time("inf")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: 'inf': expected epoch seconds or an ISO-8601 time from 1970 to 9999
+    """
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise SettingsError(f"{text!r} is neither epoch seconds nor an ISO-8601 time") from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            seconds = math.nan
+        else:
+            seconds = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    if not 0 <= seconds <= LATEST_TIME:  # nan too
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected epoch seconds or an ISO-8601 time from 1970 to 9999"
+        )
+    return seconds
 
 
 def parse_positions(text: str) -> dict[tuple[str, int], int]:
@@ -78,8 +97,8 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
 
     req = RetrainRequest(
         spec=args.spec or "",
-        since=parse_time(args.since) if args.since else None,
-        until=parse_time(args.until) if args.until else None,
+        since=args.since,
+        until=args.until,
         start_offsets=parse_positions(args.from_positions or ""),
         stop_offsets=parse_positions(args.to_positions or ""),
         reason=args.reason,
@@ -112,8 +131,12 @@ def add_parsers(sub: Any) -> None:
     """Register ``riverrun retrain`` and ``riverrun trigger``."""
     p = sub.add_parser("retrain", help="a fresh model from a replay of the topics, as challenger")
     p.add_argument("--spec", default=None, help="model spec (default: the champion's)")
-    p.add_argument("--since", default=None, help="first message time (epoch s or ISO-8601)")
-    p.add_argument("--until", default=None, help="end of the range (epoch s or ISO-8601)")
+    p.add_argument(
+        "--since", type=parse_time, default=None, help="first message time (epoch s or ISO-8601)"
+    )
+    p.add_argument(
+        "--until", type=parse_time, default=None, help="end of the range (epoch s or ISO-8601)"
+    )
     p.add_argument(
         "--from-positions",
         default=None,

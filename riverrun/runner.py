@@ -32,6 +32,8 @@ from riverrun.metrics import serve_metrics
 from riverrun.recovery import prepare_recovery, recovery_config
 from riverrun.settings import Settings
 
+STOP_TIMEOUT = 5.0  # seconds a cluster's processes have to stop before they are killed
+
 
 def learn_topics(settings: Settings) -> list[str]:
     """Every topic the learn flow reads or writes."""
@@ -60,12 +62,13 @@ def run_learn(settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def _stop_quietly_on_signal() -> Iterator[None]:
+def _stop_quietly_on_signal(announce: bool = True) -> Iterator[None]:
     """Ctrl-C or SIGTERM stop the flow; whichever code it interrupted, that is no error.
 
     The signal raises ``KeyboardInterrupt`` wherever Python happens to be (inside a Kafka
     flush, say), and Bytewax may wrap what that becomes: once a signal came, an error on
-    the way out is the stop itself.
+    the way out is the stop itself. ``announce=False`` stops without a word: a cluster's
+    processes, whose parent says it once.
     """
     stopping = threading.Event()
 
@@ -77,11 +80,13 @@ def _stop_quietly_on_signal() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        print("learn flow stopped by signal", file=sys.stderr)
+        if announce:
+            print("learn flow stopped by signal", file=sys.stderr)
     except Exception:
         if not stopping.is_set():
             raise
-        print("learn flow stopped by signal", file=sys.stderr)
+        if announce:
+            print("learn flow stopped by signal", file=sys.stderr)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -112,7 +117,14 @@ def check_learn_settings(settings: Settings) -> None:
         build_model(spec, settings.task, settings.seed)
 
 
+class LearnProcessError(RuntimeError):
+    """A process of a learn cluster stopped without saying why in one line; the message
+    names it."""
+
+
 def _run_cluster(settings: Settings) -> int:
+    """Run the cluster; a process that fails stops the others. A process reports a known
+    failure itself, in one line and with exit status 2, which the cluster then returns."""
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(settings.processes))
     env = {**os.environ, **settings.to_env()}
     children = [  # a killed parent takes its children along: no orphan keeps learning
@@ -125,9 +137,9 @@ def _run_cluster(settings: Settings) -> int:
     try:
         while True:
             codes = [c.poll() for c in children]
-            failed = [code for code in codes if code not in (None, 0)]
+            failed = [(k, code) for k, code in enumerate(codes) if code not in (None, 0)]
             if failed:
-                return failed[0]
+                return _failure(*failed[0])
             if all(code == 0 for code in codes):
                 return 0
             time.sleep(0.2)
@@ -136,9 +148,38 @@ def _run_cluster(settings: Settings) -> int:
             if child.poll() is None:
                 child.terminate()
         for child in children:
-            child.wait()
+            try:
+                child.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:  # stuck where no signal reaches Python
+                child.kill()
+                child.wait()
+
+
+def _failure(process_id: int, code: int) -> int:
+    """The exit status of a cluster whose process ``process_id`` ended with status ``code``."""
+    if code == 2:  # it said why in one line
+        return code
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        raise LearnProcessError(f"learn process {process_id} was killed by {name}")
+    raise LearnProcessError(f"learn process {process_id} failed with exit status {code}")
+
+
+def _cluster_process(process_id: int, addresses: list[str]) -> int:
+    """Process ``process_id`` of a cluster, from the ``RIVERRUN_*`` settings its parent passed:
+    a known failure is one line and exit status 2, as ``riverrun learn`` reports it alone."""
+    from riverrun.cli import reporting  # here: riverrun.cli imports this module
+
+    def work() -> int:
+        with _stop_quietly_on_signal(announce=False):
+            run_process(Settings.from_env(), process_id, addresses)
+        return 0
+
+    return reporting("learn", work)
 
 
 if __name__ == "__main__":  # one process of a cluster: PROCESS_ID "HOST:PORT;HOST:PORT;..."
-    with _stop_quietly_on_signal():
-        run_process(Settings.from_env(), int(sys.argv[1]), sys.argv[2].split(";"))
+    sys.exit(_cluster_process(int(sys.argv[1]), sys.argv[2].split(";")))

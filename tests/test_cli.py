@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from confluent_kafka.admin import AdminClient
 from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun.demo import format_report
 from riverrun.local import TANSU_ENV, ephemeral_ports, free_port, start_broker
-from tests.helpers import Lines
+from riverrun.runner import LearnProcessError, _failure
+from tests.helpers import Lines, free_ports, run_cli
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
 
@@ -198,6 +200,27 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             {},
             "cannot reach Kafka at 127.0.0.1:1",
         ),
+        (
+            ["registry", "list", "--redis-url", "notaurl"],
+            {},
+            "RIVERRUN_REDIS_URL='notaurl': expected a redis://, rediss:// or unix:// URL",
+        ),
+        (
+            ["registry", "list", "--redis-url", "redis://127.0.0.1:99999/0"],
+            {},
+            "RIVERRUN_REDIS_URL='redis://127.0.0.1:99999/0': port 99999 is not within 1 to 65535",
+        ),
+        (
+            ["registry", "list"],
+            {"RIVERRUN_REDIS_URL": "redis://:hunter2@127.0.0.1:6379/zero"},
+            "RIVERRUN_REDIS_URL='redis://:***@127.0.0.1:6379/zero': database 'zero' is no number",
+        ),
+        (
+            ["produce", "--events", "0"],
+            {},
+            "riverrun produce: error: argument --events: '0': expected a whole number of at "
+            "least 1 (riverrun produce --help shows the usage)",
+        ),
     ],
 )
 def test_bad_requests_exit_2_with_one_line(argv: list[str], env: Any, message: str) -> None:
@@ -207,3 +230,74 @@ def test_bad_requests_exit_2_with_one_line(argv: list[str], env: Any, message: s
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def _one_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "where", "message"),
+    [
+        ("evaluate", "--json", "missing/r.json", "'{path}': there is no folder '{tmp}/missing'"),
+        ("evaluate", "--json", "file/r.json", "'{path}': '{tmp}/file' is a file, not a folder"),
+        ("evaluate", "--json", ".", "'{path}' is a folder; give a file name"),
+        ("evaluate", "--plot", "missing/p.png", "'{path}': there is no folder '{tmp}/missing'"),
+        ("evaluate", "--plot", "p.txt", "'{path}': expected a file name ending in one of"),
+        ("evaluate", "--plot", "plot", "'{path}': expected a file name ending in one of"),
+        ("demo", "--report", "missing/r.json", "'{path}': there is no folder '{tmp}/missing'"),
+        ("demo", "--report", ".", "'{path}' is a folder; give a file name"),
+    ],
+)
+def test_output_paths_are_refused_before_any_work(
+    tmp_path: Path, command: str, flag: str, where: str, message: str
+) -> None:
+    (tmp_path / "file").write_text("a file")
+    work = ["--model", "logreg", "--source", "agrawal", "--events", "500"]
+    argv = [command, *(work if command == "evaluate" else ["--events", "500"])]
+    path = str(tmp_path / where)
+    done = subprocess.run(
+        [*RIVERRUN, *argv, flag, path],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = _one_line(done)
+    expected = message.format(tmp=tmp_path, path=path)
+    assert line.startswith(f"riverrun {command}: error: argument {flag}: ") and expected in line
+    assert done.stdout == "", "the command did its work before refusing where to write it"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("limit", ["-5", "0", "x"])
+def test_registry_history_needs_a_positive_limit(make_settings: Any, limit: str) -> None:
+    s = make_settings()
+    line = _one_line(run_cli(s.to_env(), "registry", "history", s.model_name, "--limit", limit))
+    assert line.startswith("riverrun registry history: error: argument --limit: ")
+    assert f"{limit!r}: expected a whole number of at least 1" in line
+
+
+def test_a_cluster_process_that_cannot_serve_metrics_fails_in_one_line(
+    make_settings: Any,
+) -> None:
+    first = free_ports(2)  # process K serves /metrics on port + K: process 1's is taken
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first + 1))
+        taken.listen()
+        s = make_settings(processes=2, metrics_port=first, follow=True)
+        done = run_cli(s.to_env(), "learn", timeout=60)
+    line = _one_line(done)
+    assert line.startswith(f"riverrun learn: error: cannot serve /metrics on 127.0.0.1:{first + 1}")
+    assert "RIVERRUN_METRICS_PORT" in line
+
+
+def test_a_cluster_process_that_ends_without_its_one_line_is_named() -> None:
+    assert _failure(1, 2) == 2, "it said why itself"
+    with pytest.raises(LearnProcessError, match="learn process 1 was killed by SIGKILL"):
+        _failure(1, -signal.SIGKILL)
+    with pytest.raises(LearnProcessError, match="learn process 0 failed with exit status 1"):
+        _failure(0, 1)

@@ -3,15 +3,19 @@ the trigger service that starts retrains, as those who wait on it see it."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import threading
 import time
 from typing import Any
 
+import pytest
+
 from flows.produce import ProduceRequest, produce
 from flows.trigger_service import TriggerService, caught_up, retrain_lock
 from models.registry import Registry
 from models.status import write_status
+from riverrun.retrain_cmd import parse_time
 from tests.helpers import run_cli, run_flow_to_end, wait_for
 
 
@@ -82,3 +86,31 @@ def test_the_trigger_service_says_which_status_it_acted_on(make_settings: Any) -
     assert not caught_up(client, s.model_name, 401), "the flow has gone further since"
     client.set(retrain_lock(s.model_name), "a retrain runs")
     assert not caught_up(client, s.model_name, 400), "a running retrain is not caught up"
+
+
+BAD_TIMES = ["nan", "inf", "-inf", "1e300", "-5", "1969-12-31", "yesterday"]
+
+
+@pytest.mark.parametrize("value", BAD_TIMES)
+def test_a_time_kafka_cannot_hold_is_no_time(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="from 1970 to 9999"):
+        parse_time(value)
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        (["retrain"], "--since", "nan"),
+        (["retrain"], "--until", "-inf"),
+        (["evaluate", "--model", "logreg", "--source", "kafka"], "--since", "1e300"),
+    ],
+)
+def test_a_time_kafka_cannot_hold_is_refused_in_one_line(
+    make_settings: Any, command: list[str], flag: str, value: str
+) -> None:
+    done = run_cli(make_settings().to_env(), *command, f"{flag}={value}")  # -inf: no flag
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"riverrun {command[0]}: error: argument {flag}: {value!r}: ")
+    assert "expected epoch seconds or an ISO-8601 time from 1970 to 9999" in lines[0]
