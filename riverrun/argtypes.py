@@ -4,6 +4,7 @@ and files a command will write, refused when the flags are read rather than afte
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import TypeVar
@@ -22,10 +23,17 @@ def positive(text: str) -> int:
 
 
 def rate(text: str) -> float:
-    """A number above 0 (``--rate 0.5``)."""
-    value = _bounded(float, text, 0.0, "a number above 0")
-    if value == 0.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number above 0")
+    """A finite number above 0 (``--rate 0.5``, ``--timeout 2.5``).
+
+    >>> rate("inf")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: 'inf': expected a finite number above 0
+    """
+    expected = "a finite number above 0"
+    value = _bounded(float, text, 0.0, expected)
+    if value == 0.0 or value == math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
     return value
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from riverrun.argtypes import rate
 from riverrun.settings import Settings, add_flags
 
 SERVE = (
@@ -109,7 +110,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--entity", default="", help="entity key (A/B arm, entity features)")
     p.add_argument("--id", default="", help="event id, for feedback later")
     p.add_argument("--time", type=float, default=0.0, help="event time, epoch s (default: now)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    p.add_argument("--timeout", type=rate, default=10.0, help="seconds to wait for the answer")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_flags(p, CLIENT)
     p.set_defaults(handler=_predict)

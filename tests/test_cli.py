@@ -221,6 +221,15 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "riverrun produce: error: argument --events: '0': expected a whole number of at "
             "least 1 (riverrun produce --help shows the usage)",
         ),
+        *[
+            (
+                ["predict", "a=1", "--timeout", timeout],
+                {},
+                f"riverrun predict: error: argument --timeout: {timeout!r}: expected a finite "
+                "number above 0",
+            )
+            for timeout in ("nan", "inf", "0", "-1")
+        ],
     ],
 )
 def test_bad_requests_exit_2_with_one_line(argv: list[str], env: Any, message: str) -> None:
