@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from redis.connection import parse_url
 
@@ -240,37 +240,49 @@ def _check_redis_url(url: str) -> None:
     def refused(reason: str) -> SettingsError:
         return SettingsError(f"{env_name('redis_url')}={_hide_password(url)!r}: {reason}")
 
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise refused("expected a redis://, rediss:// or unix:// URL")
-    parts = urlsplit(url)
-    if parts.scheme != "unix":
-        host_port = parts.netloc.rpartition("@")[2]
-        port = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
-        port = port.partition(":")[2]
-        if port and not port.isdigit():
-            raise refused(f"port {port!r} is no number")
-        if port and not 1 <= int(port) <= 65535:
-            raise refused(f"port {int(port)} is not within 1 to 65535")
-        db = unquote(parts.path).replace("/", "")
-        if db and not db.isdigit():
-            raise refused(f"database {db!r} is no number")
     try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise refused("expected a redis://, rediss:// or unix:// URL")
+        if parts.scheme != "unix":
+            if not _is_port(parts):
+                raise refused("the port is no number from 1 to 65535")
+            db = unquote(parts.path).replace("/", "")
+            if db and "db" not in parse_qs(parts.query) and not _is_int(db):  # as redis-py
+                raise refused(f"database {db!r} is no number")
         parse_url(url)
+    except SettingsError:
+        raise
     except ValueError as exc:
         raise refused(str(exc)) from None
 
 
+def _is_port(parts: SplitResult) -> bool:
+    try:
+        port = parts.port
+    except ValueError:  # no number, or beyond 65535
+        return False
+    return port is None or port > 0
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _hide_password(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***``.
+    """``url`` with its password, if any, shown as ``***`` (the rest as it was written).
 
     >>> _hide_password("redis://user:secret@h:6379/0?password=again")
     'redis://user:***@h:6379/0?password=***'
+    >>> _hide_password("REDIS://[::1")
+    'REDIS://[::1'
     """
-    parts = urlsplit(url)
-    user_info, at, host_port = parts.netloc.rpartition("@")
-    if at and ":" in user_info:
-        parts = parts._replace(netloc=f"{user_info.partition(':')[0]}:***@{host_port}")
-    return re.sub(r"(?<=password=)[^&]*", "***", urlunsplit(parts))
+    hidden = re.sub(r"^([A-Za-z]+://[^:/@]*):[^/]*@", r"\1:***@", url)
+    return re.sub(r"(?<=password=)[^&]*", "***", hidden)
 
 
 def env_name(field_name: str) -> str:

@@ -208,7 +208,7 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         (
             ["registry", "list", "--redis-url", "redis://127.0.0.1:99999/0"],
             {},
-            "RIVERRUN_REDIS_URL='redis://127.0.0.1:99999/0': port 99999 is not within 1 to 65535",
+            "RIVERRUN_REDIS_URL='redis://127.0.0.1:99999/0': the port is no number from 1 to 65535",
         ),
         (
             ["registry", "list"],

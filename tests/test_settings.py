@@ -40,10 +40,15 @@ def test_flags_override_environment() -> None:
         ({"RIVERRUN_BATCH_SIZE": "0"}, "RIVERRUN_BATCH_SIZE must be at least 1"),
         ({"RIVERRUN_FOLLOW": "maybe"}, "expected true or false"),
         ({"RIVERRUN_REDIS_URL": "notaurl"}, "RIVERRUN_REDIS_URL='notaurl': expected a redis://"),
-        ({"RIVERRUN_REDIS_URL": "redis://h:99999/0"}, "port 99999 is not within 1 to 65535"),
-        ({"RIVERRUN_REDIS_URL": "redis://h:0/0"}, "port 0 is not within 1 to 65535"),
-        ({"RIVERRUN_REDIS_URL": "redis://h:x/0"}, "port 'x' is no number"),
+        ({"RIVERRUN_REDIS_URL": "http://h:6379"}, "'http://h:6379': expected a redis://"),
+        ({"RIVERRUN_REDIS_URL": "redis://h:99999/0"}, "the port is no number from 1 to 65535"),
+        ({"RIVERRUN_REDIS_URL": "redis://h:0/0"}, "the port is no number from 1 to 65535"),
+        ({"RIVERRUN_REDIS_URL": "redis://h:x/0"}, "the port is no number from 1 to 65535"),
+        ({"RIVERRUN_REDIS_URL": "redis://h:\u00b2/0"}, "the port is no number from 1 to 65535"),
+        ({"RIVERRUN_REDIS_URL": "redis://[::1"}, "Invalid IPv6 URL"),
+        ({"RIVERRUN_REDIS_URL": "REDIS://h"}, "'REDIS://h': Redis URL must specify one of"),
         ({"RIVERRUN_REDIS_URL": "redis://h/two"}, "database 'two' is no number"),
+        ({"RIVERRUN_REDIS_URL": "redis://h/\u00b2"}, "database '\u00b2' is no number"),
         ({"RIVERRUN_REDIS_URL": "redis://h/0?db=x"}, "Invalid value for 'db'"),
     ],
 )
@@ -73,6 +78,9 @@ def test_the_server_binds_to_loopback_by_default_and_tls_needs_both_files() -> N
         "rediss://u:p@cache.example:6380/3",
         "redis://h",
         "unix:///r.sock",
+        "unix:///r.sock?db=1",
+        "redis://[::1]:6379/0",
+        "redis://h/x?db=2",
     ],
 )
 def test_good_redis_urls_pass(url: str) -> None:
@@ -82,4 +90,15 @@ def test_good_redis_urls_pass(url: str) -> None:
 def test_a_bad_redis_url_hides_its_password() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"RIVERRUN_REDIS_URL": "redis://user:hunter2@h:99999/0"})
-    assert "hunter2" not in str(caught.value) and "redis://user:***@h:99999/0" in str(caught.value)
+    assert str(caught.value) == (
+        "RIVERRUN_REDIS_URL='redis://user:***@h:99999/0': the port is no number from 1 to 65535"
+    )
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"RIVERRUN_REDIS_URL": "redis://:hunter2@h/zero"})
+    assert (
+        str(caught.value)
+        == "RIVERRUN_REDIS_URL='redis://:***@h/zero': database 'zero' is no number"
+    )
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"RIVERRUN_REDIS_URL": "redis://user:p@ss:w@rd@[::1"})
+    assert "p@ss" not in str(caught.value) and "'redis://user:***@[::1'" in str(caught.value)
