@@ -36,7 +36,7 @@ from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
 from riverrun.metrics import MetricsPortError
 from riverrun.recovery import RecoveryStateError
-from riverrun.runner import LearnProcessError
+from riverrun.runner import LearnProcessError, run_learn
 from riverrun.serve_cmd import PredictError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
@@ -122,8 +122,6 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _learn(args: argparse.Namespace, settings: Settings) -> int:
-    from riverrun.runner import run_learn
-
     return run_learn(settings)
 
 

@@ -1,8 +1,9 @@
 """Runs the learn flow: in this process, or as a cluster of Bytewax processes.
 
 Bytewax worker threads share one GIL, so riverrun scales with processes: ``processes=N``
-spawns N ``python -m riverrun.runner K ADDRESSES`` children (Bytewax process K of the
-cluster) that read the same ``RIVERRUN_*`` settings, and stops them all if one fails.
+spawns N ``python -m riverrun.cluster_process K ADDRESSES`` children (Bytewax process K
+of the cluster) that read the same ``RIVERRUN_*`` settings, and stops them all if one
+fails.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -53,7 +54,7 @@ def run_learn(settings: Settings) -> int:
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
     if prepare_recovery(settings):
         print(f"learn flow resumes from {settings.recovery_path}", file=sys.stderr)
-    with _stop_quietly_on_signal():
+    with stop_quietly_on_signal():
         if settings.processes == 1:
             run_process(settings)
             return 0
@@ -62,7 +63,7 @@ def run_learn(settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def _stop_quietly_on_signal(announce: bool = True) -> Iterator[None]:
+def stop_quietly_on_signal(announce: bool = True) -> Iterator[None]:
     """Ctrl-C or SIGTERM stop the flow; whichever code it interrupted, that is no error.
 
     The signal raises ``KeyboardInterrupt`` wherever Python happens to be (inside a Kafka
@@ -129,7 +130,7 @@ def _run_cluster(settings: Settings) -> int:
     env = {**os.environ, **settings.to_env()}
     children = [  # a killed parent takes its children along: no orphan keeps learning
         subprocess.Popen(
-            guarded([sys.executable, "-m", "riverrun.runner", str(k), addresses]),
+            guarded([sys.executable, "-m", "riverrun.cluster_process", str(k), addresses]),
             env=env,
         )
         for k in range(settings.processes)
@@ -144,15 +145,22 @@ def _run_cluster(settings: Settings) -> int:
                 return 0
             time.sleep(0.2)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:  # stuck where no signal reaches Python
-                child.kill()
-                child.wait()
+        stop_all(children, STOP_TIMEOUT)
+
+
+def stop_all(children: Sequence[subprocess.Popen[Any]], timeout: float) -> None:
+    """SIGTERM every child still running, and SIGKILL those still running ``timeout``
+    seconds later (one stuck where no signal reaches Python, joining a dead cluster say)."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def _failure(process_id: int, code: int) -> int:
@@ -166,20 +174,3 @@ def _failure(process_id: int, code: int) -> int:
             name = f"signal {-code}"
         raise LearnProcessError(f"learn process {process_id} was killed by {name}")
     raise LearnProcessError(f"learn process {process_id} failed with exit status {code}")
-
-
-def _cluster_process(process_id: int, addresses: list[str]) -> int:
-    """Process ``process_id`` of a cluster, from the ``RIVERRUN_*`` settings its parent passed:
-    a known failure is one line and exit status 2, as ``riverrun learn`` reports it alone."""
-    from riverrun.cli import reporting  # here: riverrun.cli imports this module
-
-    def work() -> int:
-        with _stop_quietly_on_signal(announce=False):
-            run_process(Settings.from_env(), process_id, addresses)
-        return 0
-
-    return reporting("learn", work)
-
-
-if __name__ == "__main__":  # one process of a cluster: PROCESS_ID "HOST:PORT;HOST:PORT;..."
-    sys.exit(_cluster_process(int(sys.argv[1]), sys.argv[2].split(";")))

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun.demo import format_report
 from riverrun.local import TANSU_ENV, ephemeral_ports, free_port, start_broker
-from riverrun.runner import LearnProcessError, _failure
+from riverrun.runner import LearnProcessError, _failure, stop_all
 from tests.helpers import Lines, free_ports, run_cli
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
@@ -310,3 +311,19 @@ def test_a_cluster_process_that_ends_without_its_one_line_is_named() -> None:
         _failure(1, -signal.SIGKILL)
     with pytest.raises(LearnProcessError, match="learn process 0 failed with exit status 1"):
         _failure(0, 1)
+
+
+def test_a_cluster_stops_processes_deaf_to_sigterm_within_one_timeout() -> None:
+    deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1)"
+    deaf += "; import sys; sys.stdout.flush(); time.sleep(60)"
+    children = [
+        subprocess.Popen([sys.executable, "-c", deaf], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for child in children:
+        assert child.stdout is not None and Lines(child.stdout).next(30, "a deaf child") == "1\n"
+    began = time.monotonic()
+    stop_all(children, timeout=1.0)
+    took = time.monotonic() - began
+    assert [child.returncode for child in children] == [-signal.SIGKILL] * 4
+    assert took < 3.0, f"killed one timeout after another ({took:.1f} s), not after one"
