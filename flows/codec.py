@@ -60,8 +60,8 @@ def _loads(value: bytes) -> Any:
             # The stdlib also accepts lone UTF-16 surrogates ("\ud800"), which no UTF-8
             # output can hold: an id, entity or class holding one would fail every message
             # written about it, so such input goes no further than this.
-            orjson.dumps(obj, option=_DUMPS_OPTIONS)
-        except (ValueError, TypeError, RecursionError) as exc:
+            json.dumps(obj, ensure_ascii=False).encode()
+        except (ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
             raise InvalidInput("malformed_json", f"not valid JSON: {exc}") from None
         return obj
 

@@ -17,7 +17,7 @@ BAD_EVENTS: dict[str, bytes] = {
     "missing_field": orjson.dumps({"id": "bad3", "time": 1.0, "entity": "a"}),
     "bad_feature": orjson.dumps({"id": "bad4", "features": {"a": "high", "b": 1.0}}),
     "missing_feature": orjson.dumps({"id": "bad5", "time": 1e6, "features": {"a": 1.0}}),
-    "non_finite": b'{"id": "bad6", "features": {"a": NaN, "b": 1.0}}',
+    "non_finite": b'{"id": "bad6", "features": {"a": NaN, "b": 18446744073709551616}}',
     "out_of_range": b'{"id": "bad10", "features": {"a": 1e308, "b": 1.0}}',
     "bad_label": orjson.dumps({"id": "bad7", "features": {"a": 1.0, "b": 2.0}, "label": "yes"}),
     "oversize": orjson.dumps({"id": "bad8", "features": {"a": 1.0, "b": 2.0, "pad": "x" * 5000}}),
