@@ -62,7 +62,7 @@ def retrain_argv(action: Action, alias: str) -> list[str]:
     if action.positions:
         argv += ["--from-positions", _positions(action.positions)]
     elif action.since is not None:
-        argv += ["--since", f"{time.time() - action.since:.3f}"]
+        argv += ["--since", f"{max(0.0, time.time() - action.since):.3f}"]  # 0: from the start
     if action.until:
         argv += ["--to-positions", _positions(action.until)]
     return argv

@@ -184,6 +184,10 @@ class Settings:
             raise SettingsError(
                 f"{env_name('task')}={self.task!r}: expected binary, multiclass or regression"
             )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and value != value:
+                raise SettingsError(f"{env_name(f.name)} is NaN: expected a number")
         for name in (
             "partitions",
             "rolling_window",
@@ -208,6 +212,7 @@ class Settings:
             "snapshot_interval",
             "serve_sync_interval",
             "offline_store_max_seconds",
+            "trigger_lookback",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")

@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 
-from flows.trigger_service import TriggerService
+from flows.trigger_service import TriggerService, retrain_argv
+from models.triggers import Action
+from riverrun.retrain_cmd import parse_time
 from tests.helpers import wait_for, write_raw
 
 
@@ -63,3 +65,12 @@ def test_unreadable_drift_messages_are_skipped_and_the_next_event_counts(
         thread.join(30)
     assert not thread.is_alive() and not failures
     assert service.triggers.drift == drift, "the good drift event armed the drift policy"
+
+
+def test_a_lookback_from_before_1970_replays_from_the_start() -> None:
+    """``riverrun retrain`` refuses times before 1970; a lookback longer than that means all."""
+    argv = retrain_argv(Action("retrain", "scheduled", since=1e12), "challenger-retrain")
+    since = argv[argv.index("--since") + 1]
+    assert since == "0.000" and parse_time(since) == 0.0
+    recent = retrain_argv(Action("retrain", "scheduled", since=60.0), "challenger-retrain")
+    assert abs(parse_time(recent[recent.index("--since") + 1]) - (time.time() - 60)) < 5
