@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+import orjson
 import redis
 
 from grpc_api.book import Loaded, Served
@@ -409,7 +410,7 @@ class ScoringService(rpc.ScoringServicer):
         at = _event_time(request.time)
         size = len(label_message(request.id, label, at))
         if size > self.max_message_bytes:
-            longer = isinstance(label, str) and len(label) > len(request.id)
+            longer = len(orjson.dumps(label)) > len(orjson.dumps(request.id))  # as written
             field = "label" if longer else "id"
             raise Refusal(
                 Code.INVALID_ARGUMENT,

@@ -212,6 +212,19 @@ def test_a_label_message_the_flow_would_refuse_as_oversize_is_refused(make_setti
     assert requests_counted("Feedback", "INVALID_ARGUMENT") == before + 2
 
 
+def test_an_oversize_label_message_blames_the_larger_of_id_and_label_in_bytes(
+    make_settings: Any,
+) -> None:
+    s = make_settings(max_message_bytes=4096)
+    model, _ = trained("hoeffding", "imagesegments", events=50)
+    publish(s, model, spec="hoeffding", task="multiclass")
+    with running(s) as (_, client):
+        for event_id, label, blamed in (("é" * 1500, "x" * 2000, "id"), ("e", "é" * 2100, "label")):
+            error = refusal(lambda i=event_id, y=label: client.feedback(i, y, time=T0))
+            assert error.code() == Code.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert field_of(error) == blamed, (len(event_id), len(label))
+
+
 @pytest.mark.parametrize("bad", BAD_TIMES)
 def test_bad_event_times_are_refused_when_entity_features_use_them(
     make_settings: Any, bad: float
