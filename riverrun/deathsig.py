@@ -17,19 +17,21 @@ import sys
 PR_SET_PDEATHSIG = 1
 
 
-def guarded(argv: list[str]) -> list[str]:
-    """``argv`` as a command that gets SIGTERM when this process ends (as is, off Linux)."""
+def guarded(argv: list[str], death_signal: int = signal.SIGTERM) -> list[str]:
+    """``argv`` as a command that gets ``death_signal`` when this process ends (as is, off
+    Linux): SIGKILL for a child that may sit where no Python signal handler runs."""
     if sys.platform != "linux":
         return argv
-    return [sys.executable, "-m", "riverrun.deathsig", str(os.getpid()), *argv]
+    parent = str(os.getpid())
+    return [sys.executable, "-m", "riverrun.deathsig", parent, str(int(death_signal)), *argv]
 
 
 def main(args: list[str]) -> None:
-    """Ask for SIGTERM on the parent's death, then exec the command (exit 1 if the parent
-    ``args[0]`` is already gone)."""
-    parent, argv = int(args[0]), args[1:]
+    """Ask for the signal ``args[1]`` on the death of the parent ``args[0]``, then exec the
+    command (exit 1 if the parent is already gone)."""
+    parent, death_signal, argv = int(args[0]), int(args[1]), args[2:]
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, death_signal)
     if os.getppid() != parent:
         sys.exit(1)
     os.execvp(argv[0], argv)

@@ -128,11 +128,12 @@ def _run_cluster(settings: Settings) -> int:
     failure itself, in one line and with exit status 2, which the cluster then returns."""
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(settings.processes))
     env = {**os.environ, **settings.to_env()}
-    children = [  # a killed parent takes its children along: no orphan keeps learning
-        subprocess.Popen(
-            guarded([sys.executable, "-m", "riverrun.cluster_process", str(k), addresses]),
-            env=env,
-        )
+    # A killed parent takes its children along, no orphan keeps learning: by SIGKILL, as
+    # one joining a cluster whose peer died runs no Python signal handler (recovery
+    # resumes from the last snapshot either way).
+    argv = [sys.executable, "-m", "riverrun.cluster_process"]
+    children = [
+        subprocess.Popen(guarded([*argv, str(k), addresses], signal.SIGKILL), env=env)
         for k in range(settings.processes)
     ]
     try:

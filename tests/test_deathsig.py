@@ -8,19 +8,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Lines, process_alive, wait_for
 
 PARENT = """
-import subprocess, sys, time
+import signal, subprocess, sys, time
 from riverrun.deathsig import guarded
-child = subprocess.Popen(guarded([sys.executable, "-c", "import time; time.sleep(120)"]))
+child = subprocess.Popen(guarded([sys.executable, "-c", {child!r}], {death_signal}))
 print(child.pid, flush=True)
 time.sleep(120)
 """
+DEAF = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
 
 
-def test_a_guarded_child_ends_when_its_parent_is_killed() -> None:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize(
+    ("child", "death_signal"),
+    [
+        ("import time; time.sleep(120)", "signal.SIGTERM"),
+        (DEAF, "signal.SIGKILL"),  # a child that no SIGTERM stops, as a cluster's can be
+    ],
+)
+def test_a_guarded_child_ends_when_its_parent_is_killed(child: str, death_signal: str) -> None:
+    code = PARENT.format(child=child, death_signal=death_signal)
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
         child = int(Lines(parent.stdout).next(10, "the child's pid"))
