@@ -175,6 +175,14 @@ def run_cli(
     )
 
 
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a command that refused its input said: exit 2, no traceback."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
 def process_alive(pid: int) -> bool:
     """Whether ``pid`` runs and is not a zombie."""
     try:

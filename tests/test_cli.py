@@ -20,7 +20,7 @@ from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun.demo import format_report
 from riverrun.local import TANSU_ENV, ephemeral_ports, free_port, start_broker
 from riverrun.runner import LearnProcessError, _failure, stop_all
-from tests.helpers import Lines, free_ports, run_cli
+from tests.helpers import Lines, free_ports, one_line, run_cli
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
 
@@ -233,20 +233,13 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         ],
     ],
 )
-def test_bad_requests_exit_2_with_one_line(argv: list[str], env: Any, message: str) -> None:
+def test_bad_requests_exit_2_withone_line(argv: list[str], env: Any, message: str) -> None:
     done = subprocess.run(
         [*RIVERRUN, *argv], env=_env(**env), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
-
-
-def _one_line(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -276,7 +269,7 @@ def test_output_paths_are_refused_before_any_work(
         text=True,
         timeout=60,
     )
-    line = _one_line(done)
+    line = one_line(done)
     expected = message.format(tmp=tmp_path, path=path)
     assert line.startswith(f"riverrun {command}: error: argument {flag}: ") and expected in line
     assert done.stdout == "", "the command did its work before refusing where to write it"
@@ -286,12 +279,12 @@ def test_output_paths_are_refused_before_any_work(
 @pytest.mark.parametrize("limit", ["-5", "0", "x"])
 def test_registry_history_needs_a_positive_limit(make_settings: Any, limit: str) -> None:
     s = make_settings()
-    line = _one_line(run_cli(s.to_env(), "registry", "history", s.model_name, "--limit", limit))
+    line = one_line(run_cli(s.to_env(), "registry", "history", s.model_name, "--limit", limit))
     assert line.startswith("riverrun registry history: error: argument --limit: ")
     assert f"{limit!r}: expected a whole number of at least 1" in line
 
 
-def test_a_cluster_process_that_cannot_serve_metrics_fails_in_one_line(
+def test_a_cluster_process_that_cannot_serve_metrics_fails_inone_line(
     make_settings: Any,
 ) -> None:
     first = free_ports(2)  # process K serves /metrics on port + K: process 1's is taken
@@ -300,7 +293,7 @@ def test_a_cluster_process_that_cannot_serve_metrics_fails_in_one_line(
         taken.listen()
         s = make_settings(processes=2, metrics_port=first, follow=True)
         done = run_cli(s.to_env(), "learn", timeout=60)
-    line = _one_line(done)
+    line = one_line(done)
     assert line.startswith(f"riverrun learn: error: cannot serve /metrics on 127.0.0.1:{first + 1}")
     assert "RIVERRUN_METRICS_PORT" in line
 

@@ -4,11 +4,8 @@ unpickle them: one line, exit 2, nothing run, nothing changed (real broker, real
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,7 @@ import pytest
 
 from riverrun.recovery import partitions
 from riverrun.settings import Settings
-from tests.helpers import produce_stream, run_flow_to_end
+from tests.helpers import one_line, produce_stream, run_cli, run_flow_to_end
 from tests.recovery_db import LEARN_STEP, resume_point
 
 
@@ -73,16 +70,9 @@ def test_a_recovery_dir_with_foreign_snapshots_is_refused_before_anything_is_unp
         s = s.override({"registry_key": "another key, 16 bytes or more"})
     before = _contents(path)
 
-    env = {**os.environ, **s.to_env()}
-    done = subprocess.run(
-        [sys.executable, "-m", "riverrun.cli", "learn"], env=env, capture_output=True, timeout=120
-    )
-
-    lines = done.stderr.decode().strip().splitlines()
-    assert done.returncode == 2, done.stderr.decode()[-2000:]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith(f"riverrun learn: error: recovery state in {path} refused")
-    assert reason in lines[0] and f"delete {path}" in lines[0]
+    line = one_line(run_cli(s.to_env(), "learn"))
+    assert line.startswith(f"riverrun learn: error: recovery state in {path} refused")
+    assert reason in line and f"delete {path}" in line
     assert not marker.exists(), "the planted pickle ran"
     assert _contents(path) == before, "the recovery directory changed"
 
@@ -98,17 +88,10 @@ def test_a_partition_that_is_no_database_is_refused_in_one_line(
     planted = bytes(range(256)) * 64  # no SQLite header: "file is not a database"
     garbage.write_bytes(planted)
 
-    env = {**os.environ, **s.to_env()}
-    done = subprocess.run(
-        [sys.executable, "-m", "riverrun.cli", "learn"], env=env, capture_output=True, timeout=120
-    )
-
-    lines = done.stderr.decode().strip().splitlines()
-    assert done.returncode == 2, done.stderr.decode()[-2000:]
-    assert len(lines) == 1 and "Traceback" not in lines[0], lines
-    assert lines[0].startswith(
+    line = one_line(run_cli(s.to_env(), "learn"))
+    assert line.startswith(
         f"riverrun learn: error: recovery partition {garbage} cannot be read "
         "(file is not a database)"
     )
-    assert f"delete {path} to start over" in lines[0]
+    assert f"delete {path} to start over" in line
     assert garbage.read_bytes() == planted and [p.name for p in path.iterdir()] == [garbage.name]
