@@ -58,8 +58,9 @@ class LabelPublisher:
         while not self._closed.is_set():
             producer.poll(0.05)
 
-    def publish(self, event_id: str, label: Label, at: float) -> tuple[str, int, int]:
-        """Write one label; returns ``(topic, partition, offset)`` once Kafka has it."""
+    def publish(self, event_id: str, value: bytes) -> tuple[str, int, int]:
+        """Write one label message (:func:`label_message`) keyed by ``event_id``; returns
+        ``(topic, partition, offset)`` once Kafka has it."""
         done = threading.Event()
         outcome: dict[str, Any] = {}
 
@@ -67,7 +68,6 @@ class LabelPublisher:
             outcome["err"], outcome["msg"] = err, msg
             done.set()
 
-        value = label_message(event_id, label, at)
         try:
             self._get().produce(self.topic, value, event_id.encode(), on_delivery=delivered)
         except (BufferError, KafkaException) as exc:

@@ -408,7 +408,8 @@ class ScoringService(rpc.ScoringServicer):
         except InvalidInput as exc:
             raise _invalid(exc) from None
         at = _event_time(request.time)
-        size = len(label_message(request.id, label, at))
+        message = label_message(request.id, label, at)
+        size = len(message)
         if size > self.max_message_bytes:
             longer = len(orjson.dumps(label)) > len(orjson.dumps(request.id))  # as written
             field = "label" if longer else "id"
@@ -420,7 +421,7 @@ class ScoringService(rpc.ScoringServicer):
                 field,
             )
         try:
-            topic, partition, offset = self.publisher.publish(request.id, label, at)
+            topic, partition, offset = self.publisher.publish(request.id, message)
         except PublishError as exc:
             raise Refusal(Code.UNAVAILABLE, str(exc)) from None
         return pb.FeedbackResponse(topic=topic, partition=partition, offset=offset)
