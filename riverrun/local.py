@@ -16,9 +16,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from confluent_kafka.admin import AdminClient
@@ -119,18 +120,26 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server and wait for it; kill it if it does not stop in time."""
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        stop_all([self.process], timeout)
 
     def alive(self) -> bool:
         """Whether the process is still running."""
         return self.process.poll() is None
+
+
+def stop_all(children: Sequence[subprocess.Popen[Any]], timeout: float) -> None:
+    """SIGTERM every child still running, and SIGKILL those still running ``timeout``
+    seconds later (one stuck where no signal reaches Python, joining a dead cluster say)."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def _spawn(

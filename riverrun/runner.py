@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
 from models.specs import build_model
 from riverrun.deathsig import guarded
-from riverrun.local import free_port
+from riverrun.local import free_port, stop_all
 from riverrun.metrics import serve_metrics
 from riverrun.recovery import prepare_recovery, recovery_config
 from riverrun.settings import Settings
@@ -147,21 +147,6 @@ def _run_cluster(settings: Settings) -> int:
             time.sleep(0.2)
     finally:
         stop_all(children, STOP_TIMEOUT)
-
-
-def stop_all(children: Sequence[subprocess.Popen[Any]], timeout: float) -> None:
-    """SIGTERM every child still running, and SIGKILL those still running ``timeout``
-    seconds later (one stuck where no signal reaches Python, joining a dead cluster say)."""
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def _failure(process_id: int, code: int) -> int:

@@ -18,8 +18,8 @@ from confluent_kafka.admin import AdminClient
 
 from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun.demo import format_report
-from riverrun.local import TANSU_ENV, ephemeral_ports, free_port, start_broker
-from riverrun.runner import LearnProcessError, _failure, stop_all
+from riverrun.local import TANSU_ENV, ephemeral_ports, free_port, start_broker, stop_all
+from riverrun.runner import LearnProcessError, _failure
 from tests.helpers import Lines, free_ports, one_line, run_cli
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
