@@ -22,7 +22,7 @@ from models.drift import DriftWatch
 from models.evaluation import Prequential
 from models.kernels import learn_and_scale, learn_logreg, plain_logreg, proba_logreg
 from models.promotion import Decision, PromotionPolicy
-from models.schema import Event, LabelMessage, check_schema
+from models.schema import Event, InvalidInput, LabelMessage, check_schema
 from models.sharing import group
 
 TIMING_EVERY = 32  # sample each model's predict and learn time on one event in this many
@@ -212,6 +212,7 @@ class OnlineLearner:
         self._enrol(slot)
         self.slots[0] = slot
         self._regroup()
+        self.contest.swapped(self.counts.labelled)  # a new baseline: evidence and cool-down
 
     def put_challenger(self, slot: Slot) -> None:
         """Shadow ``slot`` under its alias from now on, replacing one already there."""
@@ -237,12 +238,11 @@ class OnlineLearner:
     def predict(self, event: Event) -> dict[int, Any]:
         """Every model's prediction for ``event`` (probabilities for classifiers), by slot uid.
 
-        Raises :class:`~models.schema.InvalidInput` if a feature the models learned is missing.
+        Raises :class:`~models.schema.InvalidInput` if a feature of the first event the models
+        learned is missing.
         """
         x = event.features
-        if self.schema is None:
-            self.schema = frozenset(x)
-        else:
+        if self.schema is not None:
             check_schema(x, self.schema)
         classify = self.task != "regression"
         timed = self.counts.events % TIMING_EVERY == 0
@@ -297,7 +297,15 @@ class OnlineLearner:
 
     def on_event(self, event: Event) -> tuple[dict[int, Any], Slot]:
         """Predict an event with every model, then learn it at once if its label is known
-        (inline or early); returns the predictions and the model that serves it."""
+        (inline or early); returns the predictions and the model that serves it.
+
+        Raises :class:`~models.schema.InvalidInput` for an event whose id already waits for
+        its label: its label could join only one of the two.
+        """
+        if event.id in self.pending:
+            raise InvalidInput(
+                "duplicate_event", f"event {event.id!r} already waits for its label", "id"
+            )
         predictions = self.predict(event)
         served = self.serving(event.entity)
         self.counts.events += 1
@@ -307,12 +315,11 @@ class OnlineLearner:
             self.watermark = event.time
         label = event.label
         if label is None:
-            early = self.orphans.pop(event.id, None)
-            if early is None:
-                self.pending[event.id] = Pending(
-                    event.time, event.entity, event.features, predictions, served.uid
-                )
+            early = self.orphans.get(event.id)
+            if early is None or early[1] < self.watermark - self.label_ttl:
+                self._wait(event, predictions, served)  # an expired early label stays unclaimed
                 return predictions, served
+            del self.orphans[event.id]
             label = early[0].label
         self._learn(
             event.id,
@@ -321,15 +328,30 @@ class OnlineLearner:
         )
         return predictions, served
 
+    def _wait(self, event: Event, predictions: dict[int, Any], served: Slot) -> None:
+        """Keep ``event``'s predictions until its label comes; past ``max_pending`` waiting,
+        the oldest expires now (so the cap does not depend on where batches end)."""
+        pending = self.pending
+        if len(pending) >= self.max_pending:
+            del pending[next(iter(pending))]
+            self.counts.expired += 1
+        pending[event.id] = Pending(
+            event.time, event.entity, event.features, predictions, served.uid
+        )
+
     def on_label(self, label: LabelMessage) -> LabelMessage | None:
         """Join a label to its pending prediction and learn; keep it a while if it came early.
 
+        A prediction older than ``label_ttl`` (of event time) has expired, whether or not
+        :meth:`expire` has dropped it yet: its label is treated as one whose event never came.
         Returns the label back if it must be rejected: a second early label for one event.
         """
         pending = self.pending.pop(label.id, None)
         if pending is not None:
-            self._learn(label.id, pending, label.label)
-            return None
+            if pending.time >= self.watermark - self.label_ttl:
+                self._learn(label.id, pending, label.label)
+                return None
+            self.counts.expired += 1
         if label.id in self.orphans:
             self.counts.unknown_labels += 1
             return label
@@ -341,6 +363,8 @@ class OnlineLearner:
         """Score every model's earlier prediction against ``y``, then let each learn."""
         self.counts.labelled += 1
         x, predictions = seen.features, seen.predictions
+        if self.schema is None:  # the features every later event must have
+            self.schema = frozenset(x)
         losses = {}
         drift = self.drift
         for slot in self.slots:
@@ -473,8 +497,10 @@ class OnlineLearner:
     def expire(self) -> list[LabelMessage]:
         """Drop predictions older than the TTL (counted) and return labels nobody claimed.
 
-        Time is event time (the newest event seen), so a replay expires exactly the same
-        entries as the original run. Both maps are also capped at ``max_pending``.
+        Time is event time (the newest event seen). Which labels join does not depend on
+        when this runs (:meth:`on_label` and :meth:`on_event` check the TTL themselves): this
+        frees the memory, oldest first, stopping at the first entry still in time. Early
+        labels are capped at ``max_pending`` here (predictions as they are added).
         """
         limit = self.watermark - self.label_ttl
         pending = self.pending

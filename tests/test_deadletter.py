@@ -39,6 +39,9 @@ def test_each_bad_input_is_dead_lettered_with_reason_and_bytes(make_settings: An
     messages.append((b"a", b'{"id": "bad11", "entity": "\\ud800", "features": {"a": 1, "b": 1}}'))
     messages.append((b"a", event(good, {"a": 0.0, "b": 1.0}, True)))
     good += 1
+    # an id that already waits for its label: its label could join only one of the two
+    waiting = event(0, {"a": 1.0, "b": 1.0}, prefix="w")
+    messages += [(b"a", waiting), (b"a", event(0, {"a": 9.0, "b": 1.0}, prefix="w"))]
     write_raw(s, s.topic_events, messages)
     label_messages = [
         (b"z", orjson.dumps({"kind": "label", "id": "nobody", "label": True})),
@@ -58,6 +61,7 @@ def test_each_bad_input_is_dead_lettered_with_reason_and_bytes(make_settings: An
             "malformed_json",
             "unknown_event_id",
             "bad_label",
+            "duplicate_event",
         ]
     )
     written = {
@@ -74,7 +78,7 @@ def test_each_bad_input_is_dead_lettered_with_reason_and_bytes(make_settings: An
     assert b"'a'" in by_reason["bad_feature"].headers["detail"]
 
     predicted = [m.json()["id"] for m in read_topic(s, s.topic_predictions)]
-    assert predicted == [f"e{i}" for i in range(good)]
+    assert predicted == [f"e{i}" for i in range(good)] + ["w0"]
     status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
     assert status is not None
     assert status["labelled"] == good and status["models"][0]["learned"] == good

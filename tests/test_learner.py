@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
 from river import linear_model
 
 from models.evaluation import Prequential
 from models.learner import OnlineLearner, Slot
-from models.schema import Event, LabelMessage
+from models.schema import Event, InvalidInput, LabelMessage
 
 
 def _learner(**kw: object) -> OnlineLearner:
@@ -57,6 +58,76 @@ def test_pending_predictions_expire_and_are_bounded() -> None:
     assert list(lr.pending) == ["e2", "e3", "e4"] and lr.counts.expired == 2
     lr.on_label(LabelMessage("e0", 1.0, 0.0))  # too late: it waits, then is unclaimed
     assert [label.id for label in lr.drain_orphans()] == ["e0"]
+
+
+def test_a_label_joins_by_event_time_whenever_expiry_runs() -> None:
+    """Which labels join depends on event time alone, not on when expire() last ran (where
+    batches end), nor on the order in which predictions were made."""
+    lr = _learner(label_ttl=15.0)
+    lr.on_event(_event(1, 10.0))
+    lr.on_event(_event(2, 0.0))  # older than e1, though it came later
+    lr.on_event(_event(3, 20.0))  # e2 is now past the TTL, e1 is not
+    lr.expire()  # stops at e1, still in time
+    assert lr.on_label(LabelMessage("e2", 1.0, 20.0)) is None
+    assert lr.counts.labelled == 0 and lr.counts.expired == 1
+    lr.on_event(_event(4, 26.0))  # e1 is now past it too; expire() has not run
+    assert lr.on_label(LabelMessage("e1", 1.0, 26.0)) is None
+    assert lr.counts.labelled == 0 and lr.counts.expired == 2
+    assert lr.on_label(LabelMessage("e3", 1.0, 26.0)) is None
+    assert lr.counts.labelled == 1
+    assert sorted(label.id for label in lr.drain_orphans()) == ["e1", "e2"]
+
+
+def test_an_expired_early_label_does_not_join_its_late_event() -> None:
+    lr = _learner(label_ttl=5.0)
+    lr.on_label(LabelMessage("e9", 1.0, 0.0))
+    lr.on_event(_event(1, 10.0))  # the early label is past the TTL; expire() has not run
+    lr.on_event(_event(9, 10.0))
+    assert lr.counts.labelled == 0 and list(lr.pending) == ["e1", "e9"]
+    assert [label.id for label in lr.expire()] == ["e9"]
+
+
+def test_max_pending_holds_as_predictions_are_added() -> None:
+    lr = _learner(max_pending=2)
+    for i in range(5):
+        lr.on_event(_event(i, float(i)))
+        assert len(lr.pending) <= 2
+    assert list(lr.pending) == ["e3", "e4"] and lr.counts.expired == 3
+
+
+def test_an_event_id_already_waiting_is_refused_and_the_first_kept() -> None:
+    lr = _learner()
+    lr.on_event(_event(1, 0.0))
+    with pytest.raises(InvalidInput, match="event 'e1' already waits") as refused:
+        lr.on_event(Event("e1", 1.0, "a", {"x": 99.0}))
+    assert refused.value.reason == "duplicate_event"
+    assert lr.pending["e1"].features == {"x": 1.0} and lr.counts.events == 1
+    assert lr.champion.predicted == 1
+
+
+def test_missing_features_are_those_of_the_first_event_learned() -> None:
+    lr = _learner()
+    lr.on_event(Event("u", 0.0, "a", {"x": 1.0, "debug": 1.0}))  # never learned: sets nothing
+    lr.on_event(Event("v", 0.0, "a", {"x": 1.0}))
+    lr.on_event(Event("w", 0.0, "a", {"x": 1.0, "y": 2.0}, 1.0))  # learned: sets the schema
+    with pytest.raises(InvalidInput, match="missing feature") as refused:
+        lr.on_event(Event("z", 0.0, "a", {"x": 1.0}))
+    assert refused.value.reason == "missing_feature"
+    lr.on_event(Event("z", 0.0, "a", {"y": 1.0, "x": 1.0, "debug": 2.0}))
+
+
+def test_a_champion_set_elsewhere_starts_the_contest_over() -> None:
+    """Evidence against the old champion says nothing about the new one, and a swap made
+    elsewhere starts the cool-down as the learner's own do."""
+    challenger = Slot("lin", linear_model.LinearRegression(), Prequential("regression", 10))
+    lr = _learner()
+    lr.put_challenger(challenger)
+    for i in range(50):
+        lr.on_event(_event(i, float(i), label=2.0 * i))
+    assert len(lr.contest.paired[challenger.uid]) == 50
+    lr.replace_champion(Slot("lin", linear_model.LinearRegression(), Prequential("regression", 10)))
+    assert len(lr.contest.paired[challenger.uid]) == 0
+    assert lr.contest.cooling_down(lr.counts.labelled) and lr.candidate() is None
 
 
 def test_prediction_comes_before_learning_and_uses_prediction_time_features() -> None:
