@@ -21,7 +21,7 @@ from river import drift
 
 DETECTORS: dict[str, Callable[[], Any]] = {  # "off" is accepted where detectors are chosen
     "adwin": lambda: drift.ADWIN(),
-    "page_hinkley": lambda: drift.PageHinkley(),
+    "page_hinkley": lambda: drift.PageHinkley(mode="up"),
     "ddm": lambda: drift.binary.DDM(),
 }
 
@@ -143,19 +143,20 @@ class PSIWatch:
     def update(self, x: dict[str, Any]) -> list[tuple[str, float]]:
         """Feed one event's features; the features that moved when a window completes."""
         self.seen += 1
-        if self.seen % self.every:
-            return []
+        sampled = self.seen % self.every == 0
         if not self._bins:
-            for name, value in x.items():
-                self._sample.setdefault(name, []).append(value)
+            if sampled:
+                for name, value in x.items():
+                    self._sample.setdefault(name, []).append(value)
             if self.seen == self.window:
                 self._set_reference()
             return []
-        right = bisect.bisect_right
-        for name, edges, counts in self._bins:
-            value = x.get(name)
-            if value is not None:
-                counts[right(edges, value)] += 1
+        if sampled:
+            right = bisect.bisect_right
+            for name, edges, counts in self._bins:
+                value = x.get(name)
+                if value is not None:
+                    counts[right(edges, value)] += 1
         if self.seen % self.window:
             return []
         moved = []

@@ -137,7 +137,7 @@ def check_label(task: str, label: Any) -> Label:
     """Return ``label`` if its type fits ``task``, else raise :class:`InvalidInput`.
 
     Binary labels are booleans (0 and 1 become ``False`` and ``True``), multiclass labels
-    strings or integers, regression labels finite numbers.
+    strings or integers, regression labels numbers within ±``FEATURE_LIMIT`` (as features).
 
     >>> check_label("binary", True)
     True
@@ -145,6 +145,10 @@ def check_label(task: str, label: Any) -> Label:
     Traceback (most recent call last):
     ...
     models.schema.InvalidInput: a regression label must be a number, got str
+    >>> check_label("regression", 10**400)
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: a regression label must lie within +/-1e+100
     """
     kind = type(label)
     if task == "binary":
@@ -163,6 +167,10 @@ def check_label(task: str, label: Any) -> Label:
     if not ok:
         raise InvalidInput(
             "bad_label", f"a {task} label must be {expected}, got {_type_name(label)}", "label"
+        )
+    if task == "regression" and not -FEATURE_LIMIT <= label <= FEATURE_LIMIT:
+        raise InvalidInput(
+            "out_of_range", f"a regression label must lie within +/-{FEATURE_LIMIT:g}", "label"
         )
     return label
 

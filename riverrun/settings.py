@@ -216,6 +216,11 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
+        if self.drift_detector == "ddm" and self.task == "regression":
+            raise SettingsError(
+                f"{env_name('drift_detector')}=ddm watches a 0/1 error, not a regressor's:"
+                " use adwin or page_hinkley"
+            )
         if not 0.0 <= self.ab_fraction <= 1.0:
             raise SettingsError(f"{env_name('ab_fraction')} must be within [0, 1]")
         for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_port")):

@@ -6,6 +6,8 @@ import itertools
 import random
 from typing import Any
 
+import pytest
+
 from flows.produce import ProduceRequest, produce
 from models.drift import DriftWatch, ErrorWatch, PSIWatch
 from models.drift_quality import measure
@@ -21,8 +23,9 @@ def test_default_detector_catches_every_abrupt_drift_and_stays_quiet_without() -
     assert control.false_alarms <= 1, "at most one alarm per 100,000 events without drift"
 
 
-def test_a_falling_error_is_no_alarm() -> None:
-    watch = ErrorWatch("adwin")
+@pytest.mark.parametrize("detector", ["adwin", "page_hinkley"])
+def test_a_falling_error_is_no_alarm(detector: str) -> None:
+    watch = ErrorWatch(detector)
     rng = random.Random(0)
     fired = [
         i for i in range(6000) if watch.update(float(rng.random() < (0.5 if i < 3000 else 0.1)))
@@ -41,6 +44,13 @@ def test_psi_names_the_feature_that_moved() -> None:
         x = {"steady": rng.gauss(0, 1), "moving": rng.gauss(shift, 1), "flag": float(i % 2)}
         moved += [(i, name) for name, _score in psi.update(x)]
     assert moved == [(5999, "moving")], "one alarm, for the moving feature, then a new reference"
+
+
+def test_psi_windows_need_not_be_a_multiple_of_the_sampling() -> None:
+    psi = PSIWatch(window=2001)  # one event in four is sampled
+    rng = random.Random(1)
+    moved = [i for i in range(8000) if psi.update({"moving": rng.gauss(3.0 * (i >= 4500), 1)})]
+    assert moved == [6002]
 
 
 def test_alarms_of_one_source_keep_their_distance() -> None:

@@ -1,5 +1,6 @@
 """The learn step on its own (real Redis, no Kafka): records a resumed learner's state
-already went past are not learned again."""
+already went past are not learned again; what the parser lets through and the learner
+refuses is dead-lettered, and the step goes on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from flows.codec import Parser
 from flows.kafka_io import Raw
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
@@ -38,5 +40,34 @@ def test_records_before_the_learners_position_are_not_learned_again(make_setting
         assert learner.positions == {f"{s.topic_events}-0": 10}
         (out,), _ = logic.on_batch([_events(s.topic_events, range(4, 8))])  # all seen
         assert out.predictions == [] and learner.counts.labelled == 10
+    finally:
+        logic.on_eof()
+
+
+def test_refused_regression_labels_and_repeated_ids_are_dead_lettered(make_settings: Any) -> None:
+    s = make_settings(task="regression", model_spec="linreg", drift_detector="adwin")
+    link = registry_link(s)
+    logic = LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
+    bodies = [
+        b'{"id": "e0", "features": {"x": 1}, "label": 2}',
+        b'{"id": "e1", "features": {"x": 1}, "label": 1%s}' % (b"0" * 400),  # past any float
+        b'{"id": "e2", "features": {"x": 1}, "label": 1e200}',
+        b'{"id": "e3", "features": {"x": 1}}',
+        b'{"id": "e3", "features": {"x": 5}}',
+        b'{"id": "e4", "features": {"x": 2}, "label": 3.5}',
+    ]
+    raw = [Raw(s.topic_events, 0, i, b"a", body, 1_000) for i, body in enumerate(bodies)]
+    try:
+        parsed = Parser(s.task, s.max_message_bytes).parse_batch(raw)
+        (out,), _ = logic.on_batch([parsed.records])
+        dead = parsed.dead + out.dead
+        assert [(m.value, dict(m.headers or ())["reason"]) for m in dead] == [
+            (bodies[1], b"out_of_range"),
+            (bodies[2], b"out_of_range"),
+            (bodies[4], b"duplicate_event"),
+        ]
+        assert [orjson.loads(m.value)["id"] for m in out.predictions] == ["e0", "e3", "e4"]
+        assert logic.learner.counts.labelled == 2
+        assert logic.learner.pending["e3"].features == {"x": 1.0}
     finally:
         logic.on_eof()

@@ -42,6 +42,10 @@ def test_flags_override_environment() -> None:
         ({"RIVERRUN_LABEL_TTL": "nan"}, "RIVERRUN_LABEL_TTL is NaN: expected a number"),
         ({"RIVERRUN_PROMOTE_ALPHA": "nan"}, "RIVERRUN_PROMOTE_ALPHA is NaN: expected a number"),
         ({"RIVERRUN_TRIGGER_LOOKBACK": "0"}, "RIVERRUN_TRIGGER_LOOKBACK must be positive"),
+        (
+            {"RIVERRUN_TASK": "regression", "RIVERRUN_DRIFT_DETECTOR": "ddm"},
+            "RIVERRUN_DRIFT_DETECTOR=ddm watches a 0/1 error",
+        ),
         ({"RIVERRUN_REDIS_URL": "notaurl"}, "RIVERRUN_REDIS_URL='notaurl': expected a redis://"),
         ({"RIVERRUN_REDIS_URL": "http://h:6379"}, "'http://h:6379': expected a redis://"),
         ({"RIVERRUN_REDIS_URL": "redis://h:99999/0"}, "the port is no number from 1 to 65535"),
