@@ -37,6 +37,7 @@ class Served:
     ab_fraction: float = 0.0
     spec: FeatureSpec = field(default_factory=FeatureSpec)
     store: FeatureStore | None = None
+    refused: str = ""  # why the champion the registry names is not loaded, if it is not
 
     @property
     def features(self) -> EntityFeatures | None:

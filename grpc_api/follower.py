@@ -114,6 +114,16 @@ class Follower:
             self.sync(name)
 
     def sync(self, name: str) -> None:
+        """Re-read one model and swap what changed; a model whose registry entries this
+        server cannot read keeps what is loaded, and keeps no other model from its turn."""
+        try:
+            self._sync(name)
+        except redis.RedisError:
+            raise  # a passing outage: the follower retries
+        except Exception as exc:
+            log.error("%s not re-read, serving what is loaded: %r", name, exc)
+
+    def _sync(self, name: str) -> None:
         """Re-read one model's aliases, A/B split and feature spec; swap what changed."""
         aliases = self.registry.aliases(name)
         current = self.served.get(name)
@@ -122,7 +132,13 @@ class Follower:
         store = current.store if current is not None and current.store else None
         store = store or FeatureStore(self.store_client, name)
         spec = store.read_spec() or FeatureSpec()
-        record = Served(name, champion, challenger, self.registry.ab_fraction(name), spec, store)
+        refused = ""
+        if champion is None and aliases.get(CHAMPION) is not None:
+            version = aliases[CHAMPION]
+            refused = f"v{version} was refused: {self._refused.get((name, version), '?')}"
+        record = Served(
+            name, champion, challenger, self.registry.ab_fraction(name), spec, store, refused
+        )
         if record != current:
             self.served[name] = record
 

@@ -188,6 +188,12 @@ class ScoringService(rpc.ScoringServicer):
         served = self.follower.served.get(name)
         if served is not None and served.champion is not None:
             return served
+        if served is not None and served.refused:
+            raise Refusal(
+                Code.FAILED_PRECONDITION,
+                f"model {name!r}: its champion {served.refused}; promote or roll back to a "
+                "version this server can load",
+            )
         if not self.follower.serves(name):
             raise Refusal(Code.NOT_FOUND, f"model {name!r} is not served here", "model")
         if served is None:

@@ -490,6 +490,36 @@ def test_a_tampered_promotion_is_refused_and_the_old_champion_keeps_serving(
         assert server.follower.served[s.model_name].champion.info.version == good  # type: ignore[union-attr]
 
 
+def test_a_champion_refused_from_the_start_is_refused_saying_why(make_settings: Any) -> None:
+    s = make_settings()
+    model, rows = trained()
+    version = publish(s, model)
+    reg = registry(s)
+    reg.client.set(f"riverrun:registry:{s.model_name}:blob:{version}", b"RRS1" + b"0" * 40)
+    with running(s) as (_, client):
+        error = refusal(lambda: client.predict(rows[0]))
+    assert error.code() == Code.FAILED_PRECONDITION
+    assert f"its champion v{version} was refused: " in str(error.details())
+    assert "signature" in str(error.details())
+
+
+def test_a_model_this_server_cannot_read_keeps_no_other_from_serving(make_settings: Any) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    s = make_settings()
+    model, rows = trained()
+    unreadable = f"0-{s.model_name}"  # re-read before the good one
+    publish(s, model, name=unreadable)
+    store = FeatureStore(redis.Redis.from_url(s.redis_url), unreadable)
+    store.client.set(store.spec_key, b'["count", "ewm:amount"]')  # as newer code might write
+    version = publish(s, model)
+    with running(s) as (_, client):
+        assert client.predict(rows[0]).version == version
+        health = health_pb2_grpc.HealthStub(client.channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def test_health_checking_and_reflection_are_served(make_settings: Any) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
