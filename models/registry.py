@@ -123,6 +123,18 @@ class AliasMove:
         return asdict(self)
 
 
+def _info(model: str, version: int, raw: bytes | None) -> VersionInfo:
+    """A version's metadata as stored: a clear error if it is missing or unreadable."""
+    if raw is None:
+        raise NotFound(f"model {model!r} has no version {version}")
+    try:
+        return VersionInfo(**orjson.loads(raw))
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise RegistryError(
+            f"model {model!r} v{version}: its metadata is unreadable: {exc}"
+        ) from None
+
+
 def _move(entry_id: bytes, fields: dict[bytes, bytes]) -> AliasMove:
     """An audit stream entry as an :class:`AliasMove`."""
     f = {k.decode(): v.decode() for k, v in fields.items()}
@@ -230,18 +242,19 @@ class Registry:
 
     def info(self, model: str, version: int) -> VersionInfo:
         """Metadata of one version."""
-        raw = self.client.get(self._k(model, "v", version))
-        if raw is None:
-            raise NotFound(f"model {model!r} has no version {version}")
-        return VersionInfo(**orjson.loads(raw))
+        return _info(model, version, self.client.get(self._k(model, "v", version)))
+
+    def _numbers(self, model: str) -> list[int]:
+        """The version numbers stored for ``model``, oldest first."""
+        return [int(v) for v in self.client.zrange(self._k(model, "versions"), 0, -1)]
 
     def versions(self, model: str) -> list[VersionInfo]:
         """Metadata of every stored version of ``model``, oldest first."""
-        numbers = [int(v) for v in self.client.zrange(self._k(model, "versions"), 0, -1)]
+        numbers = self._numbers(model)
         if not numbers:
             return []
         raws = self.client.mget([self._k(model, "v", n) for n in numbers])
-        return [VersionInfo(**orjson.loads(r)) for r in raws if r is not None]
+        return [_info(model, n, r) for n, r in zip(numbers, raws, strict=True) if r is not None]
 
     def models(self) -> list[str]:
         """Names of every model in the registry."""
@@ -262,7 +275,7 @@ class Registry:
         )
         if raw_info is None or blob is None:
             raise NotFound(f"model {model!r} has no version {version}")
-        info = VersionInfo(**orjson.loads(raw_info))
+        info = _info(model, version, raw_info)
         try:
             return info, pickle.loads(self._checked_payload(info, blob))
         except SignatureError as exc:
@@ -320,17 +333,23 @@ class Registry:
         return int(self.client.get(self._k(model, "refused")) or 0)
 
     def verify(self, model: str) -> list[tuple[int, str | None]]:
-        """Check every version's signature without unpickling: ``(version, error or None)``."""
+        """Check every version's metadata and signature without unpickling:
+        ``(version, error or None)``."""
         out: list[tuple[int, str | None]] = []
-        for info in self.versions(model):
-            blob = self.client.get(self._k(model, "blob", info.version))
+        for number in self._numbers(model):
+            raw_info, blob = self.client.mget(
+                self._k(model, "v", number), self._k(model, "blob", number)
+            )
             try:
+                if raw_info is None:
+                    raise RegistryError("its metadata is missing")
+                info = _info(model, number, raw_info)
                 if blob is None:
                     raise SignatureError("snapshot bytes are missing")
                 self._checked_payload(info, blob)
-                out.append((info.version, None))
-            except SignatureError as exc:
-                out.append((info.version, str(exc)))
+                out.append((number, None))
+            except (SignatureError, RegistryError) as exc:
+                out.append((number, str(exc)))
         return out
 
     # -- aliases ---------------------------------------------------------------------------

@@ -237,6 +237,26 @@ def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, nam
     assert reg.rollback(name, actor="t", reason="r").to_version == 1
 
 
+def test_unreadable_or_missing_metadata_is_named_not_skipped(
+    reg: Registry, name: str, stack: LocalStack
+) -> None:
+    v1, v2, v3 = _register(reg, name, 3)
+    reg.client.set(f"riverrun:registry:{name}:v:{v2}", b'{"version": 2, "spec')
+    reg.client.delete(f"riverrun:registry:{name}:v:{v3}")
+    results = dict(reg.verify(name))
+    assert results[v1] is None
+    assert f"model {name!r} v{v2}: its metadata is unreadable" in str(results[v2])
+    assert results[v3] == "its metadata is missing"
+    with pytest.raises(RegistryError, match="its metadata is unreadable"):
+        reg.load(name, v2)
+    listed = _cli(stack, "list", name)
+    assert listed.returncode == 2 and "Traceback" not in listed.stderr
+    assert listed.stderr.startswith(f"riverrun registry: error: model {name!r} v{v2}: its meta")
+    verified = _cli(stack, "verify", name)
+    assert verified.returncode == 1 and "Traceback" not in verified.stderr
+    assert f"v{v3}" in verified.stdout and "metadata is missing" in verified.stdout
+
+
 def _cli(stack: LocalStack, *argv: str) -> subprocess.CompletedProcess[str]:
     return run_cli({**stack.env(), "RIVERRUN_REGISTRY_KEY": KEY}, "registry", *argv)
 
