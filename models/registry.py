@@ -507,22 +507,38 @@ class Registry:
 
         Protected: the last ``keep`` versions, every version an alias points at, every
         version named by the last ``keep`` alias moves, and every rollback target.
+
+        Aliases, audit and versions are watched from before they are read until the delete:
+        an alias moved meanwhile (to a version that looked unprotected) means reading again.
         """
-        numbers = [int(v) for v in self.client.zrange(self._k(model, "versions"), 0, -1)]
+        watched = [self._k(model, key) for key in ("aliases", "audit", "versions")]
+        with self.client.pipeline(transaction=True) as tx:
+            while True:
+                tx.watch(*watched)
+                doomed = self._unprotected(model)
+                if not doomed:
+                    tx.unwatch()
+                    return doomed
+                tx.multi()
+                tx.zrem(self._k(model, "versions"), *map(str, doomed))
+                for n in doomed:
+                    tx.delete(self._k(model, "v", n), self._k(model, "blob", n))
+                try:
+                    tx.execute()
+                except redis.WatchError:
+                    continue
+                return doomed
+
+    def _unprotected(self, model: str) -> list[int]:
+        """The versions :meth:`prune` may delete now."""
+        numbers = self._numbers(model)
         protected = set(numbers[-self.keep :])
         protected.update(self.aliases(model).values())
         protected.update(self.champion_history(model))
         moves = [m for m in self.history(model, count=self.keep * 4) if m.action != "refused"]
         for move in moves[-self.keep :]:
             protected.update(v for v in (move.from_version, move.to_version) if v is not None)
-        doomed = [n for n in numbers if n not in protected]
-        if doomed:
-            with self.client.pipeline(transaction=True) as tx:
-                tx.zrem(self._k(model, "versions"), *map(str, doomed))
-                for n in doomed:
-                    tx.delete(self._k(model, "v", n), self._k(model, "blob", n))
-                tx.execute()
-        return doomed
+        return [n for n in numbers if n not in protected]
 
 
 def announcement(message: Any) -> dict[str, Any] | None:

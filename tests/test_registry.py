@@ -16,7 +16,7 @@ import pytest
 import redis
 from river import linear_model
 
-from models.registry import CHANNEL, Conflict, NotFound, Registry, RegistryError
+from models.registry import CHANNEL, AliasMove, Conflict, NotFound, Registry, RegistryError
 from models.signing import SignatureError, dumps_signed
 from riverrun.local import LocalStack
 from tests.helpers import run_cli
@@ -255,6 +255,30 @@ def test_unreadable_or_missing_metadata_is_named_not_skipped(
     verified = _cli(stack, "verify", name)
     assert verified.returncode == 1 and "Traceback" not in verified.stderr
     assert f"v{v3}" in verified.stdout and "metadata is missing" in verified.stdout
+
+
+def test_an_alias_moved_while_retention_reads_keeps_its_version(
+    reg: Registry, name: str, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A promotion that lands between retention's reads and its delete (here, from another
+    connection, at the worst moment) is seen: the version it names is not deleted."""
+    versions = _register(reg, name, 8)
+    reg.move_alias(name, "champion", versions[-1], expected=None, actor="t", reason="r")
+    other = Registry(redis.Redis.from_url(stack.redis_url), KEY)
+    read = reg.history  # retention's last read
+    moves = iter([versions[0]])
+
+    def read_then_promote(model: str, **kw: Any) -> list[AliasMove]:
+        history = read(model, **kw)
+        for version in moves:  # once
+            other.move_alias(model, "champion", version, actor="ops", reason="by hand")
+        return history
+
+    monkeypatch.setattr(reg, "history", read_then_promote)
+    removed = reg.prune(name)
+    assert versions[0] not in removed and reg.alias(name, "champion") == versions[0]
+    reg.load(name, versions[0])  # still there
+    assert sorted(removed) == versions[1:5]
 
 
 def _cli(stack: LocalStack, *argv: str) -> subprocess.CompletedProcess[str]:
