@@ -233,6 +233,9 @@ class RegistrySync:
         except redis.RedisError:
             self.link.watcher.changed.set()  # try again later
             return
+        if CHAMPION not in aliases and self.link.writer.head(CHAMPION) is not None:
+            self._register_again(learner)
+            return
         for alias, version in aliases.items():
             slot = learner.slot(alias)
             ours = slot is not None and version in (slot.version, self.link.writer.head(alias))
@@ -245,6 +248,19 @@ class RegistrySync:
                 log.warning(
                     "stopped shadowing %s (%s): removed from the registry", slot.alias, slot.spec
                 )
+
+    def _register_again(self, learner: OnlineLearner) -> None:
+        """The registry no longer names the champion this flow wrote (Redis restarted empty,
+        or the model's keys were deleted; no command removes a champion): register every
+        model the flow runs again, as on a first start, so that servers have one to serve."""
+        log.warning(
+            "the registry has lost the champion of %s (did Redis restart empty?): "
+            "registering this flow's models again",
+            self.model,
+        )
+        for slot in learner.slots:
+            self.link.writer.rebase(slot.alias, None)
+        self.checkpoint_all(learner)
 
     def _adopt(self, learner: OnlineLearner, alias: str, version: int) -> None:
         """Run the model someone else put under ``alias``."""

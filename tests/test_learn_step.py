@@ -1,6 +1,7 @@
 """The learn step on its own (real Redis, no Kafka): records a resumed learner's state
 already went past are not learned again; what the parser lets through and the learner
-refuses is dead-lettered, and the step goes on."""
+refuses is dead-lettered, and the step goes on; a registry that lost its data gets the
+flow's models back."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flows.kafka_io import Raw
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
 from models.schema import Event
+from tests.helpers import wait_for
 
 T0 = 1_700_000_000.0
 
@@ -69,5 +71,34 @@ def test_refused_regression_labels_and_repeated_ids_are_dead_lettered(make_setti
         assert [orjson.loads(m.value)["id"] for m in out.predictions] == ["e0", "e3", "e4"]
         assert logic.learner.counts.labelled == 2
         assert logic.learner.pending["e3"].features == {"x": 1.0}
+    finally:
+        logic.on_eof()
+
+
+def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings: Any) -> None:
+    s = make_settings(challengers=("logreg",), snapshot_interval=0.2)
+    link = registry_link(s)
+    logic = LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
+    reg = link.registry
+    try:
+        logic.on_batch([_events(s.topic_events, range(0, 30))])
+        wait_for(
+            lambda: set(reg.aliases(s.model_name)) == {"champion", "challenger"}, 10, "aliases"
+        )
+        reg.client.delete(*reg.client.keys(f"riverrun:registry:{s.model_name}:*"))  # Redis lost it
+
+        def registered_again() -> bool:
+            logic.on_notify()
+            return set(reg.aliases(s.model_name)) == {"champion", "challenger"}
+
+        wait_for(registered_again, 20, "the flow's models registered again")
+        learner = logic.learner
+        champion = reg.load(s.model_name, reg.alias(s.model_name, "champion"))
+        assert (
+            champion["LogisticRegression"].weights
+            == learner.champion.model["LogisticRegression"].weights
+        )
+        logic.on_batch([_events(s.topic_events, range(30, 60))])
+        assert learner.counts.labelled == 60  # and it goes on learning
     finally:
         logic.on_eof()
