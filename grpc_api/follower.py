@@ -21,7 +21,7 @@ from grpc_api.book import Loaded, Served
 from models.ab import CHALLENGER, CHAMPION
 from models.feature_store import FeatureStore
 from models.features import FeatureSpec
-from models.registry import CHANNEL, Registry, announcement
+from models.registry import CHANNEL, Registry, VersionInfo, announcement
 from models.scorers import compile_scorer
 from models.signing import SignatureError
 from riverrun.metrics import REFUSED, SERVED_VERSION, SWAPS
@@ -49,7 +49,7 @@ class Follower:
         self.served: dict[str, Served] = {}
         self.ready = threading.Event()
         self._wanted = threading.Event()  # a request asked for a model not yet served
-        self._refused: dict[tuple[str, int], str] = {}
+        self._refused: dict[tuple[str, int], tuple[Identity, str]] = {}  # by (name, version)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registry-follower", daemon=True)
 
@@ -135,7 +135,8 @@ class Follower:
         refused = ""
         if champion is None and aliases.get(CHAMPION) is not None:
             version = aliases[CHAMPION]
-            refused = f"v{version} was refused: {self._refused.get((name, version), '?')}"
+            why = self._refused[(name, version)][1] if (name, version) in self._refused else "?"
+            refused = f"v{version} was refused: {why}"
         record = Served(
             name, champion, challenger, self.registry.ab_fraction(name), spec, store, refused
         )
@@ -152,9 +153,10 @@ class Follower:
             if before is not None:
                 SERVED_VERSION.remove(name, role)
             return None
-        if before is not None and before.info.version == version:
+        stored = _identity(self.registry.info(name, version))  # numbers recur after data loss
+        if before is not None and _identity(before.info) == stored:
             return before
-        if (name, version) in self._refused:
+        if (name, version) in self._refused and self._refused[(name, version)][0] == stored:
             return before
         try:
             info, model = self.registry.load_version(name, version)
@@ -164,7 +166,7 @@ class Follower:
         except Exception as exc:  # also a model whose code this server cannot import
             if isinstance(exc, SignatureError):
                 REFUSED.labels(name).inc()
-            self._refused[(name, version)] = str(exc)
+            self._refused[(name, version)] = (stored, str(exc))
             log.error(
                 "%s %s v%s not loaded, keeping %s: %s",
                 name,
@@ -179,3 +181,12 @@ class Follower:
         SWAPS.labels(name).inc()
         log.info("%s %s is now v%s (%s)", name, role, version, info.spec)
         return loaded
+
+
+Identity = tuple[int, float, str]
+
+
+def _identity(info: VersionInfo) -> Identity:
+    """What tells one registered version from another: a number alone is reused when Redis
+    restarts empty, so also when it was registered and the digest of its bytes."""
+    return info.version, info.created_at, info.sha256

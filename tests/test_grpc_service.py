@@ -503,6 +503,33 @@ def test_a_champion_refused_from_the_start_is_refused_saying_why(make_settings: 
     assert "signature" in str(error.details())
 
 
+def test_a_version_number_reused_after_data_loss_serves_the_new_model(make_settings: Any) -> None:
+    """Redis restarted empty and numbering starts over: a new v1 is not the v1 in memory,
+    and a refusal of the old v1 does not stick to the new one."""
+    s = make_settings()
+    old, rows = trained(events=300)
+    new, _ = trained(events=50, seed=2)
+    bad = publish(s, old)
+    reg = registry(s)
+    reg.client.set(f"riverrun:registry:{s.model_name}:blob:{bad}", b"RRS1" + b"0" * 40)
+    with running(s) as (_, client):
+        assert refusal(lambda: client.predict(rows[0])).code() == Code.FAILED_PRECONDITION
+        reg.client.delete(*reg.client.keys(f"riverrun:registry:{s.model_name}:*"))
+        assert publish(s, old) == bad  # the same number, now readable
+
+        def proba() -> float | None:
+            try:
+                return client.predict(rows[0]).proba["true"]
+            except grpc.RpcError:
+                return None
+
+        wait_for(proba, 10, "the readable v1")
+        reg.client.delete(*reg.client.keys(f"riverrun:registry:{s.model_name}:*"))
+        assert publish(s, new) == bad  # the same number again, another model
+        expected = new.predict_proba_one(rows[0])[True]
+        wait_for(lambda: abs(proba() - expected) <= TOLERANCE, 10, "the new v1's answers")
+
+
 def test_a_model_this_server_cannot_read_keeps_no_other_from_serving(make_settings: Any) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
