@@ -29,3 +29,20 @@ def serving_arm(entity: str, fraction: float) -> str:
     ('champion', 'challenger')
     """
     return CHALLENGER if bucket(entity) < fraction else CHAMPION
+
+
+def check_new_model_alias(alias: str, what: str) -> None:
+    """Refuse to point a model that never ran in shadow at anything but a challenger alias
+    (``challenger``, ``challenger-*``): it must win there before it serves.
+
+    >>> check_new_model_alias("champion", "a retrained model")
+    Traceback (most recent call last):
+    ...
+    ValueError: a retrained model goes under a challenger alias (challenger, challenger-*), \
+not 'champion': it must win in shadow before it serves
+    """
+    if not alias.startswith(CHALLENGER):
+        raise ValueError(
+            f"{what} goes under a challenger alias (challenger, challenger-*), not {alias!r}: "
+            "it must win in shadow before it serves"
+        )

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import TypeVar
 
+from models.ab import check_new_model_alias
+
 Number = TypeVar("Number", int, float)
 
 
@@ -35,6 +37,15 @@ def rate(text: str) -> float:
     if value == 0.0 or value == math.inf:
         raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
     return value
+
+
+def challenger_alias(text: str) -> str:
+    """The alias of a model that never ran in shadow: a challenger one (``--alias``)."""
+    try:
+        check_new_model_alias(text, "a new model")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def output_file(text: str) -> str:

@@ -15,7 +15,7 @@ from flows.sources import latest_event
 from models.progressive import Rejects
 from models.registry import ANY, Registry, RegistryError, VersionInfo, model_params
 from models.specs import build_model
-from riverrun.argtypes import positive
+from riverrun.argtypes import challenger_alias, positive
 from riverrun.evaluate_cmd import (
     KAFKA_FLAGS,
     add_source_flags,
@@ -127,11 +127,6 @@ def verify(args: argparse.Namespace, settings: Settings) -> int:
 def push(args: argparse.Namespace, settings: Settings) -> int:
     """Register a model built from a spec (optionally warm-started on recorded data) and
     set it as a challenger: running learn flows shadow it from their next event on."""
-    if not args.alias.startswith("challenger"):
-        raise RegistryError(
-            f"push sets a challenger alias (challenger, challenger-*), not {args.alias!r}: "
-            "a pushed model must win in shadow before it serves"
-        )
     reg = _registry(settings)
     task = _task(reg, args, settings)
     settings = settings.override({"task": task})
@@ -232,7 +227,12 @@ def add_parser(sub: Any) -> None:
     a = action("push", push, "register a model from a spec and shadow it as a challenger")
     a.add_argument("model")
     a.add_argument("--spec", required=True, help="a built-in spec or package.module:factory")
-    a.add_argument("--alias", default="challenger", help="challenger alias (default: challenger)")
+    a.add_argument(
+        "--alias",
+        type=challenger_alias,
+        default="challenger",
+        help="challenger alias (default: challenger)",
+    )
     a.add_argument(
         "--warm-start",
         default=None,

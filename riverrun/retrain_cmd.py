@@ -10,6 +10,7 @@ import signal
 import threading
 from typing import Any
 
+from riverrun.argtypes import challenger_alias
 from riverrun.metrics import serve_metrics
 from riverrun.settings import Settings, SettingsError, add_flags
 
@@ -150,7 +151,12 @@ def add_parsers(sub: Any) -> None:
         help="stop offsets (default: the topics' current end)",
     )
     p.add_argument("--reason", default="requested by hand", help="recorded with the version")
-    p.add_argument("--alias", default="challenger", help="alias to point at the new version")
+    p.add_argument(
+        "--alias",
+        type=challenger_alias,
+        default="challenger",
+        help="challenger alias to point at the new version (default: challenger)",
+    )
     add_flags(p, KAFKA_AND_REDIS)
     p.set_defaults(handler=retrain)
 

@@ -19,6 +19,7 @@ from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from redis.connection import parse_url
 
+from models.ab import check_new_model_alias
 from models.schema import TASKS
 
 ENV_PREFIX = "RIVERRUN_"
@@ -216,6 +217,29 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
+        for name in (
+            "trigger_drift_wait",
+            "trigger_slump_for",
+            "trigger_fresh_every",
+            "trigger_schedule_every",
+            "trigger_cooldown",
+        ):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{env_name(name)} must be at least 0 (0: off)")
+        try:
+            check_new_model_alias(self.trigger_retrain_alias, "a retrained model")
+        except ValueError as exc:
+            raise SettingsError(f"{env_name('trigger_retrain_alias')}: {exc}") from None
+        if not self.model_name or self.model_name in (".", "..") or "/" in self.model_name:
+            raise SettingsError(
+                f"{env_name('model_name')}={self.model_name!r}: expected a name that can be a "
+                "folder name (not empty, no '/')"
+            )
+        if self.metrics_port and self.metrics_port + self.processes - 1 > 65535:
+            raise SettingsError(
+                f"{env_name('metrics_port')}: learn process K serves /metrics on port + K, past "
+                f"65535 with {self.processes} processes"
+            )
         if self.drift_detector == "ddm" and self.task == "regression":
             raise SettingsError(
                 f"{env_name('drift_detector')}=ddm watches a 0/1 error, not a regressor's:"

@@ -222,6 +222,16 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "riverrun produce: error: argument --events: '0': expected a whole number of at "
             "least 1 (riverrun produce --help shows the usage)",
         ),
+        (
+            ["retrain", "--alias", "champion"],
+            {},
+            "riverrun retrain: error: argument --alias: a new model goes under a challenger alias",
+        ),
+        (
+            ["trigger"],
+            {"RIVERRUN_TRIGGER_RETRAIN_ALIAS": "champion"},
+            "RIVERRUN_TRIGGER_RETRAIN_ALIAS: a retrained model goes under a challenger alias",
+        ),
         *[
             (
                 ["predict", "a=1", "--timeout", timeout],

@@ -183,7 +183,10 @@ def test_push_without_warm_start_samples_the_live_stream_and_refuses_what_does_n
 
     for argv, message in [
         (["push", s.model_name, "--spec", "dsmodel:not_a_model"], "returned str, not a River"),
-        (["push", s.model_name, "--spec", SPEC, "--alias", "champion"], "push sets a challenger"),
+        (
+            ["push", s.model_name, "--spec", SPEC, "--alias", "champion"],
+            "goes under a challenger alias",
+        ),
         (["remove", s.model_name, "champion"], "the champion cannot be removed"),
         (["remove", s.model_name, "challenger-9"], "has no alias 'challenger-9'"),
     ]:

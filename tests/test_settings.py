@@ -43,6 +43,17 @@ def test_flags_override_environment() -> None:
         ({"RIVERRUN_PROMOTE_ALPHA": "nan"}, "RIVERRUN_PROMOTE_ALPHA is NaN: expected a number"),
         ({"RIVERRUN_TRIGGER_LOOKBACK": "0"}, "RIVERRUN_TRIGGER_LOOKBACK must be positive"),
         (
+            {"RIVERRUN_TRIGGER_SCHEDULE_EVERY": "-1"},
+            "RIVERRUN_TRIGGER_SCHEDULE_EVERY must be at least 0",
+        ),
+        ({"RIVERRUN_TRIGGER_COOLDOWN": "-5"}, "RIVERRUN_TRIGGER_COOLDOWN must be at least 0"),
+        ({"RIVERRUN_MODEL_NAME": ""}, "RIVERRUN_MODEL_NAME='': expected a name that can be"),
+        ({"RIVERRUN_MODEL_NAME": "a/b"}, "RIVERRUN_MODEL_NAME='a/b': expected a name that can"),
+        (
+            {"RIVERRUN_METRICS_PORT": "65535", "RIVERRUN_PROCESSES": "2"},
+            "RIVERRUN_METRICS_PORT: learn process K serves /metrics on port \\+ K",
+        ),
+        (
             {"RIVERRUN_TASK": "regression", "RIVERRUN_DRIFT_DETECTOR": "ddm"},
             "RIVERRUN_DRIFT_DETECTOR=ddm watches a 0/1 error",
         ),
