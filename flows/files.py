@@ -10,6 +10,7 @@ the flow's own :class:`~flows.codec.Parser`. Rows are read in file order, a chun
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,7 +66,8 @@ def file_size(path: Path) -> int | None:
     """How many rows a file holds, when that is cheap to know (Parquet), else ``None``."""
     if _kind(path) != "parquet":
         return None
-    return int(_parquet_dataset(path).count_rows())
+    with _reading(path, "parquet"):
+        return int(_parquet_dataset(path).count_rows())
 
 
 def read_file(path: Path, task: str, max_bytes: int, on_reject: OnReject) -> Iterator[Record]:
@@ -74,15 +76,31 @@ def read_file(path: Path, task: str, max_bytes: int, on_reject: OnReject) -> Ite
     if kind == "json":
         yield from _json_lines(path, Parser(task, max_bytes), task, on_reject)
         return
-    chunks = _parquet_chunks(path) if kind == "parquet" else _csv_chunks(path)
     index = 0
-    for rows in chunks:
+    for rows in _chunks(path, kind):
         for row in rows:
             try:
                 yield row_event(row, index, task)
             except InvalidInput as exc:
                 on_reject(exc)
             index += 1
+
+
+@contextlib.contextmanager
+def _reading(path: Path, kind: str) -> Iterator[None]:
+    """Turn what pandas or pyarrow raise on a file they cannot read into a SourceError."""
+    try:
+        yield
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{str(path)!r}: cannot be read as {kind}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{str(path)!r}: cannot be read as {kind}: not UTF-8 ({exc})") from None
+
+
+def _chunks(path: Path, kind: str) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a CSV or Parquet source, a chunk at a time."""
+    with _reading(path, kind):
+        yield from _parquet_chunks(path) if kind == "parquet" else _csv_chunks(path)
 
 
 def _kind(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,14 @@ import redis
 from river import evaluate as river_evaluate
 from river import metrics
 
+from flows.files import SourceError, read_file
 from flows.kafka_io import ensure_topics, producer
 from flows.produce import ProduceRequest, produce
 from models.datasets import open_stream
 from models.specs import build_model
 from models.status import read_status
 from riverrun.cli import main
-from tests.helpers import event, read_topic, run_cli, run_flow_to_end
+from tests.helpers import event, one_line, read_topic, run_cli, run_flow_to_end
 
 
 def _evaluate(tmp_path: Path, *argv: str, settings: Any = None) -> dict[str, Any]:
@@ -163,6 +165,35 @@ def test_evaluate_refuses_a_factory_that_returns_no_river_estimator(tmp_path: Pa
         "riverrun evaluate: error: model spec 'dsnotriver:make' returned object, "
         "not a River estimator (river.base.Estimator) or pipeline"
     )
+
+
+def _unreadable(tmp_path: Path, kind: str) -> Path:
+    """A source of ``kind`` that its reader cannot read."""
+    if kind == "empty csv":
+        (path := tmp_path / "empty.csv").write_bytes(b"")
+    elif kind == "latin-1 csv":
+        (path := tmp_path / "latin.csv").write_bytes(b"a,label\n\xff,1\n")
+    elif kind == "fake parquet":
+        (path := tmp_path / "fake.parquet").write_bytes(b"not parquet at all")
+    else:  # a folder whose files disagree on a column's type
+        path = tmp_path / "folder"
+        path.mkdir()
+        pd.DataFrame({"a": [1.0], "label": [True]}).to_parquet(path / "1.parquet")
+        pd.DataFrame({"a": [1.0], "label": ["yes"]}).to_parquet(path / "2.parquet")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty csv", "latin-1 csv", "fake parquet", "mixed folder"])
+def test_a_file_its_reader_cannot_read_is_a_source_error(tmp_path: Path, kind: str) -> None:
+    path = _unreadable(tmp_path, kind)
+    with pytest.raises(SourceError, match=f"^{re.escape(repr(str(path)))}: cannot be read as"):
+        list(read_file(path, "binary", 1_000_000, lambda exc: None))
+
+
+def test_evaluate_refuses_an_unreadable_file_in_one_line(tmp_path: Path) -> None:
+    path = _unreadable(tmp_path, "fake parquet")
+    line = one_line(run_cli({}, "evaluate", "--model", "logreg", "--source", str(path), "--quiet"))
+    assert line.startswith(f"riverrun evaluate: error: {str(path)!r}: cannot be read as parquet")
 
 
 def test_plot_draws_rolling_metrics_of_every_model(tmp_path: Path) -> None:
