@@ -262,7 +262,12 @@ class LocalStack:
 def start_stack(workdir: Path | None = None) -> LocalStack:
     """Start a broker and a Redis; stop whichever started if the other fails."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="riverrun-local-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LauncherError(
+            f"cannot use {str(workdir)!r} as the work folder: {exc.strerror}"
+        ) from None
     broker = start_broker(workdir)
     try:
         redis_server = start_redis(workdir)

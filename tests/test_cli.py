@@ -252,6 +252,14 @@ def test_bad_requests_exit_2_withone_line(argv: list[str], env: Any, message: st
     assert len(lines) == 1 and message in lines[0], done.stderr
 
 
+def test_local_up_refuses_a_work_folder_it_cannot_make(tmp_path: Path) -> None:
+    (afile := tmp_path / "afile").write_text("")
+    line = one_line(run_cli({}, "local", "up", "--workdir", str(afile)))
+    assert line == (
+        f"riverrun local: error: cannot use {str(afile)!r} as the work folder: File exists"
+    )
+
+
 @pytest.mark.parametrize(
     ("command", "flag", "where", "message"),
     [
