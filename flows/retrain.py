@@ -93,6 +93,11 @@ def replay_range(settings: Settings, req: RetrainRequest) -> tuple[Offsets, Offs
         for part, end in ends.items():
             start[(topic, part)] = req.start_offsets.get((topic, part), firsts.get(part, 0))
             stop[(topic, part)] = req.stop_offsets.get((topic, part), end)
+    unknown = sorted((req.start_offsets.keys() | req.stop_offsets.keys()) - start.keys())
+    if unknown:
+        named = ", ".join(f"{topic}-{part}" for topic, part in unknown)
+        read = ", ".join(f"{topic}-{part}" for topic, part in sorted(start))
+        raise RetrainError(f"no such partition to replay: {named} (the replay reads {read})")
     return start, stop
 
 

@@ -73,6 +73,11 @@ def test_an_empty_range_is_a_one_line_error(make_settings: Any) -> None:
     assert done.stderr.strip().startswith("riverrun retrain: error: nothing to learn in the range")
     bad = _retrain(s, "--from-positions", "events:0=1")
     assert bad.returncode == 2 and "expected TOPIC-PARTITION=OFFSET" in bad.stderr
+    missing = _retrain(s, "--from-positions", f"{s.topic_events}-7=5,nosuch-0=1")
+    assert one_line(missing) == (
+        f"riverrun retrain: error: no such partition to replay: nosuch-0, {s.topic_events}-7 "
+        f"(the replay reads {s.topic_events}-0, {s.topic_labels}-0)"
+    )
 
 
 def test_the_trigger_service_says_which_status_it_acted_on(make_settings: Any) -> None:
