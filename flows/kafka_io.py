@@ -94,14 +94,9 @@ def producer(bootstrap: str, **overrides: Any) -> Producer:
 
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: float = 30) -> None:
-    """Create whichever of ``topics`` do not exist yet, with ``partitions`` partitions; a
-    broker that does not answer within ``REACH_TIMEOUT`` is reported unreachable (in one
-    error, without librdkafka logging every failed connection meanwhile)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    try:
-        existing = admin.list_topics(timeout=min(timeout, REACH_TIMEOUT)).topics
-    except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0]}") from None
+    """Create whichever of ``topics`` do not exist yet, with ``partitions`` partitions; an
+    unreachable broker is reported as :func:`reach` does."""
+    admin, existing = reach(bootstrap, timeout)
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return
@@ -117,10 +112,22 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: f
                 raise KafkaUnavailable(f"cannot create Kafka topic {topic!r}: {exc}") from None
 
 
+def reach(
+    bootstrap: str, timeout: float, topic: str | None = None
+) -> tuple[AdminClient, dict[str, Any]]:
+    """An admin client and the brokers' topics (or only ``topic``); a broker that does not
+    answer within ``REACH_TIMEOUT`` is reported unreachable (in one error, without
+    librdkafka logging every failed connection meanwhile)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        return admin, admin.list_topics(topic, timeout=min(timeout, REACH_TIMEOUT)).topics
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0]}") from None
+
+
 def partition_count(bootstrap: str, topic: str, timeout: float = 30) -> int:
     """How many partitions ``topic`` has; a clear error if it does not exist."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    meta = reach(bootstrap, timeout, topic)[1].get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         raise KafkaUnavailable(f"Kafka topic {topic!r} does not exist on {bootstrap}")
     return len(meta.partitions)
@@ -133,12 +140,10 @@ def end_offsets(bootstrap: str, topic: str, timeout: float = 30) -> dict[int, in
     so the watermark is only trusted as a lower bound: the last batch is read from there
     and the end is one past its last record (on Apache Kafka the two agree).
     """
+    partitions = partition_count(bootstrap, topic, timeout)  # first: it says if none answers
     c = consumer(bootstrap)
     try:
-        return {
-            p: _true_end(c, TopicPartition(topic, p), timeout)
-            for p in range(partition_count(bootstrap, topic, timeout))
-        }
+        return {p: _true_end(c, TopicPartition(topic, p), timeout) for p in range(partitions)}
     finally:
         c.close()
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from flows import files, kafka_range
 from flows.codec import Parser
+from flows.kafka_io import reach
 from flows.kafka_range import KafkaRange
 from models.datasets import DATASETS, open_stream
 from models.progressive import Rejects, hold_labels
@@ -88,10 +88,7 @@ def _kafka(rng: KafkaRange, settings: Settings, rejects: Rejects) -> Source:
     """The events topic (and the labels topic, if there is one) within the range."""
     boot = settings.bootstrap_servers
     topics = [settings.topic_events]
-    if (
-        settings.topic_labels
-        in AdminClient({"bootstrap.servers": boot}).list_topics(timeout=30).topics
-    ):
+    if settings.topic_labels in reach(boot, timeout=30)[1]:
         topics.append(settings.topic_labels)
     bounds = kafka_range.plan(boot, topics, rng)
     parser = Parser(settings.task, settings.max_message_bytes)

@@ -202,6 +202,24 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "cannot reach Kafka at 127.0.0.1:1",
         ),
         (
+            ["retrain", "--bootstrap-servers", "127.0.0.1:1", "--spec", "logreg"],
+            {"RIVERRUN_REGISTRY_KEY": "k" * 32},
+            "riverrun retrain: error: cannot reach Kafka at 127.0.0.1:1",
+        ),
+        (
+            [
+                "evaluate",
+                "--model",
+                "logreg",
+                "--source",
+                "kafka",
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+            ],
+            {},
+            "riverrun evaluate: error: cannot reach Kafka at 127.0.0.1:1",
+        ),
+        (
             ["registry", "list", "--redis-url", "notaurl"],
             {},
             "RIVERRUN_REDIS_URL='notaurl': expected a redis://, rediss:// or unix:// URL",
