@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -31,6 +31,54 @@ class SettingsError(ValueError):
 
 def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
     return field(default=default, metadata={"help": help, "secret": secret})
+
+
+# Numeric settings and the rule each group keeps: (names, holds, what the rule says).
+_BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (
+        (
+            "partitions",
+            "rolling_window",
+            "max_pending",
+            "batch_size",
+            "processes",
+            "snapshot_every",
+            "registry_keep",
+            "promote_min_samples",
+            "promote_window",
+            "promote_cooldown",
+            "serve_workers",
+            "serve_max_batch",
+            "offline_store_max_bytes",
+        ),
+        lambda value: value >= 1,
+        "must be at least 1",
+    ),
+    (
+        (
+            "label_ttl",
+            "status_interval",
+            "epoch_interval",
+            "snapshot_interval",
+            "serve_sync_interval",
+            "offline_store_max_seconds",
+            "trigger_lookback",
+        ),
+        lambda value: value > 0,
+        "must be positive",
+    ),
+    (
+        (
+            "trigger_drift_wait",
+            "trigger_slump_for",
+            "trigger_fresh_every",
+            "trigger_schedule_every",
+            "trigger_cooldown",
+        ),
+        lambda value: value >= 0,
+        "must be at least 0 (0: off)",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -189,43 +237,10 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, float) and value != value:
                 raise SettingsError(f"{env_name(f.name)} is NaN: expected a number")
-        for name in (
-            "partitions",
-            "rolling_window",
-            "max_pending",
-            "batch_size",
-            "processes",
-            "snapshot_every",
-            "registry_keep",
-            "promote_min_samples",
-            "promote_window",
-            "promote_cooldown",
-            "serve_workers",
-            "serve_max_batch",
-            "offline_store_max_bytes",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{env_name(name)} must be at least 1")
-        for name in (
-            "label_ttl",
-            "status_interval",
-            "epoch_interval",
-            "snapshot_interval",
-            "serve_sync_interval",
-            "offline_store_max_seconds",
-            "trigger_lookback",
-        ):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{env_name(name)} must be positive")
-        for name in (
-            "trigger_drift_wait",
-            "trigger_slump_for",
-            "trigger_fresh_every",
-            "trigger_schedule_every",
-            "trigger_cooldown",
-        ):
-            if getattr(self, name) < 0:
-                raise SettingsError(f"{env_name(name)} must be at least 0 (0: off)")
+        for names, holds, rule in _BOUNDS:
+            for name in names:
+                if not holds(getattr(self, name)):
+                    raise SettingsError(f"{env_name(name)} {rule}")
         try:
             check_new_model_alias(self.trigger_retrain_alias, "a retrained model")
         except ValueError as exc:
