@@ -8,6 +8,7 @@ conventions: ``riverrun_*_total`` counters, base units (``_seconds``, ``_bytes``
 from __future__ import annotations
 
 import logging
+import socket
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -121,6 +122,11 @@ def serve_metrics(port: int, host: str = "127.0.0.1", setting: str = "metrics_po
         return
     try:
         start_http_server(port, addr=host)
+    except socket.gaierror as exc:  # the host, not the port
+        raise MetricsPortError(
+            f"cannot serve /metrics on {host}:{port}: no such address ({exc.strerror}); "
+            "choose another with RIVERRUN_METRICS_HOST"
+        ) from None
     except OSError as exc:
         raise MetricsPortError(
             f"cannot serve /metrics on {host}:{port} ({exc.strerror}); "

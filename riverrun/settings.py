@@ -278,6 +278,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.metadata.get("secret") and value:
                 value = "***"
+            elif f.name == "redis_url":
+                value = _hide_password(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
+from riverrun.metrics import MetricsPortError, serve_metrics
 from tests.helpers import (
     LearnProcess,
     count_messages,
@@ -75,3 +77,8 @@ def test_metrics_of_two_processes_add_up_to_the_topics(make_settings: Any) -> No
     ), "each partition's lag is reported by exactly one process"
     learners = [x for x in scrapes if "riverrun_model_metric" in x]
     assert len(learners) == 1, "the model learns on one worker"
+
+
+def test_an_address_that_does_not_resolve_is_blamed_not_the_port() -> None:
+    with pytest.raises(MetricsPortError, match=r"no such address .*RIVERRUN_METRICS_HOST"):
+        serve_metrics(free_ports(1), "nosuch.invalid")

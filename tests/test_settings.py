@@ -78,6 +78,8 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 def test_secret_is_not_shown() -> None:
     s = Settings.from_env({"RIVERRUN_REGISTRY_KEY": "hunter2"})
     assert "hunter2" not in repr(s)
+    s = Settings.from_env({"RIVERRUN_REDIS_URL": "redis://:hunter3@h:6379/0"})
+    assert "hunter3" not in repr(s) and "redis://:***@h:6379/0" in repr(s)
 
 
 def test_the_server_binds_to_loopback_by_default_and_tls_needs_both_files() -> None:
