@@ -171,8 +171,15 @@ def _log_finished(_step: str, item: tuple[str, OnlineLearner]) -> None:
 
 
 def _champion_spec(registry: Registry, settings: Settings) -> str:
+    """The champion's spec: what a retrain without a spec of its own trains."""
     version = registry.alias(settings.model_name, "champion")
-    return registry.info(settings.model_name, version).spec if version else settings.model_spec
+    if version is None:
+        known = ", ".join(registry.models()) or "none"
+        raise RetrainError(
+            f"model {settings.model_name!r} has no champion to take the spec from: give one "
+            f"with --spec, or name a model that has one (the registry knows: {known})"
+        )
+    return registry.info(settings.model_name, version).spec
 
 
 def _describe(start: Offsets, stop: Offsets) -> str:

@@ -132,19 +132,20 @@ def add_parsers(sub: Any) -> None:
     """Register ``riverrun retrain`` and ``riverrun trigger``."""
     p = sub.add_parser("retrain", help="a fresh model from a replay of the topics, as challenger")
     p.add_argument("--spec", default=None, help="model spec (default: the champion's)")
-    p.add_argument(
+    start, stop = p.add_mutually_exclusive_group(), p.add_mutually_exclusive_group()
+    start.add_argument(
         "--since", type=parse_time, default=None, help="first message time (epoch s or ISO-8601)"
     )
-    p.add_argument(
+    stop.add_argument(
         "--until", type=parse_time, default=None, help="end of the range (epoch s or ISO-8601)"
     )
-    p.add_argument(
+    start.add_argument(
         "--from-positions",
         default=None,
         metavar="TOPIC-P=OFFSET,...",
         help="first offsets, e.g. the positions of a drift event",
     )
-    p.add_argument(
+    stop.add_argument(
         "--to-positions",
         default=None,
         metavar="TOPIC-P=OFFSET,...",

@@ -68,12 +68,18 @@ def test_retrain_by_time_replays_only_messages_after_since(make_settings: Any) -
 def test_an_empty_range_is_a_one_line_error(make_settings: Any) -> None:
     s = make_settings()
     _produce(s, 50, "e")
-    done = _retrain(s, "--from-positions", f"{s.topic_events}-0=50")
+    done = _retrain(s, "--from-positions", f"{s.topic_events}-0=50", "--spec", "logreg")
     assert done.returncode == 2
     assert done.stderr.strip().startswith("riverrun retrain: error: nothing to learn in the range")
     bad = _retrain(s, "--from-positions", "events:0=1")
     assert bad.returncode == 2 and "expected TOPIC-PARTITION=OFFSET" in bad.stderr
-    missing = _retrain(s, "--from-positions", f"{s.topic_events}-7=5,nosuch-0=1")
+    both = _retrain(s, "--since", "0", "--from-positions", f"{s.topic_events}-0=1")
+    assert "argument --from-positions: not allowed with argument --since" in one_line(both)
+    unknown = _retrain(s, "--model-name", "nosuch", "--from-positions", f"{s.topic_events}-0=1")
+    assert "model 'nosuch' has no champion to take the spec from: give one" in one_line(unknown)
+    missing = _retrain(
+        s, "--from-positions", f"{s.topic_events}-7=5,nosuch-0=1", "--spec", "logreg"
+    )
     assert one_line(missing) == (
         f"riverrun retrain: error: no such partition to replay: nosuch-0, {s.topic_events}-7 "
         f"(the replay reads {s.topic_events}-0, {s.topic_labels}-0)"
