@@ -98,14 +98,20 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
 
 def rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Move the champion back to the previous champion."""
-    move = _registry(settings).rollback(args.model, actor=_actor(), reason=args.reason)
+    expected = ANY if args.from_version is None else args.from_version
+    move = _registry(settings).rollback(
+        args.model, actor=_actor(), reason=args.reason, expected=expected
+    )
     text = f"{args.model}: champion rolled back v{move.from_version} -> v{move.to_version}"
     return _emit(args, move.to_dict(), text)
 
 
 def history(args: argparse.Namespace, settings: Settings) -> int:
     """The audit stream: every alias move, refusal and rollback, oldest first."""
-    moves = _registry(settings).history(args.model, count=args.limit)
+    reg = _registry(settings)
+    moves = reg.history(args.model, count=args.limit)
+    if not moves and args.model not in reg.models():
+        raise RegistryError(f"unknown model {args.model!r}: it has no history")
     lines = [
         f"{_when(m.at)}  {m.action:<10} {m.alias or '-':<11} v{m.from_version or '-'} -> "
         f"v{m.to_version or '-'}  by {m.actor}: {m.reason}"
@@ -219,6 +225,14 @@ def add_parser(sub: Any) -> None:
     a = action("rollback", rollback, "move the champion back to the previous one")
     a.add_argument("model")
     a.add_argument("--reason", default="rolled back by hand", help="recorded in the audit stream")
+    a.add_argument(
+        "--from",
+        dest="from_version",
+        type=positive,
+        default=None,
+        metavar="VERSION",
+        help="roll back only if VERSION is still the champion (else say who moved it)",
+    )
     a = action("history", history, "the audit stream of a model")
     a.add_argument("model")
     a.add_argument("--limit", type=positive, default=100, metavar="N", help="last N entries")

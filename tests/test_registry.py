@@ -19,7 +19,7 @@ from river import linear_model
 from models.registry import CHANNEL, AliasMove, Conflict, NotFound, Registry, RegistryError
 from models.signing import SignatureError, dumps_signed
 from riverrun.local import LocalStack
-from tests.helpers import run_cli
+from tests.helpers import one_line, run_cli
 
 KEY = "k" * 32
 
@@ -302,6 +302,15 @@ def test_cli_promotes_rolls_back_and_reports(reg: Registry, name: str, stack: Lo
     reg.client.set(f"riverrun:registry:{name}:blob:{v2}", b"junk")
     bad = _cli(stack, "verify", name)
     assert bad.returncode == 1 and f"v{v2}" in bad.stdout and "REFUSED" in bad.stdout
+    v3 = _register(reg, name)[0]
+    reg.move_alias(name, "champion", v3, actor="learn-flow", reason="it won")
+    stale = _cli(stack, "rollback", name, "--from", str(v2))  # v2 is no longer the champion
+    assert f"{name} champion points at {v3}, not {v2}: someone else moved it" in one_line(stale)
+    assert reg.alias(name, "champion") == v3
+    assert _cli(stack, "rollback", name, "--from", str(v3)).returncode == 0
+    assert reg.alias(name, "champion") == v1
+    unknown = _cli(stack, "history", f"{name}-nosuch")
+    assert one_line(unknown).endswith(f"unknown model '{name}-nosuch': it has no history")
     failed = _cli(stack, "rollback", name)
     assert failed.returncode == 2
     assert (
