@@ -220,6 +220,13 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "riverrun evaluate: error: cannot reach Kafka at 127.0.0.1:1",
         ),
         (
+            ["demo", "--dataset", "trumpapproval", "--events", "500"],
+            {},
+            "riverrun demo: error: model spec 'logreg' does not do regression (it does binary, "
+            "multiclass); the trumpapproval stream is regression",
+        ),
+        (["demo", "--challengers", "nosuch"], {}, "unknown model spec 'nosuch'"),
+        (
             ["registry", "list", "--redis-url", "notaurl"],
             {},
             "RIVERRUN_REDIS_URL='notaurl': expected a redis://, rediss:// or unix:// URL",
