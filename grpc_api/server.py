@@ -19,7 +19,7 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from grpc_api.errors import ServeError, read_tls_file
+from grpc_api.errors import ServeError, check_tls_pair, read_tls_file
 from grpc_api.feedback import LabelPublisher
 from grpc_api.follower import Follower
 from grpc_api.proto import SERVICE, rpc
@@ -80,6 +80,7 @@ class ScoringServer:
         if s.serve_tls_cert:
             key = read_tls_file(s.serve_tls_key, "key")
             cert = read_tls_file(s.serve_tls_cert, "certificate")
+            check_tls_pair(s.serve_tls_cert, s.serve_tls_key)
             credentials = grpc.ssl_server_credentials([(key, cert)])
         try:
             if credentials is not None:

@@ -98,6 +98,15 @@ def test_serve_refuses_a_port_in_use_in_one_line(make_settings: Any) -> None:
     assert "cannot read the TLS key 'k'" in _one_line(_run(missing, "serve"))
 
 
+def test_serve_refuses_a_certificate_that_is_not_pem_naming_it(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    (text := tmp_path / "not.pem").write_text("hello\n")
+    s = make_settings(serve_port=0, serve_tls_cert=str(text), serve_tls_key=str(text))
+    line = _one_line(_run(s, "serve"))
+    assert f"the TLS certificate {str(text)!r} and key {str(text)!r} are not a PEM" in line
+
+
 def _self_signed(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost that is its own root, and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
