@@ -22,8 +22,8 @@ from grpc_reflection.v1alpha import reflection
 from grpc_api.errors import ServeError, check_tls_pair, read_tls_file
 from grpc_api.feedback import LabelPublisher
 from grpc_api.follower import Follower
-from grpc_api.proto import SERVICE, rpc
-from grpc_api.service import ScoringService
+from grpc_api.proto import SERVICE
+from grpc_api.service import ScoringService, add_to_server
 from models.registry import Registry
 from riverrun.metrics import serve_metrics
 from riverrun.settings import Settings
@@ -66,7 +66,7 @@ class ScoringServer:
             max_batch=settings.serve_max_batch,
             max_message_bytes=settings.max_message_bytes,
         )
-        rpc.add_ScoringServicer_to_server(service, self.server)
+        add_to_server(service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server

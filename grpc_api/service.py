@@ -11,18 +11,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 import orjson
 import redis
+from google.protobuf.message import DecodeError
 
 from grpc_api.book import Loaded, Served
 from grpc_api.feedback import LabelPublisher, PublishError, label_message
 from grpc_api.follower import Follower
 from grpc_api.labels import class_text, from_label, to_label
-from grpc_api.proto import pb, rpc
+from grpc_api.proto import SERVICE, pb, rpc
 from models.evaluation import predicted_label
 from models.features import EntityFeatures
 from models.schema import (
@@ -79,6 +81,56 @@ def _event_time(given: float) -> float:
         raise _invalid(exc) from None
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A request gRPC received but protobuf could not decode (bad wire bytes, a string that
+    is not UTF-8): handed to the method so that it is refused and counted like bad input."""
+
+    message_type: str
+    error: str
+    id: str = ""
+
+    def refusal(self) -> Refusal:
+        """``INVALID_ARGUMENT``, saying what could not be decoded."""
+        return Refusal(
+            Code.INVALID_ARGUMENT, f"the request is not a valid {self.message_type}: {self.error}"
+        )
+
+
+def _decoder(message: Any) -> Callable[[bytes], Any]:
+    """``message.FromString``, returning an :class:`Undecodable` instead of raising."""
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return message.FromString(raw)
+        except DecodeError as exc:
+            return Undecodable(message.DESCRIPTOR.full_name, str(exc))
+
+    return decode
+
+
+def add_to_server(service: ScoringService, server: grpc.Server) -> None:
+    """Register ``service`` as the generated ``add_ScoringServicer_to_server`` does, except
+    that requests are decoded by :func:`_decoder`: gRPC's own decoding fails such a request
+    as ``INTERNAL`` before any method sees it, so it was neither refused as bad input nor
+    counted."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Scoring"].methods:
+        assert method.client_streaming == method.server_streaming, "unary or bidirectional"
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if method.client_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=_decoder(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 class _Counted:
     """Counts and times one RPC; children of the labelled metrics are looked up once."""
 
@@ -96,6 +148,8 @@ class _Counted:
         """Answer, or abort with the refusal's status; never let an error escape."""
         began = time.perf_counter()
         try:
+            if type(request) is Undecodable:
+                raise request.refusal()
             reply = handle(request)
         except Refusal as exc:
             refusal = exc
@@ -152,6 +206,8 @@ class ScoringService(rpc.ScoringServicer):
         for request in requests:
             began = time.perf_counter()
             try:
+                if type(request) is Undecodable:
+                    raise request.refusal()
                 reply = pb.StreamReply(id=request.id, result=self._predict(request))
                 code = Code.OK
             except Refusal as exc:

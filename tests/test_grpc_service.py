@@ -490,6 +490,27 @@ def test_a_tampered_promotion_is_refused_and_the_old_champion_keeps_serving(
         assert server.follower.served[s.model_name].champion.info.version == good  # type: ignore[union-attr]
 
 
+def test_a_request_that_cannot_be_decoded_is_refused_and_counted(make_settings: Any) -> None:
+    s = make_settings()
+    model, rows = trained()
+    publish(s, model)
+    not_utf8 = b"\x0a\x02\xff\xfe"  # field 1 (a string in each request): not UTF-8
+    with running(s) as (_, client):
+        for rpc_name in ("Predict", "Feedback", "GetModel"):
+            before = requests_counted(rpc_name, "INVALID_ARGUMENT")
+            call = client.channel.unary_unary(f"/riverrun.v1.Scoring/{rpc_name}")
+            for raw in (not_utf8, b"\xff\xff\xff"):
+                with pytest.raises(grpc.RpcError) as error:
+                    call(raw, timeout=10)
+                assert error.value.code() == Code.INVALID_ARGUMENT
+                assert "the request is not a valid riverrun.v1." in str(error.value.details())
+            assert requests_counted(rpc_name, "INVALID_ARGUMENT") == before + 2
+        stream = client.channel.stream_stream("/riverrun.v1.Scoring/PredictStream")
+        good = pb.PredictRequest(id="ok", features=rows[0]).SerializeToString()
+        replies = [pb.StreamReply.FromString(r) for r in stream(iter([not_utf8, good]), timeout=10)]
+        assert replies[0].error.code == "INVALID_ARGUMENT" and replies[1].id == "ok"
+
+
 def test_a_champion_refused_from_the_start_is_refused_saying_why(make_settings: Any) -> None:
     s = make_settings()
     model, rows = trained()
