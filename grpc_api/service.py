@@ -9,6 +9,7 @@ and status code, and nothing a client sends can stop the server.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -177,11 +178,16 @@ class ScoringService(rpc.ScoringServicer):
         default_model: str,
         max_batch: int,
         max_message_bytes: int,
+        feedback_waits: int = 8,
     ) -> None:
         self.follower = follower
         self.publisher = publisher
         self.default_model = default_model
         self.max_batch = max_batch
+        # Feedback holds its thread until Kafka acknowledges (seconds, if Kafka is away): at
+        # most this many at once, so that scoring keeps threads of its own.
+        self.feedback_waits = feedback_waits
+        self._waiting = threading.BoundedSemaphore(feedback_waits)
         self.max_message_bytes = max_message_bytes  # the learn flow's: larger labels are refused
         self._rpcs = {
             name: _Counted(name)
@@ -482,10 +488,18 @@ class ScoringService(rpc.ScoringServicer):
                 "where it would be dead-lettered",
                 field,
             )
+        if not self._waiting.acquire(blocking=False):
+            raise Refusal(
+                Code.UNAVAILABLE,
+                f"all {self.feedback_waits} places for labels waiting on Kafka are taken (is "
+                "Kafka reachable?): try again later",
+            )
         try:
             topic, partition, offset = self.publisher.publish(request.id, message)
         except PublishError as exc:
             raise Refusal(Code.UNAVAILABLE, str(exc)) from None
+        finally:
+            self._waiting.release()
         return pb.FeedbackResponse(topic=topic, partition=partition, offset=offset)
 
     def _get_model(self, request: pb.GetModelRequest) -> pb.GetModelResponse:

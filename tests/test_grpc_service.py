@@ -3,6 +3,7 @@ and Kafka: answers with River's numbers, and each refusal with its status, field
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import grpc
@@ -509,6 +510,27 @@ def test_a_request_that_cannot_be_decoded_is_refused_and_counted(make_settings: 
         good = pb.PredictRequest(id="ok", features=rows[0]).SerializeToString()
         replies = [pb.StreamReply.FromString(r) for r in stream(iter([not_utf8, good]), timeout=10)]
         assert replies[0].error.code == "INVALID_ARGUMENT" and replies[1].id == "ok"
+
+
+def test_feedback_waiting_on_an_absent_kafka_leaves_threads_for_scoring(
+    make_settings: Any,
+) -> None:
+    s = make_settings(serve_workers=2, bootstrap_servers="127.0.0.1:1")  # one Feedback waits
+    model, rows = trained()
+    publish(s, model)
+    first: list[grpc.RpcError] = []
+    with running(s) as (server, client):
+        waiting = threading.Thread(
+            target=lambda: first.append(refusal(lambda: client.feedback("e1", True)))
+        )
+        waiting.start()
+        wait_for(lambda: server.publisher._producer, 10, "the first label to wait on Kafka")
+        second = refusal(lambda: client.feedback("e2", True))
+        assert second.code() == Code.UNAVAILABLE
+        assert "all 1 places for labels waiting on Kafka are taken" in str(second.details())
+        assert client.predict(rows[0]).id == "", "a thread is left for scoring"
+        waiting.join(30)
+    assert first[0].code() in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
 
 
 def test_a_champion_refused_from_the_start_is_refused_saying_why(make_settings: Any) -> None:
