@@ -90,6 +90,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from flows.produce import ProduceRequest, produce
 
+    if args.labels_topic and not args.delay_labels:
+        raise SettingsError("--labels-topic sends delayed labels: give --delay-labels N too")
     req = ProduceRequest(
         dataset=args.dataset,
         events=args.events,

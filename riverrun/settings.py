@@ -241,6 +241,9 @@ class Settings:
             for name in names:
                 if not holds(getattr(self, name)):
                     raise SettingsError(f"{env_name(name)} {rule}")
+        for f in dataclasses.fields(self):
+            if f.name.startswith("topic_") and not getattr(self, f.name):
+                raise SettingsError(f"{env_name(f.name)} is empty: expected a topic name")
         try:
             check_new_model_alias(self.trigger_retrain_alias, "a retrained model")
         except ValueError as exc:

@@ -227,6 +227,11 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         ),
         (["demo", "--challengers", "nosuch"], {}, "unknown model spec 'nosuch'"),
         (
+            ["produce", "--labels-topic"],
+            {},
+            "riverrun produce: error: --labels-topic sends delayed labels: give --delay-labels",
+        ),
+        (
             ["registry", "list", "--redis-url", "notaurl"],
             {},
             "RIVERRUN_REDIS_URL='notaurl': expected a redis://, rediss:// or unix:// URL",

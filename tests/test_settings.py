@@ -48,6 +48,7 @@ def test_flags_override_environment() -> None:
         ),
         ({"RIVERRUN_TRIGGER_COOLDOWN": "-5"}, "RIVERRUN_TRIGGER_COOLDOWN must be at least 0"),
         ({"RIVERRUN_MODEL_NAME": ""}, "RIVERRUN_MODEL_NAME='': expected a name that can be"),
+        ({"RIVERRUN_TOPIC_EVENTS": ""}, "RIVERRUN_TOPIC_EVENTS is empty: expected a topic name"),
         ({"RIVERRUN_MODEL_NAME": "a/b"}, "RIVERRUN_MODEL_NAME='a/b': expected a name that can"),
         (
             {"RIVERRUN_METRICS_PORT": "65535", "RIVERRUN_PROCESSES": "2"},
