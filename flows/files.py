@@ -32,6 +32,7 @@ JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 OnReject = Callable[[InvalidInput], None]
+BINARY_TEXT = {"true": True, "false": False, "1": True, "0": False}  # as written in a file
 
 
 class SourceError(ValueError):
@@ -49,6 +50,8 @@ def row_event(row: dict[str, Any], index: int, task: str) -> Event:
     }
     label = row.get("label")
     if label is not None and not (type(label) is float and math.isnan(label)):
+        if task == "binary" and type(label) is str:  # a column mixing true and 1 reads as text
+            label = BINARY_TEXT.get(label.strip().lower(), label)
         label = check_label(task, label)
     else:
         label = None

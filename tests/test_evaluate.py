@@ -167,6 +167,15 @@ def test_evaluate_refuses_a_factory_that_returns_no_river_estimator(tmp_path: Pa
     )
 
 
+def test_a_binary_label_column_may_mix_words_and_digits(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_text("a,label\n1.0,true\n2.0,0\n3.0,False\n4.0,1\n5.0,\n6.0,maybe\n")
+    refused: list[Any] = []
+    events = list(read_file(path, "binary", 1_000_000, refused.append))
+    assert [e.label for e in events] == [True, False, False, True, None]  # type: ignore[union-attr]
+    assert [exc.reason for exc in refused] == ["bad_label"]
+
+
 def _unreadable(tmp_path: Path, kind: str) -> Path:
     """A source of ``kind`` that its reader cannot read."""
     if kind == "empty csv":
