@@ -68,29 +68,62 @@ def stop_quietly_on_signal(announce: bool = True) -> Iterator[None]:
 
     The signal raises ``KeyboardInterrupt`` wherever Python happens to be (inside a Kafka
     flush, say), and Bytewax may wrap what that becomes: once a signal came, an error on
-    the way out is the stop itself. ``announce=False`` stops without a word: a cluster's
+    the way out is the stop itself. Bytewax's worker also panics on it and Rust prints the
+    panic (a whole backtrace with ``RUST_BACKTRACE`` set), so stderr is closed from the
+    signal until the flow is down. ``announce=False`` stops without a word: a cluster's
     processes, whose parent says it once.
     """
     stopping = threading.Event()
+    hushed = _Hush()
 
     def stop(signum: int, frame: Any) -> None:
-        stopping.set()
+        if not stopping.is_set():
+            stopping.set()
+            hushed.start()
         raise KeyboardInterrupt
+
+    def stopped() -> None:
+        hushed.end()
+        if announce:
+            print("learn flow stopped by signal", file=sys.stderr)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except KeyboardInterrupt:
-        if announce:
-            print("learn flow stopped by signal", file=sys.stderr)
+        stopped()
     except Exception:
+        hushed.end()
         if not stopping.is_set():
             raise
-        if announce:
-            print("learn flow stopped by signal", file=sys.stderr)
+        stopped()
     finally:
+        hushed.end()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _Hush:
+    """Points file descriptor 2 at /dev/null until :meth:`end` puts it back."""
+
+    def __init__(self) -> None:
+        self._saved: int | None = None
+
+    def start(self) -> None:
+        """Hush stderr (Python's and Rust's: both write to descriptor 2)."""
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+    def end(self) -> None:
+        """Give stderr back, if it was hushed."""
+        if self._saved is not None:
+            sys.stderr.flush()
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._saved = None
 
 
 def run_process(

@@ -20,7 +20,16 @@ from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun.demo import format_report
 from riverrun.local import TANSU_ENV, ephemeral_ports, free_port, start_broker, stop_all
 from riverrun.runner import LearnProcessError, _failure
-from tests.helpers import Lines, free_ports, one_line, run_cli
+from tests.helpers import (
+    LearnProcess,
+    Lines,
+    count_messages,
+    free_ports,
+    one_line,
+    produce_stream,
+    run_cli,
+    wait_for,
+)
 
 RIVERRUN = [sys.executable, "-m", "riverrun.cli"]
 
@@ -280,6 +289,23 @@ def test_bad_requests_exit_2_withone_line(argv: list[str], env: Any, message: st
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_learn_stops_on_a_signal_with_one_line(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, sig: signal.Signals
+) -> None:
+    """Bytewax's worker panics on the interrupt, and Rust would print it (with a backtrace
+    under RUST_BACKTRACE): a stop by signal says one line and exits 0."""
+    monkeypatch.setenv("RUST_BACKTRACE", "1")
+    s = make_settings()
+    produce_stream(s, 500, "sig")
+    with LearnProcess(s) as learn:
+        wait_for(lambda: count_messages(s, s.topic_predictions) >= 500, 60, "every prediction")
+        learn.process.send_signal(sig)
+        assert learn.process.wait(60) == 0
+        assert learn.stderr().strip().splitlines()[-1:] == ["learn flow stopped by signal"]
+        assert "panicked" not in learn.stderr() and "Traceback" not in learn.stderr()
 
 
 def test_local_up_refuses_a_work_folder_it_cannot_make(tmp_path: Path) -> None:
