@@ -126,9 +126,13 @@ class Follower:
     def _sync(self, name: str) -> None:
         """Re-read one model's aliases, A/B split and feature spec; swap what changed."""
         aliases = self.registry.aliases(name)
+        fraction = self.registry.ab_fraction(name)
         current = self.served.get(name)
         champion = self._version(name, CHAMPION, aliases.get(CHAMPION), current)
-        challenger = self._version(name, CHALLENGER, aliases.get(CHALLENGER), current)
+        # a challenger that serves nobody is not loaded: a big one would hold every request
+        # up while it is unpickled, at each of its checkpoints
+        wanted = aliases.get(CHALLENGER) if fraction > 0.0 else None
+        challenger = self._version(name, CHALLENGER, wanted, current)
         store = current.store if current is not None and current.store else None
         store = store or FeatureStore(self.store_client, name)
         spec = store.read_spec() or FeatureSpec()
@@ -137,9 +141,7 @@ class Follower:
             version = aliases[CHAMPION]
             why = self._refused[(name, version)][1] if (name, version) in self._refused else "?"
             refused = f"v{version} was refused: {why}"
-        record = Served(
-            name, champion, challenger, self.registry.ab_fraction(name), spec, store, refused
-        )
+        record = Served(name, champion, challenger, fraction, spec, store, refused)
         if record != current:
             self.served[name] = record
 

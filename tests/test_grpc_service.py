@@ -141,6 +141,19 @@ def test_get_model_reports_both_arms_their_metrics_and_when_they_were_loaded(
     assert list(got.entity_features) == []
 
 
+def test_a_challenger_is_loaded_only_while_it_serves_a_share(make_settings: Any) -> None:
+    s = make_settings()
+    publish(s, trained()[0])
+    challenger = publish(s, trained("hoeffding")[0], alias="challenger", spec="hoeffding")
+    reg = registry(s)
+    with running(s) as (server, client):
+        assert client.get_model().challenger.version == 0, "none loaded at a fraction of 0"
+        reg.set_ab_fraction(s.model_name, 0.5, actor="t", reason="t")
+        wait_for(lambda: client.get_model().challenger.version == challenger, 10, "the load")
+        reg.set_ab_fraction(s.model_name, 0.0, actor="t", reason="t")
+        wait_for(lambda: server.follower.served[s.model_name].challenger is None, 10, "unload")
+
+
 def test_a_b_split_answers_each_entity_from_its_arm(make_settings: Any) -> None:
     s = make_settings()
     champion, rows = trained()
