@@ -338,7 +338,12 @@ class RegistrySync:
                 evidence=decision.evidence(),
                 action="promote",
             )
-            old: int | None = None
+        except (redis.RedisError, Conflict) as exc:
+            log.warning("promotion of %s not done, the registry said: %s", challenger.spec, exc)
+            self.link.watcher.changed.set()
+            return
+        old: int | None = None  # the champion moved: the swap is done, whatever follows
+        try:
             if keep:
                 old = writer.write_now(
                     self._checkpoint(learner, champion, demoted="true"), writer.head(CHAMPION)
@@ -353,9 +358,13 @@ class RegistrySync:
                 reason="the former champion, kept as a challenger" if keep else "promoted",
             )
         except (redis.RedisError, Conflict) as exc:
-            log.warning("promotion of %s not done, the registry said: %s", challenger.spec, exc)
-            self.link.watcher.changed.set()
-            return
+            log.warning(
+                "promoted %s, but %s was not moved, the registry said: %s (it is followed)",
+                challenger.spec,
+                challenger.alias,
+                exc,
+            )
+            self.link.watcher.changed.set()  # the registry's challenger is adopted
         writer.rebase(CHAMPION, new.version)
         writer.rebase(challenger.alias, old)
         challenger.version = new.version

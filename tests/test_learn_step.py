@@ -8,11 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
+from models.promotion import Decision
+from models.registry import Conflict
 from models.schema import Event
 from tests.helpers import wait_for
 
@@ -101,4 +104,38 @@ def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings:
         logic.on_batch([_events(s.topic_events, range(30, 60))])
         assert learner.counts.labelled == 60  # and it goes on learning
     finally:
+        logic.on_eof()
+
+
+def test_a_promotion_whose_challenger_move_conflicts_is_still_a_swap(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the champion alias moved, the promotion happened: the flow must run the new
+    champion as champion even if setting the old one as challenger then conflicts."""
+    s = make_settings(challengers=("logreg",))
+    link = registry_link(s)
+    logic = LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
+    reg = link.registry
+    try:
+        logic.on_batch([_events(s.topic_events, range(0, 30))])
+        wait_for(lambda: set(reg.aliases(s.model_name)) == {"champion", "challenger"}, 10, "both")
+        learner = logic.learner
+        champion, challenger = learner.slots
+        move = reg.move_alias
+
+        def conflicting(model: str, alias: str, *args: Any, **kwargs: Any) -> Any:
+            if alias != "champion":
+                raise Conflict(f"{alias} moved elsewhere", None)
+            return move(model, alias, *args, **kwargs)
+
+        monkeypatch.setattr(reg, "move_alias", conflicting)
+        decision = Decision(True, "better", 1000, 0.1, 0.5, 3.0, 0.001)
+        logic.sync._promote(learner, challenger, decision)
+        assert learner.champion is challenger and [p.to_spec for p in learner.promotions] == [
+            "logreg"
+        ]
+        assert reg.alias(s.model_name, "champion") == challenger.version
+        assert champion in learner.slots, "kept as a challenger, as the settings say"
+    finally:
+        monkeypatch.undo()
         logic.on_eof()
