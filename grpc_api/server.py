@@ -122,6 +122,18 @@ class ScoringServer:
     def _report_serving(self) -> None:
         for name in ("", SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if not self.follower.only:
+            return
+        try:
+            unknown = sorted(self.follower.only - set(self.follower.registry.models()))
+        except redis.RedisError:
+            return
+        if unknown:  # a typo in RIVERRUN_SERVE_MODELS, or models not registered yet
+            log.warning(
+                "RIVERRUN_SERVE_MODELS names models the registry does not know (yet): %s; "
+                "their requests are refused until they are registered",
+                ", ".join(unknown),
+            )
 
     def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, finish the requests in flight, stop following."""

@@ -141,6 +141,20 @@ def test_get_model_reports_both_arms_their_metrics_and_when_they_were_loaded(
     assert list(got.entity_features) == []
 
 
+def test_serving_a_model_the_registry_does_not_know_is_warned_of(
+    make_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = make_settings()
+    publish(s, trained()[0])
+    typo = f"{s.model_name}-typo"
+    with running(s.override({"serve_models": (s.model_name, typo)})):
+        pass
+    warned = [r.getMessage() for r in caplog.records if "RIVERRUN_SERVE_MODELS" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(
+        f"RIVERRUN_SERVE_MODELS names models the registry does not know (yet): {typo};"
+    )
+
+
 def test_a_challenger_is_loaded_only_while_it_serves_a_share(make_settings: Any) -> None:
     s = make_settings()
     publish(s, trained()[0])
