@@ -156,6 +156,7 @@ class OnlineLearner:
     schema: frozenset[str] | None = None
     pending: dict[str, Pending] = field(default_factory=dict)
     orphans: dict[str, tuple[LabelMessage, float]] = field(default_factory=dict)
+    unclaimed: list[LabelMessage] = field(default_factory=list, repr=False)  # for expire()
     watermark: float = -math.inf
     counts: Counts = field(default_factory=Counts)
     positions: dict[str, int] = field(default_factory=dict)
@@ -302,10 +303,14 @@ class OnlineLearner:
         Raises :class:`~models.schema.InvalidInput` for an event whose id already waits for
         its label: its label could join only one of the two.
         """
-        if event.id in self.pending:
-            raise InvalidInput(
-                "duplicate_event", f"event {event.id!r} already waits for its label", "id"
-            )
+        waiting = self.pending.get(event.id)
+        if waiting is not None:
+            if waiting.time >= max(self.watermark, event.time) - self.label_ttl:
+                raise InvalidInput(
+                    "duplicate_event", f"event {event.id!r} already waits for its label", "id"
+                )
+            del self.pending[event.id]  # expired, though expire() has not dropped it yet
+            self.counts.expired += 1
         predictions = self.predict(event)
         served = self.serving(event.entity)
         self.counts.events += 1
@@ -315,12 +320,11 @@ class OnlineLearner:
             self.watermark = event.time
         label = event.label
         if label is None:
-            early = self.orphans.get(event.id)
-            if early is None or early[1] < self.watermark - self.label_ttl:
-                self._wait(event, predictions, served)  # an expired early label stays unclaimed
+            early = self._early_label(event.id)
+            if early is None:
+                self._wait(event, predictions, served)
                 return predictions, served
-            del self.orphans[event.id]
-            label = early[0].label
+            label = early.label
         self._learn(
             event.id,
             Pending(event.time, event.entity, event.features, predictions, served.uid),
@@ -339,6 +343,22 @@ class OnlineLearner:
             event.time, event.entity, event.features, predictions, served.uid
         )
 
+    def _early_label(self, event_id: str) -> LabelMessage | None:
+        """The label that came before its event ``event_id``, taken from those waiting; one
+        past the TTL is unclaimed instead, whether or not :meth:`expire` ran."""
+        early = self.orphans.pop(event_id, None)
+        if early is None:
+            return None
+        if early[1] < self.watermark - self.label_ttl:
+            self._unclaim(early[0])
+            return None
+        return early[0]
+
+    def _unclaim(self, label: LabelMessage) -> None:
+        """``label`` found no event: counted now, returned by the next :meth:`expire`."""
+        self.unclaimed.append(label)
+        self.counts.unknown_labels += 1
+
     def on_label(self, label: LabelMessage) -> LabelMessage | None:
         """Join a label to its pending prediction and learn; keep it a while if it came early.
 
@@ -346,17 +366,25 @@ class OnlineLearner:
         :meth:`expire` has dropped it yet: its label is treated as one whose event never came.
         Returns the label back if it must be rejected: a second early label for one event.
         """
+        limit = self.watermark - self.label_ttl
         pending = self.pending.pop(label.id, None)
         if pending is not None:
-            if pending.time >= self.watermark - self.label_ttl:
+            if pending.time >= limit:
                 self._learn(label.id, pending, label.label)
                 return None
             self.counts.expired += 1
-        if label.id in self.orphans:
-            self.counts.unknown_labels += 1
-            return label
+        orphans = self.orphans
+        early = orphans.get(label.id)
+        if early is not None:
+            if early[1] >= limit:
+                self.counts.unknown_labels += 1
+                return label
+            del orphans[label.id]  # expired: the new label waits in its place
+            self._unclaim(early[0])
+        if len(orphans) >= self.max_pending:  # the oldest gives way, whenever expire() runs
+            self._unclaim(orphans.pop(next(iter(orphans)))[0])
         # An early label waits label_ttl from its own time (or from now, if that is later).
-        self.orphans[label.id] = (label, max(label.time, self.watermark))
+        orphans[label.id] = (label, max(label.time, self.watermark))
         return None
 
     def _learn(self, event_id: str, seen: Pending, y: Any) -> None:
@@ -497,36 +525,34 @@ class OnlineLearner:
     def expire(self) -> list[LabelMessage]:
         """Drop predictions older than the TTL (counted) and return labels nobody claimed.
 
-        Time is event time (the newest event seen). Which labels join does not depend on
-        when this runs (:meth:`on_label` and :meth:`on_event` check the TTL themselves): this
-        frees the memory, oldest first, stopping at the first entry still in time. Early
-        labels are capped at ``max_pending`` here (predictions as they are added).
+        Time is event time (the newest event seen). Which labels join, and which are
+        refused or unclaimed, does not depend on when this runs: :meth:`on_event` and
+        :meth:`on_label` check the TTL and the ``max_pending`` caps themselves. This frees
+        the memory, oldest first, stopping at the first entry still in time.
         """
         limit = self.watermark - self.label_ttl
         pending = self.pending
         while pending:
             oldest = next(iter(pending))
-            if pending[oldest].time >= limit and len(pending) <= self.max_pending:
+            if pending[oldest].time >= limit:
                 break
             del pending[oldest]
             self.counts.expired += 1
-        unclaimed = []
         orphans = self.orphans
         while orphans:
             oldest = next(iter(orphans))
-            label, seen_at = orphans[oldest]
-            if seen_at >= limit and len(orphans) <= self.max_pending:
+            if orphans[oldest][1] >= limit:
                 break
-            del orphans[oldest]
-            unclaimed.append(label)
-        self.counts.unknown_labels += len(unclaimed)
+            self._unclaim(orphans.pop(oldest)[0])
+        unclaimed, self.unclaimed = self.unclaimed, []
         return unclaimed
 
     def drain_orphans(self) -> list[LabelMessage]:
         """Return (and forget) every label still waiting for its event: the input has ended."""
-        unclaimed = [label for label, _ in self.orphans.values()]
+        for label, _ in self.orphans.values():
+            self._unclaim(label)
         self.orphans.clear()
-        self.counts.unknown_labels += len(unclaimed)
+        unclaimed, self.unclaimed = self.unclaimed, []
         return unclaimed
 
     def _arm_metrics(self) -> dict[str, Prequential]:

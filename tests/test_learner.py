@@ -78,6 +78,54 @@ def test_a_label_joins_by_event_time_whenever_expiry_runs() -> None:
     assert sorted(label.id for label in lr.drain_orphans()) == ["e1", "e2"]
 
 
+def _run(records: list[Event | LabelMessage], expire_every: int | None) -> tuple[object, ...]:
+    """What a learner made of ``records``: refusals, joins, counts and unclaimed labels."""
+    lr = _learner(label_ttl=10.0, max_pending=3)
+    refused, unclaimed = [], []
+    for i, rec in enumerate(records):
+        if isinstance(rec, Event):
+            try:
+                lr.on_event(rec)
+            except InvalidInput as exc:
+                refused.append((i, exc.reason))
+        elif lr.on_label(rec) is not None:
+            refused.append((i, "duplicate_label"))
+        if expire_every and i % expire_every == 0:
+            unclaimed += [label.id for label in lr.expire()]
+    unclaimed += [label.id for label in lr.expire() + lr.drain_orphans()]
+    c = lr.counts
+    return refused, sorted(unclaimed), c.labelled, c.expired, c.unknown_labels, sorted(lr.pending)
+
+
+def test_joins_refusals_and_unclaimed_labels_do_not_depend_on_when_expiry_runs() -> None:
+    def label(i: str, t: float) -> LabelMessage:
+        return LabelMessage(i, 1.0, t)
+
+    records: list[Event | LabelMessage] = [
+        Event("x", 0.0, "a", {"x": 1.0}),
+        Event("y", 5.0, "a", {"x": 1.0}),
+        label("z", 5.0),  # early
+        Event("w", 20.0, "a", {"x": 1.0}),  # x, y and the early z are now past the TTL
+        Event("x", 21.0, "a", {"x": 2.0}),  # the expired x is no duplicate
+        label("y", 21.0),  # too late: unclaimed
+        label("z", 21.0),  # takes the expired early z's place
+        label("q", 21.0),
+        label("r", 21.0),
+        label("s", 21.0),  # over max_pending early labels: the oldest give way (y, then z)
+        Event("z", 22.0, "a", {"x": 1.0}),  # its label gave way: it waits
+        label("x", 22.0),  # joins the second x
+        label("x", 22.0),  # its event was learned: waits as an early label
+        label("x", 22.0),  # a second early label for x
+        Event("w", 23.0, "a", {"x": 1.0}),  # still waiting: a duplicate
+    ]
+    every_record, at_the_end = _run(records, 1), _run(records, None)
+    assert every_record == at_the_end
+    refused, unclaimed, labelled, expired, unknown, pending = at_the_end
+    assert refused == [(13, "duplicate_label"), (14, "duplicate_event")]
+    assert unclaimed == ["q", "r", "s", "x", "y", "z", "z"] and unknown == 8
+    assert (labelled, expired, pending) == (1, 2, ["w", "z"])
+
+
 def test_an_expired_early_label_does_not_join_its_late_event() -> None:
     lr = _learner(label_ttl=5.0)
     lr.on_label(LabelMessage("e9", 1.0, 0.0))
