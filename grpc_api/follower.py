@@ -49,7 +49,7 @@ class Follower:
         self.served: dict[str, Served] = {}
         self.ready = threading.Event()
         self._wanted = threading.Event()  # a request asked for a model not yet served
-        self._refused: dict[tuple[str, int], tuple[Identity, str]] = {}  # by (name, version)
+        self._refused: dict[tuple[str, int], tuple[Identity | None, str]] = {}  # by version
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registry-follower", daemon=True)
 
@@ -155,17 +155,21 @@ class Follower:
             if before is not None:
                 SERVED_VERSION.remove(name, role)
             return None
-        stored = _identity(self.registry.info(name, version))  # numbers recur after data loss
-        if before is not None and _identity(before.info) == stored:
-            return before
-        if (name, version) in self._refused and self._refused[(name, version)][0] == stored:
-            return before
+        stored: Identity | None = None  # unreadable metadata is refused like a bad snapshot
+        refused = self._refused.get((name, version))
         try:
+            stored = _identity(self.registry.info(name, version))  # numbers recur after loss
+            if before is not None and _identity(before.info) == stored:
+                return before
+            if refused is not None and refused[0] == stored:
+                return before
             info, model = self.registry.load_version(name, version)
             scorer = compile_scorer(model, info.task)
         except redis.RedisError:
             raise  # a passing outage: the follower retries, this version is not refused
         except Exception as exc:  # also a model whose code this server cannot import
+            if refused is not None and refused[0] == stored:
+                return before  # refused already, and said so
             if isinstance(exc, SignatureError):
                 REFUSED.labels(name).inc()
             self._refused[(name, version)] = (stored, str(exc))

@@ -600,6 +600,31 @@ def test_a_version_number_reused_after_data_loss_serves_the_new_model(make_setti
         wait_for(lambda: abs(proba() - expected) <= TOLERANCE, 10, "the new v1's answers")
 
 
+def test_unreadable_version_metadata_is_refused_and_stops_no_swap(make_settings: Any) -> None:
+    s = make_settings()
+    model, rows = trained()
+    first = publish(s, model)
+    reg = registry(s)
+    reg.client.set(f"riverrun:registry:{s.model_name}:v:{first}", b"{not json")
+    challenger = publish(s, trained("hoeffding")[0], alias="challenger", spec="hoeffding")
+    reg.client.set(f"riverrun:registry:{s.model_name}:v:{challenger}", b"{not json")
+    reg.set_ab_fraction(s.model_name, 0.5, actor="t", reason="t")
+    with running(s) as (_, client):
+        error = refusal(lambda: client.predict(rows[0]))
+        assert error.code() == Code.FAILED_PRECONDITION
+        assert f"its champion v{first} was refused: " in str(error.details())
+        assert "its metadata is unreadable" in str(error.details())
+        readable = publish(s, model)  # the challenger's metadata is still unreadable
+
+        def served_version() -> int | None:
+            try:
+                return client.predict(rows[0]).version
+            except grpc.RpcError:
+                return None
+
+        wait_for(lambda: served_version() == readable, 10, "the new champion")
+
+
 def test_a_model_this_server_cannot_read_keeps_no_other_from_serving(make_settings: Any) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
