@@ -258,9 +258,11 @@ class RegistrySync:
             "registering this flow's models again",
             self.model,
         )
+        self._broken.clear()  # by version number, and numbers start over
         for slot in learner.slots:
             self.link.writer.rebase(slot.alias, None)
         self.checkpoint_all(learner)
+        self._sync_ab(learner)  # the split of the settings, as on a first start
 
     def _adopt(self, learner: OnlineLearner, alias: str, version: int) -> None:
         """Run the model someone else put under ``alias``."""
@@ -343,6 +345,7 @@ class RegistrySync:
             self.link.watcher.changed.set()
             return
         old: int | None = None  # the champion moved: the swap is done, whatever follows
+        alias_head = writer.head(challenger.alias)  # where the registry's alias points
         try:
             if keep:
                 old = writer.write_now(
@@ -357,16 +360,21 @@ class RegistrySync:
                 action="set",
                 reason="the former champion, kept as a challenger" if keep else "promoted",
             )
+            alias_head = old
         except (redis.RedisError, Conflict) as exc:
+            # The alias still points at alias_head: after an outage the next checkpoint moves
+            # it; after someone else's move, theirs is adopted (it differs from alias_head).
             log.warning(
-                "promoted %s, but %s was not moved, the registry said: %s (it is followed)",
+                "promoted %s, but %s was not moved yet, the registry said: %s",
                 challenger.spec,
                 challenger.alias,
                 exc,
             )
-            self.link.watcher.changed.set()  # the registry's challenger is adopted
+            if alias_head is not None:  # the new champion's earlier snapshot: never adopted
+                self._broken.add((challenger.alias, alias_head))
+            self.link.watcher.changed.set()
         writer.rebase(CHAMPION, new.version)
-        writer.rebase(challenger.alias, old)
+        writer.rebase(challenger.alias, alias_head)
         challenger.version = new.version
         learner.swap(challenger, decision, keep_old=keep)
         champion.version = old or champion.version

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
@@ -79,7 +80,7 @@ def test_refused_regression_labels_and_repeated_ids_are_dead_lettered(make_setti
 
 
 def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings: Any) -> None:
-    s = make_settings(challengers=("logreg",), snapshot_interval=0.2)
+    s = make_settings(challengers=("logreg",), snapshot_interval=0.2, ab_fraction=0.25)
     link = registry_link(s)
     logic = LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
     reg = link.registry
@@ -95,6 +96,7 @@ def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings:
             return set(reg.aliases(s.model_name)) == {"champion", "challenger"}
 
         wait_for(registered_again, 20, "the flow's models registered again")
+        assert reg.ab_fraction(s.model_name) == 0.25, "the settings' split, as on a first start"
         learner = logic.learner
         champion = reg.load(s.model_name, reg.alias(s.model_name, "champion"))
         assert (
@@ -107,8 +109,9 @@ def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings:
         logic.on_eof()
 
 
-def test_a_promotion_whose_challenger_move_conflicts_is_still_a_swap(
-    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("failure", ["conflict", "outage"])
+def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
     """Once the champion alias moved, the promotion happened: the flow must run the new
     champion as champion even if setting the old one as challenger then conflicts."""
@@ -124,9 +127,11 @@ def test_a_promotion_whose_challenger_move_conflicts_is_still_a_swap(
         move = reg.move_alias
 
         def conflicting(model: str, alias: str, *args: Any, **kwargs: Any) -> Any:
-            if alias != "champion":
+            if alias == "champion":
+                return move(model, alias, *args, **kwargs)
+            if failure == "conflict":
                 raise Conflict(f"{alias} moved elsewhere", None)
-            return move(model, alias, *args, **kwargs)
+            raise redis.ConnectionError("Redis went away")
 
         monkeypatch.setattr(reg, "move_alias", conflicting)
         decision = Decision(True, "better", 1000, 0.1, 0.5, 3.0, 0.001)
@@ -136,6 +141,14 @@ def test_a_promotion_whose_challenger_move_conflicts_is_still_a_swap(
         ]
         assert reg.alias(s.model_name, "champion") == challenger.version
         assert champion in learner.slots, "kept as a challenger, as the settings say"
+        monkeypatch.undo()
+        before = reg.alias(s.model_name, "challenger")
+        logic.on_notify()  # the registry still names the new champion's earlier snapshot
+        assert learner.slot("challenger") is champion, "that snapshot is not adopted"
+        logic.sync.checkpoint_all(learner)
+        assert link.final(timeout=10.0)
+        moved = reg.alias(s.model_name, "challenger")
+        assert moved is not None and before is not None and moved > before
     finally:
         monkeypatch.undo()
         logic.on_eof()
