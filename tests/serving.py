@@ -66,6 +66,14 @@ def requests_counted(rpc: str, code: str) -> float:
     return value or 0.0
 
 
+def answer_or_none(client: ScoringClient, x: dict[str, float]) -> Any:
+    """``client.predict(x)``, or ``None`` while the server refuses it: for waiting on a swap."""
+    try:
+        return client.predict(x)
+    except grpc.RpcError:
+        return None
+
+
 def refusal(call: Any) -> grpc.RpcError:
     """The error ``call()`` raised (it must raise one)."""
     try:

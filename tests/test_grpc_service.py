@@ -23,6 +23,7 @@ from models.status import read_status
 from riverrun.local import start_redis
 from tests.helpers import event, read_topic, run_flow_to_end, wait_for, write_raw
 from tests.serving import (
+    answer_or_none,
     field_of,
     publish,
     refusal,
@@ -481,14 +482,11 @@ def test_no_champion_yet_is_unavailable_until_one_is_promoted(make_settings: Any
         assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
         assert "has no champion yet" in error.details()  # type: ignore[attr-defined]
         registry(s).move_alias(s.model_name, "champion", info.version, actor="t", reason="t")
-
-        def answered() -> bool:
-            try:
-                return client.predict(rows[0]).version == info.version
-            except grpc.RpcError:
-                return False
-
-        wait_for(answered, 5, "the first champion to answer")
+        wait_for(
+            lambda: getattr(answer_or_none(client, rows[0]), "version", None) == info.version,
+            5,
+            "the first champion to answer",
+        )
     assert requests_counted("Predict", "UNAVAILABLE") >= before + 1
 
 
@@ -586,18 +584,16 @@ def test_a_version_number_reused_after_data_loss_serves_the_new_model(make_setti
         assert refusal(lambda: client.predict(rows[0])).code() == Code.FAILED_PRECONDITION
         reg.client.delete(*reg.client.keys(f"riverrun:registry:{s.model_name}:*"))
         assert publish(s, old) == bad  # the same number, now readable
-
-        def proba() -> float | None:
-            try:
-                return client.predict(rows[0]).proba["true"]
-            except grpc.RpcError:
-                return None
-
-        wait_for(proba, 10, "the readable v1")
+        wait_for(lambda: answer_or_none(client, rows[0]), 10, "the readable v1")
         reg.client.delete(*reg.client.keys(f"riverrun:registry:{s.model_name}:*"))
         assert publish(s, new) == bad  # the same number again, another model
         expected = new.predict_proba_one(rows[0])[True]
-        wait_for(lambda: abs(proba() - expected) <= TOLERANCE, 10, "the new v1's answers")
+
+        def answers_as_new() -> bool:
+            answer = answer_or_none(client, rows[0])
+            return answer is not None and abs(answer.proba["true"] - expected) <= TOLERANCE
+
+        wait_for(answers_as_new, 10, "the new v1's answers")
 
 
 def test_unreadable_version_metadata_is_refused_and_stops_no_swap(make_settings: Any) -> None:
@@ -615,14 +611,11 @@ def test_unreadable_version_metadata_is_refused_and_stops_no_swap(make_settings:
         assert f"its champion v{first} was refused: " in str(error.details())
         assert "its metadata is unreadable" in str(error.details())
         readable = publish(s, model)  # the challenger's metadata is still unreadable
-
-        def served_version() -> int | None:
-            try:
-                return client.predict(rows[0]).version
-            except grpc.RpcError:
-                return None
-
-        wait_for(lambda: served_version() == readable, 10, "the new champion")
+        wait_for(
+            lambda: getattr(answer_or_none(client, rows[0]), "version", None) == readable,
+            10,
+            "the new champion",
+        )
 
 
 def test_a_model_this_server_cannot_read_keeps_no_other_from_serving(make_settings: Any) -> None:
