@@ -21,7 +21,7 @@ from grpc_api.book import Loaded, Served
 from models.ab import CHALLENGER, CHAMPION
 from models.feature_store import FeatureStore
 from models.features import FeatureSpec
-from models.registry import CHANNEL, Registry, VersionInfo, announcement
+from models.registry import CHANNEL, Registry, RegistryError, VersionInfo, announcement
 from models.scorers import compile_scorer
 from models.signing import SignatureError
 from riverrun.metrics import REFUSED, SERVED_VERSION, SWAPS
@@ -155,21 +155,21 @@ class Follower:
             if before is not None:
                 SERVED_VERSION.remove(name, role)
             return None
-        stored: Identity | None = None  # unreadable metadata is refused like a bad snapshot
-        refused = self._refused.get((name, version))
         try:
-            stored = _identity(self.registry.info(name, version))  # numbers recur after loss
-            if before is not None and _identity(before.info) == stored:
-                return before
-            if refused is not None and refused[0] == stored:
-                return before
+            stored: Identity | None = _identity(self.registry.info(name, version))
+        except RegistryError:  # missing or unreadable: load_version refuses it below
+            stored = None
+        if before is not None and _identity(before.info) == stored:  # numbers recur after loss
+            return before
+        refused = self._refused.get((name, version))
+        if refused is not None and refused[0] == stored:
+            return before  # refused already, and said so
+        try:
             info, model = self.registry.load_version(name, version)
             scorer = compile_scorer(model, info.task)
         except redis.RedisError:
             raise  # a passing outage: the follower retries, this version is not refused
         except Exception as exc:  # also a model whose code this server cannot import
-            if refused is not None and refused[0] == stored:
-                return before  # refused already, and said so
             if isinstance(exc, SignatureError):
                 REFUSED.labels(name).inc()
             self._refused[(name, version)] = (stored, str(exc))
