@@ -233,17 +233,18 @@ class Settings:
             raise SettingsError(
                 f"{env_name('task')}={self.task!r}: expected binary, multiclass or regression"
             )
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for f in dataclasses.fields(self):  # the rules of a kind of setting
+            name, value = f.name, getattr(self, f.name)
             if isinstance(value, float) and value != value:
-                raise SettingsError(f"{env_name(f.name)} is NaN: expected a number")
+                raise SettingsError(f"{env_name(name)} is NaN: expected a number")
+            if name.startswith("topic_") and not value:
+                raise SettingsError(f"{env_name(name)} is empty: expected a topic name")
+            if name.endswith("_port") and not 0 <= value <= 65535:
+                raise SettingsError(f"{env_name(name)} must be a port number, 0 to 65535")
         for names, holds, rule in _BOUNDS:
             for name in names:
                 if not holds(getattr(self, name)):
                     raise SettingsError(f"{env_name(name)} {rule}")
-        for f in dataclasses.fields(self):
-            if f.name.startswith("topic_") and not getattr(self, f.name):
-                raise SettingsError(f"{env_name(f.name)} is empty: expected a topic name")
         try:
             check_new_model_alias(self.trigger_retrain_alias, "a retrained model")
         except ValueError as exc:
@@ -265,9 +266,6 @@ class Settings:
             )
         if not 0.0 <= self.ab_fraction <= 1.0:
             raise SettingsError(f"{env_name('ab_fraction')} must be within [0, 1]")
-        for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_port")):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise SettingsError(f"{env_name(name)} must be a port number, 0 to 65535")
         _check_redis_url(self.redis_url)
         if bool(self.serve_tls_cert) != bool(self.serve_tls_key):
             raise SettingsError(
