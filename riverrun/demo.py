@@ -21,11 +21,11 @@ from flows.produce import STREAM_EVENTS, ProduceRequest, produce
 from flows.trigger_service import caught_up
 from models.datasets import open_stream
 from models.registry import Registry
-from models.specs import SpecError, build_model
+from models.specs import SpecError
 from models.status import read_status
 from riverrun.children import Child
 from riverrun.local import local_stack
-from riverrun.runner import learn_topics
+from riverrun.runner import check_learn_settings, learn_topics
 from riverrun.settings import Settings
 
 
@@ -46,23 +46,23 @@ class DemoRequest:
 
 def run_demo(req: DemoRequest, settings: Settings) -> int:
     """Run the demo; returns the exit status."""
-    task = open_stream(req.dataset, seed=settings.seed, events=1).task
-    challengers = settings.challengers or ("arf",)
-    for spec in (settings.model_spec, *challengers):  # refused now, not after the stack starts
-        try:
-            build_model(spec, task, settings.seed)
-        except SpecError as exc:
-            raise SpecError(f"{exc}; the {req.dataset} stream is {task}") from None
+    chosen = {
+        "model_spec": settings.model_spec,
+        "challengers": settings.challengers or ("arf",),
+        "seed": settings.seed,
+        "entity_features": settings.entity_features or ("count", "since_last"),
+        "rolling_window": settings.rolling_window,
+        "task": open_stream(req.dataset, seed=settings.seed, events=1).task,
+    }
+    try:  # refused now, not after the stack starts
+        check_learn_settings(settings.override(chosen))
+    except SpecError as exc:
+        raise SpecError(f"{exc}; the {req.dataset} stream is {chosen['task']}") from None
     with local_stack() as stack:
         s = Settings.from_env(stack.env()).override(
             {
+                **chosen,
                 "model_name": "demo",
-                "model_spec": settings.model_spec,
-                "challengers": challengers,
-                "seed": settings.seed,
-                "entity_features": settings.entity_features or ("count", "since_last"),
-                "rolling_window": settings.rolling_window,
-                "task": task,
                 "status_interval": 0.5,
                 "metrics_port": 0,
                 "trigger_metrics_port": 0,
