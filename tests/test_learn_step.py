@@ -23,6 +23,12 @@ from tests.helpers import wait_for
 T0 = 1_700_000_000.0
 
 
+def _learn_step(s: Any) -> LearnLogic:
+    """The learn step as the flow builds it on a first start."""
+    link = registry_link(s)
+    return LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
+
+
 def _events(topic: str, offsets: range) -> list[Event]:
     """Labelled events at ``offsets`` of partition 0 of ``topic``."""
     return [
@@ -33,8 +39,7 @@ def _events(topic: str, offsets: range) -> list[Event]:
 
 def test_records_before_the_learners_position_are_not_learned_again(make_settings: Any) -> None:
     s = make_settings(challengers=("logreg",))
-    link = registry_link(s)
-    logic = LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
+    logic = _learn_step(s)
     try:
         logic.on_batch([_events(s.topic_events, range(0, 6))])
         # a source that resumed three records earlier than the state it resumed with
@@ -52,8 +57,7 @@ def test_records_before_the_learners_position_are_not_learned_again(make_setting
 
 def test_refused_regression_labels_and_repeated_ids_are_dead_lettered(make_settings: Any) -> None:
     s = make_settings(task="regression", model_spec="linreg", drift_detector="adwin")
-    link = registry_link(s)
-    logic = LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
+    logic = _learn_step(s)
     bodies = [
         b'{"id": "e0", "features": {"x": 1}, "label": 2}',
         b'{"id": "e1", "features": {"x": 1}, "label": 1%s}' % (b"0" * 400),  # past any float
@@ -81,9 +85,8 @@ def test_refused_regression_labels_and_repeated_ids_are_dead_lettered(make_setti
 
 def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings: Any) -> None:
     s = make_settings(challengers=("logreg",), snapshot_interval=0.2, ab_fraction=0.25)
-    link = registry_link(s)
-    logic = LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
-    reg = link.registry
+    logic = _learn_step(s)
+    reg = logic.sync.registry
     try:
         logic.on_batch([_events(s.topic_events, range(0, 30))])
         wait_for(
@@ -116,9 +119,8 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
     """Once the champion alias moved, the promotion happened: the flow must run the new
     champion as champion even if setting the old one as challenger then conflicts."""
     s = make_settings(challengers=("logreg",))
-    link = registry_link(s)
-    logic = LearnLogic(s, new_learner(s, link), RegistrySync(s, link))
-    reg = link.registry
+    logic = _learn_step(s)
+    reg = logic.sync.registry
     try:
         logic.on_batch([_events(s.topic_events, range(0, 30))])
         wait_for(lambda: set(reg.aliases(s.model_name)) == {"champion", "challenger"}, 10, "both")
@@ -146,7 +148,7 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
         logic.on_notify()  # the registry still names the new champion's earlier snapshot
         assert learner.slot("challenger") is champion, "that snapshot is not adopted"
         logic.sync.checkpoint_all(learner)
-        assert link.final(timeout=10.0)
+        assert logic.sync.link.final(timeout=10.0)
         moved = reg.alias(s.model_name, "challenger")
         assert moved is not None and before is not None and moved > before
     finally:
