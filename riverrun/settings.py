@@ -197,13 +197,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every field from ``RIVERRUN_<FIELD>``; unset variables keep their defaults."""
-        env = os.environ if env is None else env
-        values = {}
-        for field_name, (_f, kind) in _fields(cls).items():
-            name = env_name(field_name)
-            if name in env:
-                values[field_name] = _parse(kind, env[name], name)
-        return cls(**values).validated()
+        return cls(**_env_values(env)).validated()
 
     def override(self, values: Mapping[str, Any]) -> Settings:
         """Return a copy with the non-``None`` entries of ``values`` (e.g. parsed flags)."""
@@ -347,7 +341,7 @@ def add_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
     fields = _fields(Settings)
     for name in names:
         f, kind = fields[name]
-        flag = "--" + name.replace("_", "-")
+        flag = flag_name(name)
         help_text = f"{f.metadata['help']} [env: {env_name(name)}]"
         if kind is tuple:
             parser.add_argument(
@@ -366,12 +360,42 @@ def add_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
 
 
 def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment, overridden by whichever flags were given."""
-    values = dict(vars(args))
-    for name, (_f, kind) in _fields(Settings).items():
-        if kind is tuple and values.get(name) is not None:
-            values[name] = tuple(part for item in values[name] for part in item.split(",") if part)
-    return Settings.from_env(env).override(values)
+    """Settings from the environment, overridden by whichever flags were given; a wrong
+    value that came from a flag is reported under the flag's name."""
+    fields = _fields(Settings)
+    flags = {}
+    for name, value in vars(args).items():
+        if name in fields and value is not None:
+            is_tuple = fields[name][1] is tuple
+            flags[name] = _split_specs(value) if is_tuple else value
+    try:
+        return Settings(**{**_env_values(env, skip=flags), **flags}).validated()
+    except SettingsError as exc:
+        message = str(exc)
+        for name in flags:
+            message = re.sub(rf"\b{env_name(name)}\b", flag_name(name), message)
+        raise SettingsError(message) from None
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a settings field."""
+    return "--" + field_name.replace("_", "-")
+
+
+def _split_specs(items: list[str]) -> tuple[str, ...]:
+    return tuple(part for item in items for part in item.split(",") if part)
+
+
+def _env_values(env: Mapping[str, str] | None, skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The fields set by ``RIVERRUN_*`` variables in ``env`` (default: the process's), parsed;
+    fields in ``skip`` (given as flags) are not read."""
+    env = os.environ if env is None else env
+    values = {}
+    for field_name, (_f, kind) in _fields(Settings).items():
+        name = env_name(field_name)
+        if name in env and field_name not in skip:
+            values[field_name] = _parse(kind, env[name], name)
+    return values
 
 
 def _fields(cls: type) -> dict[str, tuple[dataclasses.Field[Any], type]]:

@@ -32,6 +32,26 @@ def test_flags_override_environment() -> None:
     assert (s.seed, s.challengers, s.follow, s.model_spec) == (9, ("arf", "x"), False, "hoeffding")
 
 
+def _flags(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_flags(parser, ["label_ttl", "serve_tls_cert", "seed"])
+    return parser.parse_args(argv)
+
+
+def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable() -> None:
+    with pytest.raises(SettingsError, match=r"^--label-ttl must be positive$"):
+        from_args(_flags(["--label-ttl", "-5"]), {})
+    with pytest.raises(SettingsError, match=r"^RIVERRUN_LABEL_TTL must be positive$"):
+        from_args(_flags([]), {"RIVERRUN_LABEL_TTL": "-5"})
+    with pytest.raises(SettingsError, match=r"^--serve-tls-cert and RIVERRUN_SERVE_TLS_KEY go"):
+        from_args(_flags(["--serve-tls-cert", "c.pem"]), {})
+    fixed = from_args(
+        _flags(["--label-ttl", "10", "--seed", "4"]),
+        {"RIVERRUN_LABEL_TTL": "-5", "RIVERRUN_SEED": "many"},
+    )
+    assert (fixed.label_ttl, fixed.seed) == (10.0, 4)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
