@@ -39,6 +39,13 @@ def rate(text: str) -> float:
     return value
 
 
+def nonempty(text: str) -> str:
+    """A string that is not empty (``--id-prefix``): an empty one would mean "unset"."""
+    if not text:
+        raise argparse.ArgumentTypeError("'': expected a non-empty value")
+    return text
+
+
 def challenger_alias(text: str) -> str:
     """The alias of a model that never ran in shadow: a challenger one (``--alias``)."""
     try:

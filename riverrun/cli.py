@@ -30,7 +30,7 @@ from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
 from models.triggers import TriggerConfigError
 from riverrun import evaluate_cmd, local_cmd, registry_cmd, retrain_cmd, serve_cmd
-from riverrun.argtypes import count, output_file, positive, rate
+from riverrun.argtypes import count, nonempty, output_file, positive, rate
 from riverrun.demo import DemoError
 from riverrun.evaluate_cmd import EvaluateError
 from riverrun.local import LauncherError
@@ -214,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip", type=count, default=0, metavar="N", help="leave out the first N events (resume)"
     )
-    p.add_argument("--id-prefix", default=None, help="event id prefix (default: random)")
+    p.add_argument(
+        "--id-prefix",
+        type=nonempty,
+        default=None,
+        help="event id prefix (default: random)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_flags(p, KAFKA + TOPICS + ("seed",))
     p.set_defaults(handler=_produce)

@@ -243,17 +243,22 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         (
             ["registry", "list", "--redis-url", "notaurl"],
             {},
-            "RIVERRUN_REDIS_URL='notaurl': expected a redis://, rediss:// or unix:// URL",
+            "--redis-url='notaurl': expected a redis://, rediss:// or unix:// URL",
         ),
         (
             ["registry", "list", "--redis-url", "redis://127.0.0.1:99999/0"],
             {},
-            "RIVERRUN_REDIS_URL='redis://127.0.0.1:99999/0': the port is no number from 1 to 65535",
+            "--redis-url='redis://127.0.0.1:99999/0': the port is no number from 1 to 65535",
         ),
         (
             ["registry", "list"],
             {"RIVERRUN_REDIS_URL": "redis://:hunter2@127.0.0.1:6379/zero"},
             "RIVERRUN_REDIS_URL='redis://:***@127.0.0.1:6379/zero': database 'zero' is no number",
+        ),
+        (
+            ["produce", "--id-prefix", ""],
+            {},
+            "riverrun produce: error: argument --id-prefix: '': expected a non-empty value",
         ),
         (
             ["produce", "--events", "0"],
