@@ -238,6 +238,9 @@ class RegistrySync:
             return
         for alias, version in aliases.items():
             slot = learner.slot(alias)
+            if slot is None and version == self.link.writer.head(alias):
+                self._clear(alias, version)
+                continue
             ours = slot is not None and version in (slot.version, self.link.writer.head(alias))
             if is_shadowed(alias) and not ours and (alias, version) not in self._broken:
                 self._adopt(learner, alias, version)
@@ -248,6 +251,27 @@ class RegistrySync:
                 log.warning(
                     "stopped shadowing %s (%s): removed from the registry", slot.alias, slot.spec
                 )
+
+    def _clear(self, alias: str, version: int) -> None:
+        """Remove ``alias``, still at the snapshot this flow wrote for a model it no longer
+        runs (a promotion that did not keep the old champion, cut short by an outage), so
+        that no server serves that snapshot as a challenger."""
+        try:
+            self.registry.move_alias(
+                self.model,
+                alias,
+                None,
+                expected=version,
+                actor=self.link.actor,
+                action="set",
+                reason="promoted",
+            )
+        except redis.RedisError:
+            self.link.watcher.changed.set()  # try again later
+            return
+        except Conflict:
+            self.link.watcher.changed.set()  # moved by someone else: adopt theirs next
+        self.link.writer.rebase(alias, None)
 
     def _register_again(self, learner: OnlineLearner) -> None:
         """The registry no longer names the champion this flow wrote (Redis restarted empty,
@@ -363,7 +387,8 @@ class RegistrySync:
             alias_head = old
         except (redis.RedisError, Conflict) as exc:
             # The alias still points at alias_head: after an outage the next checkpoint moves
-            # it; after someone else's move, theirs is adopted (it differs from alias_head).
+            # it (or, with no old champion kept, _reconcile removes it); after someone else's
+            # move, theirs is adopted (it differs from alias_head).
             log.warning(
                 "promoted %s, but %s was not moved yet, the registry said: %s",
                 challenger.spec,

@@ -112,13 +112,15 @@ def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings:
         logic.on_eof()
 
 
+@pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("failure", ["conflict", "outage"])
 def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
-    make_settings: Any, monkeypatch: pytest.MonkeyPatch, failure: str
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, failure: str, keep: bool
 ) -> None:
     """Once the champion alias moved, the promotion happened: the flow must run the new
-    champion as champion even if setting the old one as challenger then conflicts."""
-    s = make_settings(challengers=("logreg",))
+    champion as champion even if setting the old one as challenger (or removing the alias,
+    when the old champion is not kept) then fails; the alias is mended later."""
+    s = make_settings(challengers=("logreg",), promote_keep_old=keep)
     logic = _learn_step(s)
     reg = logic.sync.registry
     try:
@@ -142,10 +144,14 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
             "logreg"
         ]
         assert reg.alias(s.model_name, "champion") == challenger.version
-        assert champion in learner.slots, "kept as a challenger, as the settings say"
+        assert (champion in learner.slots) is keep, "kept as a challenger if the settings say"
         monkeypatch.undo()
         before = reg.alias(s.model_name, "challenger")
         logic.on_notify()  # the registry still names the new champion's earlier snapshot
+        if not keep:
+            assert "challenger" not in reg.aliases(s.model_name), "no stale challenger to serve"
+            assert learner.slots == [challenger]
+            return
         assert learner.slot("challenger") is champion, "that snapshot is not adopted"
         logic.sync.checkpoint_all(learner)
         assert logic.sync.link.final(timeout=10.0)
