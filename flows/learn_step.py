@@ -81,7 +81,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         dead = out.dead
         positions, drift = learner.positions, learner.drift
         stamps: list[dict[str, int]] = []  # where each drift signal of the batch was raised
-        described: dict[int, bytes] = {}  # versions do not change within a batch
+        described: dict[int, bytes] = {}  # versions change only at a promotion
+        check_at = self.sync.next_check(learner)
         for batch in values:
             records = self._unlearned(batch) if batch else batch
             for rec in records:
@@ -92,6 +93,11 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
                     dead.append(dead_letter(rec.origin, "duplicate_label", detail))
                 if drift is not None and len(drift.signals) > len(stamps):
                     self._stamp(stamps, rec)
+                if learner.counts.labelled >= check_at:  # at this event, however batched
+                    positions[rec.origin.part] = rec.origin.offset + 1
+                    self.sync.check_promotion(learner)
+                    described.clear()
+                    check_at = self.sync.next_check(learner)
             if records:
                 origin = records[-1].origin
                 positions[origin.part] = origin.offset + 1

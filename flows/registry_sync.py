@@ -9,6 +9,7 @@ rollback, a pushed or removed challenger), picked up within about a second.
 from __future__ import annotations
 
 import logging
+import math
 
 import redis
 
@@ -131,7 +132,6 @@ class RegistrySync:
         self.link = link
         self.key = check_key(settings.registry_key)
         self.model = settings.model_name
-        self._next_check = 0
         self._broken: set[tuple[str, int]] = set()
 
     @property
@@ -154,19 +154,28 @@ class RegistrySync:
         self._sync_ab(learner)
 
     def tick(self, learner: OnlineLearner) -> None:
-        """Follow changes made elsewhere, promote when the policy says so, checkpoint."""
+        """Follow changes made elsewhere, checkpoint."""
         self._set_aside_broken(learner)
         self._pick_up_versions(learner)
         conflicts = self.link.writer.take_conflicts()
         if conflicts or self.link.changed():
             self._reconcile(learner)
-        if self.settings.auto_promote and learner.counts.labelled >= self._next_check:
-            self._next_check = learner.counts.labelled + CHECK_EVERY
-            candidate = learner.candidate()
-            if candidate is not None:
-                self._promote(learner, *candidate)
         if self.link.due(learner.counts.labelled):
             self.checkpoint_all(learner)
+
+    def next_check(self, learner: OnlineLearner) -> float:
+        """The labelled count of the next promotion check (``inf`` with auto-promotion off):
+        every ``CHECK_EVERY`` labels from the stream's start, so that a resumed run, or one
+        whose batches end elsewhere, decides at the same events."""
+        if not self.settings.auto_promote:
+            return math.inf
+        return (learner.counts.labelled // CHECK_EVERY + 1) * CHECK_EVERY
+
+    def check_promotion(self, learner: OnlineLearner) -> None:
+        """Promote the challenger the policy picks now, if any."""
+        candidate = learner.candidate()
+        if candidate is not None:
+            self._promote(learner, *candidate)
 
     def finish(self, learner: OnlineLearner) -> None:
         """The input ended: write every model's last checkpoint and wait for it."""

@@ -18,6 +18,7 @@ from flows.registry_sync import RegistrySync, new_learner, registry_link
 from models.promotion import Decision
 from models.registry import Conflict
 from models.schema import Event
+from models.signing import loads_signed
 from tests.helpers import wait_for
 
 T0 = 1_700_000_000.0
@@ -110,6 +111,46 @@ def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings:
         assert learner.counts.labelled == 60  # and it goes on learning
     finally:
         logic.on_eof()
+
+
+def test_promotions_happen_at_the_same_event_however_batched_or_resumed(
+    make_settings: Any,
+) -> None:
+    """The promotion check runs every CHECK_EVERY labels counted from the stream's start,
+    not at batch ends: runs batched differently, or resumed from a snapshot after the
+    crashed run went on, promote at the same event and end with the same champion."""
+    common = {"model_spec": "river.dummy:NoChangeClassifier", "challengers": ("logreg",)}
+
+    def run(batch: int, *, crash_after: int | None = None, resumed_batch: int = 0) -> Any:
+        s = make_settings(**common)
+        logic = _learn_step(s)
+        stream = _events(s.topic_events, range(3_000))
+        batches = [stream[i : i + batch] for i in range(0, len(stream), batch)]
+        for n, records in enumerate(batches):
+            logic.on_batch([records])
+            if n == crash_after:
+                state = logic.snapshot()
+                for later in batches[n + 1 : n + 3]:  # the crashed run went on past it
+                    logic.on_batch([later])
+                logic.sync.link.close()
+                resumed = loads_signed(state, logic.key)
+                logic = LearnLogic(s, resumed, RegistrySync(s, registry_link(s)))
+                rest = stream[(n + 1) * batch :]
+                for i in range(0, len(rest), resumed_batch):
+                    logic.on_batch([rest[i : i + resumed_batch]])
+                break
+        logic.on_eof()
+        learner = logic.learner
+        weights = learner.champion.model["LogisticRegression"].weights
+        return [p.at_event for p in learner.promotions], learner.champion.spec, weights
+
+    straight = run(200)
+    assert straight[0] and straight[1] == "logreg", "the challenger wins once"
+    assert run(170) == straight
+    assert run(230) == straight
+    assert run(200, crash_after=2, resumed_batch=230) == straight
+    assert straight[0] == [1_250], "the crashed run of the next case promotes before its crash"
+    assert run(200, crash_after=4, resumed_batch=170) == straight
 
 
 @pytest.mark.parametrize("keep", [True, False])

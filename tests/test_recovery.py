@@ -144,7 +144,10 @@ def test_flow_killed_three_times_ends_like_an_uninterrupted_run(
 ) -> None:
     events = 20_000
     common = {
-        "challengers": ("logreg",),
+        "model_spec": "river.dummy:NoChangeClassifier",
+        "challengers": ("logreg",),  # promoted after 8,000 events: killed before and after
+        "promote_min_samples": 8_000,
+        "promote_window": 8_000,
         "entity_features": ("count", "mean:0"),  # per-entity state is recovered too
         "snapshot_every": 400,
         "batch_size": 200,
@@ -161,7 +164,8 @@ def test_flow_killed_three_times_ends_like_an_uninterrupted_run(
     part, position = f"0-{s.topic_events}", f"{s.topic_events}-0"
     resumed: list[tuple[int, int]] = []  # (predictions written so far, offset resumed from)
     previous = -1
-    for kill, at in enumerate(_kill_points(rng, events, 3)):
+    kill_points = _kill_points(rng, events, 3)
+    for kill, at in enumerate(kill_points):
         flow = _start(s, tmp_path / "flow.log")
         try:
 
@@ -192,10 +196,13 @@ def test_flow_killed_three_times_ends_like_an_uninterrupted_run(
     for mine, theirs in zip(got["models"], want["models"], strict=True):
         assert mine["learned"] == events, f"{mine['alias']} learned events twice"
         assert mine["metrics"] == theirs["metrics"]
+    (promoted,) = [p["at_event"] for p in want["promotions"]]
+    assert [p["at_event"] for p in got["promotions"]] == [promoted], "promoted at the same event"
+    assert kill_points[0] < promoted < kill_points[1], "killed before and after the promotion"
     registry = Registry.connect(s.redis_url, s.registry_key)
     info, model = registry.load_alias(s.model_name, "champion")  # type: ignore[misc]
     ref_info, ref_model = registry.load_alias(reference.model_name, "champion")  # type: ignore[misc]
-    assert _learned(model) == _learned(ref_model)
+    assert info.spec == "logreg" and _learned(model) == _learned(ref_model)
     assert info.metrics == ref_info.metrics and info.events_seen == events
     moves = [m for m in registry.history(s.model_name) if m.alias == "champion"]
     assert all(m.actor == f"learn-flow:{s.model_name}" for m in moves)
