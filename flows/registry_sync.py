@@ -226,13 +226,17 @@ class RegistrySync:
     def _set_aside_broken(self, learner: OnlineLearner) -> None:
         """Challengers whose code failed are out: never adopt those versions again."""
         broken, learner.broken = learner.broken, []
+        writer = self.link.writer
         for b in broken:
-            self._broken.add((b.alias, b.version))
-            self.link.writer.rebase(b.alias, None)
             MODEL_ERRORS.labels(self.model, b.alias).inc()
             log.error(
                 "%s %s v%s failed and no longer runs here: %s", b.alias, b.spec, b.version, b.error
             )
+            head = writer.head(b.alias)  # its newest checkpoint, maybe newer than b.version
+            writer.rebase(b.alias, head)  # drops its waiting checkpoint
+            self._broken.update((b.alias, v) for v in (b.version, head) if v)
+            if head is not None:  # out of the registry too, so that no restart adopts it
+                self._clear(b.alias, head, f"its code failed in the learn flow: {b.error}")
 
     def _reconcile(self, learner: OnlineLearner) -> None:
         """Adopt the champion, challengers and split the registry holds now."""
@@ -248,7 +252,7 @@ class RegistrySync:
         for alias, version in aliases.items():
             slot = learner.slot(alias)
             if slot is None and version == self.link.writer.head(alias):
-                self._clear(alias, version)
+                self._clear(alias, version, "no longer run by the learn flow")
                 continue
             ours = slot is not None and version in (slot.version, self.link.writer.head(alias))
             if is_shadowed(alias) and not ours and (alias, version) not in self._broken:
@@ -261,10 +265,11 @@ class RegistrySync:
                     "stopped shadowing %s (%s): removed from the registry", slot.alias, slot.spec
                 )
 
-    def _clear(self, alias: str, version: int) -> None:
-        """Remove ``alias``, still at the snapshot this flow wrote for a model it no longer
-        runs (a promotion that did not keep the old champion, cut short by an outage), so
-        that no server serves that snapshot as a challenger."""
+    def _clear(self, alias: str, version: int, reason: str) -> None:
+        """Remove ``alias``, still at ``version`` of a model this flow no longer runs (one
+        whose code failed, or the new champion's earlier snapshot after a promotion that
+        keeps no old champion), so that no server serves it as a challenger; retried by
+        :meth:`_reconcile` after an outage."""
         try:
             self.registry.move_alias(
                 self.model,
@@ -273,7 +278,7 @@ class RegistrySync:
                 expected=version,
                 actor=self.link.actor,
                 action="set",
-                reason="promoted",
+                reason=reason,
             )
         except redis.RedisError:
             self.link.watcher.changed.set()  # try again later

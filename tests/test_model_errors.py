@@ -11,6 +11,7 @@ import redis
 
 from models.evaluation import Prequential
 from models.learner import ModelError, OnlineLearner, Slot
+from models.registry import Registry
 from models.schema import Event
 from models.specs import build_model
 from models.status import read_status
@@ -57,3 +58,7 @@ def test_the_flow_dead_letters_what_the_champion_cannot_score(make_settings: Any
     assert served == {f"e{i}" for i in range(200)} - bad
     status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
     assert status is not None and [m["alias"] for m in status["models"]] == ["champion"]
+    registry = Registry.connect(s.redis_url, s.registry_key)
+    assert list(registry.aliases(s.model_name)) == ["champion"], "no restart adopts it again"
+    (removal,) = [m for m in registry.history(s.model_name) if m.to_version is None]
+    assert removal.alias == "challenger" and "its code failed" in removal.reason
