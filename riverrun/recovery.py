@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import pickletools
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,27 @@ def prepare_recovery(settings: Settings) -> bool:
     if partitions(path):
         check_snapshots(path, check_key(settings.registry_key))
         return True
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: Bytewax unpickles from it
-    init_db_dir(path, settings.processes)
+    _create_partitions(path, settings.processes)
     return False
+
+
+def _create_partitions(path: Path, processes: int) -> None:
+    """Create ``path`` with its partitions all at once: they are made in a sibling folder
+    that is renamed into place, so a start killed half-way leaves none (it would leave a
+    partial set, taken for state to resume from, that Bytewax refuses at every start)."""
+    if path.exists():
+        try:
+            path.rmdir()  # an empty folder is taken over; anything else stays the user's
+        except OSError:
+            raise RecoveryStateError(
+                f"recovery folder {path} holds no recovery partitions but other files: "
+                "move them away, or set another RIVERRUN_RECOVERY_DIR"
+            ) from None
+    making = path.with_name(f".{path.name}.creating")
+    shutil.rmtree(making, ignore_errors=True)  # what a start killed before the rename left
+    making.mkdir(parents=True, mode=0o700)  # private: Bytewax unpickles from it
+    init_db_dir(making, processes)
+    making.rename(path)
 
 
 def recovery_config(settings: Settings) -> RecoveryConfig | None:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bytewax.recovery import init_db_dir
 
+from riverrun import recovery
 from riverrun.recovery import partitions
 from riverrun.settings import Settings
 from tests.helpers import one_line, produce_stream, run_cli, run_flow_to_end
@@ -95,3 +97,42 @@ def test_a_partition_that_is_no_database_is_refused_in_one_line(
     )
     assert f"delete {path} to start over" in line
     assert garbage.read_bytes() == planted and [p.name for p in path.iterdir()] == [garbage.name]
+
+
+def test_a_first_start_killed_while_creating_partitions_leaves_none(
+    make_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partitions appear all at once: a start killed half-way leaves no partial set, which
+    would be taken for state to resume from and refused by Bytewax at every start."""
+    s: Settings = make_settings(recovery_dir=str(tmp_path / "recovery"), processes=2)
+    path = s.recovery_path
+    assert path is not None
+
+    def killed_half_way(folder: Path, count: int) -> None:
+        init_db_dir(folder, 1)  # part-0 made, part-1 not
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recovery, "init_db_dir", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        recovery.prepare_recovery(s)
+    monkeypatch.undo()
+    assert partitions(path) == [], "no partial set of partitions"
+    assert recovery.prepare_recovery(s) is False, "the next start is a first start"
+    assert [p.name for p in partitions(path)] == ["part-0.sqlite3", "part-1.sqlite3"]
+    assert recovery.prepare_recovery(s) is True, "and the one after resumes"
+
+
+def test_a_recovery_folder_holding_other_files_is_refused_in_one_line(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    s: Settings = make_settings(recovery_dir=str(tmp_path / "recovery"))
+    path = s.recovery_path
+    assert path is not None
+    path.mkdir(parents=True)
+    (path / "notes.txt").write_text("mine")
+    line = one_line(run_cli(s.to_env(), "learn"))
+    assert line == (
+        f"riverrun learn: error: recovery folder {path} holds no recovery partitions but "
+        "other files: move them away, or set another RIVERRUN_RECOVERY_DIR"
+    )
+    assert (path / "notes.txt").read_text() == "mine"
