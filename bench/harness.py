@@ -38,6 +38,7 @@ class Report:
     name: str
     params: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float | None = None  # how long the benchmark took, set by its runner
 
     def add(self, **row: Any) -> None:
         """Append a row (column name to value)."""
@@ -64,6 +65,7 @@ class Report:
             "params": self.params,
             "machine": {"python": platform.python_version(), "cpu": platform.processor()},
             "rows": self.rows,
+            "seconds": self.seconds,
         }
 
 

@@ -1,9 +1,11 @@
-"""Event latency of the learn flow: from the moment a paced producer sends an event to the
-moment its prediction is on the predictions topic, both as Kafka timestamps (ms); the
-producer's batching (``LINGER_MS``) is part of it, as it would be in production."""
+"""Event latency of the learn flow: from the moment a paced producer sends an event (its
+Kafka timestamp) to the moment a reader of the predictions topic gets its prediction (the
+reader's clock: the same machine's); the producer's batching (``LINGER_MS``) is part of
+it, as it would be in production."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -11,10 +13,10 @@ import numpy as np
 
 from bench.child import wait_until
 from bench.harness import Report
-from bench.kafka_time import stamps_by_id
+from bench.kafka_time import Arrivals, stamps_by_id
 from bench.throughput import isolated
 from flows.codec import encode
-from flows.kafka_io import end_offsets, ensure_topics, producer
+from flows.kafka_io import ensure_topics, producer
 from models.datasets import open_stream
 from riverrun.children import Child
 from riverrun.runner import learn_topics
@@ -29,7 +31,7 @@ LINGER_MS = 5
 def latency(
     settings: Settings, *, seconds: float, rates: tuple[float, ...], dataset: str = "agrawal"
 ) -> Report:
-    """p50/p90/p99/max milliseconds from event sent to prediction written, per send rate."""
+    """p50/p90/p99/max milliseconds from event sent to prediction read, per send rate."""
     report = Report("event latency", {"seconds_per_rate": seconds, "dataset": dataset})
     for rate in rates:
         ms, sent_rate = _at_rate(settings, int(seconds * rate), rate, dataset)
@@ -59,14 +61,18 @@ def _at_rate(settings: Settings, events: int, rate: float, dataset: str) -> tupl
         out.produce(s.topic_events, encode(event), b"e")
         out.poll(0)
 
-    def predicted(n: int) -> bool:
-        return sum(end_offsets(s.bootstrap_servers, s.topic_predictions).values()) >= n
+    arrivals = Arrivals(s.bootstrap_servers, s.topic_predictions)
 
-    with Child(s, "learn"):
+    def predicted(n: int) -> bool:
+        return len(arrivals.seen) >= n
+
+    with Child(s, "learn") as child, contextlib.closing(arrivals):
         for i in range(WARM_UP):
             send(i)
         out.flush()
-        wait_until(lambda: predicted(WARM_UP), "the warm-up predictions", every=0.1)
+        wait_until(
+            lambda: predicted(WARM_UP), "the warm-up predictions", every=0.1, children=(child,)
+        )
         began = time.monotonic()
         for i in range(WARM_UP, WARM_UP + events):
             send(i)
@@ -75,8 +81,10 @@ def _at_rate(settings: Settings, events: int, rate: float, dataset: str) -> tupl
                 time.sleep(ahead)
         out.flush()
         sent_rate = events / (time.monotonic() - began)
-        wait_until(lambda: predicted(WARM_UP + events), "every prediction", every=0.1)
+        wait_until(
+            lambda: predicted(WARM_UP + events), "every prediction", every=0.1, children=(child,)
+        )
     sent = stamps_by_id(s.bootstrap_servers, s.topic_events)
-    done = stamps_by_id(s.bootstrap_servers, s.topic_predictions)
+    done = arrivals.seen
     ids = [f"lat-{i}" for i in range(WARM_UP, WARM_UP + events)]
     return np.array([done[i] - sent[i] for i in ids]), sent_rate

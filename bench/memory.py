@@ -61,13 +61,14 @@ def _report(
         ylabel="resident memory (MB)",
         title=f"learn flow RSS, {events:,} events, labels {delay} events late",
     )
-    warm = [mb for _t, n, mb in curve if n >= WARM_UP * events]
+    # From warm-up to the end of the input: once it ended, the flow winds down and frees.
+    warm = [mb for _t, n, mb in curve if WARM_UP * events <= n < events]
     report = Report("learn-flow memory", {"events": events, "delay": delay, "dataset": dataset})
     report.add(
         rss_after_warm_up_mb=warm[0] if warm else float("nan"),
         rss_end_mb=curve[-1][2] if curve else float("nan"),
         peak_mb=max(mb for _t, _n, mb in curve) if curve else float("nan"),
-        growth_after_warm_up_mb=(warm[-1] - warm[0]) if warm else float("nan"),
+        growth_after_warm_up_mb=(max(warm) - warm[0]) if warm else float("nan"),
         samples=len(curve),
         curve=str(out.with_suffix(".png")),
     )

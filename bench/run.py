@@ -117,6 +117,7 @@ def run_bench(req: BenchRequest, settings: Settings) -> list[Report]:
         for bench in benches:
             with timed() as t:
                 reports.append(bench())
+            reports[-1].seconds = t.seconds
             print(reports[-1].table(), flush=True)
             print(f"({t.seconds:.0f} s)\n", flush=True)
     write_reports(reports, req.out)

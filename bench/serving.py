@@ -28,6 +28,7 @@ from grpc_api.proto import pb, rpc
 from models.datasets import open_stream
 from models.registry import Registry
 from models.specs import build_model
+from riverrun.deathsig import guarded
 from riverrun.local import free_port
 from riverrun.settings import Settings
 
@@ -103,7 +104,7 @@ def _trained_versions(registry: Registry, count: int, seed: int) -> tuple[list[i
 @contextlib.contextmanager
 def _child(argv: list[str], env: dict[str, str], target: str) -> Iterator[Any]:
     """A server in a child process; yields a stub once it answers Predict."""
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(guarded(argv), env=env, stdout=subprocess.DEVNULL)
     channel = grpc.insecure_channel(target)
     stub = rpc.ScoringStub(channel)
     try:

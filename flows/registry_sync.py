@@ -105,12 +105,18 @@ def new_learner(
             )
             for i, spec in enumerate(settings.challengers)
         ]
+    return learner_of(settings, slots)
+
+
+def learner_of(settings: Settings, slots: list[Slot]) -> OnlineLearner:
+    """A learner of ``slots`` (the champion first) with the settings' joins, contest, A/B
+    split and drift detection, as the learn flow runs it."""
     return OnlineLearner(
-        task,
+        settings.task,
         slots,
         label_ttl=settings.label_ttl,
         max_pending=settings.max_pending,
-        window=window,
+        window=settings.rolling_window,
         policy=promotion_policy(settings),
         ab_fraction=settings.ab_fraction,
         drift=drift_watch(settings),

@@ -39,7 +39,10 @@ def test_bench_writes_every_report_and_the_memory_curve(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     reports = {r["benchmark"]: r for r in orjson.loads(out.read_bytes())}
     assert set(reports) == BENCHMARKS
-    assert all(r["rows"] for r in reports.values())
+    assert all(r["rows"] and r["seconds"] > 0 for r in reports.values())
+    (recovered,) = reports["snapshots and recovery"]["rows"]
+    assert recovered["restart_to_first_new_prediction_s"] > 0
+    assert recovered["cold_start_to_first_prediction_s"] > 0
     throughput = reports["learn-flow throughput"]
     assert [row["setup"] for row in throughput["rows"]][-1] == "learn flow"
     assert len(throughput["rows"]) == 4
