@@ -1,12 +1,14 @@
 """Property-based fuzzing of the learn flow through the real broker: arbitrary bytes and JSON
-on the events and labels topics, mixed with good events. The flow never stops, each bad
-message is dead-lettered exactly once with a reason and its bytes, every good event is
-predicted once and learned, and whatever was accepted is predicted instead of dead-lettered.
+on the events and labels topics, mixed with good events and good labels. The flow never
+stops, each bad message is dead-lettered exactly once with a reason and its bytes, every
+good event is predicted once and learned (by its inline label or one on the labels topic),
+and whatever was accepted is predicted instead of dead-lettered.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +66,9 @@ EDGES = [
     5e-324,
     -0.0,
 ]
+# Good events happen now: an event with no time of its own takes its Kafka timestamp, and
+# good labels must not expire (label_ttl is counted in event time).
+NOW = float(int(time.time()))
 NUMBERS = st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(EDGES)
 
 
@@ -75,11 +80,17 @@ def _dumps(value: Any) -> bytes:
 def _good(i: int) -> dict[str, Any]:
     return {
         "id": f"good-event-{i:05d}",
-        "time": 1_000_000.0 + i,
+        "time": NOW + i,
         "entity": "a",
         "features": {"a": i * 0.25, "b": float(i % 7 - 3)},
         "label": i % 3 == 0,
     }
+
+
+def _label_of(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` without its label, and the labels-topic message that carries it."""
+    label = {"kind": "label", "id": event["id"], "label": event.pop("label"), "time": event["time"]}
+    return label
 
 
 def _not_a_json_object(raw: bytes) -> bool:
@@ -146,6 +157,8 @@ def odd_events(draw: Any, number: int) -> bytes:
     extra = draw(st.dictionaries(st.text(CHARACTERS, max_size=4), JSON, max_size=2))
     event.update(id=f"odd-{number}", features={"a": draw(NUMBERS), "b": draw(NUMBERS), **extra})
     event.pop("kind", None)
+    event.pop("time", None)  # its Kafka timestamp: near the good events' time, so no label
+    # of theirs expires (a late event time would, and rightly, by label_ttl)
     if draw(st.booleans()):
         event["label"] = draw(JSON)
     return _dumps(event)
@@ -168,21 +181,27 @@ def bad_labels(draw: Any) -> bytes:
 
 @dataclass
 class Stream:
-    """What one example writes: events (with their class) and label-topic messages."""
+    """What one example writes: events and label-topic messages, each with its class."""
 
     events: list[tuple[str, bytes]] = field(default_factory=list)
-    labels: list[bytes] = field(default_factory=list)
+    labels: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @st.composite
 def streams(draw: Any) -> Stream:
-    """Good events, the first one leading, shuffled with bad and odd ones; bad labels."""
-    goods = [("good", _dumps(_good(i))) for i in range(draw(st.integers(5, 25)))]
+    """Good events, the first one leading, shuffled with bad and odd ones; the labels of
+    some good events on the labels topic, shuffled with bad labels."""
+    goods, good_labels = [], []
+    for i in range(draw(st.integers(5, 25))):
+        event = _good(i)
+        if i and draw(st.booleans()):
+            good_labels.append(("good", _dumps(_label_of(event))))
+        goods.append(("good", _dumps(event)))
     others = [("bad", raw) for raw in draw(st.lists(bad_events(), min_size=1, max_size=25))]
     others += [("odd", draw(odd_events(k))) for k in range(draw(st.integers(0, 8)))]
     mixed = draw(st.permutations(goods[1:] + others))
-    labels = draw(st.lists(bad_labels(), max_size=10))
-    return Stream([goods[0], *mixed], labels)
+    bad = [("bad", raw) for raw in draw(st.lists(bad_labels(), max_size=10))]
+    return Stream([goods[0], *mixed], draw(st.permutations(good_labels + bad)))
 
 
 @settings(
@@ -198,7 +217,7 @@ def test_arbitrary_input_is_dead_lettered_once_and_good_events_learned(
 ) -> None:
     s = make_settings(max_message_bytes=MAX_BYTES)
     write_raw(s, s.topic_events, [(b"a", raw) for _kind, raw in stream.events])
-    write_raw(s, s.topic_labels, [(None, raw) for raw in stream.labels])
+    write_raw(s, s.topic_labels, [(None, raw) for _kind, raw in stream.labels])
 
     run_flow_to_end(s)  # raises if the flow stopped on anything
 
@@ -207,7 +226,10 @@ def test_arbitrary_input_is_dead_lettered_once_and_good_events_learned(
         (m.headers["source.topic"].decode(), int(m.headers["source.offset"])) for m in dead
     )
     assert max(where.values(), default=1) == 1, "a message dead-lettered twice"
-    sent = {s.topic_events: [raw for _k, raw in stream.events], s.topic_labels: stream.labels}
+    sent = {
+        topic: [raw for _kind, raw in messages]
+        for topic, messages in ((s.topic_events, stream.events), (s.topic_labels, stream.labels))
+    }
     for m in dead:
         assert m.headers["reason"].decode() in REASONS and m.headers["detail"]
         assert sent[m.headers["source.topic"].decode()][int(m.headers["source.offset"])] == m.value
@@ -222,8 +244,10 @@ def test_arbitrary_input_is_dead_lettered_once_and_good_events_learned(
         event = json.loads(raw)
         assert rejected != (event["id"] in predicted), f"{raw[:200]!r}: predicted or rejected"
         assert kind == "odd" or not rejected, f"rejected good event {raw!r}"
-        learned += event["id"] in predicted and event.get("label") is not None
-    assert all((s.topic_labels, offset) in where for offset in range(len(stream.labels)))
+        labelled = kind == "good" or event.get("label") is not None  # good: inline or later
+        learned += event["id"] in predicted and labelled
+    for offset, (kind, raw) in enumerate(stream.labels):
+        assert ((s.topic_labels, offset) in where) == (kind == "bad"), f"label {raw[:200]!r}"
     status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
     assert status is not None
     assert status["models"][0]["learned"] == status["labelled"] == learned
