@@ -46,6 +46,13 @@ def _contents(path: Path) -> dict[str, str]:
     return out
 
 
+def _with_recovery(make_settings: Any, tmp_path: Path, **overrides: Any) -> tuple[Settings, Path]:
+    """Settings with a recovery folder of this test's own, and that folder (not made yet)."""
+    s: Settings = make_settings(recovery_dir=str(tmp_path / "recovery"), **overrides)
+    assert s.recovery_path is not None
+    return s, s.recovery_path
+
+
 @pytest.mark.parametrize(
     ("planted", "reason"),
     [
@@ -82,9 +89,7 @@ def test_a_recovery_dir_with_foreign_snapshots_is_refused_before_anything_is_unp
 def test_a_partition_that_is_no_database_is_refused_in_one_line(
     make_settings: Any, tmp_path: Path
 ) -> None:
-    s: Settings = make_settings(recovery_dir=str(tmp_path / "recovery"))
-    path = s.recovery_path
-    assert path is not None
+    s, path = _with_recovery(make_settings, tmp_path)
     path.mkdir(parents=True)
     garbage = path / "part-0.sqlite3"
     planted = bytes(range(256)) * 64  # no SQLite header: "file is not a database"
@@ -104,9 +109,7 @@ def test_a_first_start_killed_while_creating_partitions_leaves_none(
 ) -> None:
     """Partitions appear all at once: a start killed half-way leaves no partial set, which
     would be taken for state to resume from and refused by Bytewax at every start."""
-    s: Settings = make_settings(recovery_dir=str(tmp_path / "recovery"), processes=2)
-    path = s.recovery_path
-    assert path is not None
+    s, path = _with_recovery(make_settings, tmp_path, processes=2)
 
     def killed_half_way(folder: Path, count: int) -> None:
         init_db_dir(folder, 1)  # part-0 made, part-1 not
@@ -125,9 +128,7 @@ def test_a_first_start_killed_while_creating_partitions_leaves_none(
 def test_a_recovery_folder_holding_other_files_is_refused_in_one_line(
     make_settings: Any, tmp_path: Path
 ) -> None:
-    s: Settings = make_settings(recovery_dir=str(tmp_path / "recovery"))
-    path = s.recovery_path
-    assert path is not None
+    s, path = _with_recovery(make_settings, tmp_path)
     path.mkdir(parents=True)
     (path / "notes.txt").write_text("mine")
     line = one_line(run_cli(s.to_env(), "learn"))
