@@ -20,7 +20,7 @@ import redis
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from flows.kafka_io import consumer, ensure_topics, offsets_at
-from models.registry import Registry, RegistryError
+from models.registry import ANY, Registry, RegistryError
 from models.status import read_status
 from models.triggers import Action, BadDriftEvent, TriggerPolicy, Triggers, check_drift_event
 from riverrun.metrics import RETRAINS
@@ -202,8 +202,8 @@ class TriggerService:
         else:
             why = "skipped, a retrain of this model already runs"
         if not locked:
-            self._audit(action, why)
-            self.triggers.retry(action)
+            self._audit(action, f"{why}; next try after the cool-down")
+            self.triggers.retry(action, time.time())
             return
         self.triggers.retrain_started(time.time())
         self._worker = threading.Thread(target=self._run_retrain, args=(action, token), daemon=True)
@@ -234,7 +234,9 @@ class TriggerService:
         try:
             champion = reg.alias(self.model, "champion")
             challenger = reg.alias(self.model, action.alias)
-            if champion is None or challenger is None:
+            seen = action.evidence.get("champion_version", champion)
+            if champion is None or challenger is None or seen != champion:
+                self._audit(action, "not done: the champion or challenger moved since the slump")
                 return
             reg.move_alias(
                 self.model,
@@ -259,6 +261,11 @@ class TriggerService:
 
     def _rollback(self, action: Action) -> None:
         try:
-            self.registry.rollback(self.model, actor=ACTOR, reason=action.reason)
+            self.registry.rollback(  # only from the champion whose slump was seen
+                self.model,
+                actor=ACTOR,
+                reason=action.reason,
+                expected=action.evidence.get("champion_version", ANY),
+            )
         except (redis.RedisError, RegistryError) as exc:
             self._audit(action, f"rollback failed ({exc})")

@@ -17,10 +17,12 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from models.evaluation import Prequential
 from models.gates import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
 SLUMP_ACTIONS = ("off", "retrain", "promote", "rollback")
 METRICS = tuple(sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER))  # of any task
+SLUMP_MIN_SCORED = 100  # labelled events a champion is scored on before a slump can count
 
 
 class TriggerConfigError(ValueError):
@@ -29,6 +31,15 @@ class TriggerConfigError(ValueError):
 
 class BadDriftEvent(ValueError):
     """A drift-topic message the policies cannot read: the message says which field."""
+
+
+def slump_metrics(task: str) -> tuple[str, ...]:
+    """The champion metrics a slump can watch for ``task``: those the flow's status reports.
+
+    >>> slump_metrics("regression")
+    ('mae', 'rmse', 'rolling_mae', 'rolling_rmse')
+    """
+    return tuple(sorted(set(Prequential(task, 1).report()) - {"n"}))
 
 
 def check_drift_event(event: Any) -> dict[str, Any]:
@@ -109,19 +120,27 @@ class Triggers:
     fresh_from: int | None = None
     last_schedule: float | None = None
     last_retrain: float | None = None
+    last_swap: float | None = None  # a slump's promotion or rollback
     running: bool = False
 
     def drift_event(self, event: dict[str, Any]) -> None:
-        """Note a drift event; concept drift on the champion arms the drift policy."""
+        """Note a drift event; concept drift on the champion arms the drift policy. An armed
+        drift stays (its retrain starts from the first drift), unless the new one comes
+        from a count that went back: the flow started over, and the armed one is stale."""
         concept = event.get("kind") == "concept" and event.get("source") == "champion"
-        if self.policy.on_drift and concept and self.drift is None:
+        if not (self.policy.on_drift and concept):
+            return
+        if self.drift is None or event.get("position", 0) < self.drift.get("position", 0):
             self.drift = event
 
-    def retry(self, action: Action) -> None:
-        """A retrain the service could not start: a drift retrain stays armed for next time."""
+    def retry(self, action: Action, now: float) -> None:
+        """A retrain the service could not start (another holds the model's retrain lock, or
+        Redis is away): a drift retrain stays armed, and the next try waits for the
+        cool-down, so a lock left behind is not retried (and audited) twice a second."""
         drift = action.evidence.get("drift")
         if drift is not None and self.drift is None:
             self.drift = drift
+        self.last_retrain = now
 
     def retrain_started(self, now: float) -> None:
         """A retrain began: no other starts until it ends."""
@@ -136,6 +155,7 @@ class Triggers:
     def decide(self, status: dict[str, Any], now: float) -> list[Action]:
         """What to do now, given the learn flow's latest status."""
         labelled = int(status.get("labelled", 0))
+        self._forget_the_future(labelled)
         actions = self._slump(status, now)
         if self.running or self._cooling(now):
             return [a for a in actions if a.kind != "retrain"]
@@ -146,8 +166,16 @@ class Triggers:
         until = dict(status.get("positions", {}))
         return [replace(a, until=until) if a.kind == "retrain" else a for a in actions]
 
-    def _cooling(self, now: float) -> bool:
-        last = self.last_retrain
+    def _forget_the_future(self, labelled: int) -> None:
+        """A labelled count below what the policies noted: the flow started over (its
+        recovery state gone), so a drift or fresh-data mark past it would never be reached."""
+        if self.drift is not None and labelled < int(self.drift.get("position", 0)):
+            self.drift = None
+        if self.fresh_from is not None and labelled < self.fresh_from:
+            self.fresh_from = labelled
+
+    def _cooling(self, now: float, last: float | None = None) -> bool:
+        last = self.last_retrain if last is None else last
         return last is not None and now - last < self.policy.cooldown
 
     def _drift(self, labelled: int) -> Action | None:
@@ -194,31 +222,43 @@ class Triggers:
         policy = self.policy
         if policy.slump_action == "off":
             return []
-        champion = next((m for m in status.get("models", []) if m.get("role") == "champion"), None)
-        value = (champion or {}).get("metrics", {}).get(policy.slump_metric)
-        if value is None or not policy.slumping(value):
+        champion: dict[str, Any] = next(
+            (m for m in status.get("models", []) if m.get("role") == "champion"), {}
+        )
+        metrics = champion.get("metrics", {})
+        value = metrics.get(policy.slump_metric)
+        scored = metrics.get("n", 0) >= SLUMP_MIN_SCORED  # else its metric means nothing yet
+        if value is None or not scored or not policy.slumping(value):
             self.slump_since = None
             return []
         if self.slump_since is None:
             self.slump_since = now
         if now - self.slump_since < policy.slump_for:
             return []
+        swap = policy.slump_action in ("promote", "rollback")
+        if swap and self._cooling(now, self.last_swap):  # no swap after swap: each gets its time
+            return []  # the slump goes on: its action comes once the cool-down is over
         self.slump_since = None
         reason = (
             f"{policy.slump_metric} {value:.4f} worse than {policy.slump_threshold} "
             f"for {policy.slump_for:g} s"
         )
-        evidence = {policy.slump_metric: value}
+        evidence = {policy.slump_metric: value, "champion_version": champion.get("version")}
         if policy.slump_action == "retrain":
             return [Action("retrain", reason, since=policy.lookback, evidence=evidence)]
         if policy.slump_action == "rollback":
+            self.last_swap = now
             return [Action("rollback", reason, evidence=evidence)]
-        better = [
+        better = [  # what the promotion policy itself would promote: tested, gates passed
             (alias, e)
             for alias, e in status.get("contest", {}).items()
-            if e.get("mean_difference", 0) > 0 and e.get("p_value", 1) < policy.alpha
+            if e.get("promote") is True
+            and e.get("mean_difference", 0) > 0
+            and e.get("p_value", 1) < policy.alpha
         ]
         if not better:
             return []
         alias, e = max(better, key=lambda pair: pair[1]["mean_difference"])
+        self.last_swap = now
+        e = {**e, "champion_version": champion.get("version")}
         return [Action("promote", f"{reason}; {alias} is better", alias=alias, evidence=e)]

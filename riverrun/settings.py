@@ -21,6 +21,7 @@ from redis.connection import parse_url
 
 from models.ab import check_new_model_alias
 from models.schema import TASKS
+from models.triggers import slump_metrics
 
 ENV_PREFIX = "RIVERRUN_"
 
@@ -68,13 +69,12 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
         "must be positive",
     ),
     (
-        (
-            "trigger_drift_wait",
-            "trigger_slump_for",
-            "trigger_fresh_every",
-            "trigger_schedule_every",
-            "trigger_cooldown",
-        ),
+        ("trigger_drift_wait", "trigger_slump_for", "trigger_cooldown"),
+        lambda value: value >= 0,
+        "must be at least 0 (0: at once)",
+    ),
+    (
+        ("trigger_fresh_every", "trigger_schedule_every"),
         lambda value: value >= 0,
         "must be at least 0 (0: off)",
     ),
@@ -150,7 +150,9 @@ class Settings:
     trigger_slump_for: float = _setting(600.0, "seconds a slump lasts before it triggers")
     trigger_fresh_every: int = _setting(0, "retrain every N new labelled events (0: off)")
     trigger_schedule_every: float = _setting(0.0, "retrain every T seconds (0: off)")
-    trigger_cooldown: float = _setting(300.0, "seconds after a retrain before the next")
+    trigger_cooldown: float = _setting(
+        300.0, "seconds after a retrain (or a slump's promotion or rollback) before the next"
+    )
     trigger_retrain_alias: str = _setting(
         "challenger-retrain", "alias a triggered retrain's model enters the contest under"
     )
@@ -257,6 +259,12 @@ class Settings:
             raise SettingsError(
                 f"{env_name('drift_detector')}=ddm watches a 0/1 error, not a regressor's:"
                 " use adwin or page_hinkley"
+            )
+        watched = slump_metrics(self.task)
+        if self.trigger_slump_action != "off" and self.trigger_slump_metric not in watched:
+            raise SettingsError(
+                f"{env_name('trigger_slump_metric')}={self.trigger_slump_metric!r}: the status "
+                f"of a {self.task} model does not report it; use one of {', '.join(watched)}"
             )
         if not 0.0 <= self.ab_fraction <= 1.0:
             raise SettingsError(f"{env_name('ab_fraction')} must be within [0, 1]")

@@ -67,6 +67,11 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
             "RIVERRUN_TRIGGER_SCHEDULE_EVERY must be at least 0",
         ),
         ({"RIVERRUN_TRIGGER_COOLDOWN": "-5"}, "RIVERRUN_TRIGGER_COOLDOWN must be at least 0"),
+        (
+            {"RIVERRUN_TASK": "regression", "RIVERRUN_TRIGGER_SLUMP_ACTION": "retrain"},
+            "RIVERRUN_TRIGGER_SLUMP_METRIC='rolling_accuracy': the status of a regression model "
+            "does not report it; use one of mae, rmse, rolling_mae, rolling_rmse",
+        ),
         ({"RIVERRUN_MODEL_NAME": ""}, "RIVERRUN_MODEL_NAME='': expected a name that can be"),
         ({"RIVERRUN_TOPIC_EVENTS": ""}, "RIVERRUN_TOPIC_EVENTS is empty: expected a topic name"),
         ({"RIVERRUN_MODEL_NAME": "a/b"}, "RIVERRUN_MODEL_NAME='a/b': expected a name that can"),

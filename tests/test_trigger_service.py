@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from flows.trigger_service import TriggerService, retrain_argv
+from models.specs import build_model
 from models.triggers import Action
 from riverrun.retrain_cmd import parse_time
 from tests.helpers import wait_for, write_raw
@@ -74,3 +75,20 @@ def test_a_lookback_from_before_1970_replays_from_the_start() -> None:
     assert since == "0.000" and parse_time(since) == 0.0
     recent = retrain_argv(Action("retrain", "scheduled", since=60.0), "challenger-retrain")
     assert abs(parse_time(recent[recent.index("--since") + 1]) - (time.time() - 60)) < 5
+
+
+def test_a_slump_rollback_leaves_a_champion_moved_since_alone(make_settings: Any) -> None:
+    """The status a slump is read from is a moment old: a champion promoted since is not the
+    one that slumped, and is not rolled back."""
+    s = make_settings()
+    service = TriggerService(s, threading.Event())
+    reg = service.registry
+    model = build_model("logreg", "binary", 1)
+    first, second = (reg.register(s.model_name, model, spec="logreg", task="binary") for _ in "ab")
+    reg.move_alias(s.model_name, "champion", first.version, expected=None, actor="t", reason="1")
+    reg.move_alias(s.model_name, "champion", second.version, actor="t", reason="a promotion")
+    slumped = Action("rollback", "slump", evidence={"champion_version": first.version})
+    service._rollback(slumped)
+    assert reg.alias(s.model_name, "champion") == second.version
+    service._rollback(Action("rollback", "slump", evidence={"champion_version": second.version}))
+    assert reg.alias(s.model_name, "champion") == first.version

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from models.triggers import (
+    SLUMP_MIN_SCORED,
     BadDriftEvent,
     TriggerConfigError,
     TriggerPolicy,
@@ -15,11 +16,14 @@ from models.triggers import (
 )
 
 
-def _status(labelled: int, rolling_accuracy: float = 0.9, **contest: Any) -> dict[str, Any]:
+def _status(
+    labelled: int, rolling_accuracy: float = 0.9, *, scored: int = 1000, **contest: Any
+) -> dict[str, Any]:
+    metrics = {"rolling_accuracy": rolling_accuracy, "n": float(scored)}
     return {
         "labelled": labelled,
         "positions": {"events-0": labelled},
-        "models": [{"role": "champion", "metrics": {"rolling_accuracy": rolling_accuracy}}],
+        "models": [{"role": "champion", "version": 3, "metrics": metrics}],
         "contest": contest,
     }
 
@@ -102,13 +106,57 @@ def test_a_slump_that_lasts_triggers_its_action(action: str) -> None:
     assert decided.kind == action and "rolling_accuracy 0.6000" in decided.reason
 
 
-def test_a_slump_promotes_a_challenger_only_if_one_is_better() -> None:
+def test_a_slump_promotes_only_a_challenger_the_promotion_policy_would_promote() -> None:
     t = Triggers(TriggerPolicy(on_drift=False, slump_action="promote", slump_for=0.0))
-    worse = {"mean_difference": -0.1, "p_value": 0.9}
+    worse = {"promote": False, "mean_difference": -0.1, "p_value": 0.9}
     assert t.decide(_status(100, 0.5, challenger=worse), 0.0) == []
-    better = {"mean_difference": 0.2, "p_value": 0.001}
+    untested = {"promote": False, "gate": "non_finite", "mean_difference": 0.2, "p_value": 0.001}
+    assert t.decide(_status(100, 0.5, challenger=untested), 0.5) == [], "a failed gate"
+    better = {"promote": True, "mean_difference": 0.2, "p_value": 0.001}
     (action,) = t.decide(_status(100, 0.5, challenger=worse, **{"challenger-2": better}), 1.0)
     assert action.kind == "promote" and action.alias == "challenger-2"
+    assert action.evidence["champion_version"] == 3, "it acts on the champion it saw slump"
+
+
+def test_a_champion_scored_on_too_few_events_is_not_slumping() -> None:
+    t = Triggers(TriggerPolicy(on_drift=False, slump_action="rollback", slump_for=0.0))
+    assert t.decide(_status(0, 0.0, scored=0), 0.0) == [], "not scored yet: no metric"
+    assert t.decide(_status(99, 0.0, scored=SLUMP_MIN_SCORED - 1), 1.0) == []
+    assert [a.kind for a in t.decide(_status(100, 0.0, scored=SLUMP_MIN_SCORED), 2.0)] == [
+        "rollback"
+    ]
+
+
+def test_slump_rollbacks_wait_for_the_cooldown() -> None:
+    t = Triggers(
+        TriggerPolicy(on_drift=False, slump_action="rollback", slump_for=60.0, cooldown=300.0)
+    )
+    assert t.decide(_status(100, 0.5), 0.0) == []
+    assert [a.kind for a in t.decide(_status(100, 0.5), 60.0)] == ["rollback"]
+    for now in (121.0, 182.0, 243.0, 300.0, 359.0):  # still slumping, still cooling
+        assert t.decide(_status(100, 0.5), now) == [], now
+    assert [a.kind for a in t.decide(_status(100, 0.5), 421.0)] == ["rollback"]
+
+
+def test_a_flow_that_started_over_drops_marks_it_will_never_reach() -> None:
+    t = Triggers(TriggerPolicy(drift_wait=1000, cooldown=0, fresh_every=5000))
+    t.drift_event(_drift(40_000))
+    assert t.decide(_status(39_000), 0.0) == []
+    assert t.decide(_status(300), 1.0) == [], "counts went back: the drift at 40,000 is stale"
+    assert t.drift is None and t.fresh_from == 300
+    t.drift_event(_drift(300))
+    (action,) = t.decide(_status(1300), 2.0)
+    assert action.kind == "retrain" and action.positions == {"events-0": 300}
+
+
+def test_a_retrain_that_could_not_start_waits_for_the_cooldown() -> None:
+    t = Triggers(TriggerPolicy(drift_wait=0, cooldown=100.0))
+    t.drift_event(_drift(10))
+    (action,) = t.decide(_status(20), 0.0)
+    t.retry(action, 0.0)  # another service holds the retrain lock
+    assert t.decide(_status(30), 1.0) == [] and t.decide(_status(40), 99.0) == []
+    (again,) = t.decide(_status(50), 100.0)
+    assert again.kind == "retrain" and again.positions == {"events-0": 10}, "still armed"
 
 
 def test_losses_slump_upwards_and_bad_actions_are_refused() -> None:
