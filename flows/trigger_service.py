@@ -109,8 +109,36 @@ class TriggerService:
         self.triggers = Triggers(trigger_policy(s), started=time.time())
         self.lock = retrain_lock(self.model)
         self.offsets = _key(self.model, "drift-offsets")  # next drift offset per partition
+        self.state_key = _key(self.model, "state")  # what the policies noted: see _save_state
         self._release = self.registry.client.register_script(_RELEASE)
         self._worker: threading.Thread | None = None
+        self._saved = b""
+        self._load_state()
+
+    def _load_state(self) -> None:
+        """Take up what the policies had noted when the service last stopped: an armed
+        drift (whose message is read already), the clocks of the cool-down and schedule."""
+        try:
+            raw = self.registry.client.get(self.state_key)
+            if raw is not None:
+                self.triggers.restore(orjson.loads(raw))
+                self._saved = raw
+        except redis.RedisError as exc:
+            log.warning("cannot read the triggers' saved state, starting afresh: %s", exc)
+        except (orjson.JSONDecodeError, BadDriftEvent, ValueError, AttributeError) as exc:
+            log.warning("ignoring the triggers' saved state %s: %s", self.state_key, exc)
+
+    def _save_state(self) -> None:
+        """Keep what the policies noted in Redis, if it changed, so that a restart of the
+        service loses no armed drift and keeps its clocks."""
+        state = orjson.dumps(self.triggers.state())
+        if state == self._saved:
+            return
+        try:
+            self.registry.client.set(self.state_key, state)
+            self._saved = state
+        except redis.RedisError as exc:
+            log.warning("cannot save the triggers' state: %s", exc)
 
     def run(self, poll: float = 0.5) -> None:
         """Run until ``stop`` is set."""
@@ -157,6 +185,7 @@ class TriggerService:
         else:
             if event.get("model") == self.model and event.get("detected_at", 0) >= self._oldest():
                 self.triggers.drift_event(event)
+                self._save_state()  # before the offset: a drift read is never lost
         try:
             next_offset = (message.offset() or 0) + 1
             self.registry.client.hset(self.offsets, str(message.partition()), next_offset)
@@ -176,6 +205,7 @@ class TriggerService:
             self._audit(action, "decided")
             carry_out: Callable[[Action], None] = getattr(self, f"_{action.kind}")
             carry_out(action)
+        self._save_state()
         try:  # a retrain decided above holds its lock by now: see caught_up
             self.registry.client.set(decided_key(self.model), status["labelled"])
         except redis.RedisError as exc:

@@ -109,6 +109,9 @@ class Action:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+_KEPT = ("drift", "slump_since", "fresh_from", "last_schedule", "last_retrain", "last_swap")
+
+
 @dataclass
 class Triggers:
     """The state of the policies for one model: what they saw and when they last acted."""
@@ -122,6 +125,29 @@ class Triggers:
     last_retrain: float | None = None
     last_swap: float | None = None  # a slump's promotion or rollback
     running: bool = False
+
+    def state(self) -> dict[str, Any]:
+        """What the policies noted, as plain data kept across restarts of the service (a
+        retrain that ran then is not: it ended with the service).
+
+        >>> t = Triggers(TriggerPolicy(), fresh_from=300, last_retrain=12.5)
+        >>> again = Triggers(TriggerPolicy())
+        >>> again.restore(t.state())
+        >>> (again.fresh_from, again.last_retrain, again.drift)
+        (300, 12.5, None)
+        """
+        return {name: getattr(self, name) for name in _KEPT}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up a :meth:`state`; raise ``ValueError`` (changing nothing) if it is not one."""
+        drift = state.get("drift")
+        numbers = [state.get(name) for name in _KEPT[1:]]
+        if drift is not None:
+            check_drift_event(drift)
+        if not all(v is None or (type(v) in (int, float) and math.isfinite(v)) for v in numbers):
+            raise ValueError("a kept trigger time or count is not a finite number")
+        for name in _KEPT:
+            setattr(self, name, state.get(name))
 
     def drift_event(self, event: dict[str, Any]) -> None:
         """Note a drift event; concept drift on the champion arms the drift policy. An armed

@@ -1,5 +1,6 @@
 """``riverrun trigger`` reads the drift topic through the real broker: a message it cannot
-read is skipped, and the drift events after it still arm the policies."""
+read is skipped, the drift events after it still arm the policies, and a restarted service
+keeps what they noted."""
 
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ def test_unreadable_drift_messages_are_skipped_and_the_next_event_counts(
         thread.join(30)
     assert not thread.is_alive() and not failures
     assert service.triggers.drift == drift, "the good drift event armed the drift policy"
+    again = TriggerService(s, threading.Event())  # the service restarted: the drift is read
+    assert again.triggers.drift == drift, "and still armed"
+    service.registry.client.set(service.state_key, b'{"drift": "not an event"}')
+    assert TriggerService(s, threading.Event()).triggers.drift is None, "a bad state is ignored"
 
 
 def test_a_lookback_from_before_1970_replays_from_the_start() -> None:
