@@ -161,12 +161,19 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         return None if self.ended else datetime.now(UTC) + timedelta(seconds=1)
 
     def _stamp(self, stamps: list[dict[str, int]], rec: Record) -> None:
-        """Note the Kafka positions just past ``rec`` for the drift signals it raised: a
-        retrain of that drift starts there, not at the end of a (possibly long) batch."""
+        """Note the Kafka positions just past ``rec`` for the drift signals it raised, and
+        past the event itself for a concept drift found by a label that came later: a
+        retrain of that drift starts there, not at the end of a (possibly long) batch, nor
+        at events whose labels are still to come."""
         origin, drift = rec.origin, self.learner.drift
         assert drift is not None
         here = {**self.learner.positions, origin.part: origin.offset + 1}
-        stamps.extend([here] * (len(drift.signals) - len(stamps)))
+        for signal in drift.signals[len(stamps) :]:
+            if signal.where is None:
+                stamps.append(here)
+            else:
+                topic, partition, offset = signal.where
+                stamps.append({**here, f"{topic}-{partition}": offset + 1})
 
     def _drift_events(self, stamps: list[dict[str, int]]) -> list[Out]:
         """The drift alarms of the batch, as messages for the drift topic (and counted)."""

@@ -42,6 +42,7 @@ class DriftSignal:
     features: tuple[str, ...] = ()
     event_id: str = ""
     event_time: float = 0.0
+    where: tuple[str, int, int] | None = None  # the event's Kafka topic, partition, offset
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for the drift topic."""
@@ -214,9 +215,17 @@ class DriftWatch:
             self.data = PSIWatch(self.data_window)
 
     def error(
-        self, uid: int, alias: str, error: float, position: int, event_id: str, time: float
+        self,
+        uid: int,
+        alias: str,
+        error: float,
+        position: int,
+        event_id: str,
+        time: float,
+        where: tuple[str, int, int] | None = None,
     ) -> None:
-        """Feed the error of model ``uid`` (known as ``alias``) on one labelled event."""
+        """Feed the error of model ``uid`` (known as ``alias``) on one labelled event (read
+        ``where`` in Kafka, if its label came later)."""
         if self.detector == "off":
             return
         watch = self.errors.get(uid)
@@ -225,7 +234,15 @@ class DriftWatch:
         if watch.update(error):
             self._signal(
                 DriftSignal(
-                    "concept", alias, self.detector, position, watch.level, (), event_id, time
+                    "concept",
+                    alias,
+                    self.detector,
+                    position,
+                    watch.level,
+                    (),
+                    event_id,
+                    time,
+                    where,
                 )
             )
 

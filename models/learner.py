@@ -62,13 +62,15 @@ class Slot:
 @dataclass(slots=True)
 class Pending:
     """A prediction waiting for its label: when, on which features, what each model said,
-    and which A/B arm served it."""
+    which A/B arm served it, and where the event was read (its Kafka topic, partition and
+    offset, if it came from Kafka): a drift its label reveals is placed at the event."""
 
     time: float
     entity: str
     features: dict[str, float]
     predictions: dict[int, Any]
     served: int
+    where: tuple[str, int, int] | None = None
 
 
 @dataclass
@@ -339,8 +341,10 @@ class OnlineLearner:
         if len(pending) >= self.max_pending:
             del pending[next(iter(pending))]
             self.counts.expired += 1
+        origin = event.origin
+        where = None if origin is None else (origin.topic, origin.partition, origin.offset)
         pending[event.id] = Pending(
-            event.time, event.entity, event.features, predictions, served.uid
+            event.time, event.entity, event.features, predictions, served.uid, where
         )
 
     def _early_label(self, event_id: str) -> LabelMessage | None:
@@ -402,7 +406,13 @@ class OnlineLearner:
                 if drift is not None:
                     error = slot.metrics.last_error
                     drift.error(
-                        slot.uid, slot.alias, error, self.counts.labelled, event_id, seen.time
+                        slot.uid,
+                        slot.alias,
+                        error,
+                        self.counts.labelled,
+                        event_id,
+                        seen.time,
+                        seen.where,
                     )
             slot.learned += 1
         self._fit(x, y)

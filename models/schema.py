@@ -40,7 +40,9 @@ class Event:
     """One event to score: its id, event time (epoch seconds), entity key and features.
 
     ``label`` is set when the label travels with the event (test-then-train at once);
-    ``origin`` is whatever the caller needs to report an error about it later.
+    ``origin`` is whatever the caller needs to report an error about it later; a Kafka
+    message's (with ``topic``, ``partition`` and ``offset``) also places a drift its late
+    label reveals.
     """
 
     id: str

@@ -5,6 +5,8 @@ flow's models back."""
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -17,7 +19,7 @@ from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
 from models.promotion import Decision
 from models.registry import Conflict
-from models.schema import Event
+from models.schema import Event, LabelMessage
 from models.signing import loads_signed
 from tests.helpers import wait_for
 
@@ -151,6 +153,45 @@ def test_promotions_happen_at_the_same_event_however_batched_or_resumed(
     assert run(200, crash_after=2, resumed_batch=230) == straight
     assert straight[0] == [1_250], "the crashed run of the next case promotes before its crash"
     assert run(200, crash_after=4, resumed_batch=170) == straight
+
+
+def test_a_drift_found_by_a_late_label_is_placed_at_its_event(make_settings: Any) -> None:
+    """Labels come 500 events late: a concept drift their join reveals is stamped with the
+    position just past the drifting event, so that a retrain of it starts there and finds
+    the labels of the events after it (the flow's own position is 500 events further)."""
+    s = make_settings(drift_detector="adwin", data_drift_window=0)
+    logic = _learn_step(s)
+    rng = random.Random(3)
+    records: list[Any] = []
+    labels: list[LabelMessage] = []
+    for i in range(6000):
+        x = rng.uniform(-1, 1)
+        raw = Raw(s.topic_events, 0, i, None, b"", 0)
+        records.append(Event(f"e{i}", T0 + i, "a", {"x": x}, None, raw))
+        flipped = i >= 3000  # the concept changes at event 3,000
+        label = LabelMessage(f"e{i}", (x > 0) != flipped, T0 + i)
+        labels.append(label)
+        if i >= 500:  # the label of event i - 500 comes now
+            late = labels[i - 500]
+            records.append(replace(late, origin=Raw(s.topic_labels, 0, i - 500, None, b"", 0)))
+    drifts = []
+    try:
+        for start in range(0, len(records), 200):
+            events = [r for r in records[start : start + 200] if type(r) is Event]
+            late = [r for r in records[start : start + 200] if type(r) is LabelMessage]
+            (out,), _ = logic.on_batch([events, late])
+            drifts += [orjson.loads(m.value) for m in out.drift]
+    finally:
+        logic.on_eof()
+    concept = [d for d in drifts if d["kind"] == "concept" and d["source"] == "champion"]
+    assert concept, "the flip is found"
+    first = concept[0]
+    event = int(first["event_id"].removeprefix("e"))
+    assert 3000 <= event < 3500
+    assert first["positions"] == {
+        f"{s.topic_events}-0": event + 1,
+        f"{s.topic_labels}-0": event + 1,
+    }
 
 
 @pytest.mark.parametrize("keep", [True, False])
