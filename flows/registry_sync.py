@@ -155,9 +155,23 @@ class RegistrySync:
             self.link.submit(
                 [self._checkpoint(learner, slot) for slot in fresh], learner.counts.labelled
             )
-            if self.link.final(timeout=5.0):
-                self._pick_up_versions(learner)
+            self._await_first_versions()
+            self._pick_up_versions(learner)
         self._sync_ab(learner)
+
+    def _await_first_versions(self) -> None:
+        """Wait a little for the first models to be registered; with recovery on, until
+        they are: a run killed before its first snapshot restarts from the versions it
+        began with (``started-from.json``), and without them it would take up the models
+        its crashed run went on to register, then learn the replayed events twice."""
+        while not self.link.final(timeout=5.0):
+            if self.settings.recovery_path is None:
+                return  # they register later; predictions name no version until then
+            log.warning(
+                "waiting for the registry to take the first models of %s (is Redis up?): "
+                "with recovery on, the flow starts from registered versions",
+                self.model,
+            )
 
     def tick(self, learner: OnlineLearner) -> None:
         """Follow changes made elsewhere, checkpoint."""

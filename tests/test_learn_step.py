@@ -6,7 +6,10 @@ flow's models back."""
 from __future__ import annotations
 
 import random
+import threading
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,6 +24,7 @@ from models.promotion import Decision
 from models.registry import Conflict
 from models.schema import Event, LabelMessage
 from models.signing import loads_signed
+from riverrun.local import free_port, start_redis
 from tests.helpers import wait_for
 
 T0 = 1_700_000_000.0
@@ -192,6 +196,31 @@ def test_a_drift_found_by_a_late_label_is_placed_at_its_event(make_settings: Any
         f"{s.topic_events}-0": event + 1,
         f"{s.topic_labels}-0": event + 1,
     }
+
+
+def test_a_first_start_with_recovery_waits_for_its_first_versions(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """Redis comes up only after the registration's usual wait of 5 s: with recovery on,
+    the first start waits for its versions, which are what a run killed before its first
+    snapshot restarts from."""
+    port = free_port()
+    s = make_settings(redis_url=f"redis://127.0.0.1:{port}/0", recovery_dir=str(tmp_path))
+    started: list[LearnLogic] = []
+    starting = threading.Thread(target=lambda: started.append(_learn_step(s)), daemon=True)
+    starting.start()
+    time.sleep(7.0)  # Redis is down this long (started from this thread: it outlives it)
+    assert not started, "the first start waits for its versions"
+    server = start_redis(tmp_path, port)
+    try:
+        starting.join(60)
+        (logic,) = started
+        version = logic.learner.champion.version
+        assert version is not None
+        assert logic.sync.registry.info(s.model_name, version).events_seen == 0
+        logic.on_eof()
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("keep", [True, False])
