@@ -247,6 +247,8 @@ class RegistrySync:
         """Challengers whose code failed are out: never adopt those versions again."""
         broken, learner.broken = learner.broken, []
         writer = self.link.writer
+        if broken:  # a checkpoint of it being written would move its alias past our clear
+            self.link.final(timeout=5.0)
         for b in broken:
             MODEL_ERRORS.labels(self.model, b.alias).inc()
             log.error(

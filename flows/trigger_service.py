@@ -20,7 +20,7 @@ import redis
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from flows.kafka_io import consumer, ensure_topics, offsets_at
-from models.registry import ANY, Registry, RegistryError
+from models.registry import Registry, RegistryError
 from models.status import read_status
 from models.triggers import Action, BadDriftEvent, TriggerPolicy, Triggers, check_drift_event
 from riverrun.metrics import RETRAINS
@@ -211,6 +211,15 @@ class TriggerService:
         except redis.RedisError as exc:
             log.warning("cannot record the status the triggers acted on: %s", exc)
 
+    def _slumped_champion(self, action: Action) -> int | None:
+        """The champion's version now, if it is the model whose slump was seen (the status
+        is a moment old; the flow's checkpoints move the alias to newer snapshots of it),
+        else ``None``: a champion promoted or rolled back since is not the one that slumped."""
+        seen = action.evidence.get("champion_version")
+        if seen is None:
+            return self.registry.alias(self.model, "champion")
+        return self.registry.same_champion(self.model, seen)
+
     def _audit(self, action: Action, outcome: str) -> None:
         try:
             self.registry.audit(
@@ -262,10 +271,9 @@ class TriggerService:
     def _promote(self, action: Action) -> None:
         reg = self.registry
         try:
-            champion = reg.alias(self.model, "champion")
+            champion = self._slumped_champion(action)
             challenger = reg.alias(self.model, action.alias)
-            seen = action.evidence.get("champion_version", champion)
-            if champion is None or challenger is None or seen != champion:
+            if champion is None or challenger is None:
                 self._audit(action, "not done: the champion or challenger moved since the slump")
                 return
             reg.move_alias(
@@ -291,11 +299,10 @@ class TriggerService:
 
     def _rollback(self, action: Action) -> None:
         try:
-            self.registry.rollback(  # only from the champion whose slump was seen
-                self.model,
-                actor=ACTOR,
-                reason=action.reason,
-                expected=action.evidence.get("champion_version", ANY),
-            )
+            champion = self._slumped_champion(action)
+            if champion is None:
+                self._audit(action, "not done: the champion moved since the slump")
+                return
+            self.registry.rollback(self.model, actor=ACTOR, reason=action.reason, expected=champion)
         except (redis.RedisError, RegistryError) as exc:
             self._audit(action, f"rollback failed ({exc})")

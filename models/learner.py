@@ -412,7 +412,7 @@ class OnlineLearner:
                         self.counts.labelled,
                         event_id,
                         seen.time,
-                        seen.where,
+                        getattr(seen, "where", None),  # None in a snapshot taken before it
                     )
             slot.learned += 1
         self._fit(x, y)

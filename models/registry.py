@@ -496,6 +496,23 @@ class Registry:
             read += len(entries)
             top = entries[-1][0]
 
+    def same_champion(self, model: str, version: int, limit: int = 1000) -> int | None:
+        """The champion's version now if it is the model that was champion as ``version``,
+        moved since by its own checkpoints only (newer snapshots of one model), else
+        ``None`` (a promotion, rollback or set since, or ``version`` not among the last
+        ``limit`` audit entries)."""
+        current = self.alias(model, "champion")
+        if current == version:
+            return current
+        for move in self.newest_moves(model, limit):
+            if move.alias != "champion":
+                continue
+            if move.action != "checkpoint":
+                return None
+            if move.from_version == version:
+                return current
+        return None
+
     def champion_history(self, model: str) -> list[int]:
         """Previous champions, newest first: where ``rollback`` goes next."""
         return [int(v) for v in self.client.lrange(self._k(model, "history"), 0, -1)]

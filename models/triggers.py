@@ -109,7 +109,7 @@ class Action:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-_KEPT = ("drift", "slump_since", "fresh_from", "last_schedule", "last_retrain", "last_swap")
+_KEPT = ("drift", "fresh_from", "last_labelled", "last_schedule", "last_retrain", "last_swap")
 
 
 @dataclass
@@ -124,11 +124,13 @@ class Triggers:
     last_schedule: float | None = None
     last_retrain: float | None = None
     last_swap: float | None = None  # a slump's promotion or rollback
+    last_labelled: int | None = None  # the labelled count of the last status decided on
     running: bool = False
 
     def state(self) -> dict[str, Any]:
         """What the policies noted, as plain data kept across restarts of the service (a
-        retrain that ran then is not: it ended with the service).
+        retrain that ran then is not: it ended with the service; nor is a slump's start,
+        which a restart watches again from its own start).
 
         >>> t = Triggers(TriggerPolicy(), fresh_from=300, last_retrain=12.5)
         >>> again = Triggers(TriggerPolicy())
@@ -139,7 +141,8 @@ class Triggers:
         return {name: getattr(self, name) for name in _KEPT}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Take up a :meth:`state`; raise ``ValueError`` (changing nothing) if it is not one."""
+        """Take up a :meth:`state`; raise ``ValueError`` (changing nothing) if it is not one.
+        An armed drift is dropped if the drift policy is off now."""
         drift = state.get("drift")
         numbers = [state.get(name) for name in _KEPT[1:]]
         if drift is not None:
@@ -148,6 +151,8 @@ class Triggers:
             raise ValueError("a kept trigger time or count is not a finite number")
         for name in _KEPT:
             setattr(self, name, state.get(name))
+        if not self.policy.on_drift:
+            self.drift = None
 
     def drift_event(self, event: dict[str, Any]) -> None:
         """Note a drift event; concept drift on the champion arms the drift policy. An armed
@@ -183,7 +188,7 @@ class Triggers:
         labelled = int(status.get("labelled", 0))
         self._forget_the_future(labelled)
         actions = self._slump(status, now)
-        if self.running or self._cooling(now):
+        if self.running or self._cooling(now, self.last_retrain):
             return [a for a in actions if a.kind != "retrain"]
         if not any(a.kind == "retrain" for a in actions):
             retrain = self._drift(labelled) or self._fresh(labelled) or self._schedule(now)
@@ -193,15 +198,20 @@ class Triggers:
         return [replace(a, until=until) if a.kind == "retrain" else a for a in actions]
 
     def _forget_the_future(self, labelled: int) -> None:
-        """A labelled count below what the policies noted: the flow started over (its
-        recovery state gone), so a drift or fresh-data mark past it would never be reached."""
+        """A labelled count below the last status's: the flow started over (its recovery
+        state gone), so a drift or fresh-data mark past it would never be reached. (A drift
+        may well lie past the last status, written every few seconds: it stays then.)"""
+        went_back = self.last_labelled is not None and labelled < self.last_labelled
+        self.last_labelled = labelled
+        if not went_back:
+            return
         if self.drift is not None and labelled < int(self.drift.get("position", 0)):
             self.drift = None
         if self.fresh_from is not None and labelled < self.fresh_from:
             self.fresh_from = labelled
 
-    def _cooling(self, now: float, last: float | None = None) -> bool:
-        last = self.last_retrain if last is None else last
+    def _cooling(self, now: float, last: float | None) -> bool:
+        """Whether ``now`` is within the cool-down of ``last`` (``None``: never)."""
         return last is not None and now - last < self.policy.cooldown
 
     def _drift(self, labelled: int) -> Action | None:

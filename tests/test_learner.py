@@ -7,8 +7,9 @@ import pickle
 import pytest
 from river import linear_model
 
+from models.drift import DriftWatch
 from models.evaluation import Prequential
-from models.learner import OnlineLearner, Slot
+from models.learner import OnlineLearner, Pending, Slot
 from models.schema import Event, InvalidInput, LabelMessage
 
 
@@ -230,3 +231,22 @@ def test_a_model_whose_scaler_learned_elsewhere_keeps_its_own() -> None:
     assert own[0] is trained["StandardScaler"] is not fresh[0]["StandardScaler"]
     lr.remove_challenger(lr.slots[1].alias)
     assert [len(members) for _, members in lr._groups] == [1, 1] and lr._alone == []
+
+
+def test_a_prediction_pending_in_a_snapshot_of_the_last_version_still_joins() -> None:
+    """A pending prediction pickled before it had its ``where`` field (the Kafka place of
+    its event) is restored without it, and its label still joins, drift watch on."""
+    lr = OnlineLearner(
+        "binary",
+        [Slot("lr", linear_model.LogisticRegression(), Prequential("binary", 10))],
+        drift=DriftWatch("adwin", 10, 0),
+    )
+    lr.on_event(Event("e1", 1.0, "a", {"x": 1.0}))
+    old = lr.pending["e1"]
+    before = object.__new__(Pending)  # as pickle restores one from the earlier fields only
+    for name in ("time", "entity", "features", "predictions", "served"):
+        object.__setattr__(before, name, getattr(old, name))
+    lr.pending["e1"] = before
+    restored = pickle.loads(pickle.dumps(lr))
+    assert restored.on_label(LabelMessage("e1", True, 1.0)) is None
+    assert restored.counts.labelled == 1

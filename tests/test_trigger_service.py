@@ -84,16 +84,17 @@ def test_a_lookback_from_before_1970_replays_from_the_start() -> None:
 
 def test_a_slump_rollback_leaves_a_champion_moved_since_alone(make_settings: Any) -> None:
     """The status a slump is read from is a moment old: a champion promoted since is not the
-    one that slumped, and is not rolled back."""
+    one that slumped, and is not rolled back; one moved since only by its own checkpoints
+    (newer snapshots of the same model) is."""
     s = make_settings()
     service = TriggerService(s, threading.Event())
-    reg = service.registry
+    reg, name = service.registry, s.model_name
     model = build_model("logreg", "binary", 1)
-    first, second = (reg.register(s.model_name, model, spec="logreg", task="binary") for _ in "ab")
-    reg.move_alias(s.model_name, "champion", first.version, expected=None, actor="t", reason="1")
-    reg.move_alias(s.model_name, "champion", second.version, actor="t", reason="a promotion")
-    slumped = Action("rollback", "slump", evidence={"champion_version": first.version})
-    service._rollback(slumped)
-    assert reg.alias(s.model_name, "champion") == second.version
-    service._rollback(Action("rollback", "slump", evidence={"champion_version": second.version}))
-    assert reg.alias(s.model_name, "champion") == first.version
+    v1, v2, v3 = (reg.register(name, model, spec="logreg", task="binary").version for _ in "abc")
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
+    reg.move_alias(name, "champion", v2, expected=v1, actor="t", reason="a promotion")
+    reg.move_alias(name, "champion", v3, expected=v2, actor="t", reason="c", action="checkpoint")
+    service._rollback(Action("rollback", "slump", evidence={"champion_version": v1}))
+    assert reg.alias(name, "champion") == v3, "v1 slumped, but v2 was promoted since"
+    service._rollback(Action("rollback", "slump", evidence={"champion_version": v2}))
+    assert reg.alias(name, "champion") == v1, "v2 slumped: v3 is its checkpoint, rolled back"

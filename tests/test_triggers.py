@@ -142,6 +142,7 @@ def test_a_flow_that_started_over_drops_marks_it_will_never_reach() -> None:
     t = Triggers(TriggerPolicy(drift_wait=1000, cooldown=0, fresh_every=5000))
     t.drift_event(_drift(40_000))
     assert t.decide(_status(39_000), 0.0) == []
+    assert t.drift is not None, "a drift past the last status (a moment old) stays armed"
     assert t.decide(_status(300), 1.0) == [], "counts went back: the drift at 40,000 is stale"
     assert t.drift is None and t.fresh_from == 300
     t.drift_event(_drift(300))
