@@ -58,6 +58,7 @@ class Promoter:
     versions: list[int]
     promoted: list[tuple[float, int]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    stopped: list[float] = field(default_factory=list)  # when each run of promotions ended
 
     def run(self) -> None:
         """Promote until stopped (cycling through the versions)."""
@@ -69,10 +70,12 @@ class Promoter:
 
     def lags(self, seen: list[tuple[float, int]]) -> list[float]:
         """Seconds from each promotion to the first answer naming its version (promotions
-        overtaken by the next one before any answer are left out)."""
+        overtaken by the next one, or by the end of their run of promotions, before any
+        measured answer are left out: the next run's answers come long after)."""
         out = []
         ends = [at for at, _ in self.promoted[1:]] + [float("inf")]
         for (moved, version), end in zip(self.promoted, ends, strict=True):
+            end = min([end, *(t for t in self.stopped if t >= moved)])
             first = min((t for t, v in seen if v == version and moved <= t < end), default=None)
             if first is not None:
                 out.append(first - moved)
@@ -264,6 +267,7 @@ def serving(settings: Settings, sizes: Sizes) -> Report:
             finally:
                 promoter.stop.set()
                 thread.join()
+                promoter.stopped.append(time.monotonic())
             rounds.append((baseline, calm, busy))
     baseline, calm, busy = (_best([r[k] for r in rounds]) for k in range(3))
     report = Report(
