@@ -72,6 +72,12 @@ class Pending:
     served: int
     where: tuple[str, int, int] | None = None
 
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Restore from a snapshot; one taken before ``where`` existed lacks it."""
+        self.where = None
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
 
 @dataclass
 class Counts:
@@ -412,7 +418,7 @@ class OnlineLearner:
                         self.counts.labelled,
                         event_id,
                         seen.time,
-                        getattr(seen, "where", None),  # None in a snapshot taken before it
+                        seen.where,
                     )
             slot.learned += 1
         self._fit(x, y)
