@@ -272,11 +272,11 @@ class RegistrySync:
             self._register_again(learner)
             return
         for alias, version in aliases.items():
-            slot = learner.slot(alias)
-            if slot is None and version == self.link.writer.head(alias):
+            slot, head = learner.slot(alias), self.link.writer.head(alias)
+            if slot is None and version == head:
                 self._clear(alias, version, "no longer run by the learn flow")
                 continue
-            ours = slot is not None and version in (slot.version, self.link.writer.head(alias))
+            ours = slot is not None and version in (slot.version, head)
             if is_shadowed(alias) and not ours and (alias, version) not in self._broken:
                 self._adopt(learner, alias, version)
         for slot in list(learner.slots[1:]):
