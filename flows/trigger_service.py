@@ -125,7 +125,7 @@ class TriggerService:
                 self._saved = raw
         except redis.RedisError as exc:
             log.warning("cannot read the triggers' saved state, starting afresh: %s", exc)
-        except (orjson.JSONDecodeError, BadDriftEvent, ValueError, AttributeError) as exc:
+        except (ValueError, AttributeError) as exc:  # not JSON, a bad field, not an object
             log.warning("ignoring the triggers' saved state %s: %s", self.state_key, exc)
 
     def _save_state(self) -> None:

@@ -109,7 +109,8 @@ class Action:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-_KEPT = ("drift", "fresh_from", "last_labelled", "last_schedule", "last_retrain", "last_swap")
+_KEPT_NUMBERS = ("fresh_from", "last_labelled", "last_schedule", "last_retrain", "last_swap")
+_KEPT = ("drift", *_KEPT_NUMBERS)  # what Triggers.state keeps across restarts
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Triggers:
         """Take up a :meth:`state`; raise ``ValueError`` (changing nothing) if it is not one.
         An armed drift is dropped if the drift policy is off now."""
         drift = state.get("drift")
-        numbers = [state.get(name) for name in _KEPT[1:]]
+        numbers = [state.get(name) for name in _KEPT_NUMBERS]
         if drift is not None:
             check_drift_event(drift)
         if not all(v is None or (type(v) in (int, float) and math.isfinite(v)) for v in numbers):
