@@ -82,21 +82,15 @@ def stop_quietly_on_signal(announce: bool = True) -> Iterator[None]:
             hushed.start()
         raise KeyboardInterrupt
 
-    def stopped() -> None:
-        hushed.end()
-        if announce:
-            print("learn flow stopped by signal", file=sys.stderr)
-
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    except KeyboardInterrupt:
-        stopped()
-    except Exception:
+    except (KeyboardInterrupt, Exception) as exc:
+        if not (isinstance(exc, KeyboardInterrupt) or stopping.is_set()):
+            raise  # an error of its own: reported once stderr is back (finally)
         hushed.end()
-        if not stopping.is_set():
-            raise
-        stopped()
+        if announce:
+            print("learn flow stopped by signal", file=sys.stderr)
     finally:
         hushed.end()
         for sig, handler in previous.items():
