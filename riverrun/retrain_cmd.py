@@ -12,7 +12,7 @@ from typing import Any
 
 from riverrun.argtypes import challenger_alias
 from riverrun.metrics import serve_metrics
-from riverrun.settings import Settings, SettingsError, add_flags
+from riverrun.settings import Settings, SettingsError, add_flags, split_list
 
 KAFKA_AND_REDIS = (
     "bootstrap_servers",
@@ -82,7 +82,7 @@ def parse_time(text: str) -> float:
 def parse_positions(text: str) -> dict[tuple[str, int], int]:
     """``events-0=120,labels-0=15`` (topic-partition=offset) as offsets by partition."""
     out = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in split_list(text):
         where, _, offset = item.partition("=")
         topic, _, partition = where.rpartition("-")
         if not topic or not partition.isdigit() or not offset.isdigit():

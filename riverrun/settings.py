@@ -390,8 +390,14 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def split_list(raw: str) -> tuple[str, ...]:
+    """The items of a comma-separated list, stripped, empty ones left out: flags and
+    ``RIVERRUN_*`` variables read ``"arf, logreg"`` alike."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 def _split_specs(items: list[str]) -> tuple[str, ...]:
-    return tuple(part for item in items for part in item.split(",") if part)
+    return tuple(part for item in items for part in split_list(item))
 
 
 def _env_values(env: Mapping[str, str] | None, skip: Iterable[str] = ()) -> dict[str, Any]:
@@ -417,7 +423,7 @@ def _fields(cls: type) -> dict[str, tuple[dataclasses.Field[Any], type]]:
 
 def _parse(kind: type, raw: str, name: str) -> Any:
     if kind is tuple:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return split_list(raw)
     if kind is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True

@@ -32,6 +32,15 @@ def test_flags_override_environment() -> None:
     assert (s.seed, s.challengers, s.follow, s.model_spec) == (9, ("arf", "x"), False, "hoeffding")
 
 
+def test_a_list_flag_reads_spaces_and_repeats_as_its_variable_does() -> None:
+    parser = argparse.ArgumentParser()
+    add_flags(parser, ["challengers"])
+    args = parser.parse_args(["--challengers", " arf, x ,", "--challengers", "logreg"])
+    from_flags = from_args(args, {})
+    from_env = Settings.from_env({"RIVERRUN_CHALLENGERS": " arf, x ,,logreg"})
+    assert from_flags.challengers == from_env.challengers == ("arf", "x", "logreg")
+
+
 def _flags(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_flags(parser, ["label_ttl", "serve_tls_cert", "seed"])
