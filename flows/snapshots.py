@@ -317,6 +317,7 @@ class RegistryLink:
         self.watcher = RegistryWatcher(registry.client, model)
         self._next_at = time.monotonic() + every_seconds
         self._next_labelled = every_labelled
+        self._submitted_at = 0  # the labelled count of the last checkpoints
 
     def load_shadowed(
         self, started: dict[str, int] | None = None
@@ -426,8 +427,11 @@ class RegistryLink:
             )
 
     def due(self, labelled: int) -> bool:
-        """Whether checkpoints are due after ``labelled`` labelled events."""
-        return labelled >= self._next_labelled or time.monotonic() >= self._next_at
+        """Whether checkpoints are due after ``labelled`` labelled events: by count, or by
+        time if the models learned since the last ones (an idle flow writes no copies)."""
+        if labelled >= self._next_labelled:
+            return True
+        return labelled > self._submitted_at and time.monotonic() >= self._next_at
 
     def submit(self, checkpoints: list[Checkpoint], labelled: int) -> None:
         """Hand checkpoints to the writer and schedule the next ones."""
@@ -435,6 +439,7 @@ class RegistryLink:
             self.writer.submit(checkpoint)
         self._next_at = time.monotonic() + self.every_seconds
         self._next_labelled = labelled + self.every_labelled
+        self._submitted_at = labelled
 
     def changed(self) -> bool:
         """Whether something was moved elsewhere since the last call (clears the signal)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import redis
 
@@ -15,6 +16,7 @@ from riverrun.metrics import (
     LABELLED,
     LEARN_SECONDS,
     MODEL_METRIC,
+    MODEL_VERSION,
     PENDING,
     PREDICT_SECONDS,
     PREDICTIONS,
@@ -35,7 +37,7 @@ class StatusReporter:
         self.next_at = 0.0
         self.failures = 0
         self._seen: dict[str, int] = {}
-        self._series: set[tuple[str, ...]] = set()
+        self._series: set[tuple[Any, ...]] = set()
 
     def maybe_write(self, learner: OnlineLearner, *, force: bool = False) -> None:
         """Report if the status interval has passed (or ``force``)."""
@@ -68,23 +70,22 @@ class StatusReporter:
         PENDING.labels(name).set(len(learner.pending))
         LABELLED.labels(name).inc(self._grow("labelled", learner.counts.labelled))
         EXPIRED.labels(name).inc(self._grow("expired", learner.counts.expired))
-        series: set[tuple[str, ...]] = set()
+        series: set[tuple[Any, ...]] = set()
         for slot, model in zip(learner.slots, report["models"], strict=True):
             PREDICTIONS.labels(name, slot.role).inc(self._grow(f"p{slot.uid}", slot.predicted))
-            for metric, value in model["metrics"].items():
+            if slot.version:
+                MODEL_VERSION.labels(name, slot.role, slot.spec).set(slot.version)
+                series.add((MODEL_VERSION, name, slot.role, slot.spec))
+            metrics = model["metrics"]
+            if not metrics["n"]:  # scored nothing yet: no 0% accuracy, no perfect 0 loss
+                continue
+            for metric, value in metrics.items():
                 if metric == "n":
                     continue
                 window = "rolling" if metric.startswith("rolling_") else "cumulative"
-                labels = (
-                    name,
-                    str(slot.version),
-                    slot.role,
-                    slot.spec,
-                    metric.removeprefix("rolling_"),
-                    window,
-                )
+                labels = (name, slot.role, slot.spec, metric.removeprefix("rolling_"), window)
                 MODEL_METRIC.labels(*labels).set(value)
-                series.add(labels)
-        for gone in self._series - series:  # a model's old version or role: drop its series
-            MODEL_METRIC.remove(*gone)
+                series.add((MODEL_METRIC, *labels))
+        for gauge, *gone in self._series - series:  # a role or model no longer run here
+            gauge.remove(*gone)
         self._series = series
