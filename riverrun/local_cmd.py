@@ -3,71 +3,46 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from riverrun.local import LauncherError, start_stack, state_file
+from riverrun.local import LauncherError, start_stack
+from riverrun.local_marker import holding_marker, stop_running
 
 STOP_TIMEOUT = 20.0
 
 
 def up(args: argparse.Namespace, _settings: Any) -> int:
     """Start both servers, print the settings to export, and wait for Ctrl-C or ``down``."""
-    marker = state_file()
-    if marker.exists() and _running(int(marker.read_text() or 0)):
-        raise LauncherError(
-            f"a local stack already runs (pid {marker.read_text()}); "
-            "stop it with: riverrun local down"
-        )
-    stack = start_stack(Path(args.workdir) if args.workdir else None)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    marker.write_text(str(os.getpid()))
-    try:
-        print("# local Kafka broker (Tansu) and Redis are up; to use them:")
-        for name, value in stack.env().items():
-            print(f"export {name}={value}")
-        print(f"# logs in {stack.workdir}; stop with Ctrl-C or: riverrun local down", flush=True)
-        while not stopping.wait(0.5):
-            for server in (stack.broker, stack.redis):
-                if not server.alive():
-                    raise LauncherError(f"{server.name} exited; see {server.log}")
-    finally:
-        stack.stop()
-        marker.unlink(missing_ok=True)
-        print("# local stack stopped", flush=True)
+    with holding_marker():
+        stack = start_stack(Path(args.workdir) if args.workdir else None)
+        try:
+            print("# local Kafka broker (Tansu) and Redis are up; to use them:")
+            for name, value in stack.env().items():
+                print(f"export {name}={value}")
+            print(
+                f"# logs in {stack.workdir}; stop with Ctrl-C or: riverrun local down", flush=True
+            )
+            while not stopping.wait(0.5):
+                for server in (stack.broker, stack.redis):
+                    if not server.alive():
+                        raise LauncherError(f"{server.name} exited; see {server.log}")
+        finally:
+            stack.stop()
+            print("# local stack stopped", flush=True)
     return 0
 
 
 def down(_args: argparse.Namespace, _settings: Any) -> int:
     """Ask the running ``riverrun local up`` to stop, and wait until it has."""
-    marker = state_file()
-    pid = int(marker.read_text() or 0) if marker.exists() else 0
-    if not pid or not _running(pid):
-        marker.unlink(missing_ok=True)
-        raise LauncherError("no local stack is running")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while _running(pid):
-        if time.monotonic() > deadline:
-            raise LauncherError(f"local stack (pid {pid}) did not stop in {STOP_TIMEOUT:.0f} s")
-        time.sleep(0.1)
+    stop_running(STOP_TIMEOUT)
     print("local stack stopped")
     return 0
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie that exited but was not reaped is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def add_parser(sub: Any) -> None:
