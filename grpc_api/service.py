@@ -29,8 +29,9 @@ from grpc_api.proto import SERVICE, pb, rpc
 from models.evaluation import predicted_label
 from models.features import EntityFeatures
 from models.schema import (
+    EARLIEST_TIME,
     FEATURE_LIMIT,
-    TIME_LIMIT,
+    LATEST_TIME,
     InvalidInput,
     check_features,
     check_label,
@@ -387,7 +388,8 @@ class ScoringService(rpc.ScoringServicer):
         # NaN fails both: the bounds events are held to, in one pass over all the rows
         bad = ~(np.abs(matrix) <= FEATURE_LIMIT).all(axis=1)
         if times:
-            bad |= ~(np.abs(np.array(times)) < TIME_LIMIT)
+            stamps = np.array(times)
+            bad |= ~((stamps >= EARLIEST_TIME) & (stamps <= LATEST_TIME))
         if bad.any():
             row = int(np.argmax(bad))
             try:  # says what is wrong with the row as it would for an event

@@ -189,7 +189,7 @@ def _partition(event_time: float) -> str:
     'date=2023-11-14/hour=22'
     """
     when = dt.datetime.fromtimestamp(event_time, dt.UTC)
-    return f"date={when:%Y-%m-%d}/hour={when:%H}"
+    return f"date={when.year:04d}-{when:%m-%d}/hour={when:%H}"  # %Y drops year 1's zeros
 
 
 def _row_bytes(row: LabelledRow) -> int:

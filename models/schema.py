@@ -6,6 +6,7 @@ functions, so a feature map that one of them accepts is accepted by all.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +17,11 @@ Label = bool | str | int | float
 # Larger magnitudes are refused: squared inside a scaler or a linear model they overflow
 # to infinity, and one such value leaves the model answering NaN from then on.
 FEATURE_LIMIT = 1e100
-# Event times are epoch seconds within this of the epoch (about 31,700 years either way):
-# NaN, infinities and times in milliseconds or nanoseconds are refused.
-TIME_LIMIT = 1e12
+# Event times are epoch seconds from year 1 to the end of year 9999 (UTC), the times a date
+# can be told for (the offline store files rows by date): NaN, infinities and times in
+# milliseconds or nanoseconds are refused.
+EARLIEST_TIME = dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()
+LATEST_TIME = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
 _NUMBERS = frozenset((int, float))  # bool is not a number here
 
 
@@ -111,16 +114,16 @@ def _check_each(features: dict[Any, Any]) -> dict[str, float]:
 
 def check_time(value: object) -> float:
     """Return ``value`` as a float if it is an event time in epoch seconds, else raise
-    :class:`InvalidInput`: a number (not a bool), not NaN, less than ``TIME_LIMIT`` from 0.
+    :class:`InvalidInput`: a number (not a bool) from ``EARLIEST_TIME`` to ``LATEST_TIME``.
 
     >>> check_time(1_700_000_000)
     1700000000.0
-    >>> check_time(float("nan"))
+    >>> check_time(5e11)  # the year 17814
     Traceback (most recent call last):
     ...
     models.schema.InvalidInput: field 'time' must be epoch seconds
     """
-    if (type(value) is float or type(value) is int) and abs(value) < TIME_LIMIT:
+    if (type(value) is float or type(value) is int) and EARLIEST_TIME <= value <= LATEST_TIME:
         return float(value)
     raise InvalidInput("bad_field", "field 'time' must be epoch seconds", "time")
 

@@ -10,6 +10,7 @@ import signal
 import threading
 from typing import Any
 
+from models.schema import LATEST_TIME
 from riverrun.argtypes import challenger_alias
 from riverrun.metrics import serve_metrics
 from riverrun.settings import Settings, SettingsError, add_flags, split_list
@@ -49,7 +50,6 @@ TRIGGERS = (
 
 
 # Kafka stamps records in milliseconds since 1970; an ISO-8601 time ends with the year 9999.
-LATEST_TIME = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
 
 
 def parse_time(text: str) -> float:

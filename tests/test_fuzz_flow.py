@@ -17,6 +17,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models.schema import EARLIEST_TIME, LATEST_TIME
 from models.status import read_status
 from tests.helpers import read_topic, run_flow_to_end, write_raw
 
@@ -111,7 +112,7 @@ def _is_number(v: Any) -> bool:
 
 CORRUPTIONS: dict[str, Any] = {
     "id": _not(lambda v: isinstance(v, str) and v != ""),
-    "time": _not(lambda v: v is None or (_is_number(v) and abs(v) < 1e12)),
+    "time": _not(lambda v: v is None or (_is_number(v) and EARLIEST_TIME <= v <= LATEST_TIME)),
     "entity": _not(lambda v: v is None or isinstance(v, str)),
     "label": _not(lambda v: v is None or (v in (True, False) and type(v) in (bool, int))),
     "kind": _not(lambda v: v in ("event", "label")),

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grpc_api.proto import pb, rpc
-from models.schema import FEATURE_LIMIT
+from models.schema import EARLIEST_TIME, FEATURE_LIMIT, LATEST_TIME
 from tests.serving import publish, requests_counted, running, trained
 
 Code = grpc.StatusCode
@@ -34,9 +34,10 @@ FUZZ = settings(
 )
 VALUES = st.floats() | st.sampled_from([1e308, -1e308, 5e-324, 0.0, -0.0])
 TEXT = st.text(max_size=16)
-# Event times: any double, and the edges of what the learn flow takes (|t| < 1e12 seconds).
+# Event times: any double, and the edges of what the learn flow takes (years 1 to 9999).
+EDGES = (EARLIEST_TIME, LATEST_TIME)
 TIMES = st.floats() | st.sampled_from(
-    [0.0, -0.0, 1.7e9, 1e12, -1e12, math.nextafter(1e12, 0), math.nextafter(-1e12, 0), 1e13]
+    [0.0, -0.0, 1.7e9, 5e11, -1e11, *EDGES, *(math.nextafter(t, -t) for t in EDGES), 1e12, 1e13]
 )
 
 
@@ -74,8 +75,8 @@ def _in_range(values: Iterable[float]) -> bool:
 
 
 def _epoch(times: Iterable[float]) -> bool:
-    """Whether every time is one the learn flow takes: within 1e12 seconds of the epoch."""
-    return all(abs(t) < 1e12 for t in times)  # NaN is not
+    """Whether every time is one the learn flow takes: from year 1 to the end of 9999."""
+    return all(EARLIEST_TIME <= t <= LATEST_TIME for t in times)  # NaN is not
 
 
 def _expected(request: pb.PredictRequest, model: str, names: set[str]) -> Code:
