@@ -21,7 +21,7 @@ from models.evaluation import predicted_label
 from models.learner import ModelError, OnlineLearner, Slot
 from models.schema import Event, InvalidInput, LabelMessage, Record
 from models.signing import check_key, dumps_signed
-from riverrun.metrics import DRIFT_EVENTS
+from riverrun.metrics import DRIFT_EVENTS, start_learn_counters
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         learner.keep_rows = self.offline is not None  # also for a learner from recovery
         self.ended = False
         sync.start(learner)
+        start_learn_counters(settings.model_name, [slot.alias for slot in learner.slots])
 
     def _describe(self, slot: Slot) -> bytes:
         """What every prediction of ``slot`` says about the model that made it, as the start

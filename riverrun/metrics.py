@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from models.ab import CHAMPION
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,21 @@ SERVED_VERSION = Gauge(
     "riverrun_served_model_version", "Version a server answers with", ["model", "role"]
 )
 SWAPS = Counter("riverrun_model_swaps_total", "Models swapped in by a server", ["model"])
+
+
+def start_learn_counters(model: str, aliases: Iterable[str]) -> None:
+    """Export at 0 the counters of ``model`` that the alert rules watch for an increase and
+    that the learn flow would otherwise create at their first increment: refused
+    signatures, failed checkpoints, and per model (``aliases``) concept drift and, for
+    challengers, errors. A series first scraped at 1 has no earlier sample for
+    ``increase()``; the rules (deploy/prometheus/alerts.yml) see it as new only once its
+    target has been scraped for 5 minutes, so a young process's first increment would wait."""
+    REFUSED.labels(model)
+    SNAPSHOT_FAILURES.labels(model)
+    for alias in aliases:
+        DRIFT_EVENTS.labels(model, "concept", alias)
+        if alias != CHAMPION:  # only challengers are taken out for errors
+            MODEL_ERRORS.labels(model, alias)
 
 
 class MetricsPortError(RuntimeError):

@@ -9,6 +9,7 @@ from tests.prom import PROMETHEUS_DIR, assert_tool_ok, defined_metrics, load_yam
 
 RULES = PROMETHEUS_DIR / "alerts.yml"
 RULE_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
+SCRAPES = PROMETHEUS_DIR / "prometheus.yml"
 
 
 def _alerts() -> list[dict]:
@@ -44,3 +45,11 @@ def test_rules_read_only_metrics_riverrun_exports() -> None:
     for alert in _alerts():
         names = metric_names(alert["expr"])
         assert names and names <= known, (alert["alert"], names - known)
+
+
+def test_jobs_found_by_service_discovery_alert_when_none_is_up() -> None:
+    """A target that discovery drops has no ``up`` series, so ``up == 0`` never sees it."""
+    exprs = " ".join(alert["expr"] for alert in _alerts())
+    for scrape in load_yaml(SCRAPES)["scrape_configs"]:
+        if "static_configs" not in scrape:
+            assert f'absent(up{{job="{scrape["job_name"]}"}} == 1)' in exprs, scrape["job_name"]

@@ -170,6 +170,15 @@ def test_prometheus_scrapes_the_metrics_ports() -> None:
     ]
 
 
+def test_the_producer_runs_again_when_its_stream_ends() -> None:
+    """`produce` exits after --events; without a restart the learn flow would read nothing
+    and the critical RiverrunNoEvents fire. Each run draws new event ids (no --id-prefix),
+    so a run's events are never taken for repeats of the last."""
+    producer = _services()["producer"]
+    assert producer["restart"] in ("always", "unless-stopped")
+    assert "--id-prefix" not in producer["command"]
+
+
 def test_each_grpc_replica_gets_a_host_port_on_the_serving_port() -> None:
     serve = _services()["serve"]
     (published,) = serve["ports"]

@@ -15,6 +15,14 @@ from tests.prom import DEPLOY, assert_tool_ok, defined_metrics, load_yaml, metri
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "riverrun.json"
 LABEL_VALUES = re.compile(r"label_values\((.+),\s*\w+\)")
+# Samples of an annotated counter from minute 0, of its target's `up`, and whether the
+# annotation marks it at 11m: a counter that grew from 0 at 10m; one that appeared at its
+# first increment at 10m; an old one that a Prometheus restarted at 10m sees first then.
+ANNOTATION_CASES = (
+    ("0x10 1x10", "1x20", True),
+    ("_x10 1x10", "1x20", True),
+    ("_x10 4x10", "_x10 1x10", False),
+)
 
 
 def _dashboard() -> dict[str, Any]:
@@ -58,6 +66,38 @@ def test_queries_read_only_metrics_riverrun_exports() -> None:
     for expr in _exprs():
         names = metric_names(expr)
         assert names and names <= known, (expr, names - known)
+
+
+def test_annotations_mark_new_increments_not_old_counters(tmp_path: Path) -> None:
+    """An annotation marks a counter that grew, or that appeared while its target was
+    scraped (promotions and drift are counted from their first increment), but not an old
+    counter that a restarted Prometheus sees for the first time."""
+    target = 'job="riverrun-learn",instance="learn:9800"'
+    labels = f'{{model="x",kind="concept",source="champion",{target}}}'
+    tests = []
+    for annotation in _annotations():
+        expr = _as_promql(annotation["expr"])
+        (counter,) = metric_names(expr) - {"up"}
+        for counted, scraped, marked in ANNOTATION_CASES:
+            tests.append(
+                {
+                    "interval": "1m",
+                    "input_series": [
+                        {"series": f"up{{{target}}}", "values": scraped},
+                        {"series": counter + labels, "values": counted},
+                    ],
+                    "promql_expr_test": [
+                        {
+                            "expr": f"count({expr})",
+                            "eval_time": "11m",
+                            "exp_samples": [{"labels": "{}", "value": 1}] if marked else [],
+                        }
+                    ],
+                }
+            )
+    path = tmp_path / "annotations_test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [], "tests": tests}))
+    assert_tool_ok("promtool", "test", "rules", str(path))
 
 
 def test_shows_throughput_models_latency_lag_and_dead_letters() -> None:

@@ -1,6 +1,6 @@
 """A real Prometheus scrapes a running learn flow and gRPC server on loopback: its queries
-count every event, show the champion's metrics, a drift event and the served version, and
-riverrun's alert rules evaluate on the live series."""
+count every event, show the champion's metrics, a drift event, the served version and the
+learn flow's alerted counters at 0, and riverrun's alert rules evaluate on the live series."""
 
 from __future__ import annotations
 
@@ -66,6 +66,10 @@ def test_prometheus_counts_every_event_of_a_running_flow(
             return reported is not None and prom.value(accuracy) == reported
 
         wait_for(same_accuracy_as_the_flow_reports, 30, "the champion's accuracy")
+        # Exported at 0 before anything goes wrong: the alert rules see a first refusal or
+        # failed checkpoint as an increase.
+        for counter in ("riverrun_snapshots_refused_total", "riverrun_snapshot_failures_total"):
+            assert prom.value(f'{counter}{{model="{s.model_name}"}}') == 0, counter
 
         def rules_evaluated() -> list[dict[str, Any]]:
             rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
