@@ -107,9 +107,13 @@ def build_flow(settings: Settings) -> Dataflow:
 def count_rejects(batch: list[Out]) -> list[Out]:
     """Count dead letters by reason on their way out."""
     for out in batch:
-        reason = dict(out.headers or ()).get("reason", b"unknown")
-        DEADLETTERS.labels(reason.decode()).inc()
+        DEADLETTERS.labels(reject_reason(out)).inc()
     return batch
+
+
+def reject_reason(dead: Out) -> str:
+    """The reason a dead letter carries in its headers."""
+    return dict(dead.headers or ()).get("reason", b"unknown").decode()
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,8 +21,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.run import cli_main
 
-from flows.kafka_io import KafkaBatchSource, end_offsets, offsets_at
-from flows.learn import record_streams
+from flows.kafka_io import KafkaBatchSource, Out, end_offsets, first_offsets, offsets_at
+from flows.learn import record_streams, reject_reason
 from models.evaluation import Prequential
 from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
@@ -51,12 +52,21 @@ class RetrainRequest:
     alias: str = "challenger"
 
 
+@dataclass(frozen=True)
+class Retrained:
+    """The registered version, and the replayed messages refused, by reason (the learn
+    flow dead-lettered them when it read them; a retrain only counts them)."""
+
+    info: VersionInfo
+    rejected: Counter[str]
+
+
 class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
     """Feeds the learner and hands it on when the replay ends."""
 
-    def __init__(self, learner: OnlineLearner) -> None:
+    def __init__(self, learner: OnlineLearner, rejected: Counter[str]) -> None:
         self.learner = learner
-        self.rejected = 0
+        self.rejected = rejected
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[OnlineLearner], bool]:
         """Learn the replayed events and labels in order."""
@@ -68,8 +78,10 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
                     continue
                 try:
                     learner.on_event(rec)
-                except (InvalidInput, ModelError):  # the learn flow dead-lettered it already
-                    self.rejected += 1
+                except InvalidInput as exc:
+                    self.rejected[exc.reason] += 1
+                except ModelError:
+                    self.rejected["model_error"] += 1
             learner.expire()
         return [], StatefulBatchLogic.RETAIN
 
@@ -83,16 +95,21 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
 
 
 def replay_range(settings: Settings, req: RetrainRequest) -> tuple[Offsets, Offsets]:
-    """First and stop offsets of every partition of the events and labels topics."""
+    """First and stop offsets of every partition of the events and labels topics: from the
+    first message kept (or ``since``) to the end as it is now; offsets asked for past the
+    end stop there, as a replay never waits for messages to come."""
     boot = settings.bootstrap_servers
     start: Offsets = {}
     stop: Offsets = {}
     for topic in (settings.topic_events, settings.topic_labels):
         ends = end_offsets(boot, topic)
-        firsts = offsets_at(boot, topic, math.ceil(req.since * 1000)) if req.since else {}
+        firsts = first_offsets(boot, topic)
+        if req.since:
+            firsts = offsets_at(boot, topic, math.ceil(req.since * 1000))
         for part, end in ends.items():
-            start[(topic, part)] = req.start_offsets.get((topic, part), firsts.get(part, 0))
-            stop[(topic, part)] = req.stop_offsets.get((topic, part), end)
+            asked = req.start_offsets.get((topic, part), firsts[part])
+            start[(topic, part)] = min(asked, end)
+            stop[(topic, part)] = min(req.stop_offsets.get((topic, part), end), end)
     unknown = sorted((req.start_offsets.keys() | req.stop_offsets.keys()) - start.keys())
     if unknown:
         named = ", ".join(f"{topic}-{part}" for topic, part in unknown)
@@ -101,11 +118,24 @@ def replay_range(settings: Settings, req: RetrainRequest) -> tuple[Offsets, Offs
     return start, stop
 
 
-def retrain(settings: Settings, req: RetrainRequest) -> VersionInfo:
-    """Replay the range into a fresh model, register it, point ``req.alias`` at it."""
+def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
+    """Replay the range into a fresh model, register it, point ``req.alias`` at it. The
+    model does the champion's task, whatever the settings say: it is a version of it."""
     registry = Registry.connect(settings.redis_url, settings.registry_key)
-    spec = req.spec or _champion_spec(registry, settings)
+    champion = _champion(registry, settings)
+    if champion is not None:  # parse and score as the champion does
+        settings = settings.override({"task": champion.task})
     task = settings.task
+    if req.spec:
+        spec = req.spec
+    elif champion is not None:
+        spec = champion.spec
+    else:
+        known = ", ".join(registry.models()) or "none"
+        raise RetrainError(
+            f"model {settings.model_name!r} has no champion to take the spec from: give one "
+            f"with --spec, or name a model that has one (the registry knows: {known})"
+        )
     start, stop = replay_range(settings, req)
     window = None
     if req.since or req.until:  # Kafka stamps whole milliseconds: round inwards
@@ -125,9 +155,11 @@ def retrain(settings: Settings, req: RetrainRequest) -> VersionInfo:
         task, [slot], label_ttl=settings.label_ttl, max_pending=settings.max_pending
     )
     flow = Dataflow("riverrun-retrain")
-    records, _rejects = record_streams(flow, settings, source, online_store=False)
+    records, parse_rejects = record_streams(flow, settings, source, online_store=False)
+    rejected: Counter[str] = Counter()
+    op.inspect("count-rejects", parse_rejects, lambda _step, dead: _count(rejected, dead))
     keyed = op.map("route-model", records, lambda kv: ("retrain", kv[1]))
-    done = op.stateful_batch("learn", keyed, lambda _state: _Done(learner))
+    done = op.stateful_batch("learn", keyed, lambda _state: _Done(learner, rejected))
     op.inspect("finished", done, _log_finished)
     began = time.monotonic()
     cli_main(flow, epoch_interval=timedelta(seconds=settings.epoch_interval))
@@ -163,23 +195,22 @@ def retrain(settings: Settings, req: RetrainRequest) -> VersionInfo:
         action="set",
     )
     log.info("retrained %s on %d events as v%s (%s)", spec, slot.learned, info.version, req.alias)
-    return info
+    return Retrained(info, rejected)
+
+
+def _count(rejected: Counter[str], dead: list[Out]) -> None:
+    """Count the parser's dead letters by reason."""
+    rejected.update(map(reject_reason, dead))
 
 
 def _log_finished(_step: str, item: tuple[str, OnlineLearner]) -> None:
     log.info("replay done: %d events, %d labelled", item[1].counts.events, item[1].counts.labelled)
 
 
-def _champion_spec(registry: Registry, settings: Settings) -> str:
-    """The champion's spec: what a retrain without a spec of its own trains."""
+def _champion(registry: Registry, settings: Settings) -> VersionInfo | None:
+    """The champion of the settings' model, whose spec and task a retrain takes."""
     version = registry.alias(settings.model_name, "champion")
-    if version is None:
-        known = ", ".join(registry.models()) or "none"
-        raise RetrainError(
-            f"model {settings.model_name!r} has no champion to take the spec from: give one "
-            f"with --spec, or name a model that has one (the registry knows: {known})"
-        )
-    return registry.info(settings.model_name, version).spec
+    return None if version is None else registry.info(settings.model_name, version)
 
 
 def _describe(start: Offsets, stop: Offsets) -> str:

@@ -105,12 +105,16 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
         reason=args.reason,
         alias=args.alias,
     )
-    info = run(settings, req)
+    done = run(settings, req)
+    info = done.info
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items() if k != "n")
     print(
-        f"{settings.model_name} v{info.version} ({info.spec}) learned {info.events_seen} "
-        f"labelled events and is now {args.alias}: {metrics}"
+        f"{settings.model_name} v{info.version} ({info.spec}, {info.task}) learned "
+        f"{info.events_seen} labelled events and is now {args.alias}: {metrics}"
     )
+    if done.rejected:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in done.rejected.most_common())
+        print(f"{done.rejected.total()} messages of the range were refused: {reasons}")
     return 0
 
 

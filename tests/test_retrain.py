@@ -10,13 +10,15 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from flows.produce import ProduceRequest, produce
 from flows.trigger_service import TriggerService, caught_up, retrain_lock
-from models.registry import Registry
+from models.registry import ANY, Registry
+from models.specs import build_model
 from models.status import write_status
 from riverrun.retrain_cmd import parse_time
-from tests.helpers import one_line, run_cli, run_flow_to_end, wait_for
+from tests.helpers import one_line, run_cli, run_flow_to_end, wait_for, write_raw
 
 
 def _produce(s: Any, events: int, prefix: str, seed: int = 4) -> None:
@@ -84,6 +86,39 @@ def test_an_empty_range_is_a_one_line_error(make_settings: Any) -> None:
         f"riverrun retrain: error: no such partition to replay: nosuch-0, {s.topic_events}-7 "
         f"(the replay reads {s.topic_events}-0, {s.topic_labels}-0)"
     )
+
+
+def test_a_retrain_does_its_champions_task_says_what_it_refused_and_stops_at_the_end(
+    make_settings: Any,
+) -> None:
+    s = make_settings()  # the settings' task is binary; the champion does regression
+    reg = Registry.connect(s.redis_url, s.registry_key)
+    pushed = reg.register(
+        s.model_name, build_model("linreg", "regression", 0), spec="linreg", task="regression"
+    )
+    reg.move_alias(
+        s.model_name, "champion", pushed.version, expected=ANY, actor="test", reason="pushed"
+    )
+    req = ProduceRequest("trumpapproval", 300, id_prefix="t")
+    produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+    write_raw(s, s.topic_events, [(None, b"{not json")] * 3)
+
+    done = _retrain(s, "--to-positions", f"{s.topic_events}-0=999999")  # past the end
+    assert done.returncode == 0, done.stderr
+    assert "(linreg, regression) learned 300 labelled events" in done.stdout
+    assert "3 messages of the range were refused: 3 malformed_json" in done.stdout
+    info = reg.info(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
+    assert info.task == "regression" and info.positions[f"{s.topic_events}-0"] == 303
+
+
+def test_a_misspelt_topic_is_refused_and_not_created(make_settings: Any) -> None:
+    s = make_settings()
+    _produce(s, 50, "m")
+    typo = f"{s.topic_events}-typo"
+    line = one_line(_retrain(s, "--topic-events", typo, "--spec", "logreg"))
+    assert line.endswith(f"Kafka topic {typo!r} does not exist on {s.bootstrap_servers}")
+    topics = AdminClient({"bootstrap.servers": s.bootstrap_servers}).list_topics(timeout=10)
+    assert typo not in topics.topics
 
 
 def test_the_trigger_service_says_which_status_it_acted_on(make_settings: Any) -> None:
