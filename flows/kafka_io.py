@@ -112,22 +112,33 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: f
                 raise KafkaUnavailable(f"cannot create Kafka topic {topic!r}: {exc}") from None
 
 
-def reach(bootstrap: str, timeout: float) -> tuple[AdminClient, dict[str, Any]]:
-    """An admin client and the brokers' topics; a broker that does not answer within
-    ``REACH_TIMEOUT`` is reported unreachable (in one error, without librdkafka logging
-    every failed connection meanwhile)."""
+def reach(
+    bootstrap: str, timeout: float, topic: str | None = None
+) -> tuple[AdminClient, dict[str, Any]]:
+    """An admin client and the brokers' topics (or only ``topic``); a broker that does not
+    answer within ``REACH_TIMEOUT`` is reported unreachable (in one error, without
+    librdkafka logging every failed connection meanwhile)."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
-        return admin, admin.list_topics(timeout=min(timeout, REACH_TIMEOUT)).topics
+        return admin, admin.list_topics(topic, timeout=min(timeout, REACH_TIMEOUT)).topics
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0]}") from None
 
 
+def require_topics(bootstrap: str, topics: list[str], timeout: float = 30) -> None:
+    """A clear error naming whichever of ``topics`` does not exist. All topics are listed:
+    asked about by name, a broker may create the topic (Tansu does, and Kafka with
+    ``auto.create.topics.enable``), so a misspelt name would read as an empty topic."""
+    existing = reach(bootstrap, timeout)[1]
+    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    if missing:
+        names = ", ".join(map(repr, missing))
+        raise KafkaUnavailable(f"Kafka topic {names} does not exist on {bootstrap}")
+
+
 def partition_count(bootstrap: str, topic: str, timeout: float = 30) -> int:
-    """How many partitions ``topic`` has; a clear error if it does not exist. All topics
-    are listed: asked about by name, a broker may create the topic (Tansu does, and Kafka
-    with ``auto.create.topics.enable``), so a misspelt name would read as an empty topic."""
-    meta = reach(bootstrap, timeout)[1].get(topic)
+    """How many partitions ``topic`` has; a clear error if it does not exist."""
+    meta = reach(bootstrap, timeout, topic)[1].get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         raise KafkaUnavailable(f"Kafka topic {topic!r} does not exist on {bootstrap}")
     return len(meta.partitions)

@@ -21,7 +21,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.run import cli_main
 
-from flows.kafka_io import KafkaBatchSource, Out, end_offsets, first_offsets, offsets_at
+from flows.kafka_io import (
+    KafkaBatchSource,
+    Out,
+    end_offsets,
+    first_offsets,
+    offsets_at,
+    require_topics,
+)
 from flows.learn import record_streams, reject_reason
 from models.evaluation import Prequential
 from models.learner import ModelError, OnlineLearner, Slot
@@ -101,6 +108,7 @@ def replay_range(settings: Settings, req: RetrainRequest) -> tuple[Offsets, Offs
     boot = settings.bootstrap_servers
     start: Offsets = {}
     stop: Offsets = {}
+    require_topics(boot, [settings.topic_events, settings.topic_labels])
     for topic in (settings.topic_events, settings.topic_labels):
         ends = end_offsets(boot, topic)
         firsts = first_offsets(boot, topic)
