@@ -1,11 +1,13 @@
-"""Recorded streams in files: CSV, JSON Lines and Parquet (a file, or a folder of them such
-as the offline store), as the events and labels the learn flow would read.
+"""Recorded streams in files: CSV, JSON Lines and Parquet (a file, or a folder of Parquet
+files such as the offline store), as the events and labels the learn flow would read.
 
 Two shapes are understood. **Tabular** rows: a ``label`` column (empty: no label yet) and
 feature columns of numbers (an empty cell is an absent feature), with optional ``id``,
-``time`` (epoch seconds) and ``entity`` columns; the offline store's ``predictions`` column
-is ignored. **Events** (JSON Lines only): the project's event and label objects, parsed by
-the flow's own :class:`~flows.codec.Parser`. Rows are read in file order, a chunk at a time.
+``time`` and ``entity`` columns; the offline store's ``predictions`` column is ignored. A
+missing id is the row's number; a time is epoch seconds, a timestamp or ISO 8601 text, and
+a row whose time is empty or no time is refused as the flow refuses it (``bad_field``).
+**Events** (JSON Lines only): the project's event and label objects, parsed by the flow's
+own :class:`~flows.codec.Parser`. Rows are read in file order, a chunk at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,15 @@ import pyarrow.dataset as ds
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
-from models.schema import Event, InvalidInput, Record, check_features, check_label
+from models.schema import (
+    Event,
+    InvalidInput,
+    Label,
+    Record,
+    check_features,
+    check_label,
+    check_time,
+)
 
 RESERVED = frozenset({"id", "time", "entity", "label", "predictions"})
 CHUNK_ROWS = 10_000
@@ -40,29 +52,76 @@ class SourceError(ValueError):
 
 
 def row_event(row: dict[str, Any], index: int, task: str) -> Event:
-    """The event of one tabular row (``index`` stands in for a missing id or time)."""
+    """The event of one tabular row (``index`` stands in for a missing id or time column)."""
     features = {
-        name: value
-        for name, value in row.items()
-        if name not in RESERVED
-        and value is not None
-        and not (type(value) is float and math.isnan(value))
+        name: value for name, value in row.items() if name not in RESERVED and not _empty(value)
     }
     label = row.get("label")
-    if label is not None and not (type(label) is float and math.isnan(label)):
-        if task == "binary" and type(label) is str:  # a column mixing true and 1 reads as text
-            label = BINARY_TEXT.get(label.strip().lower(), label)
-        label = check_label(task, label)
-    else:
-        label = None
-    time = row.get("time")
     return Event(
-        str(row.get("id", index)),
-        float(index if time is None else time),
-        str(row.get("entity") or ""),
+        _key(row.get("id"), str(index)),
+        float(index) if "time" not in row else _epoch_seconds(row["time"]),
+        _key(row.get("entity"), ""),
         check_features(features),
-        label,
+        None if _empty(label) else _label(label, task),
     )
+
+
+def _empty(value: Any) -> bool:
+    """Whether a cell is empty: ``None`` (a Parquet or JSON null) or NaN (pandas' empty cell)."""
+    return value is None or (type(value) is float and math.isnan(value))
+
+
+def _whole(value: Any) -> bool:
+    """Whether a value is a whole number held as a float: pandas reads an integer column with
+    an empty cell as floats (1.0), and writes them back so to CSV and Parquet."""
+    return type(value) is float and value.is_integer()
+
+
+def _key(value: Any, default: str) -> str:
+    """An id or entity as text, ``default`` if its cell is empty; a whole float without ``.0``."""
+    if _empty(value) or value == "":
+        return default
+    return str(int(value)) if _whole(value) else str(value)
+
+
+def _label(value: Any, task: str) -> Label:
+    """A row's label, checked for ``task``: binary words or digits as written in text, and a
+    whole float as the integer it was (1.0 is 1, 0.5 stays a float and is refused)."""
+    if task == "binary" and type(value) is str:  # a column mixing true and 1 reads as text
+        value = BINARY_TEXT.get(value.strip().lower(), value)
+    elif task != "regression" and _whole(value):
+        value = int(value)
+    return check_label(task, value)
+
+
+def _epoch_seconds(value: Any) -> float:
+    """A row's time as epoch seconds, checked as the flow checks event times: a number, a
+    date and time (a Parquet timestamp; naive is UTC) or either one written as text."""
+    if _empty(value):  # the row's number is no time to put among real ones
+        raise InvalidInput("bad_field", "field 'time' is empty", "time")
+    if type(value) is str:
+        value = _text_time(value)
+    if isinstance(value, datetime):
+        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    elif isinstance(value, date):
+        value = datetime.combine(value, dt_time(), UTC).timestamp()
+    return check_time(value)
+
+
+def _text_time(text: str) -> float | datetime:
+    """Epoch seconds or an ISO 8601 date and time, from text; ``bad_field`` if it is neither."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(
+            "bad_field",
+            f"field 'time' must be epoch seconds or an ISO 8601 date and time, got {text!r}",
+            "time",
+        ) from None
 
 
 def file_size(path: Path) -> int | None:

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException
 
 from flows import files, kafka_range
 from flows.codec import Parser
-from flows.kafka_io import reach
+from flows.kafka_io import reach, require_topics
 from flows.kafka_range import KafkaRange
 from models.datasets import DATASETS, open_stream
 from models.progressive import Rejects, hold_labels
@@ -28,14 +28,23 @@ KAFKA = "kafka"
 
 
 @dataclass
+class Progress:
+    """How much of a source its records have read so far, in the unit of its size: rows of a
+    file or dataset, offsets of Kafka (records outside the time range and labels included)."""
+
+    done: int = 0
+
+
+@dataclass
 class Source:
-    """A recorded stream: what it is, its task, its records, and how many records it holds
-    at most when that is known (for progress bars)."""
+    """A recorded stream: what it is, its task, its records, how much it holds when that is
+    known, and how much of that its records have read so far (for progress bars)."""
 
     description: str
     task: str
     records: Iterator[Record]
     size: int | None
+    read: Progress
 
     def first_event(self) -> Event | None:
         """The first event, without taking it out of :attr:`records` (a sample for checks)."""
@@ -70,38 +79,69 @@ def open_source(req: SourceRequest, settings: Settings, rejects: Rejects) -> Sou
         stream = open_stream(
             req.name, seed=settings.seed, events=req.events, drift_every=req.drift_every
         )
+        read = Progress()
         records: Iterator[Record] = (
             Event(f"{req.name}-{i}", float(i), "", x, y) for i, (x, y) in enumerate(stream.samples)
         )
-        source = Source(f"dataset {req.name}", stream.task, records, stream.size)
+        source = Source(
+            f"dataset {req.name}", stream.task, _counted(records, read), stream.size, read
+        )
     else:
-        path = Path(req.name)
-        records = files.read_file(path, settings.task, settings.max_message_bytes, rejects.add)
-        source = Source(f"file {req.name}", settings.task, records, files.file_size(path))
+        source = _file(req.name, settings, rejects)
     if req.delay > 0:
         source.records = hold_labels(source.records, req.delay)
         source.description += f", labels delayed by {req.delay} events"
     return source
 
 
+def _counted(records: Iterator[Record], read: Progress) -> Iterator[Record]:
+    """``records``, each one counted in ``read`` as it is taken."""
+    for rec in records:
+        read.done += 1
+        yield rec
+
+
+def _file(name: str, settings: Settings, rejects: Rejects) -> Source:
+    """A file or folder; each of its rows is read once, whether it is an event or refused."""
+    path = Path(name)
+    read = Progress()
+
+    def refuse(exc: InvalidInput) -> None:
+        read.done += 1
+        rejects.add(exc)
+
+    records = files.read_file(path, settings.task, settings.max_message_bytes, refuse)
+    return Source(
+        f"file {name}", settings.task, _counted(records, read), files.file_size(path), read
+    )
+
+
 def _kafka(rng: KafkaRange, settings: Settings, rejects: Rejects) -> Source:
     """The events topic (and the labels topic, if there is one) within the range."""
     boot = settings.bootstrap_servers
     topics = [settings.topic_events]
+    require_topics(boot, topics)
     if settings.topic_labels in reach(boot, timeout=30)[1]:
         topics.append(settings.topic_labels)
     bounds = kafka_range.plan(boot, topics, rng)
     parser = Parser(settings.task, settings.max_message_bytes)
+    size = sum(b.stop - b.start for b in bounds)
+    read = Progress()
 
     def records() -> Iterator[Record]:
+        passed = {(b.topic, b.partition): b.start for b in bounds}  # offsets read up to
         for raw in kafka_range.read(boot, bounds, rng):
+            where = (raw.topic, raw.partition)
+            read.done += raw.offset + 1 - passed[where]  # with the records out of the range
+            passed[where] = raw.offset + 1
             try:
                 yield parser.parse(raw)
             except InvalidInput as exc:
                 rejects.add(exc)
+        read.done = size  # every partition was read to its stop, past the range's last record
 
     span = ", ".join(f"{b.topic}[{b.partition}] {b.start}-{b.stop}" for b in bounds)
-    return Source(f"kafka {span}", settings.task, records(), sum(b.stop - b.start for b in bounds))
+    return Source(f"kafka {span}", settings.task, records(), size, read)
 
 
 def latest_event(settings: Settings, look_back: int = 100, timeout: float = 5) -> Event | None:

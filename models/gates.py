@@ -4,11 +4,13 @@ A gate compares one metric of every model with a bound, literally: ``--fail-unde
 a model whose metric is below the bound, ``--fail-over`` one whose metric is above it. Each
 metric has a direction, so each flag takes only the metrics it makes sense for: accuracy is
 higher-is-better (``--fail-under``), log loss, MAE and RMSE are lower-is-better
-(``--fail-over``); the wrong pairing is refused, naming the right flag.
+(``--fail-over``); the wrong pairing is refused, naming the right flag. A metric that is
+NaN, and a model that scored no event, break every gate.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +37,10 @@ class Gate:
     side: str
 
     def fails(self, value: float) -> bool:
-        """Whether ``value`` breaks the gate."""
-        return value < self.bound if self.side == UNDER else value > self.bound
+        """Whether ``value`` breaks the gate: NaN breaks every gate (no comparison holds)."""
+        return math.isnan(value) or (
+            value < self.bound if self.side == UNDER else value > self.bound
+        )
 
     def __str__(self) -> str:
         return f"{self.metric} {'<' if self.side == UNDER else '>'} {self.bound:g}"
@@ -64,6 +68,8 @@ def parse_gate(text: str, side: str, task: str) -> Gate:
         bound = float(raw)
     except ValueError:
         raise GateError(f"--fail-{side} {text!r}: {raw!r} is not a number") from None
+    if math.isnan(bound):  # every comparison with NaN is false: the gate would always pass
+        raise GateError(f"--fail-{side} {text!r}: the bound must be a number, not NaN")
     right = UNDER if base in HIGHER_IS_BETTER else OVER
     if side != right:
         direction = "higher" if right == UNDER else "lower"
@@ -73,10 +79,21 @@ def parse_gate(text: str, side: str, task: str) -> Gate:
 
 def failures(report: dict[str, Any], gates: list[Gate]) -> list[str]:
     """One line per model and gate it breaks, empty when every model passes."""
-    out = []
-    for model in report["models"]:
-        for gate in gates:
-            value = model["metrics"][gate.metric]
-            if gate.fails(value):
-                out.append(f"{model['name']}: {gate.metric} {value:.4f} breaks {gate}")
-    return out
+    return [
+        f"{model['name']}: {broken}"
+        for model in report["models"]
+        for gate in gates
+        if (broken := _breach(model["metrics"], gate)) is not None
+    ]
+
+
+def _breach(metrics: dict[str, float], gate: Gate) -> str | None:
+    """How ``metrics`` break ``gate``, or ``None``. A model that scored no event or whose
+    metric is NaN breaks every gate: neither is a measurement that could pass one."""
+    value = metrics[gate.metric]
+    if not metrics["n"]:
+        return f"scored no event, which breaks {gate}"
+    if not gate.fails(value):
+        return None
+    shown = "is NaN, which" if math.isnan(value) else f"{value:.4f}"
+    return f"{gate.metric} {shown} breaks {gate}"

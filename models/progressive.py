@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.evaluation import Prequential
-from models.learner import OnlineLearner, Slot
+from models.learner import ModelError, OnlineLearner, Slot
 from models.schema import Event, InvalidInput, LabelMessage, Record
 
 SERIES_POINTS = 500  # about this many points of each model's rolling metrics over a run
@@ -148,22 +148,18 @@ class Evaluation:
 
     @property
     def lead(self) -> OnlineLearner:
-        """The first model's learner: every learner has seen the same records."""
+        """The first model's learner: every learner has seen the same records (but for the
+        events a model's own code failed to predict, which that model skipped)."""
         return self.runs[0].learner
 
     def feed(self, record: Record) -> None:
         """Give one event or label to every model, timing each."""
         clock = time.perf_counter
         if type(record) is Event:
-            for run in self.runs:
-                began = clock()
-                try:
-                    run.learner.on_event(record)
-                except InvalidInput as exc:  # the same for every learner: they share a schema
-                    self.rejects.add(exc)
-                    return
-                finally:
-                    run.seconds += clock() - began
+            rejected = self._event(record)
+            if rejected is not None:
+                self.rejects.add(rejected)
+                return
         else:
             for run in self.runs:
                 began = clock()
@@ -180,6 +176,25 @@ class Evaluation:
             self._next_sample = self.lead.counts.labelled + self.sample_every
             for run in self.runs:
                 run.sample(self.lead.watermark)
+
+    def _event(self, event: Event) -> InvalidInput | None:
+        """Give one event to every model, timing each; returns why it was refused, if it was.
+
+        A model whose own code fails to predict it skips it, as its learn flow would
+        dead-letter it (``model_error``); the other models go on with it.
+        """
+        clock = time.perf_counter
+        refused = None
+        for run in self.runs:
+            began = clock()
+            try:
+                run.learner.on_event(event)
+            except InvalidInput as exc:
+                refused = refused or exc
+            except ModelError as exc:
+                refused = refused or InvalidInput("model_error", str(exc))
+            run.seconds += clock() - began
+        return refused
 
     def finish(self) -> None:
         """The stream ended: labels still waiting for their event are counted as unknown."""

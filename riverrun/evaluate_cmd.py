@@ -100,12 +100,12 @@ def new_evaluation(
 
 
 def run(source: Source, evaluation: Evaluation, *, progress: bool, desc: str) -> None:
-    """Feed the whole source to the evaluation, with a progress bar of events."""
-    with tqdm(total=source.size, unit="ev", desc=desc, disable=not progress) as bar:
+    """Feed the whole source to the evaluation, with a progress bar of what it has read."""
+    with tqdm(total=source.size, unit="rec", desc=desc, disable=not progress) as bar:
         for rec in source.records:
             evaluation.feed(rec)
-            if type(rec) is Event:
-                bar.update(1)
+            bar.update(source.read.done - bar.n)
+        bar.update(source.read.done - bar.n)  # read after the last record: out of the range
     evaluation.finish()
 
 
@@ -122,7 +122,10 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> int:
     run(source, evaluation, progress=not args.quiet, desc="evaluate")
     report = {"source": source.description, **evaluation.report()}
     if report["labelled"] == 0:
-        raise EvaluateError(f"{source.description}: no event was labelled, nothing to score")
+        raise EvaluateError(
+            f"{source.description}: no event was labelled, nothing to score"
+            + _most_rejected(rejects)
+        )
     print(format_table(report))
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -136,6 +139,15 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> int:
     for line in broken:
         print(f"riverrun evaluate: gate failed: {line}", file=sys.stderr)
     return 1 if broken else 0
+
+
+def _most_rejected(rejects: Rejects) -> str:
+    """The commonest reason records were rejected, with an example ("" if none was), to say
+    why nothing could be scored."""
+    if not rejects.counts:
+        return ""
+    ((reason, n),) = rejects.counts.most_common(1)
+    return f" ({n:,} rejected as {reason}, e.g. {rejects.examples[reason]})"
 
 
 def _gates(args: argparse.Namespace, task: str) -> list[Gate]:
@@ -187,7 +199,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--source",
         required=True,
-        help="a file (.csv, .jsonl, .parquet or a folder of them), kafka, or a dataset name",
+        help="a file (.csv, .jsonl or .parquet), a folder of Parquet files, kafka, or a dataset",
     )
     add_source_flags(p)
     p.add_argument(
