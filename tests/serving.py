@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -53,9 +53,23 @@ def publish(
 
 
 @contextlib.contextmanager
-def running(settings: Settings) -> Iterator[tuple[ScoringServer, ScoringClient]]:
-    """A started server on a free loopback port, and a client of it over a real channel."""
-    server = ScoringServer(settings.override({"serve_port": 0, "serve_metrics_port": 0}))
+def running(
+    settings: Settings, *, models: Sequence[str] = (), follow_all: bool = False
+) -> Iterator[tuple[ScoringServer, ScoringClient]]:
+    """A started server on a free loopback port, and a client of it over a real channel.
+
+    The session's Redis holds every earlier test's models (some tampered with on purpose),
+    so the server serves only this test's own: the settings' ``serve_models`` if they name
+    any, else ``models``, else the settings' model. ``follow_all`` serves every model of
+    the registry, as a server with ``RIVERRUN_SERVE_MODELS`` unset does: for the answers
+    that only such a server gives (``unknown model``), or on a Redis of the test's own.
+    """
+    overrides: dict[str, object] = {"serve_port": 0, "serve_metrics_port": 0}
+    if follow_all:
+        overrides["serve_models"] = ()
+    elif not settings.serve_models:
+        overrides["serve_models"] = tuple(models) or (settings.model_name,)
+    server = ScoringServer(settings.override(overrides))
     with server, ScoringClient(server.target) as client:
         yield server, client
 

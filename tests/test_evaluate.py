@@ -10,6 +10,7 @@ import orjson
 import pandas as pd
 import pytest
 import redis
+from confluent_kafka.admin import AdminClient
 from river import evaluate as river_evaluate
 from river import metrics
 
@@ -205,6 +206,26 @@ def test_evaluate_refuses_an_unreadable_file_in_one_line(tmp_path: Path) -> None
     assert line.startswith(f"riverrun evaluate: error: {str(path)!r}: cannot be read as parquet")
 
 
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        ("", " holds no event"),
+        ("not json\n", " holds no event that reads: not valid JSON: Expecting value"),
+        (
+            '{"id": "a", "time": 1.0, "features": {"x": 1.0}}\n',
+            ": no event was labelled, nothing to score",
+        ),
+    ],
+    ids=["empty", "unreadable", "unlabelled"],
+)
+def test_evaluate_refuses_a_source_with_nothing_to_score_in_one_line(
+    tmp_path: Path, lines: str, says: str
+) -> None:
+    (path := tmp_path / "events.jsonl").write_text(lines)
+    line = one_line(run_cli({}, "evaluate", "--model", "logreg", "--source", str(path), "--quiet"))
+    assert line.startswith(f"riverrun evaluate: error: file {path}{says}"), line
+
+
 def test_plot_draws_rolling_metrics_of_every_model(tmp_path: Path) -> None:
     png = tmp_path / "rolling.png"
     models = ["--model", "linreg", "--model", "hoeffding"]
@@ -214,3 +235,19 @@ def test_plot_draws_rolling_metrics_of_every_model(tmp_path: Path) -> None:
     assert set(series) == {"linreg", "hoeffding"}
     assert series["linreg"]["labelled"][-1] == 1001
     assert set(series["linreg"]) == {"labelled", "time", "rolling_mae", "rolling_rmse"}
+
+
+def test_a_misspelt_events_topic_is_refused_and_not_created(make_settings: Any) -> None:
+    s = make_settings()
+    typo = f"{s.topic_events}-typo"
+    env = {**s.to_env(), "RIVERRUN_TOPIC_EVENTS": typo}
+    line = one_line(run_cli(env, "evaluate", "--model", "logreg", "--source", "kafka", "--quiet"))
+    assert line == (
+        f"riverrun evaluate: error: Kafka topic {typo!r} does not exist on {s.bootstrap_servers}"
+    )
+    assert (
+        typo
+        not in AdminClient({"bootstrap.servers": s.bootstrap_servers})
+        .list_topics(timeout=10)
+        .topics
+    )

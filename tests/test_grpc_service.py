@@ -15,6 +15,7 @@ import redis
 from flows.codec import Parser
 from flows.kafka_io import Raw
 from grpc_api.proto import pb
+from grpc_api.server import MAX_MESSAGE_BYTES
 from models.ab import serving_arm
 from models.feature_store import FeatureStore
 from models.features import FeatureSpec
@@ -63,7 +64,7 @@ def test_predict_batch_map_and_packed_forms_give_rivers_numbers(make_settings: A
     reg, reg_rows = trained("linreg", "trumpapproval", events=200)
     publish(s, clf)
     publish(s, reg, spec="linreg", task="regression", name=f"{s.model_name}-reg")
-    with running(s) as (_, client):
+    with running(s, models=(s.model_name, f"{s.model_name}-reg")) as (_, client):
         answers = client.predict_batch(rows[:100])
         names = sorted(rows[0])
         packed = client.predict_packed(names, np.array([[x[n] for n in names] for x in rows]))
@@ -293,28 +294,6 @@ def test_bad_event_times_are_refused_when_entity_features_use_them(
     [
         (
             "Predict",
-            lambda c, r: c.predict(r[0], model="no-such"),
-            Code.NOT_FOUND,
-            "model",
-            "unknown model 'no-such'",
-        ),
-        (
-            "PredictBatch",
-            lambda c, r: c.predict_batch(r[:2], model="no-such"),
-            Code.NOT_FOUND,
-            "model",
-            "unknown model",
-        ),
-        ("GetModel", lambda c, r: c.get_model("no-such"), Code.NOT_FOUND, "model", "unknown"),
-        (
-            "Feedback",
-            lambda c, r: c.feedback("e1", True, model="no-such"),
-            Code.NOT_FOUND,
-            "model",
-            "unknown",
-        ),
-        (
-            "Predict",
             lambda c, r: c.predict(dict(r[0], long_url=float("nan"))),
             Code.INVALID_ARGUMENT,
             "long_url",
@@ -388,6 +367,39 @@ def test_bad_event_times_are_refused_when_entity_features_use_them(
             "a binary label must be true, false, 0 or 1, got str",
         ),
         ("Feedback", lambda c, r: c.feedback("", True), Code.INVALID_ARGUMENT, "id", "missing"),
+        (
+            "Feedback",
+            lambda c, r: c.stub.Feedback(pb.FeedbackRequest(id="e1", time=T0)),
+            Code.INVALID_ARGUMENT,
+            "label",
+            "label: the label is missing",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.stub.PredictBatch(
+                pb.PredictBatchRequest(
+                    events=[pb.PredictRequest(features=r[0])],
+                    packed=pb.PackedRows(feature_names=["a"], values=[1.0]),
+                )
+            ),
+            Code.INVALID_ARGUMENT,
+            "packed",
+            "give events or packed rows, not both",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.stub.PredictBatch(
+                pb.PredictBatchRequest(
+                    events=[
+                        pb.PredictRequest(features=r[0]),
+                        pb.PredictRequest(features=r[1], model="other"),
+                    ]
+                )
+            ),
+            Code.INVALID_ARGUMENT,
+            "events[1].model",
+            "events[1].model is 'other', the batch's is ",
+        ),
         *[
             (
                 "Predict",
@@ -459,17 +471,71 @@ def test_bad_event_times_are_refused_when_entity_features_use_them(
 def test_bad_requests_get_a_status_naming_the_field_and_are_counted(
     make_settings: Any, rpc: str, call: Any, code: grpc.StatusCode, field: str, message: str
 ) -> None:
-    s = make_settings(serve_max_batch=10)
+    _refused_and_counted(make_settings(serve_max_batch=10), rpc, call, code, field, message)
+
+
+def _refused_and_counted(
+    s: Any,
+    rpc: str,
+    call: Any,
+    code: grpc.StatusCode,
+    field: str,
+    message: str,
+    *,
+    follow_all: bool = False,
+) -> None:
+    """``call(client, rows)`` is refused with ``code``, ``message`` and ``field``, counted
+    once under ``rpc``, and the server goes on answering."""
     model, rows = trained()
     publish(s, model)
     before = requests_counted(rpc, code.name)
-    with running(s) as (_, client):
+    with running(s, follow_all=follow_all) as (_, client):
         error = refusal(lambda: call(client, rows))
         assert error.code() == code  # type: ignore[attr-defined]
         assert message in error.details(), error.details()  # type: ignore[attr-defined]
         assert field_of(error) == field
         assert client.predict(rows[0]).version == 1, "the server goes on answering"
     assert requests_counted(rpc, code.name) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("rpc", "call", "follow_all", "message"),
+    [
+        # A server that follows the whole registry knows which models exist...
+        ("Predict", lambda c, r: c.predict(r[0], model="no-such"), True, "unknown model 'no-such'"),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_batch(r[:2], model="no-such"),
+            True,
+            "unknown model 'no-such'",
+        ),
+        ("GetModel", lambda c, r: c.get_model("no-such"), True, "unknown model 'no-such'"),
+        (
+            "Feedback",
+            lambda c, r: c.feedback("e1", True, model="no-such"),
+            True,
+            "unknown model 'no-such'",
+        ),
+        # ...one told which to serve (RIVERRUN_SERVE_MODELS) refuses every other.
+        (
+            "Predict",
+            lambda c, r: c.predict(r[0], model="no-such"),
+            False,
+            "model 'no-such' is not served here",
+        ),
+        (
+            "Feedback",
+            lambda c, r: c.feedback("e1", True, model="no-such"),
+            False,
+            "model 'no-such' is not served here",
+        ),
+    ],
+)
+def test_a_model_the_server_does_not_serve_is_not_found_naming_the_field(
+    make_settings: Any, rpc: str, call: Any, follow_all: bool, message: str
+) -> None:
+    s = make_settings()
+    _refused_and_counted(s, rpc, call, Code.NOT_FOUND, "model", message, follow_all=follow_all)
 
 
 def test_no_champion_yet_is_unavailable_until_one_is_promoted(make_settings: Any) -> None:
@@ -628,7 +694,7 @@ def test_a_model_this_server_cannot_read_keeps_no_other_from_serving(make_settin
     store = FeatureStore(redis.Redis.from_url(s.redis_url), unreadable)
     store.client.set(store.spec_key, b'["count", "ewm:amount"]')  # as newer code might write
     version = publish(s, model)
-    with running(s) as (_, client):
+    with running(s, models=(unreadable, s.model_name)) as (_, client):
         assert client.predict(rows[0]).version == version
         health = health_pb2_grpc.HealthStub(client.channel)
         reply = health.Check(health_pb2.HealthCheckRequest(service=""))
@@ -665,12 +731,56 @@ def test_a_redis_outage_leaves_loaded_models_serving(make_settings: Any, tmp_pat
         with_entities = f"{s.model_name}-entities"
         publish(s, model, name=with_entities)
         FeatureStore.connect(s.redis_url, with_entities).write(FeatureSpec.parse(["count"]), {})
-        with running(s) as (_, client):
+        with running(s, follow_all=True) as (_, client):  # a Redis of this test's own
             wait_for(lambda: client.get_model(with_entities).entity_features, 5, "the spec")
             server.stop()
             assert client.predict(rows[0]).version == 1, "answered from memory"
             error = refusal(lambda: client.predict(rows[0], model=with_entities))
             assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
             assert "the online feature store cannot be reached" in error.details()  # type: ignore[attr-defined]
+            # a model not in memory: whether it exists at all is the registry's to say
+            before = requests_counted("Predict", "UNAVAILABLE")
+            error = refusal(lambda: client.predict(rows[0], model="no-such"))
+            assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+            assert error.details().startswith("the registry cannot be reached: ")  # type: ignore[attr-defined]
+            assert field_of(error) == ""
+            assert requests_counted("Predict", "UNAVAILABLE") == before + 1
+            assert client.predict(rows[0]).version == 1, "still answered from memory"
     finally:
         server.stop()
+
+
+def test_a_label_kafka_does_not_take_is_unavailable_saying_why(make_settings: Any) -> None:
+    s = make_settings(bootstrap_servers="127.0.0.1:1")  # no broker there (any more)
+    model, rows = trained()
+    publish(s, model)
+    before = requests_counted("Feedback", "UNAVAILABLE")
+    with running(s) as (server, client):
+        # gives up on Kafka well inside the client's 10 s, so that the client hears why
+        server.publisher.timeout = 1.0
+        error = refusal(lambda: client.feedback("e1", True, time=T0))
+        assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+        details = error.details()  # type: ignore[attr-defined]
+        # librdkafka reports the expired label within about a second of its timeout, and
+        # the publisher waits that long: either says why
+        assert details.startswith(
+            f"cannot write the label to Kafka topic {s.topic_labels!r}: "
+        ) or details == ("Kafka did not acknowledge the label within 1 s"), details
+        assert field_of(error) == ""
+        assert client.predict(rows[0]).version == 1, "scoring needs no Kafka"
+    assert requests_counted("Feedback", "UNAVAILABLE") == before + 1
+
+
+def test_a_request_over_the_message_limit_is_refused_saying_so(make_settings: Any) -> None:
+    """gRPC refuses it before riverrun's code runs, so it is not counted (README says so)."""
+    s = make_settings()
+    model, rows = trained()
+    publish(s, model)
+    with running(s) as (_, client):
+        call = client.channel.unary_unary("/riverrun.v1.Scoring/Predict")
+        with pytest.raises(grpc.RpcError) as error:
+            call(b"\0" * (MAX_MESSAGE_BYTES + 1), timeout=30)
+        assert error.value.code() == Code.RESOURCE_EXHAUSTED
+        details = str(error.value.details())
+        assert f"larger than max ({MAX_MESSAGE_BYTES + 1} vs. {MAX_MESSAGE_BYTES})" in details
+        assert client.predict(rows[0]).version == 1, "the server goes on answering"
