@@ -162,13 +162,21 @@ def free_ports(count: int) -> int:
         return first
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment without its ``RIVERRUN_*`` variables (a developer's own
+    settings must not reach a command under test), with ``extra`` added."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERRUN_")}
+    return {**env, **extra}
+
+
 def run_cli(
     env: dict[str, str], *argv: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """``riverrun ARGV...`` to its end with ``env`` added to this environment."""
+    """``riverrun ARGV...`` to its end with ``env`` added to this environment, less any
+    ``RIVERRUN_*`` variable of this environment that ``env`` does not set."""
     return subprocess.run(
         [sys.executable, "-m", "riverrun.cli", *argv],
-        env={**os.environ, **env},
+        env=child_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,

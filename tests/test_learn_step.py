@@ -5,16 +5,15 @@ flow's models back."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import redis
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
@@ -199,7 +198,7 @@ def test_a_drift_found_by_a_late_label_is_placed_at_its_event(make_settings: Any
 
 
 def test_a_first_start_with_recovery_waits_for_its_first_versions(
-    make_settings: Any, tmp_path: Path
+    make_settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Redis comes up only after the registration's usual wait of 5 s: with recovery on,
     the first start waits for its versions, which are what a run killed before its first
@@ -207,9 +206,18 @@ def test_a_first_start_with_recovery_waits_for_its_first_versions(
     port = free_port()
     s = make_settings(redis_url=f"redis://127.0.0.1:{port}/0", recovery_dir=str(tmp_path))
     started: list[LearnLogic] = []
+    caplog.set_level(logging.WARNING, logger="flows.registry_sync")
     starting = threading.Thread(target=lambda: started.append(_learn_step(s)), daemon=True)
     starting.start()
-    time.sleep(7.0)  # Redis is down this long (started from this thread: it outlives it)
+
+    def waiting() -> bool:  # logged each time the usual wait ran out
+        return any(
+            "waiting for the registry to take the first models" in r.getMessage()
+            for r in list(caplog.records)
+        )
+
+    # Redis is down until then (started from this thread: it outlives it)
+    wait_for(waiting, 30, "the first start to say it waits for the registry")
     assert not started, "the first start waits for its versions"
     server = start_redis(tmp_path, port)
     try:
@@ -226,12 +234,23 @@ def test_a_first_start_with_recovery_waits_for_its_first_versions(
 @pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("failure", ["conflict", "outage"])
 def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
-    make_settings: Any, monkeypatch: pytest.MonkeyPatch, failure: str, keep: bool
+    make_settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    failure: str,
+    keep: bool,
 ) -> None:
     """Once the champion alias moved, the promotion happened: the flow must run the new
     champion as champion even if setting the old one as challenger (or removing the alias,
-    when the old champion is not kept) then fails; the alias is mended later."""
-    s = make_settings(challengers=("logreg",), promote_keep_old=keep)
+    when the old champion is not kept) then fails; the alias is mended later.
+
+    The outage is real: the flow's Redis (a private, durable one) stops between the two
+    moves and comes back, with its data, once the promotion is done."""
+    caplog.set_level(logging.WARNING, logger="flows.registry_sync")
+    servers = [start_redis(tmp_path, durable=True)] if failure == "outage" else []
+    private = {"redis_url": f"redis://127.0.0.1:{servers[0].port}/0"} if servers else {}
+    s = make_settings(challengers=("logreg",), promote_keep_old=keep, **private)
     logic = _learn_step(s)
     reg = logic.sync.registry
     try:
@@ -240,23 +259,30 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
         learner = logic.learner
         champion, challenger = learner.slots
         move = reg.move_alias
+        tried: list[str] = []
 
         def conflicting(model: str, alias: str, *args: Any, **kwargs: Any) -> Any:
-            if alias == "champion":
-                return move(model, alias, *args, **kwargs)
-            if failure == "conflict":
-                raise Conflict(f"{alias} moved elsewhere", None)
-            raise redis.ConnectionError("Redis went away")
+            tried.append(alias)
+            if alias != "champion":
+                if failure == "conflict":
+                    raise Conflict(f"{alias} moved elsewhere", None)
+                servers[0].stop()  # Redis goes away between the two moves
+            return move(model, alias, *args, **kwargs)
 
         monkeypatch.setattr(reg, "move_alias", conflicting)
         decision = Decision(True, "better", 1000, 0.1, 0.5, 3.0, 0.001)
         logic.sync._promote(learner, challenger, decision)
+        assert tried == ["champion", "challenger"], "both moves were tried"
+        said = [r.getMessage() for r in caplog.records if "was not moved yet" in r.getMessage()]
+        assert len(said) == 1, "the second move failed"
+        monkeypatch.undo()
+        if servers:  # back, with what it held
+            servers[0] = start_redis(tmp_path, servers[0].port, durable=True)
         assert learner.champion is challenger and [p.to_spec for p in learner.promotions] == [
             "logreg"
         ]
         assert reg.alias(s.model_name, "champion") == challenger.version
         assert (champion in learner.slots) is keep, "kept as a challenger if the settings say"
-        monkeypatch.undo()
         before = reg.alias(s.model_name, "challenger")
         logic.on_notify()  # the registry still names the new champion's earlier snapshot
         if not keep:
@@ -270,4 +296,10 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
         assert moved is not None and before is not None and moved > before
     finally:
         monkeypatch.undo()
-        logic.on_eof()
+        if servers and not servers[0].alive():  # failed before Redis came back
+            servers[0] = start_redis(tmp_path, servers[0].port, durable=True)
+        try:
+            logic.on_eof()
+        finally:
+            for server in servers:
+                server.stop()

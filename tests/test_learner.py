@@ -89,8 +89,9 @@ def _run(records: list[Event | LabelMessage], expire_every: int | None) -> tuple
                 lr.on_event(rec)
             except InvalidInput as exc:
                 refused.append((i, exc.reason))
-        elif lr.on_label(rec) is not None:
-            refused.append((i, "duplicate_label"))
+        elif (returned := lr.on_label(rec)) is not None:
+            assert returned is rec, "a refused label comes back as it was given"
+            refused.append((i, "label refused"))
         if expire_every and i % expire_every == 0:
             unclaimed += [label.id for label in lr.expire()]
     unclaimed += [label.id for label in lr.expire() + lr.drain_orphans()]
@@ -122,7 +123,7 @@ def test_joins_refusals_and_unclaimed_labels_do_not_depend_on_when_expiry_runs()
     every_record, at_the_end = _run(records, 1), _run(records, None)
     assert every_record == at_the_end
     refused, unclaimed, labelled, expired, unknown, pending = at_the_end
-    assert refused == [(13, "duplicate_label"), (14, "duplicate_event")]
+    assert refused == [(13, "label refused"), (14, "duplicate_event")]
     assert unclaimed == ["q", "r", "s", "x", "y", "z", "z"] and unknown == 8
     assert (labelled, expired, pending) == (1, 2, ["w", "z"])
 
@@ -162,7 +163,10 @@ def test_missing_features_are_those_of_the_first_event_learned() -> None:
     with pytest.raises(InvalidInput, match="missing feature") as refused:
         lr.on_event(Event("z", 0.0, "a", {"x": 1.0}))
     assert refused.value.reason == "missing_feature"
-    lr.on_event(Event("z", 0.0, "a", {"y": 1.0, "x": 1.0, "debug": 2.0}))
+    assert "z" not in lr.pending and lr.counts.events == 3, "a refused event is not counted"
+    lr.on_event(Event("z", 0.0, "a", {"y": 1.0, "x": 1.0, "debug": 2.0}))  # extra features do
+    assert lr.pending["z"].features == {"y": 1.0, "x": 1.0, "debug": 2.0}
+    assert lr.counts.events == 4 and lr.champion.predicted == 4
 
 
 def test_a_champion_set_elsewhere_starts_the_contest_over() -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from models.offline_store import OfflineStore
 from models.registry import Registry
 from tests.helpers import (
     LearnProcess,
+    child_env,
     count_messages,
     event,
     read_topic,
@@ -53,6 +55,35 @@ def _write_events(s: Any, first: int, stop: int) -> None:
 def _every_file_reads(folder: Path) -> int:
     """Read every visible file whole; return the rows they hold."""
     return sum(pq.read_table(path).num_rows for path in _visible(folder))
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def _frozen_mid_write(pid: int, store: Path) -> bool:
+    """Stop process ``pid`` (SIGSTOP) and look at ``store``: if it holds a visible file and
+    one being written, leave the process stopped and say so; else let it go on."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: _stopped(pid), 10, f"process {pid} to stop", 0.001)
+    if _visible(store) and list(store.rglob(".part-*.tmp")):
+        return True
+    os.kill(pid, signal.SIGCONT)
+    return False
+
+
+def _kill_mid_write(process: subprocess.Popen[Any], store: Path, timeout: float) -> None:
+    """SIGKILL ``process`` at a moment when it has written a file and is writing another."""
+    try:
+        wait_for(
+            lambda: _frozen_mid_write(process.pid, store),
+            timeout,
+            "a moment with a file written and one being written",
+            0.002,
+        )
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
 
 
 def test_the_flow_writes_one_row_per_labelled_event_readable_by_pandas_and_duckdb(
@@ -116,15 +147,13 @@ def test_a_flow_killed_while_writing_leaves_no_corrupt_file(
     store = tmp_path / "store"
     s = make_settings(offline_store_dir=str(store), offline_store_max_seconds=0.05)
     with LearnProcess(s) as flow:
-        for chunk in range(0, 20_000, 500):
-            _write_events(s, chunk, chunk + 500)
-            if len(_visible(store)) >= 5:
-                break
-        wait_for(lambda: len(_visible(store)) >= 5, 60, "files written by the flow")
-        flow.process.send_signal(signal.SIGKILL)
-        flow.process.wait(30)
+        writer = threading.Thread(target=_write_events, args=(s, 0, 20_000), daemon=True)
+        writer.start()
+        _kill_mid_write(flow.process, store, 60)
+    writer.join(60)
     assert _every_file_reads(store) == len(pd.read_parquet(store)) > 0
     leftovers = [p for p in store.rglob("*") if p.is_file() and p not in _visible(store)]
+    assert leftovers, "killed while a file was being written"
     assert all(p.name.startswith(".part-") and p.name.endswith(".tmp") for p in leftovers)
     OfflineStore(store, "binary")  # the next store in this folder clears what was left
     assert not [p for p in store.rglob("*.tmp")]
@@ -143,6 +172,7 @@ def test_a_flow_stopped_by_a_signal_writes_the_rows_it_holds(
     assert sorted(pd.read_parquet(store)["id"]) == sorted(f"e{i}" for i in range(300))
 
 
+ROWS = 20_000  # in each file the writer writes
 WRITER = """
 import sys
 from pathlib import Path
@@ -151,8 +181,8 @@ from models.offline_store import OfflineStore
 
 store = OfflineStore(Path(sys.argv[1]), "regression", max_bytes=1)
 features = {f"x{j}": float(j) for j in range(50)}
-rows = [LabelledRow(str(i), 1.7e9 + i, "a", features, 1.5, [("champion", "linreg", 1, 1.0)])
-        for i in range(200_000)]
+rows = [LabelledRow(str(i), 1.7e9 + i / 1000, "a", features, 1.5, [("champion", "linreg", 1, 1.0)])
+        for i in range(int(sys.argv[2]))]
 while True:
     store.take(list(rows))
 """
@@ -160,17 +190,15 @@ while True:
 
 def test_a_writer_killed_mid_file_leaves_only_a_hidden_temporary_file(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(store)], env=env)
-    try:
-        wait_for(lambda: list(store.rglob(".part-*.tmp")), 60, "a file being written", 0.001)
-    finally:
-        writer.send_signal(signal.SIGKILL)
-        writer.wait(30)
+    env = child_env(PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    argv = [sys.executable, "-c", textwrap.dedent(WRITER), str(store), str(ROWS)]
+    writer = subprocess.Popen(argv, env=env)
+    _kill_mid_write(writer, store, 60)
     (temp,) = store.rglob(".part-*.tmp")
-    assert _every_file_reads(store) % 200_000 == 0, "only whole files are visible"
-    if _visible(store):
-        assert _duckdb(f"SELECT count(*) FROM '{store}/**/*.parquet'")[0] > 0
+    assert temp.name.endswith(f".{writer.pid}.tmp"), "hidden, named by its writer"
+    files = _visible(store)  # each take() of the writer's rows, all of one hour, is one file
+    assert files and all(pq.read_table(p).num_rows == ROWS for p in files), "only whole files"
+    assert _duckdb(f"SELECT count(*) FROM '{store}/**/*.parquet'")[0] == ROWS * len(files)
     OfflineStore(store, "regression")
     assert not temp.exists()
 

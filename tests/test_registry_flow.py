@@ -20,6 +20,7 @@ from models.registry import Registry
 from riverrun.local import free_port, start_redis
 from tests.helpers import (
     LearnProcess,
+    child_env,
     count_messages,
     read_topic,
     run_flow_to_end,
@@ -137,7 +138,7 @@ def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
         ours = wait_for(lambda: reg.alias(s.model_name, "champion"), 60, "the first champion")
         other = reg.register(s.model_name, open_stream_model(), spec="hoeffding", task="binary")
         cli = [sys.executable, "-m", "riverrun.cli", "registry"]
-        env = {**os.environ, **s.to_env()}
+        env = child_env(**s.to_env())
         promoted = subprocess.run(
             [*cli, "promote", s.model_name, str(other.version), "--json"],
             env=env,
@@ -149,7 +150,7 @@ def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
         def served_by(version: int, spec: str, prefix: str) -> bool:
             _produce(s, 50, prefix)
             got = [m.json() for m in read_topic(s, s.topic_predictions)[-50:]]
-            return all(g["spec"] == spec and g["version"] >= version for g in got)
+            return bool(got) and all(g["spec"] == spec and g["version"] >= version for g in got)
 
         rounds = iter(range(1000))
         wait_for(
@@ -192,7 +193,7 @@ def test_flow_refuses_a_tampered_champion_at_start(make_settings: Any) -> None:
     client.set(f"riverrun:registry:{s.model_name}:blob:{champion}", b"RRS1" + b"0" * 40)
     again = make_settings(model_name=s.model_name)
     _produce(again, 10, "u")
-    env = {**os.environ, **again.to_env()}
+    env = child_env(**again.to_env())
     done = subprocess.run(
         [sys.executable, "-m", "riverrun.cli", "learn"],
         env=env,

@@ -28,7 +28,7 @@ def _outcome(check: Any, features: dict[str, Any]) -> tuple[str, str] | dict[str
         return exc.reason, str(exc)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
 @given(st.dictionaries(st.text(max_size=3), VALUES, max_size=6))
 def test_feature_check_accepts_and_refuses_as_the_feature_by_feature_loop(
     features: dict[str, Any],
@@ -36,7 +36,7 @@ def test_feature_check_accepts_and_refuses_as_the_feature_by_feature_loop(
     assert _outcome(check_features, features) == _outcome(_check_each, features)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(
     st.dictionaries(
         st.one_of(st.booleans(), st.integers(0, 3), st.text(max_size=2)),
@@ -53,7 +53,7 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
 @given(
     st.one_of(st.floats(), st.sampled_from([0.0, 1e-15, 1 - 1e-15, 1.0])),
     st.booleans(),
