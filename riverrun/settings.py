@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +24,8 @@ from redis.connection import parse_url
 from models.ab import check_new_model_alias
 from models.schema import TASKS
 from models.triggers import slump_metrics
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "RIVERRUN_"
 
@@ -405,11 +409,28 @@ def _env_values(env: Mapping[str, str] | None, skip: Iterable[str] = ()) -> dict
     fields in ``skip`` (given as flags) are not read."""
     env = os.environ if env is None else env
     values = {}
-    for field_name, (_f, kind) in _fields(Settings).items():
+    fields = _fields(Settings)
+    for field_name, (_f, kind) in fields.items():
         name = env_name(field_name)
         if name in env and field_name not in skip:
             values[field_name] = _parse(kind, env[name], name)
+    _warn_unknown(env, [env_name(f) for f in fields])
     return values
+
+
+_warned: set[str] = set()
+
+
+def _warn_unknown(env: Mapping[str, str], known: list[str]) -> None:
+    """Warn, once a process, of each ``RIVERRUN_*`` variable that is no setting: a misspelt
+    name would otherwise leave its setting at the default without a word."""
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known and name not in _warned:
+            _warned.add(name)
+            suffixes = [k.removeprefix(ENV_PREFIX) for k in known]  # the prefix matches all
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+            log.warning("ignoring %s: riverrun has no such setting%s", name, hint)
 
 
 def _fields(cls: type) -> dict[str, tuple[dataclasses.Field[Any], type]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import pytest
 
@@ -157,3 +158,16 @@ def test_a_bad_redis_url_hides_its_password() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"RIVERRUN_REDIS_URL": "redis://user:p@ss:w@rd@[::1"})
     assert "p@ss" not in str(caught.value) and "'redis://user:***@[::1'" in str(caught.value)
+
+
+def test_a_misspelt_variable_is_named_in_a_warning_with_the_likely_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="riverrun.settings"):
+        s = Settings.from_env({"RIVERRUN_METRIC_PORT": "0", "RIVERRUN_XYZZY_WARN_TEST": "1"})
+    assert s.metrics_port == Settings().metrics_port, "a misspelt name sets nothing"
+    assert caplog.messages == [
+        "ignoring RIVERRUN_METRIC_PORT: riverrun has no such setting "
+        "(did you mean RIVERRUN_METRICS_PORT?)",
+        "ignoring RIVERRUN_XYZZY_WARN_TEST: riverrun has no such setting",
+    ]
