@@ -125,15 +125,15 @@ def reach(
         raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0]}") from None
 
 
-def require_topics(bootstrap: str, topics: list[str], timeout: float = 30) -> None:
-    """A clear error naming whichever of ``topics`` does not exist. All topics are listed:
-    asked about by name, a broker may create the topic (Tansu does, and Kafka with
+def recorded_topics(bootstrap: str, events: str, labels: str, timeout: float = 30) -> list[str]:
+    """The events topic, and the labels topic if there is one (labels may travel on the
+    events topic); a clear error if the events topic does not exist. All topics are
+    listed: asked about by name, a broker may create the topic (Tansu does, and Kafka with
     ``auto.create.topics.enable``), so a misspelt name would read as an empty topic."""
     existing = reach(bootstrap, timeout)[1]
-    missing = [t for t in dict.fromkeys(topics) if t not in existing]
-    if missing:
-        names = ", ".join(map(repr, missing))
-        raise KafkaUnavailable(f"Kafka topic {names} does not exist on {bootstrap}")
+    if events not in existing:
+        raise KafkaUnavailable(f"Kafka topic {events!r} does not exist on {bootstrap}")
+    return [events, labels] if labels in existing else [events]
 
 
 def partition_count(bootstrap: str, topic: str, timeout: float = 30) -> int:

@@ -27,7 +27,7 @@ from flows.kafka_io import (
     end_offsets,
     first_offsets,
     offsets_at,
-    require_topics,
+    recorded_topics,
 )
 from flows.learn import record_streams, reject_reason
 from models.evaluation import Prequential
@@ -101,15 +101,15 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
         return None
 
 
-def replay_range(settings: Settings, req: RetrainRequest) -> tuple[Offsets, Offsets]:
-    """First and stop offsets of every partition of the events and labels topics: from the
-    first message kept (or ``since``) to the end as it is now; offsets asked for past the
+def replay_range(
+    settings: Settings, req: RetrainRequest, topics: list[str]
+) -> tuple[Offsets, Offsets]:
+    """First and stop offsets of every partition of ``topics``: from the first message kept (or ``since``) to the end as it is now; offsets asked for past the
     end stop there, as a replay never waits for messages to come."""
     boot = settings.bootstrap_servers
     start: Offsets = {}
     stop: Offsets = {}
-    require_topics(boot, [settings.topic_events, settings.topic_labels])
-    for topic in (settings.topic_events, settings.topic_labels):
+    for topic in topics:
         ends = end_offsets(boot, topic)
         firsts = first_offsets(boot, topic)
         if req.since:
@@ -144,13 +144,16 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
             f"model {settings.model_name!r} has no champion to take the spec from: give one "
             f"with --spec, or name a model that has one (the registry knows: {known})"
         )
-    start, stop = replay_range(settings, req)
+    topics = recorded_topics(
+        settings.bootstrap_servers, settings.topic_events, settings.topic_labels
+    )
+    start, stop = replay_range(settings, req, topics)
     window = None
     if req.since or req.until:  # Kafka stamps whole milliseconds: round inwards
         window = (math.ceil((req.since or 0) * 1000), math.ceil((req.until or 1e12) * 1000))
     source = KafkaBatchSource(
         settings.bootstrap_servers,
-        [settings.topic_events, settings.topic_labels],
+        topics,
         tail=False,
         batch_size=settings.batch_size,
         start_offsets=start,
@@ -174,6 +177,11 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     if slot.learned == 0:
         raise RetrainError(
             f"nothing to learn in the range {_describe(start, stop)}: no labelled event"
+        )
+    if slot.learned < learner.counts.labelled:
+        raise RetrainError(
+            f"{spec} failed to learn {learner.counts.labelled - slot.learned} of "
+            f"{learner.counts.labelled} labelled events: nothing registered"
         )
     stop_positions = {f"{t}-{p}": o for (t, p), o in stop.items()}
     data_range = {

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException
 
 from flows import files, kafka_range
 from flows.codec import Parser
-from flows.kafka_io import reach, require_topics
+from flows.kafka_io import recorded_topics
 from flows.kafka_range import KafkaRange
 from models.datasets import DATASETS, open_stream
 from models.progressive import Rejects, hold_labels
@@ -119,10 +119,7 @@ def _file(name: str, settings: Settings, rejects: Rejects) -> Source:
 def _kafka(rng: KafkaRange, settings: Settings, rejects: Rejects) -> Source:
     """The events topic (and the labels topic, if there is one) within the range."""
     boot = settings.bootstrap_servers
-    topics = [settings.topic_events]
-    require_topics(boot, topics)
-    if settings.topic_labels in reach(boot, timeout=30)[1]:
-        topics.append(settings.topic_labels)
+    topics = recorded_topics(boot, settings.topic_events, settings.topic_labels)
     bounds = kafka_range.plan(boot, topics, rng)
     parser = Parser(settings.task, settings.max_message_bytes)
     size = sum(b.stop - b.start for b in bounds)

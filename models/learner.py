@@ -479,6 +479,7 @@ class OnlineLearner:
             for slot in self.slots:
                 self.timings.append(("learn", slot.role, took[slot.uid]))
         if failed:  # a champion that failed to learn keeps serving: counted in model_errors
+            self.champion.learned -= self.champion.uid in failed  # it did not learn this one
             with contextlib.suppress(ModelError):
                 self._quarantine(failed, "learn")
 

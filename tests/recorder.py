@@ -37,3 +37,17 @@ class Flaky(Recorder):
 def flaky() -> Flaky:
     """The factory a spec names: ``tests.recorder:flaky``."""
     return Flaky()
+
+
+class Clumsy(Recorder):
+    """Like :class:`Recorder`, but its ``learn_one`` fails on events whose ``v`` is above 0.9."""
+
+    def learn_one(self, x: dict, y: Any) -> None:
+        if x.get("v", 0.0) > 0.9:
+            raise ValueError("clumsy model: cannot learn v this high")
+        super().learn_one(x, y)
+
+
+def clumsy() -> Clumsy:
+    """The factory a spec names: ``tests.recorder:clumsy``."""
+    return Clumsy()

@@ -16,7 +16,7 @@ from models.schema import Event
 from models.specs import build_model
 from models.status import read_status
 from tests.helpers import event, read_topic, run_flow_to_end, write_raw
-from tests.recorder import Flaky
+from tests.recorder import Clumsy, Flaky
 
 
 def _events(n: int) -> list[tuple[dict[str, float], bool]]:
@@ -35,6 +35,16 @@ def test_a_failing_challenger_is_taken_out_and_the_champion_goes_on() -> None:
     assert (broken.alias, broken.spec, broken.version) == ("challenger", "flaky", 7)
     assert "flaky model: v is too high" in broken.error
     assert champion.learned == 300 and lr.counts.model_errors == 1
+
+
+def test_a_champion_that_fails_to_learn_an_event_has_not_learned_it() -> None:
+    lr = OnlineLearner("binary", [Slot("clumsy", Clumsy(), Prequential("binary", 10))])
+    events = _events(300)
+    for i, (x, y) in enumerate(events):
+        lr.on_event(Event(str(i), float(i), "a", x, y))
+    failed = sum(x["v"] > 0.9 for x, _ in events)
+    assert failed > 0 and lr.counts.model_errors == failed
+    assert lr.champion.learned == 300 - failed and lr.counts.labelled == 300
 
 
 def test_an_event_the_champion_cannot_score_raises_and_changes_nothing() -> None:

@@ -4,6 +4,8 @@ the trigger service that starts retrains, as those who wait on it see it."""
 from __future__ import annotations
 
 import argparse
+import random
+import re
 import subprocess
 import threading
 import time
@@ -18,7 +20,7 @@ from models.registry import ANY, Registry
 from models.specs import build_model
 from models.status import write_status
 from riverrun.retrain_cmd import parse_time
-from tests.helpers import one_line, run_cli, run_flow_to_end, wait_for, write_raw
+from tests.helpers import event, one_line, run_cli, run_flow_to_end, wait_for, write_raw
 
 
 def _produce(s: Any, events: int, prefix: str, seed: int = 4) -> None:
@@ -109,6 +111,20 @@ def test_a_retrain_does_its_champions_task_says_what_it_refused_and_stops_at_the
     assert "3 messages of the range were refused: 3 malformed_json" in done.stdout
     info = reg.info(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
     assert info.task == "regression" and info.positions[f"{s.topic_events}-0"] == 303
+
+
+def test_a_model_that_fails_to_learn_is_not_registered(make_settings: Any) -> None:
+    s = make_settings()
+    rng = random.Random(3)
+    rows = [(None, event(i, {"v": rng.random()}, rng.random() < 0.5)) for i in range(200)]
+    write_raw(s, s.topic_events, rows)
+    line = one_line(_retrain(s, "--spec", "tests.recorder:clumsy"))
+    assert re.fullmatch(
+        r"riverrun retrain: error: tests.recorder:clumsy failed to learn \d+ of 200 labelled "
+        r"events: nothing registered",
+        line,
+    ), line
+    assert Registry.connect(s.redis_url, s.registry_key).versions(s.model_name) == []
 
 
 def test_a_misspelt_topic_is_refused_and_not_created(make_settings: Any) -> None:
