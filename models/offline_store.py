@@ -5,7 +5,8 @@ partitioned by hour of event time, for data scientists to start from (pandas, Du
 Layout: ``DIR/date=YYYY-MM-DD/hour=HH/part-<written>-<random>.parquet`` (UTC). One row per
 labelled example: ``id``, ``time`` (event time, epoch seconds), ``entity``, ``label``, one
 ``float64`` column per feature as the models saw it at prediction time (a feature named
-like one of these columns is stored as ``feature_<name>``), and ``predictions``: a list of
+like one of these columns, or ``date`` or ``hour``, is stored as ``feature_<name>``,
+prefixed again while that is taken), and ``predictions``: a list of
 ``{alias, spec, version, prediction, proba}``, one per model, ``proba`` mapping class
 names (``"true"``, ``"false"``, ...) to probabilities (null for regression).
 
@@ -38,6 +39,7 @@ from models.learner import LabelledRow
 log = logging.getLogger(__name__)
 
 FIXED = ("id", "time", "entity", "label", "predictions")
+PARTITION_COLUMNS = ("date", "hour")  # from the folders' names, as Hive partitions
 MAX_PARTITIONS = 24  # most hours buffered at once: a replay writes the oldest first
 LABEL_TYPES = {"binary": pa.bool_(), "multiclass": pa.string(), "regression": pa.float64()}
 
@@ -139,8 +141,7 @@ class OfflineStore:
             "entity": pa.array([r.entity for r in rows], pa.string()),
             "label": pa.array([self._label(r.label) for r in rows], LABEL_TYPES[self.task]),
         }
-        for name in names:
-            column = f"feature_{name}" if name in FIXED else name
+        for name, column in _feature_columns(names).items():
             columns[column] = pa.array([r.features.get(name) for r in rows], pa.float64())
         columns["predictions"] = pa.array(
             [[self._prediction(p) for p in r.predictions] for r in rows],
@@ -161,6 +162,27 @@ class OfflineStore:
         out["prediction"] = None if label is None else self._label(label)
         out["proba"] = {_class_name(k): float(v) for k, v in y_pred.items()}
         return out
+
+
+def _feature_columns(names: list[str]) -> dict[str, str]:
+    """The column of each feature: its name, prefixed with ``feature_`` (again, if need be)
+    while that is a fixed column, a folder's ``date`` or ``hour`` (which readers of the
+    folders add as columns), or another feature's name.
+
+    >>> _feature_columns(["feature_id", "hour", "id", "x"])
+    {'feature_id': 'feature_id', 'hour': 'feature_hour', 'id': 'feature_feature_id', 'x': 'x'}
+    """
+    taken = {*FIXED, *PARTITION_COLUMNS, *names}
+    out = {}
+    for name in names:
+        column = name
+        if name in FIXED or name in PARTITION_COLUMNS:
+            column = f"feature_{name}"
+            while column in taken:
+                column = f"feature_{column}"
+            taken.add(column)
+        out[name] = column
+    return out
 
 
 def _prediction_schema(task: str) -> pa.StructType:

@@ -225,3 +225,15 @@ def test_files_rotate_by_time_and_hold_each_hour_apart(tmp_path: Path) -> None:
         "feature_id": 1.0,
         "predictions": [],
     }
+
+
+def test_features_named_like_columns_or_folders_keep_their_values(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path, "binary", max_bytes=1)
+    features = {"id": 1.0, "feature_id": 2.0, "hour": 3.0, "date": 4.0, "x": 5.0}
+    store.take([LabelledRow("r0", 1_700_000_000.0, "e", features, True, [])])
+    store.close()
+    frame = pd.read_parquet(tmp_path)  # as README reads it: the folders' date and hour too
+    row = frame.iloc[0]
+    assert (row["id"], str(row["hour"]), str(row["date"])) == ("r0", "22", "2023-11-14")
+    columns = ("feature_feature_id", "feature_id", "feature_hour", "feature_date", "x")
+    assert [row[c] for c in columns] == [1.0, 2.0, 3.0, 4.0, 5.0]
