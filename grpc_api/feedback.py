@@ -58,9 +58,12 @@ class LabelPublisher:
         while not self._closed.is_set():
             producer.poll(0.05)
 
-    def publish(self, event_id: str, value: bytes) -> tuple[str, int, int]:
+    def publish(
+        self, event_id: str, value: bytes, within: float | None = None
+    ) -> tuple[str, int, int]:
         """Write one label message (:func:`label_message`) keyed by ``event_id``; returns
-        ``(topic, partition, offset)`` once Kafka has it."""
+        ``(topic, partition, offset)`` once Kafka has it, waiting at most ``within`` seconds
+        if given (the caller's deadline), else the delivery timeout and a second."""
         done = threading.Event()
         outcome: dict[str, Any] = {}
 
@@ -74,8 +77,11 @@ class LabelPublisher:
             raise PublishError(
                 f"cannot queue the label for Kafka topic {self.topic!r}: {exc}"
             ) from None
-        if not done.wait(self.timeout + 1.0):
-            raise PublishError(f"Kafka did not acknowledge the label within {self.timeout:.0f} s")
+        wait, within_what = self.timeout + 1.0, f"within {self.timeout:.0f} s"
+        if within is not None and within < wait:
+            wait, within_what = within, f"before the call's deadline ({within:.1f} s)"
+        if not done.wait(wait):
+            raise PublishError(f"Kafka did not acknowledge the label {within_what}")
         err, msg = outcome["err"], outcome["msg"]
         if err is not None:
             raise PublishError(f"cannot write the label to Kafka topic {self.topic!r}: {err}")

@@ -44,6 +44,7 @@ from riverrun.metrics import GRPC_REQUESTS, GRPC_SECONDS
 log = logging.getLogger(__name__)
 
 FIELD_METADATA = "riverrun-field"
+DEADLINE_MARGIN = 0.25  # seconds left for the answer to reach a caller before its deadline
 Reply = TypeVar("Reply")
 Code = grpc.StatusCode
 
@@ -237,7 +238,11 @@ class ScoringService(rpc.ScoringServicer):
 
     def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
         """Check a label against the model's task and publish it for the learn flow to join."""
-        return self._rpcs["Feedback"].unary(self._feedback, request, context)
+        remaining = context.time_remaining()  # None without a deadline
+        within = None if remaining is None else max(remaining - DEADLINE_MARGIN, 0.0)
+        return self._rpcs["Feedback"].unary(
+            lambda req: self._feedback(req, within), request, context
+        )
 
     def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
         """The champion and challenger serving under a name, the A/B split and entity features."""
@@ -465,7 +470,7 @@ class ScoringService(rpc.ScoringServicer):
         out.answered_by.extend(merged[1])
         return out
 
-    def _feedback(self, request: pb.FeedbackRequest) -> pb.FeedbackResponse:
+    def _feedback(self, request: pb.FeedbackRequest, within: float | None) -> pb.FeedbackResponse:
         if not request.id:
             raise Refusal(Code.INVALID_ARGUMENT, "id: the event id is missing", "id")
         value = from_label(request.label)
@@ -497,7 +502,7 @@ class ScoringService(rpc.ScoringServicer):
                 "Kafka reachable?): try again later",
             )
         try:
-            topic, partition, offset = self.publisher.publish(request.id, message)
+            topic, partition, offset = self.publisher.publish(request.id, message, within)
         except PublishError as exc:
             raise Refusal(Code.UNAVAILABLE, str(exc)) from None
         finally:

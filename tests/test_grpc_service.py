@@ -771,6 +771,25 @@ def test_a_label_kafka_does_not_take_is_unavailable_saying_why(make_settings: An
     assert requests_counted("Feedback", "UNAVAILABLE") == before + 1
 
 
+def test_a_label_kafka_does_not_take_in_the_callers_time_is_unavailable_saying_why(
+    make_settings: Any,
+) -> None:
+    """The server gives up on Kafka before the caller's deadline, so the caller hears why
+    instead of DEADLINE_EXCEEDED, whatever the two timeouts are."""
+    s = make_settings(bootstrap_servers="127.0.0.1:1")
+    model, _ = trained()
+    publish(s, model)
+    with running(s) as (server, client):
+        client.timeout = 3.0  # well inside the publisher's own 10 s
+        assert server.publisher.timeout == 10.0
+        error = refusal(lambda: client.feedback("e1", True, time=T0))
+        assert error.code() == Code.UNAVAILABLE, error  # type: ignore[attr-defined]
+        details = error.details()  # type: ignore[attr-defined]
+        assert details.startswith(
+            "Kafka did not acknowledge the label before the call's deadline ("
+        ), details
+
+
 def test_a_request_over_the_message_limit_is_refused_saying_so(make_settings: Any) -> None:
     """gRPC refuses it before riverrun's code runs, so it is not counted (README says so)."""
     s = make_settings()
