@@ -104,8 +104,9 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
 def replay_range(
     settings: Settings, req: RetrainRequest, topics: list[str]
 ) -> tuple[Offsets, Offsets]:
-    """First and stop offsets of every partition of ``topics``: from the first message kept (or ``since``) to the end as it is now; offsets asked for past the
-    end stop there, as a replay never waits for messages to come."""
+    """First and stop offsets of every partition of ``topics``: from the first message kept
+    (or ``since``) to the end as it is now; offsets asked for past the end stop there, as a
+    replay never waits for messages to come."""
     boot = settings.bootstrap_servers
     start: Offsets = {}
     stop: Offsets = {}
