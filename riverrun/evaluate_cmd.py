@@ -55,8 +55,6 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
 
 def source_request(args: argparse.Namespace, name: str) -> SourceRequest:
     """What the source flags ask for, of the source ``name``."""
-    if args.delay < 0:
-        raise EvaluateError("--delay must be at least 0")
     return SourceRequest(
         name,
         events=args.events,

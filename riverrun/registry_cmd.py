@@ -72,6 +72,8 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
     """One version in full (the champion by default)."""
     reg = _registry(settings)
     version = args.version or reg.alias(args.model, "champion")
+    if version is None and not reg.versions(args.model):
+        raise RegistryError(f"model {args.model!r} has no versions")
     if version is None:
         raise RegistryError(f"model {args.model!r} has no champion; give a version")
     info = reg.info(args.model, version)

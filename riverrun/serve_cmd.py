@@ -59,7 +59,10 @@ def parse_features(items: list[str]) -> dict[str, Any]:
     {'a': 1.0, 'b': 'x'}
     """
     if len(items) == 1 and items[0].lstrip().startswith("{"):
-        return dict(orjson.loads(items[0]))
+        try:
+            return dict(orjson.loads(items[0]))
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not a valid JSON object: {exc}") from None
     out: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")

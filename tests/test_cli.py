@@ -297,7 +297,11 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             {},
             "riverrun predict: error: UNAVAILABLE: failed to connect to all addresses",
         ),
-        (["predict", '{"a": 1'], {}, "riverrun predict: error: features: unexpected end of data"),
+        (
+            ["predict", '{"a": 1'],
+            {},
+            "riverrun predict: error: features: not a valid JSON object: unexpected end of data",
+        ),
         (
             ["evaluate", "--model", "logreg", "--source", "phishing", "--delay", "-1"],
             {},
@@ -326,6 +330,7 @@ def test_bad_requests_exit_2_withone_line(argv: list[str], env: Any, message: st
         (["list", "{unknown}"], "model '{unknown}' has no versions"),
         (["verify", "{unknown}"], "model '{unknown}' has no versions"),
         (["show", "{bare}"], "model '{bare}' has no champion; give a version"),
+        (["show", "{unknown}"], "model '{unknown}' has no versions"),
         (["promote", "{model}", "999"], "model '{model}' has no version 999"),
         (
             ["push", "{model}", "--spec", "linreg", "--task", "regression"],
