@@ -50,8 +50,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.offline = offline_store(settings, learner.task)
         learner.keep_rows = self.offline is not None  # also for a learner from recovery
         self.ended = False
-        sync.start(learner)
         start_learn_counters(settings.model_name, [slot.alias for slot in learner.slots])
+        sync.start(learner)  # may fail a first checkpoint: its counter is exported already
 
     def _describe(self, slot: Slot) -> bytes:
         """What every prediction of ``slot`` says about the model that made it, as the start

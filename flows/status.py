@@ -74,8 +74,9 @@ class StatusReporter:
         for slot, model in zip(learner.slots, report["models"], strict=True):
             PREDICTIONS.labels(name, slot.role).inc(self._grow(f"p{slot.uid}", slot.predicted))
             if slot.version:
-                MODEL_VERSION.labels(name, slot.role, slot.spec).set(slot.version)
-                series.add((MODEL_VERSION, name, slot.role, slot.spec))
+                ids = (name, slot.alias, slot.role, slot.spec)
+                MODEL_VERSION.labels(*ids).set(slot.version)
+                series.add((MODEL_VERSION, *ids))
             metrics = model["metrics"]
             if not metrics["n"]:  # scored nothing yet: no 0% accuracy, no perfect 0 loss
                 continue
@@ -83,7 +84,14 @@ class StatusReporter:
                 if metric == "n":
                     continue
                 window = "rolling" if metric.startswith("rolling_") else "cumulative"
-                labels = (name, slot.role, slot.spec, metric.removeprefix("rolling_"), window)
+                labels = (
+                    name,
+                    slot.alias,
+                    slot.role,
+                    slot.spec,
+                    metric.removeprefix("rolling_"),
+                    window,
+                )
                 MODEL_METRIC.labels(*labels).set(value)
                 series.add((MODEL_METRIC, *labels))
         for gauge, *gone in self._series - series:  # a role or model no longer run here

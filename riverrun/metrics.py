@@ -47,15 +47,15 @@ PENDING = Gauge("riverrun_pending_predictions", "Predictions waiting for a label
 EXPIRED = Counter(
     "riverrun_expired_predictions_total", "Predictions whose label never came", ["model"]
 )
-MODEL_METRIC = Gauge(  # no version label: checkpoints move it every few seconds
+MODEL_METRIC = Gauge(  # by alias, not version: checkpoints move the version every few seconds
     "riverrun_model_metric",
     "Prequential metric of a model (window: cumulative or rolling), once it has scored one",
-    ["model", "role", "spec", "metric", "window"],
+    ["model", "alias", "role", "spec", "metric", "window"],
 )
 MODEL_VERSION = Gauge(
     "riverrun_model_version",
     "Registry version of each model the flow runs",
-    ["model", "role", "spec"],
+    ["model", "alias", "role", "spec"],
 )
 PREDICT_SECONDS = Histogram(
     "riverrun_predict_seconds",

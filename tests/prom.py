@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import yaml
+from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -60,8 +61,12 @@ def load_yaml(path: Path) -> Any:
 
 
 def defined_metrics() -> set[str]:
-    """Every series name riverrun exports (``riverrun/metrics.py``), and Prometheus's ``up``."""
+    """Every series name riverrun exports (``riverrun/metrics.py``, and the process start
+    time prometheus_client exports for every process), and Prometheus's ``up``."""
     names = {"up"}
+    names.update(
+        name for name in ("process_start_time_seconds",) if REGISTRY.get_sample_value(name)
+    )
     for value in vars(riverrun.metrics).values():
         if isinstance(value, MetricWrapperBase):
             for family in value.describe():

@@ -49,6 +49,7 @@ def test_unscored_models_show_no_metric_and_checkpoints_start_no_series(
     scored = _samples("riverrun_model_metric", name)
     assert {dict(labels)["role"] for labels in scored} == {"champion"}
     rolling_accuracy = (
+        ("alias", "champion"),
         ("metric", "accuracy"),
         ("model", name),
         ("role", "champion"),
@@ -63,3 +64,20 @@ def test_unscored_models_show_no_metric_and_checkpoints_start_no_series(
     assert set(_samples("riverrun_model_metric", name)) == set(scored)
     assert _samples("riverrun_model_metric", name)[rolling_accuracy] == 0.5
     assert sorted(_samples("riverrun_model_version", name).values()) == [4.0, 5.0]
+
+
+def test_two_challengers_of_one_spec_keep_their_own_series(make_settings: Any) -> None:
+    s = make_settings()
+    slots = [
+        Slot(spec, build_model("logreg", "binary", 0), Prequential("binary", 100), alias)
+        for spec, alias in (("logreg", "champion"), ("logreg", "b"), ("logreg", "c"))
+    ]
+    slots[1].metrics.update(True, {True: 0.9, False: 0.1})
+    slots[2].metrics.update(True, {True: 0.1, False: 0.9})
+    StatusReporter(s).maybe_write(learner_of(s, slots), force=True)
+    accuracy = {
+        dict(labels)["alias"]: value
+        for labels, value in _samples("riverrun_model_metric", s.model_name).items()
+        if dict(labels)["metric"] == "accuracy" and dict(labels)["window"] == "rolling"
+    }
+    assert accuracy == {"b": 1.0, "c": 0.0}
