@@ -9,6 +9,7 @@ Entity features are recomputed from the start of the range.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from flows.learn import record_streams, reject_reason
 from models.evaluation import Prequential
 from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
-from models.schema import Event, InvalidInput, Record
+from models.schema import Event, InvalidInput, LabelMessage, Record
 from models.specs import build_model
 from riverrun.settings import Settings
 
@@ -81,7 +82,8 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
         for records in values:
             for rec in records:
                 if type(rec) is not Event:
-                    learner.on_label(rec)  # type: ignore[arg-type]
+                    if learner.on_label(rec) is not None:  # type: ignore[arg-type]
+                        self.rejected["duplicate_label"] += 1
                     continue
                 try:
                     learner.on_event(rec)
@@ -89,12 +91,18 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
                     self.rejected[exc.reason] += 1
                 except ModelError:
                     self.rejected["model_error"] += 1
-            learner.expire()
+            self._unknown(learner.expire())
         return [], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[OnlineLearner], bool]:
         """Hand on the trained learner once the range is read."""
+        self._unknown(self.learner.drain_orphans())
         return [self.learner], StatefulBatchLogic.DISCARD
+
+    def _unknown(self, labels: list[LabelMessage]) -> None:
+        """Count labels whose event never came (or expired), as the flow dead-letters them."""
+        if labels:
+            self.rejected["unknown_event_id"] += len(labels)
 
     def snapshot(self) -> None:
         """Nothing: a replay is short and starts over rather than resumes."""
@@ -112,9 +120,10 @@ def replay_range(
     stop: Offsets = {}
     for topic in topics:
         ends = end_offsets(boot, topic)
-        firsts = first_offsets(boot, topic)
         if req.since:
             firsts = offsets_at(boot, topic, math.ceil(req.since * 1000))
+        else:
+            firsts = first_offsets(boot, topic)
         for part, end in ends.items():
             asked = req.start_offsets.get((topic, part), firsts[part])
             start[(topic, part)] = min(asked, end)
@@ -132,8 +141,8 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     model does the champion's task, whatever the settings say: it is a version of it."""
     registry = Registry.connect(settings.redis_url, settings.registry_key)
     champion = _champion(registry, settings)
-    if champion is not None:  # parse and score as the champion does
-        settings = settings.override({"task": champion.task})
+    if champion is not None:  # parse and score as the champion does (the rest is checked)
+        settings = dataclasses.replace(settings, task=champion.task)
     task = settings.task
     if req.spec:
         spec = req.spec
@@ -175,14 +184,14 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     op.inspect("finished", done, _log_finished)
     began = time.monotonic()
     cli_main(flow, epoch_interval=timedelta(seconds=settings.epoch_interval))
-    if slot.learned == 0:
-        raise RetrainError(
-            f"nothing to learn in the range {_describe(start, stop)}: no labelled event"
-        )
     if slot.learned < learner.counts.labelled:
         raise RetrainError(
             f"{spec} failed to learn {learner.counts.labelled - slot.learned} of "
             f"{learner.counts.labelled} labelled events: nothing registered"
+        )
+    if slot.learned == 0:
+        raise RetrainError(
+            f"nothing to learn in the range {_describe(start, stop)}: no labelled event"
         )
     stop_positions = {f"{t}-{p}": o for (t, p), o in stop.items()}
     data_range = {

@@ -148,9 +148,10 @@ class Evaluation:
 
     @property
     def lead(self) -> OnlineLearner:
-        """The first model's learner: every learner has seen the same records (but for the
-        events a model's own code failed to predict, which that model skipped)."""
-        return self.runs[0].learner
+        """The learner that took the most events, whose counts are the stream's: every
+        learner sees the same records, but a model skips the events its own code failed to
+        predict, whichever ``--model`` it is."""
+        return max((run.learner for run in self.runs), key=lambda lr: lr.counts.events)
 
     def feed(self, record: Record) -> None:
         """Give one event or label to every model, timing each."""

@@ -17,9 +17,9 @@ Label = bool | str | int | float
 # Larger magnitudes are refused: squared inside a scaler or a linear model they overflow
 # to infinity, and one such value leaves the model answering NaN from then on.
 FEATURE_LIMIT = 1e100
-# Event times are epoch seconds from year 1 to the end of year 9999 (UTC), the times a date
-# can be told for (the offline store files rows by date): NaN, infinities and times in
-# milliseconds or nanoseconds are refused.
+# Event times are epoch seconds from 0001-01-01 00:00:00 to 9999-12-31 23:59:59 UTC, the
+# times a date can be told for (the offline store files rows by date): NaN, infinities
+# and times in milliseconds or nanoseconds are refused.
 EARLIEST_TIME = dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()
 LATEST_TIME = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
 _NUMBERS = frozenset((int, float))  # bool is not a number here

@@ -49,9 +49,6 @@ TRIGGERS = (
 )
 
 
-# Kafka stamps records in milliseconds since 1970; an ISO-8601 time ends with the year 9999.
-
-
 def parse_time(text: str) -> float:
     """Epoch seconds from ``1700000000.5`` or an ISO-8601 time (UTC when no zone is given); an
     argument type, refusing what is neither, or no time from 1970 to 9999 (``nan``, ``-5``).

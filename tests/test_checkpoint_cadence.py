@@ -12,7 +12,7 @@ from tests.helpers import wait_for
 
 
 def test_checkpoints_come_by_count_or_by_time_but_not_while_idle(make_settings: Any) -> None:
-    s = make_settings(snapshot_every=100, snapshot_interval=0.2)
+    s = make_settings(snapshot_every=100, snapshot_interval=3.0)  # a margin for a busy machine
     link = registry_link(s)
     try:
         started = time.monotonic()
@@ -20,7 +20,7 @@ def test_checkpoints_come_by_count_or_by_time_but_not_while_idle(make_settings: 
         assert not link.due(41), "neither the count nor the time has come"
         assert link.due(140), "by count, at once"
         wait_for(lambda: link.due(41), 10, "a checkpoint by time after one more label")
-        assert time.monotonic() - started >= 0.2
+        assert time.monotonic() - started >= 3.0
         assert not link.due(40), "nothing learned since the last checkpoints"
     finally:
         link.close()

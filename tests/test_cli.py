@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,56 +60,70 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+@contextlib.contextmanager
+def _local_up(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``riverrun local up`` in a child, stopped with its servers whatever the test does."""
+    up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        yield up
+    finally:
+        if up.poll() is None:
+            up.terminate()
+            up.wait(30)
+
+
 def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
     env = _env(XDG_RUNTIME_DIR=str(tmp_path))
-    up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
-    assert up.stdout is not None
-    lines = Lines(up.stdout)
-    exports: dict[str, str] = {}
-    while "RIVERRUN_REGISTRY_KEY" not in exports:
-        line = lines.next(60, "the exports of local up")
-        assert line, "local up ended before printing its exports"
-        if line.startswith("export "):
-            name, _, value = line[len("export ") :].strip().partition("=")
-            exports[name] = value
-    assert set(exports) == {
-        "RIVERRUN_BOOTSTRAP_SERVERS",
-        "RIVERRUN_REDIS_URL",
-        "RIVERRUN_REGISTRY_KEY",
-    }
-    assert exports["RIVERRUN_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
-    admin = AdminClient({"bootstrap.servers": exports["RIVERRUN_BOOTSTRAP_SERVERS"]})
-    assert admin.list_topics(timeout=10).topics is not None
-    del admin
-    assert redis.Redis.from_url(exports["RIVERRUN_REDIS_URL"]).ping()
-    started = _server_pids(parent=up.pid)
-    assert len(started) == 2
+    with _local_up(env) as up:
+        assert up.stdout is not None
+        lines = Lines(up.stdout)
+        exports: dict[str, str] = {}
+        while "RIVERRUN_REGISTRY_KEY" not in exports:
+            line = lines.next(60, "the exports of local up")
+            assert line, "local up ended before printing its exports"
+            if line.startswith("export "):
+                name, _, value = line[len("export ") :].strip().partition("=")
+                exports[name] = value
+        assert set(exports) == {
+            "RIVERRUN_BOOTSTRAP_SERVERS",
+            "RIVERRUN_REDIS_URL",
+            "RIVERRUN_REGISTRY_KEY",
+        }
+        assert exports["RIVERRUN_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
+        admin = AdminClient({"bootstrap.servers": exports["RIVERRUN_BOOTSTRAP_SERVERS"]})
+        assert admin.list_topics(timeout=10).topics is not None
+        del admin
+        assert redis.Redis.from_url(exports["RIVERRUN_REDIS_URL"]).ping()
+        started = _server_pids(parent=up.pid)
+        assert len(started) == 2
 
-    again = run_cli(env, "local", "up", timeout=60)
-    assert one_line(again).startswith("riverrun local: error: a local stack already runs")
-    assert "riverrun local down" in again.stderr, "says how to stop the running one"
-    assert up.poll() is None and _server_pids(parent=up.pid) == started, "the first runs on"
+        again = run_cli(env, "local", "up", timeout=60)
+        assert one_line(again).startswith("riverrun local: error: a local stack already runs")
+        assert "riverrun local down" in again.stderr, "says how to stop the running one"
+        assert up.poll() is None and _server_pids(parent=up.pid) == started, "the first runs on"
 
-    down = subprocess.run([*RIVERRUN, "local", "down"], env=env, capture_output=True, text=True)
-    assert down.returncode == 0, down.stderr
-    assert up.wait(30) == 0
-    assert not (_server_pids() & started), "local down left a server running"
-    twice = run_cli(env, "local", "down")
-    assert one_line(twice) == "riverrun local: error: no local stack is running"
+        down = subprocess.run([*RIVERRUN, "local", "down"], env=env, capture_output=True, text=True)
+        assert down.returncode == 0, down.stderr
+        assert up.wait(30) == 0
+        assert not (_server_pids() & started), "local down left a server running"
+        twice = run_cli(env, "local", "down")
+        assert one_line(twice) == "riverrun local: error: no local stack is running"
 
 
 def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
     env = _env(XDG_RUNTIME_DIR=str(tmp_path))
-    up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
-    assert up.stdout is not None
-    lines = Lines(up.stdout)
-    while not (line := lines.next(60, "local up to say where its logs are")).startswith("# logs"):
-        assert line, "local up ended before saying where its logs are"
-    started = _server_pids(parent=up.pid)
-    assert len(started) == 2
-    up.send_signal(signal.SIGINT)
-    assert up.wait(30) == 0
-    assert not (_server_pids() & started)
+    with _local_up(env) as up:
+        assert up.stdout is not None
+        lines = Lines(up.stdout)
+        while not (line := lines.next(60, "local up to say where its logs are")).startswith(
+            "# logs"
+        ):
+            assert line, "local up ended before saying where its logs are"
+        started = _server_pids(parent=up.pid)
+        assert len(started) == 2
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+        assert not (_server_pids() & started)
 
 
 def test_the_local_broker_takes_no_tansu_setting_from_the_environment(

@@ -160,14 +160,17 @@ def test_a_prediction_the_model_cannot_make_is_a_model_error_and_the_others_go_o
     rows[0] = (0.5, 0.5, 1)  # the model is built and checked on the first event
     lines = ["v,w,label"] + [f"{v},{w},{y}" for v, w, y in rows]
     (path := tmp_path / "flaky.csv").write_text("\n".join(lines) + "\n")
-    models = ["--model", "logreg", "--model", "tests.recorder:flaky"]
-    report = _evaluate(tmp_path, *models, "--source", str(path))
     too_high = sum(v > 0.9 for v, _, _ in rows)
-    assert too_high > 0 and report["rejected"] == {"model_error": too_high}
-    assert "flaky model: v is too high" in report["rejected_examples"]["model_error"]
-    logreg, flaky = report["models"]
-    assert logreg["predicted"] == logreg["learned"] == 200
-    assert flaky["predicted"] == flaky["learned"] == 200 - too_high
+    for models in (["logreg", "tests.recorder:flaky"], ["tests.recorder:flaky", "logreg"]):
+        flags = [part for spec in models for part in ("--model", spec)]
+        report = _evaluate(tmp_path, *flags, "--source", str(path))
+        assert too_high > 0 and report["rejected"] == {"model_error": too_high}
+        assert "flaky model: v is too high" in report["rejected_examples"]["model_error"]
+        assert report["events"] == report["labelled"] == 200, "the stream's, whoever is first"
+        ran = {m["name"]: m for m in report["models"]}
+        assert ran["logreg"]["predicted"] == ran["logreg"]["learned"] == 200
+        flaky = ran["tests.recorder:flaky"]
+        assert flaky["predicted"] == flaky["learned"] == 200 - too_high
 
 
 def test_nothing_to_score_says_why_rows_were_rejected(

@@ -103,14 +103,22 @@ def test_a_retrain_does_its_champions_task_says_what_it_refused_and_stops_at_the
     )
     req = ProduceRequest("trumpapproval", 300, id_prefix="t")
     produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
-    write_raw(s, s.topic_events, [(None, b"{not json")] * 3)
+    ghost = b'{"kind": "label", "id": "ghost", "label": 1.5}'  # no such event, twice
+    write_raw(s, s.topic_events, [(None, b"{not json")] * 3 + [(b"ghost", ghost)] * 2)
 
-    done = _retrain(s, "--to-positions", f"{s.topic_events}-0=999999")  # past the end
+    env = {**s.to_env(), "RIVERRUN_DRIFT_DETECTOR": "ddm"}  # fine for binary, unused here
+    past_the_end = f"{s.topic_events}-0=999999"
+    done = run_cli(env, "retrain", "--to-positions", past_the_end)
     assert done.returncode == 0, done.stderr
     assert "(linreg, regression) learned 300 labelled events" in done.stdout
-    assert "3 messages of the range were refused: 3 malformed_json" in done.stdout
+    refused = done.stdout.splitlines()[-1]
+    assert refused.startswith("5 messages of the range were refused: 3 malformed_json, ")
+    assert sorted(refused.split(": ", 1)[1].split(", ")[1:]) == [
+        "1 duplicate_label",
+        "1 unknown_event_id",
+    ]
     info = reg.info(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
-    assert info.task == "regression" and info.positions[f"{s.topic_events}-0"] == 303
+    assert info.task == "regression" and info.positions[f"{s.topic_events}-0"] == 305
 
 
 def test_a_model_that_fails_to_learn_is_not_registered(make_settings: Any) -> None:
