@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from riverrun.cli import main
 from riverrun.local import LocalStack, local_stack
 from riverrun.settings import Settings
 
@@ -46,3 +49,27 @@ def make_settings(stack: LocalStack, request: pytest.FixtureRequest) -> Callable
         return base.override(overrides)
 
     return make
+
+
+@pytest.fixture
+def riverrun_main(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``riverrun ARGV...`` run in this process, with ``env`` as its only ``RIVERRUN_*``
+    variables: its exit status and output as a child's would be (captured at the file
+    descriptors, so what C libraries print counts too), without a Python start per call."""
+
+    def run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+        for name in [n for n in os.environ if n.startswith("RIVERRUN_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capfd.readouterr()
+        try:
+            status = main(list(argv))
+        except SystemExit as exc:  # argparse's refusals
+            status = exc.code if isinstance(exc.code, int) else 1
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(list(argv), status, out, err)
+
+    return run

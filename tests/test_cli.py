@@ -331,13 +331,10 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         ),
     ],
 )
-def test_bad_requests_exit_2_withone_line(argv: list[str], env: Any, message: str) -> None:
-    done = subprocess.run(
-        [*RIVERRUN, *argv], env=_env(**env), capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 2
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
+def test_bad_requests_exit_2_withone_line(
+    riverrun_main: Any, argv: list[str], env: Any, message: str
+) -> None:
+    assert message in one_line(riverrun_main(env, *argv))
 
 
 @pytest.mark.parametrize(
@@ -355,7 +352,7 @@ def test_bad_requests_exit_2_withone_line(argv: list[str], env: Any, message: st
     ],
 )
 def test_registry_refusals_exit_2_with_one_line(
-    make_settings: Any, argv: list[str], message: str
+    make_settings: Any, riverrun_main: Any, argv: list[str], message: str
 ) -> None:
     s = make_settings()
     names = {
@@ -366,7 +363,7 @@ def test_registry_refusals_exit_2_with_one_line(
     model = trained(events=10)[0]
     publish(s, model)
     registry(s).register(names["bare"], model, spec="logreg", task="binary")
-    done = run_cli(s.to_env(), "registry", *(arg.format(**names) for arg in argv))
+    done = riverrun_main(s.to_env(), "registry", *(arg.format(**names) for arg in argv))
     assert one_line(done) == f"riverrun registry: error: {message.format(**names)}"
     assert registry(s).alias(s.model_name, "champion") == 1
     assert [v.version for v in registry(s).versions(s.model_name)] == [1], "nothing registered"
@@ -416,19 +413,13 @@ def test_local_up_refuses_a_work_folder_it_cannot_make(tmp_path: Path) -> None:
     ],
 )
 def test_output_paths_are_refused_before_any_work(
-    tmp_path: Path, command: str, flag: str, where: str, message: str
+    riverrun_main: Any, tmp_path: Path, command: str, flag: str, where: str, message: str
 ) -> None:
     (tmp_path / "file").write_text("a file")
     work = ["--model", "logreg", "--source", "agrawal", "--events", "500"]
     argv = [command, *(work if command == "evaluate" else ["--events", "500"])]
     path = str(tmp_path / where)
-    done = subprocess.run(
-        [*RIVERRUN, *argv, flag, path],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = riverrun_main({}, *argv, flag, path)
     line = one_line(done)
     expected = message.format(tmp=tmp_path, path=path)
     assert line.startswith(f"riverrun {command}: error: argument {flag}: ") and expected in line
