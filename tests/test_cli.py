@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from riverrun.runner import LearnProcessError, _failure
 from tests.helpers import (
     LearnProcess,
     Lines,
+    child_env,
     count_messages,
     free_ports,
     one_line,
@@ -55,11 +55,6 @@ def _server_pids(parent: int | None = None) -> set[int]:
     return pids
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERRUN_")}
-    return {**env, **extra}
-
-
 @contextlib.contextmanager
 def _local_up(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     """``riverrun local up`` in a child, stopped with its servers whatever the test does."""
@@ -73,7 +68,7 @@ def _local_up(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
 
 
 def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
-    env = _env(XDG_RUNTIME_DIR=str(tmp_path))
+    env = child_env(XDG_RUNTIME_DIR=str(tmp_path))
     with _local_up(env) as up:
         assert up.stdout is not None
         lines = Lines(up.stdout)
@@ -111,7 +106,7 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
 
 
 def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
-    env = _env(XDG_RUNTIME_DIR=str(tmp_path))
+    env = child_env(XDG_RUNTIME_DIR=str(tmp_path))
     with _local_up(env) as up:
         assert up.stdout is not None
         lines = Lines(up.stdout)
@@ -168,7 +163,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
             "--report",
             str(report_path),
         ],
-        env=_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=300,
