@@ -30,6 +30,7 @@ from models.specs import build_model
 from riverrun.deathsig import guarded
 from riverrun.local import free_port, stop_all
 from riverrun.metrics import serve_metrics
+from riverrun.peers import await_listeners
 from riverrun.recovery import prepare_recovery, recovery_config
 from riverrun.settings import Settings
 
@@ -127,6 +128,8 @@ def run_process(
     if settings.metrics_port:
         serve_metrics(settings.metrics_port + (process_id or 0), settings.metrics_host)
     flow = build_flow(settings)
+    if process_id and addresses:  # the processes it dials (all on this machine)
+        await_listeners(addresses[:process_id])
     with heap.frozen():
         cli_main(
             flow,

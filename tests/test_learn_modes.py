@@ -55,6 +55,7 @@ def test_two_processes_three_partitions_predict_and_learn_everything(make_settin
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "error connecting" not in done.stderr, "process 1 dials 0 once it listens"
     predictions = read_topic(s, s.topic_predictions)
     assert Counter(m.json()["id"] for m in predictions) == Counter(f"m-{i}" for i in range(6000))
     assert {m.partition for m in read_topic(s, s.topic_events)} == {0, 1, 2}
