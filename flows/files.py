@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ from models.schema import (
     check_features,
     check_label,
     check_time,
+    text_seconds,
+    utc_seconds,
 )
 
 RESERVED = frozenset({"id", "time", "entity", "label", "predictions"})
@@ -100,28 +102,19 @@ def _epoch_seconds(value: Any) -> float:
     if _empty(value):  # the row's number is no time to put among real ones
         raise InvalidInput("bad_field", "field 'time' is empty", "time")
     if type(value) is str:
-        value = _text_time(value)
-    if isinstance(value, datetime):
-        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+        try:
+            value = text_seconds(value.strip())
+        except ValueError:
+            raise InvalidInput(
+                "bad_field",
+                f"field 'time' must be epoch seconds or an ISO 8601 date and time, got {value!r}",
+                "time",
+            ) from None
+    elif isinstance(value, datetime):
+        value = utc_seconds(value)
     elif isinstance(value, date):
-        value = datetime.combine(value, dt_time(), UTC).timestamp()
+        value = utc_seconds(datetime.combine(value, dt_time()))
     return check_time(value)
-
-
-def _text_time(text: str) -> float | datetime:
-    """Epoch seconds or an ISO 8601 date and time, from text; ``bad_field`` if it is neither."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InvalidInput(
-            "bad_field",
-            f"field 'time' must be epoch seconds or an ISO 8601 date and time, got {text!r}",
-            "time",
-        ) from None
 
 
 def file_size(path: Path) -> int | None:

@@ -128,6 +128,24 @@ def check_time(value: object) -> float:
     raise InvalidInput("bad_field", "field 'time' must be epoch seconds", "time")
 
 
+def utc_seconds(when: dt.datetime) -> float:
+    """Epoch seconds of ``when``, a naive date and time taken as UTC."""
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def text_seconds(text: str) -> float:
+    """Epoch seconds written as a number or as an ISO-8601 date and time (UTC when no zone is
+    given); ``ValueError`` if the text is neither.
+
+    >>> text_seconds("1700000000.5"), text_seconds("2023-11-14T22:13:20")
+    (1700000000.5, 1700000000.0)
+    """
+    try:
+        return float(text)
+    except ValueError:
+        return utc_seconds(dt.datetime.fromisoformat(text))
+
+
 def check_schema(features: dict[str, float], expected: frozenset[str]) -> None:
     """Raise :class:`InvalidInput` naming the first expected feature that is missing."""
     if expected.issubset(features.keys()):

@@ -4,13 +4,12 @@ service that decides when to retrain, promote or roll back)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import signal
 import threading
 from typing import Any
 
-from models.schema import LATEST_TIME
+from models.schema import LATEST_TIME, text_seconds
 from riverrun.argtypes import challenger_alias
 from riverrun.metrics import serve_metrics
 from riverrun.settings import Settings, SettingsError, add_flags, split_list
@@ -61,14 +60,9 @@ def parse_time(text: str) -> float:
     argparse.ArgumentTypeError: 'inf': expected epoch seconds or an ISO-8601 time from 1970 to 9999
     """
     try:
-        seconds = float(text)
+        seconds = text_seconds(text)
     except ValueError:
-        try:
-            when = dt.datetime.fromisoformat(text)
-        except ValueError:
-            seconds = math.nan
-        else:
-            seconds = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+        seconds = math.nan
     if not 0 <= seconds <= LATEST_TIME:  # nan too
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected epoch seconds or an ISO-8601 time from 1970 to 9999"
