@@ -317,7 +317,6 @@ class RegistryLink:
         self.watcher = RegistryWatcher(registry.client, model)
         self._next_at = time.monotonic() + every_seconds
         self._next_labelled = every_labelled
-        self._submitted_at = 0  # the labelled count of the last checkpoints
 
     def load_shadowed(
         self, started: dict[str, int] | None = None
@@ -431,7 +430,8 @@ class RegistryLink:
         time if the models learned since the last ones (an idle flow writes no copies)."""
         if labelled >= self._next_labelled:
             return True
-        return labelled > self._submitted_at and time.monotonic() >= self._next_at
+        submitted_at = self._next_labelled - self.every_labelled  # the last ones' count
+        return labelled > submitted_at and time.monotonic() >= self._next_at
 
     def submit(self, checkpoints: list[Checkpoint], labelled: int) -> None:
         """Hand checkpoints to the writer and schedule the next ones."""
@@ -439,7 +439,6 @@ class RegistryLink:
             self.writer.submit(checkpoint)
         self._next_at = time.monotonic() + self.every_seconds
         self._next_labelled = labelled + self.every_labelled
-        self._submitted_at = labelled
 
     def changed(self) -> bool:
         """Whether something was moved elsewhere since the last call (clears the signal)."""
