@@ -173,10 +173,11 @@ class Evaluation:
         if self._fed % self.expire_every == 0:
             for run in self.runs:
                 run.learner.expire()
-        if self.lead.counts.labelled >= self._next_sample:
-            self._next_sample = self.lead.counts.labelled + self.sample_every
+        lead = self.lead
+        if lead.counts.labelled >= self._next_sample:
+            self._next_sample = lead.counts.labelled + self.sample_every
             for run in self.runs:
-                run.sample(self.lead.watermark)
+                run.sample(lead.watermark)
 
     def _event(self, event: Event) -> InvalidInput | None:
         """Give one event to every model, timing each; returns why it was refused, if it was.
@@ -206,12 +207,13 @@ class Evaluation:
 
     def report(self) -> dict[str, Any]:
         """Counts, every model's report and the rolling metrics over the run."""
-        counts = self.lead.counts
+        lead = self.lead
+        counts = lead.counts
         return {
             "task": self.task,
             "events": counts.events,
             "labelled": counts.labelled,
-            "pending": len(self.lead.pending),
+            "pending": len(lead.pending),
             "expired": counts.expired,
             "unknown_labels": counts.unknown_labels,
             "rejected": dict(self.rejects.counts),
