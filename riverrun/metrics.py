@@ -122,8 +122,9 @@ def start_learn_counters(model: str, aliases: Iterable[str]) -> None:
     that the learn flow would otherwise create at their first increment: refused
     signatures, failed checkpoints, and per model (``aliases``) concept drift and, for
     challengers, errors. A series first scraped at 1 has no earlier sample for
-    ``increase()``; the rules (deploy/prometheus/alerts.yml) see it as new only once its
-    target has been scraped for 5 minutes, so a young process's first increment would wait."""
+    ``increase()``, and the rules (deploy/prometheus/alerts.yml) take a new series for news
+    only from a target scraped 5 minutes before or a process started in the last 10; a
+    series at 0 from the start lets ``increase()`` see every increment."""
     REFUSED.labels(model)
     SNAPSHOT_FAILURES.labels(model)
     for alias in aliases:
