@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.baselines import KernelModels, Models, bare_loop, run_naive
+from bench.baselines import KernelModels, Models, bare_loop, kafka_loop, run_naive
 from bench.harness import Report, timed
 from bench.kafka_time import span
 from flows.produce import ProduceRequest, produce
@@ -21,9 +21,10 @@ from riverrun.runner import run_learn
 from riverrun.settings import Settings
 
 CHAMPION, CHALLENGER = "logreg", "logreg"
-BARE, KERNEL, NAIVE, FLOW = (
+BARE, KERNEL, CEILING, NAIVE, FLOW = (
     "bare River loop (no Kafka)",
     "bare loop on the flow's model path (shared scaler, kernels)",
+    "plain Kafka loop around the flow's model path (no Bytewax, nothing else)",
     "naive Bytewax flow (per event, json)",
     "learn flow",
 )
@@ -104,16 +105,18 @@ def throughput(
     """Events/s of the bare loops, the naive flow and the learn flow, and their ratios: each
     the best of ``rounds`` rounds that run all of them in turn (the least disturbed run, as
     the machine's noise only ever slows a run down), with the slowest beside it. The bare
-    loop on the flow's model path is the floor under the flow's model work: the rest of
-    the flow's time is its own machinery."""
+    loop on the flow's model path is the floor under the flow's model work (the rest of
+    the flow's time is its own machinery), and the plain Kafka loop around it the ceiling
+    over any flow of these models here."""
     stream = open_stream(dataset, seed=settings.seed, events=events)
     task, specs = stream.task, (CHAMPION, CHALLENGER)
     samples = list(stream.samples)
-    rates: dict[str, list[float]] = {BARE: [], KERNEL: [], NAIVE: [], FLOW: []}
+    rates: dict[str, list[float]] = {BARE: [], KERNEL: [], CEILING: [], NAIVE: [], FLOW: []}
     for r in range(rounds):
         rates[BARE].append(events / bare_loop(samples, Models.build(specs, task, settings.seed)))
         kernel = KernelModels(Models.build(specs, task, settings.seed))
         rates[KERNEL].append(events / bare_loop(samples, kernel))
+        rates[CEILING].append(ceiling_run(settings, events, dataset, f"tp-ceiling-{r}").per_second)
         rates[NAIVE].append(naive_run(settings, events, dataset, f"tp-naive-{r}").per_second)
         rates[FLOW].append(flow_run(settings, events, dataset, f"tp-flow-{r}").per_second)
     best = {name: max(each) for name, each in rates.items()}
@@ -143,6 +146,16 @@ def naive_run(settings: Settings, events: int, dataset: str, tag: str) -> Run:
     s = produced(settings, events, dataset, tag)
     models = Models.build((CHAMPION, CHALLENGER), s.task, s.seed)
     wall = run_naive(s.bootstrap_servers, s.topic_events, s.topic_predictions, models)
+    return Run(events, rate_of(s, events), wall)
+
+
+def ceiling_run(settings: Settings, events: int, dataset: str, tag: str) -> Run:
+    """The plain Kafka loop over ``events`` freshly produced events, to the end of them: the
+    most any flow of these models could do here, Kafka in and out included."""
+    s = produced(settings, events, dataset, tag)
+    models = KernelModels(Models.build((CHAMPION, CHALLENGER), s.task, s.seed))
+    sinks = [s.topic_predictions, s.topic_shadow]
+    wall = kafka_loop(s.bootstrap_servers, s.topic_events, sinks, models)
     return Run(events, rate_of(s, events), wall)
 
 

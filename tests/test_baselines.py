@@ -1,14 +1,20 @@
 """The benchmark's bare loops measure the same work: the kernel loop (the flow's model path)
-leaves the models and drift detectors exactly as River's own loop does."""
+leaves the models and drift detectors exactly as River's own loop does, and the plain Kafka
+loop around it writes every model's prediction of every event, through the real broker."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+import orjson
 import pytest
 
-from bench.baselines import KernelModels, Models
+from bench.baselines import KernelModels, Models, kafka_loop
+from flows.codec import encode
 from models.datasets import open_stream
+from riverrun.settings import Settings
+from tests.helpers import produce_stream, read_topic
 
 
 def _state(models: Models) -> str:
@@ -52,3 +58,22 @@ def test_kernel_loop_refuses_models_the_kernels_do_not_run_and_leaves_them_alone
         KernelModels(models)
     first, second = (m.steps["StandardScaler"] for m in models.models)
     assert first is not second, "a refused pair keeps its own scalers"
+
+
+def test_kafka_loop_writes_each_models_prediction_of_every_event(
+    make_settings: Callable[..., Settings],
+) -> None:
+    s = make_settings(task="binary")
+    produce_stream(s, 1500, "kl", dataset="agrawal")
+    samples = list(open_stream("agrawal", seed=s.seed, events=1500).samples)
+    river = Models.build(("logreg", "logreg"), "binary", s.seed)
+    expected = {f"kl-{i}": river.step(x, y) for i, (x, y) in enumerate(samples)}
+    models = KernelModels(Models.build(("logreg", "logreg"), "binary", s.seed))
+    sinks = [s.topic_predictions, s.topic_shadow]
+    assert kafka_loop(s.bootstrap_servers, s.topic_events, sinks, models) > 0
+    for i, sink in enumerate(sinks):
+        written = [m.json() for m in read_topic(s, sink)]
+        assert sorted(w["id"] for w in written) == sorted(expected), f"one per event on {sink}"
+        for w in written:
+            assert w["proba"] == orjson.loads(encode(expected[w["id"]][i])), w["id"]
+            assert w["role"] == ("champion" if i == 0 else "challenger")
