@@ -145,7 +145,14 @@ def partition_count(bootstrap: str, topic: str, timeout: float = 30) -> int:
 
 
 def end_offsets(bootstrap: str, topic: str, timeout: float = 30) -> dict[int, int]:
-    """The offset after the last message of every partition of ``topic``, right now.
+    """The offset after the last message of every partition of ``topic``, right now."""
+    return {p: end for p, (_, end) in kept_offsets(bootstrap, topic, timeout).items()}
+
+
+def kept_offsets(bootstrap: str, topic: str, timeout: float = 30) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``: the offset of the first message kept (past 0 once
+    retention has deleted some: reading from 0 would then start at the end) and the offset
+    after the last one, right now.
 
     Tansu reports as high watermark the base offset of the last record *batch* plus one,
     so the watermark is only trusted as a lower bound: the last batch is read from there
@@ -154,21 +161,7 @@ def end_offsets(bootstrap: str, topic: str, timeout: float = 30) -> dict[int, in
     partitions = partition_count(bootstrap, topic, timeout)  # first: it says if none answers
     c = consumer(bootstrap)
     try:
-        return {p: _true_end(c, TopicPartition(topic, p), timeout) for p in range(partitions)}
-    finally:
-        c.close()
-
-
-def first_offsets(bootstrap: str, topic: str, timeout: float = 30) -> dict[int, int]:
-    """The offset of the first message kept in every partition of ``topic`` (past 0 once
-    retention has deleted some: reading from 0 would then start at the end)."""
-    partitions = partition_count(bootstrap, topic, timeout)
-    c = consumer(bootstrap)
-    try:
-        return {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout)[0]
-            for p in range(partitions)
-        }
+        return {p: _kept(c, TopicPartition(topic, p), timeout) for p in range(partitions)}
     finally:
         c.close()
 
@@ -210,10 +203,11 @@ def read_values(bootstrap: str, topic: str, timeout: float = 30) -> list[bytes]:
     return values
 
 
-def _true_end(c: Consumer, tp: TopicPartition, timeout: float) -> int:
+def _kept(c: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """The low watermark of ``tp`` and the true end past its last record batch."""
     low, high = c.get_watermark_offsets(tp, timeout=timeout)
     if high <= low:
-        return int(high)
+        return int(low), int(high)
     c.assign([TopicPartition(tp.topic, tp.partition, high - 1)])
     end = high
     deadline = time.monotonic() + timeout
@@ -229,7 +223,7 @@ def _true_end(c: Consumer, tp: TopicPartition, timeout: float) -> int:
         end = max(end, *(cast(int, m.offset()) + 1 for m in batch))
         batch = [m for m in c.consume(1000, 0) if m.error() is None]
     c.unassign()
-    return int(end)
+    return int(low), int(end)
 
 
 class _BatchPartition(StatefulSourcePartition[list[Raw], int]):

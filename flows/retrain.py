@@ -25,8 +25,7 @@ from bytewax.run import cli_main
 from flows.kafka_io import (
     KafkaBatchSource,
     Out,
-    end_offsets,
-    first_offsets,
+    kept_offsets,
     offsets_at,
     recorded_topics,
 )
@@ -119,13 +118,10 @@ def replay_range(
     start: Offsets = {}
     stop: Offsets = {}
     for topic in topics:
-        ends = end_offsets(boot, topic)
-        if req.since:
-            firsts = offsets_at(boot, topic, math.ceil(req.since * 1000))
-        else:
-            firsts = first_offsets(boot, topic)
-        for part, end in ends.items():
-            asked = req.start_offsets.get((topic, part), firsts[part])
+        kept = kept_offsets(boot, topic)
+        since = offsets_at(boot, topic, math.ceil(req.since * 1000)) if req.since else {}
+        for part, (first, end) in kept.items():
+            asked = req.start_offsets.get((topic, part), since.get(part, first))
             start[(topic, part)] = min(asked, end)
             stop[(topic, part)] = min(req.stop_offsets.get((topic, part), end), end)
     unknown = sorted((req.start_offsets.keys() | req.stop_offsets.keys()) - start.keys())
