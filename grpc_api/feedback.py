@@ -4,10 +4,16 @@ A label is written as ``{"kind": "label", "id", "label", "time"}`` keyed by even
 exactly what the flow reads from the labels topic, and the RPC answers only once Kafka
 has acknowledged it. The producer is created on first use, so a server whose callers
 never send feedback needs no Kafka.
+
+librdkafka's own lines go to the ``riverrun.serve.kafka`` logger at DEBUG, not to stderr:
+the publisher says once, as a warning, when labels stop reaching Kafka (naming
+librdkafka's last error) and once when one gets through again.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from typing import Any
 
@@ -17,6 +23,19 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from models.schema import Label
 
 DELIVERY_TIMEOUT = 10.0
+KAFKA_LOGGER = "riverrun.serve.kafka"
+# delivery errors that mean Kafka was not reached, rather than that it refused the label
+UNREACHED = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+    }
+)
+
+log = logging.getLogger(__name__)
 
 
 def label_message(event_id: str, label: Label, at: float) -> bytes:
@@ -26,6 +45,20 @@ def label_message(event_id: str, label: Label, at: float) -> bytes:
 
 class PublishError(RuntimeError):
     """The label could not be written to Kafka; the message says why."""
+
+
+class KafkaLog:
+    """librdkafka's lines to ``riverrun.serve.kafka`` at DEBUG, keeping the last error's text."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(KAFKA_LOGGER)
+        self.last_error = ""
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        """One line, as confluent-kafka hands it over from ``poll()`` and ``flush()``."""
+        if level >= logging.ERROR:  # its text without the "[thrd:...]: " it starts with
+            self.last_error = re.sub(r"^\[thrd:[^\]]*\]: ", "", str(args[-1]) if args else msg)
+        self.logger.debug(msg, *args)
 
 
 class LabelPublisher:
@@ -38,6 +71,9 @@ class LabelPublisher:
         self._producer: Producer | None = None
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._kafka_log = KafkaLog()
+        self._unreached = False  # said that Kafka is unreachable, not yet that it is back
+        self._said = threading.Lock()
 
     def _get(self) -> Producer:
         with self._lock:
@@ -47,6 +83,7 @@ class LabelPublisher:
                         "bootstrap.servers": self.bootstrap,
                         "linger.ms": 1,
                         "message.timeout.ms": int(self.timeout * 1000),
+                        "logger": self._kafka_log,
                     }
                 )
                 threading.Thread(target=self._poll, name="label-deliveries", daemon=True).start()
@@ -58,6 +95,24 @@ class LabelPublisher:
         while not self._closed.is_set():
             producer.poll(0.05)
 
+    def _note(self, err: KafkaError | None) -> None:
+        """Say once that Kafka is unreachable when a delivery fails so, and once when back."""
+        with self._said:
+            if err is None:
+                self._kafka_log.last_error = ""  # a later failure names only errors after it
+                if self._unreached:
+                    self._unreached = False
+                    log.warning("Kafka at %s is reachable again", self.bootstrap)
+            elif err.code() in UNREACHED and not self._unreached:
+                self._unreached = True
+                log.warning(
+                    "Kafka at %s is unreachable: labels for topic %r fail and Feedback answers "
+                    "UNAVAILABLE until one gets through; librdkafka's last error: %s",
+                    self.bootstrap,
+                    self.topic,
+                    self._kafka_log.last_error or err.str(),
+                )
+
     def publish(
         self, event_id: str, value: bytes, within: float | None = None
     ) -> tuple[str, int, int]:
@@ -68,6 +123,7 @@ class LabelPublisher:
         outcome: dict[str, Any] = {}
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
+            self._note(err)
             outcome["err"], outcome["msg"] = err, msg
             done.set()
 

@@ -3,6 +3,9 @@ and Kafka: answers with River's numbers, and each refusal with its status, field
 
 from __future__ import annotations
 
+import functools
+import logging
+import re
 import threading
 from typing import Any
 
@@ -11,9 +14,11 @@ import numpy as np
 import orjson
 import pytest
 import redis
+from confluent_kafka import KafkaError
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
+from grpc_api.feedback import LabelPublisher
 from grpc_api.proto import pb
 from grpc_api.server import MAX_MESSAGE_BYTES
 from models.ab import serving_arm
@@ -21,7 +26,7 @@ from models.feature_store import FeatureStore
 from models.features import FeatureSpec
 from models.schema import InvalidInput, LabelMessage
 from models.status import read_status
-from riverrun.local import start_redis
+from riverrun.local import free_port, start_redis
 from tests.helpers import event, read_topic, run_flow_to_end, wait_for, write_raw
 from tests.serving import (
     answer_or_none,
@@ -40,6 +45,8 @@ T0 = 1_700_000_000.0
 # Event times the learn flow dead-letters ("field 'time' must be epoch seconds"): NaN,
 # infinities and anything from 1e12 seconds (31,700 years) on either side of the epoch.
 BAD_TIMES = (float("nan"), float("inf"), float("-inf"), 1e12, -1e12, 1e13, 1.8e308)
+KAFKA_LOGGER = "riverrun.serve.kafka"  # librdkafka's lines, by the name operators filter on
+RAW_LIBRDKAFKA = re.compile(r"^%\d\|")  # librdkafka's own format: %3|1700000000.123|FAIL|...
 
 
 def test_predict_answers_from_the_champion_with_rivers_numbers(make_settings: Any) -> None:
@@ -788,6 +795,73 @@ def test_a_label_kafka_does_not_take_in_the_callers_time_is_unavailable_saying_w
         assert details.startswith(
             "Kafka did not acknowledge the label before the call's deadline ("
         ), details
+
+
+def test_an_unreachable_kafka_is_said_once_in_the_servers_log_not_in_librdkafkas_lines(
+    make_settings: Any, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """While Feedback calls fail on an absent Kafka, librdkafka's lines go to the
+    ``riverrun.serve.kafka`` logger, not to stderr, and the server says it once itself."""
+    dead = f"127.0.0.1:{free_port()}"  # no broker there, and no other test's client either
+    s = make_settings(bootstrap_servers=dead)
+    model, _ = trained()
+    publish(s, model)
+    caplog.set_level(logging.DEBUG, logger=KAFKA_LOGGER)
+
+    def raw_lines() -> list[str]:
+        err = capfd.readouterr().err
+        return [line for line in err.splitlines() if RAW_LIBRDKAFKA.match(line) and dead in line]
+
+    def said() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "grpc_api.feedback"]
+
+    with running(s) as (server, client):
+        server.publisher.timeout = 1.0
+        for event_id in ("e1", "e2"):
+            error = refusal(functools.partial(client.feedback, event_id, True, time=T0))
+            assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+        assert raw_lines() == []
+        wait_for(
+            lambda: [
+                r for r in caplog.records if r.name == KAFKA_LOGGER and dead in r.getMessage()
+            ],
+            10,
+            "librdkafka's lines in the riverrun.serve.kafka logger",
+        )
+        producer = server.publisher._producer
+        assert producer is not None
+        wait_for(lambda: len(producer) == 0, 10, "both labels' delivery reports")
+        wait_for(said, 10, "the server to say that Kafka is unreachable")
+        assert raw_lines() == []
+    (line,) = said()
+    assert line.levelno == logging.WARNING
+    assert line.getMessage().startswith(
+        f"Kafka at {dead} is unreachable: labels for topic {s.topic_labels!r} fail and Feedback "
+        "answers UNAVAILABLE until one gets through; librdkafka's last error: "
+        f"{dead}/bootstrap: Connect to ipv4#{dead} failed: Connection refused"
+    ), line.getMessage()
+
+
+def test_kafka_unreachable_and_back_again_are_each_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    publisher = LabelPublisher("127.0.0.1:1", "labels")
+    timed_out, too_large = (
+        KafkaError(KafkaError._MSG_TIMED_OUT),
+        KafkaError(KafkaError.MSG_SIZE_TOO_LARGE),
+    )
+    with caplog.at_level(logging.WARNING, logger="grpc_api.feedback"):
+        for err in (too_large, timed_out, timed_out, None, None, too_large, timed_out):
+            publisher._note(err)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Kafka at 127.0.0.1:1 is unreachable: labels for topic 'labels' fail and Feedback "
+        "answers UNAVAILABLE until one gets through; librdkafka's last error: Local: Message "
+        "timed out",
+        "Kafka at 127.0.0.1:1 is reachable again",
+        "Kafka at 127.0.0.1:1 is unreachable: labels for topic 'labels' fail and Feedback "
+        "answers UNAVAILABLE until one gets through; librdkafka's last error: Local: Message "
+        "timed out",
+    ]
 
 
 def test_a_request_over_the_message_limit_is_refused_saying_so(make_settings: Any) -> None:
