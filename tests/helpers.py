@@ -199,6 +199,46 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Pids of this user's processes, other than this one, started with ``name=value`` set."""
+    wanted = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:  # another user's process denies access; one that ended has no environ left
+            environ = (entry / "environ").read_bytes()
+        except (PermissionError, FileNotFoundError, ProcessLookupError):
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def processes_in_session(session: int) -> list[int]:
+    """Pids of the processes of session ``session`` that run (zombies aside), whoever reaps them."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:  # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except (PermissionError, FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def command_line(pid: int) -> str:
+    """The command line of ``pid`` as a shell would show it ("?" once it has ended)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return "?"
+    return " ".join(arg.decode(errors="replace") for arg in argv)
+
+
 class Lines:
     """A child's text output, read line by line on a thread, so that a test waits for the next
     line with a deadline instead of blocking on the pipe for as long as the child is silent."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,12 @@ from tests.helpers import (
     LearnProcess,
     Lines,
     child_env,
+    command_line,
     count_messages,
     free_ports,
     one_line,
+    processes_in_session,
+    processes_with_env,
     produce_stream,
     run_cli,
     wait_for,
@@ -40,7 +45,7 @@ def _server_pids(parent: int | None = None) -> set[int]:
     """Pids of the Tansu brokers and redis-servers on this machine (children of ``parent``).
 
     Other test runs may start servers at the same time, so a test only counts its own:
-    children of the command it runs, or orphans (a parent that exits leaves them to pid 1).
+    children of the command it runs, or those among all that it saw start.
     """
     pids = set()
     for entry in Path("/proc").iterdir():
@@ -149,10 +154,23 @@ def test_free_ports_never_repeat_and_stay_clear_of_outgoing_connections() -> Non
     assert all(1024 <= port < low or high < port < 65536 for port in ports)
 
 
+# Every process of the demo inherits this variable, so a leftover is found whichever process
+# reaps it (pid 1, or a subreaper such as a container's init), among other runs' processes.
+TREE_TOKEN = "DEMO_TREE_TOKEN"
+
+
+def _left_behind(token: str, session: int) -> list[int]:
+    """The processes of a command's tree still running: those that inherited its ``token`` or
+    its ``session`` (a redis-server overwrites its environment with its title)."""
+    return sorted({*processes_with_env(TREE_TOKEN, token), *processes_in_session(session)})
+
+
 def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    orphans = _server_pids(parent=1)
+    token = str(uuid.uuid4())
     report_path = tmp_path / "report.json"
-    done = subprocess.run(
+    # Its own session too: the session's id (the demo's pid) is not reused while one of its
+    # processes lives, and a process that writes its title over its environment keeps it.
+    with subprocess.Popen(
         [
             *RIVERRUN,
             "demo",
@@ -163,11 +181,19 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
             "--report",
             str(report_path),
         ],
-        env=child_env(),
-        capture_output=True,
+        env=child_env(**{TREE_TOKEN: token}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
-    )
+        start_new_session=True,
+    ) as demo:
+        try:
+            stdout, stderr = demo.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+            raise
+    done = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
     assert done.returncode == 0, done.stderr
     report = orjson.loads(report_path.read_bytes())
     assert report["events_in"] == 8000 and report["predictions_out"] == 8000
@@ -189,7 +215,15 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert report["retrains"], "a concept drift on the champion retrains a challenger"
     assert all("concept drift on the champion" in r["reason"] for r in report["retrains"])
     assert "labelled" in done.stdout and "logreg" in done.stdout
-    assert not (_server_pids(parent=1) - orphans), "the demo left a server running"
+    # Its children end on the demo's death signal, which may take them a moment.
+    try:
+        wait_for(lambda: not _left_behind(token, demo.pid), 30, "the demo's processes to end")
+    except AssertionError:
+        if left := {pid: command_line(pid) for pid in _left_behind(token, demo.pid)}:
+            for pid in left:  # not to leave them to the next test either
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"the demo left processes running: {left}") from None
 
 
 def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
