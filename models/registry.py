@@ -5,22 +5,30 @@ Layout under ``riverrun:registry:{model}``: ``next`` (version counter), ``versio
 (sorted set), ``v:{N}`` (metadata JSON), ``blob:{N}`` (signed pickle), ``aliases``
 (hash), ``history`` (previous champions, newest first), ``audit`` (stream) and
 ``refused`` (counter). Moves are announced on ``riverrun:registry:events``.
+
+A signed pickle says the registry key made it, not which model and version it is. So each
+version's metadata carries a ``binding``: the key's HMAC over every other field of it,
+with the model and version it is registered as and the SHA-256 of its snapshot among
+them. A load takes the model and version from the keys it reads, not from the JSON, and
+refuses a version whose binding does not match them (its metadata and snapshot copied from
+another version or model, or edited) or that has none (registered before bindings).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import importlib.metadata
 import pickle
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
 import redis
 
-from models.signing import SignatureError, check_key, dumps_signed, verify
+from models.signing import SignatureError, check_key, dumps_signed, mac, verify
 
 PREFIX = "riverrun:registry"
 CHANNEL = f"{PREFIX}:events"
@@ -82,7 +90,8 @@ class Conflict(RegistryError):
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """Everything the registry knows about one immutable version."""
+    """Everything the registry knows about one immutable version; ``binding`` seals the
+    rest to it (see the module's docstring), ``""`` if it was registered before bindings."""
 
     model: str
     version: int
@@ -98,6 +107,7 @@ class VersionInfo:
     tags: dict[str, str]
     size: int
     sha256: str
+    binding: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
@@ -124,15 +134,25 @@ class AliasMove:
 
 
 def _info(model: str, version: int, raw: bytes | None) -> VersionInfo:
-    """A version's metadata as stored: a clear error if it is missing or unreadable."""
+    """A version's metadata as stored under ``model`` and ``version`` (which name it, not
+    the JSON, so that its binding is checked against them): a clear error if it is missing
+    or unreadable."""
     if raw is None:
         raise NotFound(f"model {model!r} has no version {version}")
     try:
-        return VersionInfo(**orjson.loads(raw))
+        return VersionInfo(**{**orjson.loads(raw), "model": model, "version": version})
     except (orjson.JSONDecodeError, TypeError) as exc:
         raise RegistryError(
             f"model {model!r} v{version}: its metadata is unreadable: {exc}"
         ) from None
+
+
+def _bound_fields(info: VersionInfo) -> bytes:
+    """Every field but the binding, as canonical JSON: the same bytes at registration and
+    after a round trip through Redis."""
+    fields = info.to_dict()
+    del fields["binding"]
+    return orjson.dumps(fields, default=str, option=orjson.OPT_SORT_KEYS)
 
 
 def _move(entry_id: bytes, fields: dict[bytes, bytes]) -> AliasMove:
@@ -232,6 +252,7 @@ class Registry:
             size=len(blob),
             sha256=hashlib.sha256(blob).hexdigest(),
         )
+        info = replace(info, binding=self._binding(info))
         with self.client.pipeline(transaction=True) as tx:
             tx.set(self._k(model, "v", version), orjson.dumps(info.to_dict(), default=str), nx=True)
             tx.set(self._k(model, "blob", version), blob, nx=True)
@@ -282,9 +303,32 @@ class Registry:
             self._refused(model, version, str(exc))
             raise
 
+    def _binding(self, info: VersionInfo) -> str:
+        """The key's HMAC over ``info``'s fields: ties its snapshot's digest and metadata to
+        the model and version it is registered as."""
+        return mac(_bound_fields(info), self.key).hex()
+
+    def _check_binding(self, info: VersionInfo) -> None:
+        """Refuse ``info`` unless it is the metadata registered as its model and version."""
+        if not info.binding:
+            raise SignatureError(
+                f"{info.model!r} v{info.version} was registered before snapshots were bound to "
+                "their model and version: refused; register the model again (riverrun "
+                "registry push, then promote it)"
+            )
+        # str(): the stored JSON may hold anything there; bytes: compare_digest wants ASCII
+        if not hmac.compare_digest(str(info.binding).encode(), self._binding(info).encode()):
+            raise SignatureError(
+                f"the metadata of {info.model!r} v{info.version} is not the one registered as "
+                "that model and version (copied from another version or model, or edited): "
+                "refused"
+            )
+
     def _checked_payload(self, info: VersionInfo, blob: bytes) -> bytes:
-        """The pickle inside ``blob`` if its signature checks and it is the snapshot
-        registered for ``info`` (not another version's signed bytes put in its place)."""
+        """The pickle inside ``blob`` if ``info`` is bound to its model and version, ``blob``
+        is the snapshot it names (not another version's signed bytes put in its place) and
+        its signature checks."""
+        self._check_binding(info)
         payload = verify(blob, self.key)
         if hashlib.sha256(blob).hexdigest() != info.sha256:
             raise SignatureError(
@@ -333,7 +377,7 @@ class Registry:
         return int(self.client.get(self._k(model, "refused")) or 0)
 
     def verify(self, model: str) -> list[tuple[int, str | None]]:
-        """Check every version's metadata and signature without unpickling:
+        """Check every version's metadata, binding and signature without unpickling:
         ``(version, error or None)``."""
         out: list[tuple[int, str | None]] = []
         for number in self._numbers(model):

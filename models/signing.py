@@ -3,6 +3,10 @@
 Unpickling runs code, so a snapshot is only loaded if it carries a valid signature made
 with the registry key. A missing or wrong signature raises :class:`SignatureError` and
 the bytes are never handed to :mod:`pickle`.
+
+A signature vouches for the bytes, not for which model and version they are: the registry
+binds each snapshot to its model, version and metadata with :func:`mac` under the same key
+(see :mod:`models.registry`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ def check_key(key: str | bytes) -> bytes:
     return raw
 
 
+def mac(message: bytes, key: bytes) -> bytes:
+    """HMAC-SHA256 of ``message`` under ``key``: what signatures and registry bindings are."""
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
 def sign(payload: bytes, key: bytes) -> bytes:
     """``payload`` with its signature in front.
 
@@ -43,7 +52,7 @@ def sign(payload: bytes, key: bytes) -> bytes:
     >>> verify(signed, b"k" * 16)
     b'data'
     """
-    return MAGIC + hmac.new(key, payload, hashlib.sha256).digest() + payload
+    return MAGIC + mac(payload, key) + payload
 
 
 def verify(signed: bytes, key: bytes) -> bytes:
@@ -56,9 +65,9 @@ def verify(signed: bytes, key: bytes) -> bytes:
     """
     if not signed.startswith(MAGIC) or len(signed) < len(MAGIC) + _DIGEST:
         raise SignatureError("unsigned snapshot: refused")
-    mac = signed[len(MAGIC) : len(MAGIC) + _DIGEST]
+    signature = signed[len(MAGIC) : len(MAGIC) + _DIGEST]
     payload = signed[len(MAGIC) + _DIGEST :]
-    if not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
+    if not hmac.compare_digest(signature, mac(payload, key)):
         raise SignatureError(
             "snapshot signature does not match: refused (tampered, or signed with another key)"
         )

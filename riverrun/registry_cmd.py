@@ -123,7 +123,7 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def verify(args: argparse.Namespace, settings: Settings) -> int:
-    """Check every version's signature without loading it; exit 1 if any fails."""
+    """Check every version's binding and signature without loading it; exit 1 if any fails."""
     results = _registry(settings).verify(args.model)
     if not results:
         raise RegistryError(f"model {args.model!r} has no versions")
@@ -238,7 +238,7 @@ def add_parser(sub: Any) -> None:
     a = action("history", history, "the audit stream of a model")
     a.add_argument("model")
     a.add_argument("--limit", type=positive, default=100, metavar="N", help="last N entries")
-    a = action("verify", verify, "check every snapshot's signature")
+    a = action("verify", verify, "check every version's binding and its snapshot's signature")
     a.add_argument("model")
     a = action("push", push, "register a model from a spec and shadow it as a challenger")
     a.add_argument("model")

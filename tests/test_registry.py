@@ -16,7 +16,15 @@ import pytest
 import redis
 from river import linear_model
 
-from models.registry import CHANNEL, AliasMove, Conflict, NotFound, Registry, RegistryError
+from models.registry import (
+    CHANNEL,
+    AliasMove,
+    Conflict,
+    NotFound,
+    Registry,
+    RegistryError,
+    model_params,
+)
 from models.signing import SignatureError, dumps_signed
 from riverrun.local import LocalStack
 from tests.helpers import one_line, run_cli
@@ -221,6 +229,136 @@ def test_another_versions_signed_bytes_are_refused_in_its_place(reg: Registry, n
     assert reg.load(name, old.version).l2 == 0.5
     assert [v for v, error in reg.verify(name) if error] == [new.version]
     assert reg.refused_count(name) == 1
+
+
+def _key(model: str, part: str, version: int) -> str:
+    return f"riverrun:registry:{model}:{part}:{version}"
+
+
+def _copy(reg: Registry, source: tuple[str, int], target: tuple[str, int]) -> None:
+    """Write one version's metadata and signed snapshot over another's, as anyone who can
+    write to Redis but has no registry key can."""
+    for part in ("v", "blob"):
+        reg.client.set(
+            _key(target[0], part, target[1]), reg.client.get(_key(source[0], part, source[1]))
+        )
+
+
+def _edit(reg: Registry, where: tuple[str, int], fields: dict[str, Any]) -> None:
+    """Rewrite fields of a version's stored metadata by hand."""
+    key = _key(where[0], "v", where[1])
+    reg.client.set(key, orjson.dumps({**orjson.loads(reg.client.get(key)), **fields}))
+
+
+def _booby(reg: Registry, model: str, marker: Path) -> int:
+    """Register a snapshot that creates ``marker`` if it is ever unpickled."""
+    return reg.register(model, _Booby(marker), spec="linreg", task="regression").version
+
+
+def test_an_old_versions_snapshot_and_metadata_are_refused_over_the_champion(
+    reg: Registry, name: str, stack: LocalStack, tmp_path: Path
+) -> None:
+    marker = tmp_path / "code-ran"
+    old = _booby(reg, name, marker)
+    (champion,) = _register(reg, name)
+    reg.move_alias(name, "champion", champion, expected=None, actor="t", reason="r")
+    _copy(reg, (name, old), (name, champion))
+    refusal = f"the metadata of {name!r} v{champion} is not the one registered as that model"
+    with pytest.raises(SignatureError, match=refusal):
+        reg.load_alias(name, "champion")
+    assert not marker.exists(), "code inside a refused snapshot ran"
+    assert reg.refused_count(name) == 1
+    assert [(m.action, m.from_version) for m in reg.history(name)][-1] == ("refused", champion)
+    assert [v for v, error in reg.verify(name) if error and refusal in error] == [champion]
+    verified = _cli(stack, "verify", name)
+    assert verified.returncode == 1 and f"v{champion:<5} REFUSED: {refusal}" in verified.stdout
+
+
+def test_another_models_version_is_refused_under_this_ones_name(
+    reg: Registry, name: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "code-ran"
+    other = f"{name}-other"
+    theirs = _booby(reg, other, marker)
+    (mine,) = _register(reg, name)
+    assert theirs == mine  # the same number: only the model name tells them apart
+    _copy(reg, (other, theirs), (name, mine))
+    refusal = f"the metadata of {name!r} v{mine} is not the one registered as that model"
+    with pytest.raises(SignatureError, match=refusal):
+        reg.load_version(name, mine)
+    _edit(reg, (name, mine), {"model": name})  # naming this model in the JSON changes nothing
+    with pytest.raises(SignatureError, match=refusal):
+        reg.load_version(name, mine)
+    assert not marker.exists(), "code inside a refused snapshot ran"
+    assert (reg.refused_count(name), reg.refused_count(other)) == (2, 0)
+    assert [(v, error and refusal in error) for v, error in reg.verify(name)] == [(mine, True)]
+    assert reg.verify(other) == [(theirs, None)]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"task": "binary"},
+        {"spec": "arf"},
+        {"events_seen": 10**6},
+        {"positions": {"events-0": 0}},
+        {"parent": 7},
+        {"metrics": {"mae": 0.0}},
+    ],
+    ids=lambda fields: next(iter(fields)),
+)
+def test_edited_metadata_is_refused(reg: Registry, name: str, fields: dict[str, Any]) -> None:
+    (version,) = _register(reg, name, events_seen=5, positions={"events-0": 5})
+    _edit(reg, (name, version), fields)
+    with pytest.raises(SignatureError, match="is not the one registered"):
+        reg.load(name, version)
+    assert reg.refused_count(name) == 1
+
+
+def test_versions_registered_before_bindings_are_refused_with_the_fix(
+    reg: Registry, name: str
+) -> None:
+    (version,) = _register(reg, name)
+    key = _key(name, "v", version)
+    unbound = {k: v for k, v in orjson.loads(reg.client.get(key)).items() if k != "binding"}
+    reg.client.set(key, orjson.dumps(unbound))
+    refusal = (
+        f"{name!r} v{version} was registered before snapshots were bound to their model and "
+        "version: refused; register the model again"
+    )
+    with pytest.raises(SignatureError, match=refusal):
+        reg.load(name, version)
+    assert reg.refused_count(name) == 1
+    assert str(reg.verify(name)[0][1]).startswith(refusal)
+
+
+def test_versions_signed_here_or_beforehand_load_as_registered(reg: Registry, name: str) -> None:
+    model = linear_model.LinearRegression(l2=0.25)
+    here = reg.register(
+        name,
+        model,
+        spec="linreg",
+        task="regression",
+        metrics={"mae": 0.5},
+        events_seen=3,
+        positions={"events-0": 3},
+        tags={"who": "test"},
+    )
+    ahead = reg.register(
+        name,
+        None,
+        spec="linreg",
+        task="regression",
+        parent=here.version,
+        params=model_params(model),
+        signed=dumps_signed(model, reg.key),
+    )
+    for info in (here, ahead):
+        loaded, obj = reg.load_version(name, info.version)
+        assert loaded == info and obj.l2 == 0.25
+    assert here.binding != ahead.binding
+    assert reg.verify(name) == [(here.version, None), (ahead.version, None)]
+    assert reg.refused_count(name) == 0
 
 
 def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, name: str) -> None:
