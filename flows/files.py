@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from datetime import time as dt_time
@@ -48,7 +47,6 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 
 OnReject = Callable[[InvalidInput], None]
 BINARY_TEXT = {"true": True, "false": False, "1": True, "0": False}  # as written in a file
-INTEGER_TEXT = re.compile(r"0|-?[1-9][0-9]*")  # as str(int) writes it: "01" stays text
 
 
 class SourceError(ValueError):
@@ -90,19 +88,12 @@ def _key(value: Any, default: str) -> str:
 
 def _label(value: Any, task: str) -> Label:
     """A row's label, checked for ``task``: binary words or digits as written in text, and a
-    whole float as the integer it was (1.0 is 1, 0.5 stays a float and is refused). A
-    multiclass integer written as text is that integer: pandas reads a chunk's labels as
-    text once one of them is a word, and class 1 must not become class "1" there."""
+    whole float as the integer it was (1.0 is 1, 0.5 stays a float and is refused)."""
     if task == "binary" and type(value) is str:  # a column mixing true and 1 reads as text
         value = BINARY_TEXT.get(value.strip().lower(), value)
-    elif task != "regression" and (_whole(value) or _integer_text(value)):
+    elif task != "regression" and _whole(value):
         value = int(value)
     return check_label(task, value)
-
-
-def _integer_text(value: Any) -> bool:
-    """Whether ``value`` is text that ``str(int)`` could have written."""
-    return type(value) is str and INTEGER_TEXT.fullmatch(value.strip()) is not None
 
 
 def _epoch_seconds(value: Any) -> float:
@@ -184,9 +175,15 @@ def _kind(path: Path) -> str:
 
 
 def _csv_chunks(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """A CSV's rows, with every chunk's labels read alike: as text, then as numbers where
+    they are numbers. Left to pandas, a chunk with one word among its labels reads them all
+    as text, so that class 1 in one chunk would be class "1" (or "01", "1.0") in the next."""
     sep = "\t" if path.name.lower().endswith(".tsv") else ","
-    with pd.read_csv(path, sep=sep, chunksize=CHUNK_ROWS) as reader:
+    with pd.read_csv(path, sep=sep, chunksize=CHUNK_ROWS, dtype={"label": str}) as reader:
         for frame in reader:
+            if "label" in frame:
+                numbers = pd.to_numeric(frame["label"], errors="coerce")
+                frame["label"] = numbers.where(numbers.notna(), frame["label"])
             yield frame.to_dict("records")
 
 

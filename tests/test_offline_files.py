@@ -73,20 +73,23 @@ def test_whole_float_labels_are_the_integers_they_were(tmp_path: Path, suffix: s
     assert [type(e.label) for e in events if e.label is not None] == [int, int, int]
 
 
-def test_a_multiclass_integer_is_one_class_in_every_chunk(
+def test_a_csv_label_is_the_same_class_in_every_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("flows.files.CHUNK_ROWS", 10)  # the word lands in the third chunk
-    labels: list[int | str] = [i % 3 for i in range(30)]
-    labels[25] = "cat"  # pandas reads that chunk's labels as text: "0", "1", "2", "cat"
+    written = [["0", "01", "1.0", "2"][i % 4] for i in range(30)]
+    written[25] = "cat"  # pandas alone would read that chunk's labels as text: "01", "cat"
     (path := tmp_path / "classes.csv").write_text(
-        "x,label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels))
+        "x,label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(written))
     )
     events, refused = _read(path, "multiclass")
-    assert [e.label for e in events] == labels and not refused
-    assert {type(e.label) for e in events if e.label != "cat"} == {int}
-    (odd := tmp_path / "odd.csv").write_text("x,label\n1,01\n2,-0\n3,-4\n4,cat\n")
-    assert [e.label for e in _read(odd, "multiclass")[0]] == ["01", "-0", -4, "cat"]
+    assert [e.label for e in events] == [
+        "cat" if label == "cat" else int(float(label)) for label in written
+    ]
+    assert not refused and {type(e.label) for e in events if e.label != "cat"} == {int}
+    for task, labels in (("binary", [True, False, None]), ("regression", [1, 0, None])):
+        (mixed := tmp_path / f"{task}.csv").write_text("x,label\n1,1.0\n2,0\n3,\n")
+        assert [e.label for e in _read(mixed, task)[0]] == labels
 
 
 def test_a_fraction_is_no_binary_label(tmp_path: Path) -> None:
