@@ -7,11 +7,14 @@ Layout under ``riverrun:registry:{model}``: ``next`` (version counter), ``versio
 ``refused`` (counter). Moves are announced on ``riverrun:registry:events``.
 
 A signed pickle says the registry key made it, not which model and version it is. So each
-version's metadata carries a ``binding``: the key's HMAC over every other field of it,
-with the model and version it is registered as and the SHA-256 of its snapshot among
-them. A load takes the model and version from the keys it reads, not from the JSON, and
-refuses a version whose binding does not match them (its metadata and snapshot copied from
-another version or model, or edited) or that has none (registered before bindings).
+version's metadata carries a ``binding``: an HMAC over every other field of it, with the
+model and version it is registered as and the SHA-256 of its snapshot among them, under a
+key derived from the registry key (so that a binding never passes for a signature). A load
+takes the model and version from the keys it reads, not from the JSON, and refuses a
+version whose binding does not match them (its metadata and snapshot copied from another
+version or model, or edited) or that has none (registered before bindings). Version
+numbers are not given twice while the counter or a newer version survives; aliases are not
+signed, so whoever can write to Redis can still point one at an older version.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import redis
 from models.signing import SignatureError, check_key, dumps_signed, mac, verify
 
 PREFIX = "riverrun:registry"
+BINDING_PURPOSE = b"riverrun registry binding v1"
 CHANNEL = f"{PREFIX}:events"
 ANY = "*"  # expected version that matches whatever the alias points at
 AUDIT_MAXLEN = 100_000
@@ -198,6 +202,8 @@ class Registry:
         # redis-py types every reply as a union of sync and async results; treat it as Any.
         self.client: Any = client
         self.key = check_key(key)
+        # bindings under a key of their own, so that no binding can pass for a signature
+        self.binding_key = mac(BINDING_PURPOSE, self.key)
         self.keep = keep
         self.code_version = code_version or _code_version()
         self._move = client.register_script(_MOVE)
@@ -235,7 +241,7 @@ class Registry:
         ``signed`` may carry the already signed pickle of ``obj`` (made off the hot path).
         """
         blob = signed if signed is not None else dumps_signed(obj, self.key)
-        version = int(self.client.incr(self._k(model, "next")))
+        version = self._next_version(model)
         info = VersionInfo(
             model=model,
             version=version,
@@ -252,14 +258,30 @@ class Registry:
             size=len(blob),
             sha256=hashlib.sha256(blob).hexdigest(),
         )
+        info = _info(model, version, orjson.dumps(info.to_dict(), default=str))  # as stored
         info = replace(info, binding=self._binding(info))
         with self.client.pipeline(transaction=True) as tx:
-            tx.set(self._k(model, "v", version), orjson.dumps(info.to_dict(), default=str), nx=True)
+            tx.set(self._k(model, "v", version), orjson.dumps(info.to_dict()), nx=True)
             tx.set(self._k(model, "blob", version), blob, nx=True)
             tx.zadd(self._k(model, "versions"), {str(version): version})
             tx.sadd(f"{PREFIX}:models", model)
-            tx.execute()
+            stored_info, stored_blob, *_ = tx.execute()
+        if not (stored_info and stored_blob):
+            raise RegistryError(
+                f"model {model!r} v{version} already exists in Redis, so it was not registered: "
+                "its version counter went back (Redis restored from an older copy, or edited)"
+            )
         return info
+
+    def _next_version(self, model: str) -> int:
+        """The counter's next number, raised past the newest version stored should the
+        counter have gone back (Redis restored or edited): a number is never given twice
+        while the counter or a newer version survives."""
+        version = int(self.client.incr(self._k(model, "next")))
+        newest = self.client.zrange(self._k(model, "versions"), -1, -1)
+        if newest and int(newest[0]) >= version:
+            return int(self.client.incrby(self._k(model, "next"), int(newest[0]) + 1 - version))
+        return version
 
     def info(self, model: str, version: int) -> VersionInfo:
         """Metadata of one version."""
@@ -306,7 +328,7 @@ class Registry:
     def _binding(self, info: VersionInfo) -> str:
         """The key's HMAC over ``info``'s fields: ties its snapshot's digest and metadata to
         the model and version it is registered as."""
-        return mac(_bound_fields(info), self.key).hex()
+        return mac(_bound_fields(info), self.binding_key).hex()
 
     def _check_binding(self, info: VersionInfo) -> None:
         """Refuse ``info`` unless it is the metadata registered as its model and version."""

@@ -23,9 +23,10 @@ from models.registry import (
     NotFound,
     Registry,
     RegistryError,
+    _bound_fields,
     model_params,
 )
-from models.signing import SignatureError, dumps_signed
+from models.signing import MAGIC, SignatureError, dumps_signed, mac, verify
 from riverrun.local import LocalStack
 from tests.helpers import one_line, run_cli
 
@@ -359,6 +360,41 @@ def test_versions_signed_here_or_beforehand_load_as_registered(reg: Registry, na
     assert here.binding != ahead.binding
     assert reg.verify(name) == [(here.version, None), (ahead.version, None)]
     assert reg.refused_count(name) == 0
+
+
+class _Opaque:
+    """A parameter JSON cannot hold: stored as its text, which names its address."""
+
+
+def test_parameters_json_cannot_hold_load_as_stored(reg: Registry, name: str) -> None:
+    info = reg.register(
+        name, None, spec="linreg", task="regression", params={"optimizer": _Opaque()}
+    )
+    assert info.params["optimizer"].startswith("<tests.test_registry._Opaque object at 0x")
+    assert reg.load_version(name, info.version)[0] == info
+    assert reg.verify(name) == [(info.version, None)]
+
+
+def test_a_version_number_is_not_given_twice_when_the_counter_goes_back(
+    reg: Registry, name: str
+) -> None:
+    first, second = _register(reg, name, 2)
+    reg.client.delete(f"riverrun:registry:{name}:next")  # as a restored or edited Redis
+    (third,) = _register(reg, name)
+    assert third == second + 1
+    reg.client.set(f"riverrun:registry:{name}:v:{third + 1}", b"{}")  # taken, yet unlisted
+    with pytest.raises(RegistryError, match=f"v{third + 1} already exists in Redis"):
+        _register(reg, name)
+    assert reg.client.get(f"riverrun:registry:{name}:v:{third + 1}") == b"{}", "not overwritten"
+    assert [v for v, error in reg.verify(name) if error is None] == [first, second, third]
+
+
+def test_a_binding_does_not_pass_for_a_snapshots_signature(reg: Registry, name: str) -> None:
+    info = reg.register(name, linear_model.LinearRegression(), spec="linreg", task="regression")
+    bound = _bound_fields(info)  # signed as a snapshot, it would be MAGIC + binding + these
+    with pytest.raises(SignatureError, match="does not match"):
+        verify(MAGIC + bytes.fromhex(info.binding) + bound, reg.key)
+    assert verify(MAGIC + mac(bound, reg.key) + bound, reg.key) == bound, "the same key would"
 
 
 def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, name: str) -> None:
