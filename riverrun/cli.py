@@ -40,6 +40,7 @@ from riverrun.runner import LearnProcessError, run_learn
 from riverrun.serve_cmd import PredictError
 from riverrun.settings import Settings, SettingsError, add_flags, from_args
 
+VERBOSITY = (logging.WARNING, logging.INFO, logging.DEBUG)  # by how many -v
 KAFKA = ("bootstrap_servers",)
 TOPICS = (
     "topic_events",
@@ -190,7 +191,13 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = Parser(prog="riverrun", description="Streaming MLOps for models that learn online.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more: -v what riverrun does, -vv also debug lines (librdkafka's among them)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     local_cmd.add_parser(sub)
@@ -303,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=VERBOSITY[min(args.verbose, len(VERBOSITY) - 1)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handler: Handler = args.handler

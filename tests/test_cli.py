@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -143,6 +144,25 @@ def test_the_local_broker_takes_no_tansu_setting_from_the_environment(
         assert end_offsets(bootstrap, "t") == {0: 1}
     finally:
         broker.stop()
+
+
+def test_each_verbose_flag_logs_more() -> None:
+    """``-v`` shows riverrun's INFO lines, ``-vv`` DEBUG ones (librdkafka's, say)."""
+    script = (
+        "import logging, sys; from riverrun.cli import main; "
+        "main(sys.argv[1:]); print(logging.getLogger().level)"
+    )
+    env = child_env(RIVERRUN_REDIS_URL="redis://127.0.0.1:1/0")  # refused at once: no wait
+    levels = {(): "WARNING", ("-v",): "INFO", ("-vv",): "DEBUG", ("-vvv",): "DEBUG"}
+    for flags, level in levels.items():
+        done = subprocess.run(
+            [sys.executable, "-c", script, *flags, "registry", "list"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert logging.getLevelName(int(done.stdout.split()[-1])) == level, (flags, done.stderr)
 
 
 def test_free_ports_never_repeat_and_stay_clear_of_outgoing_connections() -> None:
