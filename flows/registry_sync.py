@@ -220,6 +220,7 @@ class RegistrySync:
             positions=dict(learner.positions),
             params=model_params(slot.model),
             tags=tags,
+            features=learner.schema,
         )
 
     def _pick_up_versions(self, learner: OnlineLearner) -> None:

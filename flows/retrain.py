@@ -205,6 +205,7 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
         events_seen=slot.learned,
         positions=stop_positions,
         tags={"origin": "retrain", "trigger": req.reason, "range": _describe(start, stop)},
+        features=learner.schema,
     )
     registry.move_alias(
         settings.model_name,

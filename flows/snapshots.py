@@ -111,6 +111,7 @@ class Checkpoint:
     positions: dict[str, int]
     params: dict[str, Any]
     tags: dict[str, str] = field(default_factory=dict)
+    features: frozenset[str] | None = None
 
 
 class SnapshotWriter:
@@ -255,6 +256,7 @@ class SnapshotWriter:
             tags=job.tags,
             params=job.params,
             signed=job.signed,
+            features=job.features,
         )
 
 

@@ -4,6 +4,7 @@ and the entity features, held in immutable records that are swapped by reference
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from models.ab import CHALLENGER, serving_arm
 from models.feature_store import FeatureStore
@@ -21,6 +22,13 @@ class Loaded:
     scorer: Scorer
     role: str
     loaded_at: float
+
+    @cached_property
+    def features(self) -> frozenset[str] | None:
+        """The features a request must carry: those the flow asked of every event while
+        this version learned, else those the model shows it learned from, if it can."""
+        recorded = self.info.features
+        return self.scorer.features if recorded is None else frozenset(recorded)
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,7 @@ class ScoringService(rpc.ScoringServicer):
         entity_features = served.features
         if entity_features is not None:
             features = entity_features.peek(state, at, features)
-        expected = loaded.scorer.features
+        expected = loaded.features
         if expected is not None:
             try:
                 check_schema(features, expected)
@@ -448,7 +448,7 @@ class ScoringService(rpc.ScoringServicer):
         groups: list[tuple[Loaded, np.ndarray | None]] = []
         for loaded in answerers:
             assert loaded is not None
-            expected = loaded.scorer.features
+            expected = loaded.features
             if expected is not None:
                 try:
                     check_schema(dict.fromkeys(names, 0.0), expected)

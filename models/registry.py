@@ -24,7 +24,7 @@ import hmac
 import importlib.metadata
 import pickle
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -111,6 +111,7 @@ class VersionInfo:
     tags: dict[str, str]
     size: int
     sha256: str
+    features: list[str] | None = None  # what the flow checked events against, if known
     binding: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,10 +236,13 @@ class Registry:
         tags: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         signed: bytes | None = None,
+        features: Iterable[str] | None = None,
     ) -> VersionInfo:
         """Store ``obj`` (signed) as the next version of ``model``; it is never rewritten.
 
-        ``signed`` may carry the already signed pickle of ``obj`` (made off the hot path).
+        ``signed`` may carry the already signed pickle of ``obj`` (made off the hot path);
+        ``features`` are those every event had to carry while it learned, which servers
+        then ask of every request.
         """
         blob = signed if signed is not None else dumps_signed(obj, self.key)
         version = self._next_version(model)
@@ -257,6 +261,7 @@ class Registry:
             tags=dict(tags or {}),
             size=len(blob),
             sha256=hashlib.sha256(blob).hexdigest(),
+            features=None if features is None else sorted(features),
         )
         info = _info(model, version, orjson.dumps(info.to_dict(), default=str))  # as stored
         info = replace(info, binding=self._binding(info))

@@ -144,7 +144,8 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     if args.warm_start:
         rejects = Rejects()
         source, first = open_checked(source_request(args, args.warm_start), settings, args, rejects)
-        model = build_model(args.spec, task, settings.seed, first.features)
+        features: dict[str, float] | None = first.features
+        model = build_model(args.spec, task, settings.seed, features)
         evaluation = new_evaluation(source, [(args.spec, model)], settings, rejects)
         run(source, evaluation, progress=not args.quiet, desc="warm start")
         (done,) = evaluation.report()["models"]
@@ -163,6 +164,7 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
         events_seen=events_seen,
         tags=tags,
         params=model_params(model),
+        features=features,
     )
     move = reg.move_alias(
         args.model,

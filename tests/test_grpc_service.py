@@ -27,7 +27,14 @@ from models.features import FeatureSpec
 from models.schema import InvalidInput, LabelMessage
 from models.status import read_status
 from riverrun.local import free_port, start_redis
-from tests.helpers import event, read_topic, run_flow_to_end, wait_for, write_raw
+from tests.helpers import (
+    event,
+    produce_stream,
+    read_topic,
+    run_flow_to_end,
+    wait_for,
+    write_raw,
+)
 from tests.serving import (
     answer_or_none,
     field_of,
@@ -294,6 +301,30 @@ def test_bad_event_times_are_refused_when_entity_features_use_them(
         assert error.code() == Code.INVALID_ARGUMENT  # type: ignore[attr-defined]
         assert field_of(error) == "packed.times"
         assert "packed row 1: field 'time'" in error.details()  # type: ignore[attr-defined]
+
+
+def test_a_model_that_cannot_name_its_features_asks_for_those_the_flow_asked_for(
+    make_settings: Any,
+) -> None:
+    """A tree does not say which features it learned from, but the flow that registered
+    it refused events without its first event's: the server refuses such requests too."""
+    s = make_settings(model_spec="hoeffding", challengers=())
+    produce_stream(s, 300, "tree")
+    run_flow_to_end(s)
+    reg = registry(s)
+    info = reg.info(s.model_name, reg.aliases(s.model_name)["champion"])
+    assert info.spec == "hoeffding" and info.features == ["0", "1", "2"]
+    whole = {"0": 1.0, "1": 2.0, "2": 3.0}
+    with running(s) as (_, client):
+        assert client.predict(whole).version == info.version
+        for call, field in (
+            (lambda: client.predict({"0": 1.0}), "1"),
+            (lambda: client.predict_batch([whole, {"2": 1.0}]), "events[1].0"),
+            (lambda: client.predict_packed(["0", "2"], np.ones((2, 2))), "1"),
+        ):
+            error = refusal(call)
+            assert error.code() == Code.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert field_of(error) == field and "missing feature" in error.details()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

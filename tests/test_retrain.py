@@ -16,6 +16,7 @@ import pytest
 from flows.kafka_io import reach
 from flows.produce import ProduceRequest, produce
 from flows.trigger_service import TriggerService, caught_up, retrain_lock
+from models.datasets import open_stream
 from models.registry import ANY, Registry
 from models.specs import build_model
 from models.status import write_status
@@ -49,6 +50,8 @@ def test_retrain_from_offsets_registers_a_challenger_with_its_lineage(make_setti
     assert info.tags["origin"] == "retrain" and info.tags["trigger"] == "drift test"
     assert f"{s.topic_events}[0] 1500..3000" in info.tags["range"]
     assert info.positions == {f"{s.topic_events}-0": 3000, f"{s.topic_labels}-0": 0}
+    agrawal = next(iter(open_stream("agrawal-switch", seed=4, events=1).samples))[0]
+    assert info.features == sorted(agrawal), "requests to it are asked for the replay's features"
     move = reg.history(s.model_name)[-1]
     assert (move.alias, move.to_version, move.actor) == ("challenger", version, "retrain")
     assert move.evidence["start"][f"{s.topic_events}-0"] == 1500
