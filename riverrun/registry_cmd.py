@@ -47,6 +47,8 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
 def _version_line(info: VersionInfo, aliases: dict[str, int]) -> str:
     names = ",".join(a for a, v in sorted(aliases.items()) if v == info.version)
     metric = ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items() if not k.startswith("n"))
+    if info.metrics.get("n") == 0:  # registered before it scored a label: its zeros say nothing
+        metric = "not scored yet"
     return (
         f"v{info.version:<5} {info.spec:<12} {_when(info.created_at)}  seen={info.events_seen:<9,}"
         f" parent={info.parent or '-':<5} {names:<20} {metric}"

@@ -411,6 +411,17 @@ def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, nam
     assert reg.rollback(name, actor="t", reason="r").to_version == 1
 
 
+def test_a_version_that_scored_nothing_is_listed_without_metrics(
+    reg: Registry, name: str, stack: LocalStack
+) -> None:
+    fresh = {"accuracy": 0.0, "log_loss": 0.0, "n": 0}
+    (unscored,) = _register(reg, name, metrics=fresh)
+    (scored,) = _register(reg, name, metrics={"accuracy": 0.9, "n": 10})
+    lines = _cli(stack, "list", name).stdout.splitlines()
+    assert lines[0].startswith(f"v{unscored} ") and lines[0].endswith("not scored yet")
+    assert lines[1].startswith(f"v{scored} ") and lines[1].endswith("accuracy=0.9000")
+
+
 def test_unreadable_or_missing_metadata_is_named_not_skipped(
     reg: Registry, name: str, stack: LocalStack
 ) -> None:
