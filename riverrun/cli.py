@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -294,9 +296,15 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
 
 def reporting(command: str, work: Callable[[], int]) -> int:
     """Run ``work``; a known failure ends with one line on stderr and status 2, Ctrl-C with
-    status 130. Every process of ``riverrun COMMAND`` reports this way (a cluster's too)."""
+    status 130, and a reader of the output that stops reading quietly with 141, as a shell
+    tool would. Every process of ``riverrun COMMAND`` reports this way (a cluster's too)."""
     try:
-        return work()
+        status = work()
+        sys.stdout.flush()  # here, where a reader that went away is seen, not at exit
+        return status
+    except BrokenPipeError:  # the reader (``| head``) took what it wanted: not a failure
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit
+        return 128 + signal.SIGPIPE
     except KNOWN_ERRORS as exc:
         print(f"riverrun {command}: error: {exc}", file=sys.stderr)
         return 2

@@ -249,10 +249,14 @@ class LocalStack:
         return f"redis://127.0.0.1:{self.redis.port}/0"
 
     def env(self) -> dict[str, str]:
-        """The ``RIVERRUN_*`` variables that point riverrun at this stack."""
+        """The ``RIVERRUN_*`` variables that point riverrun at this stack. Its recovery
+        state lives in its work folder: it names offsets of this broker, which keeps its
+        messages in memory only, and is signed with this stack's key, so another stack
+        could not resume from it anyway."""
         return {
             "RIVERRUN_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "RIVERRUN_REDIS_URL": self.redis_url,
+            "RIVERRUN_RECOVERY_DIR": str(self.workdir / "recovery"),
             "RIVERRUN_REGISTRY_KEY": self.registry_key,
         }
 
@@ -282,9 +286,13 @@ def start_stack(workdir: Path | None = None) -> LocalStack:
 
 @contextlib.contextmanager
 def local_stack(workdir: Path | None = None) -> Iterator[LocalStack]:
-    """A started :class:`LocalStack` that is stopped on exit, whatever happens."""
+    """A started :class:`LocalStack` that is stopped on exit, whatever happens. A work
+    folder it made itself goes with it after a clean exit, and stays, with the servers'
+    logs, after a failure."""
     stack = start_stack(workdir)
     try:
         yield stack
     finally:
         stack.stop()
+    if workdir is None:
+        shutil.rmtree(stack.workdir, ignore_errors=True)

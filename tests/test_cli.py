@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +22,15 @@ from confluent_kafka.admin import AdminClient
 
 from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun.demo import format_report
-from riverrun.local import TANSU_ENV, ephemeral_ports, free_port, start_broker, stop_all
+from riverrun.local import (
+    TANSU_ENV,
+    LocalStack,
+    ephemeral_ports,
+    free_port,
+    local_stack,
+    start_broker,
+    stop_all,
+)
 from riverrun.runner import LearnProcessError, _failure
 from tests.helpers import (
     LearnProcess,
@@ -88,9 +97,12 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
         assert set(exports) == {
             "RIVERRUN_BOOTSTRAP_SERVERS",
             "RIVERRUN_REDIS_URL",
+            "RIVERRUN_RECOVERY_DIR",
             "RIVERRUN_REGISTRY_KEY",
         }
         assert exports["RIVERRUN_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
+        logs = lines.next(10, "where the logs are").removeprefix("# logs in ").split(";")[0]
+        assert exports["RIVERRUN_RECOVERY_DIR"] == f"{logs}/recovery", "the state goes with it"
         admin = AdminClient({"bootstrap.servers": exports["RIVERRUN_BOOTSTRAP_SERVERS"]})
         assert admin.list_topics(timeout=10).topics is not None
         del admin
@@ -163,6 +175,37 @@ def test_each_verbose_flag_logs_more() -> None:
             timeout=60,
         )
         assert logging.getLevelName(int(done.stdout.split()[-1])) == level, (flags, done.stderr)
+
+
+def test_a_stack_takes_the_folder_it_made_with_it_unless_it_failed() -> None:
+    with local_stack() as stack:
+        clean = stack.workdir
+        assert (clean / "broker.log").exists() and (clean / "redis.log").exists()
+    assert not clean.exists(), "a clean exit leaves nothing in the temp folder"
+    with pytest.raises(RuntimeError), local_stack() as stack:
+        failed = stack.workdir
+        raise RuntimeError("the work failed")
+    try:
+        assert (failed / "broker.log").exists(), "the servers' logs stay for a look"
+    finally:
+        shutil.rmtree(failed)
+
+
+def test_a_reader_that_stops_reading_ends_a_command_quietly(stack: LocalStack) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line, as with `| head -0`
+    try:
+        done = subprocess.run(
+            [*RIVERRUN, "registry", "list", "--json"],
+            env=child_env(**stack.env()),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_free_ports_never_repeat_and_stay_clear_of_outgoing_connections() -> None:
