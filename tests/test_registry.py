@@ -335,16 +335,8 @@ def test_versions_registered_before_bindings_are_refused_with_the_fix(
 
 def test_versions_signed_here_or_beforehand_load_as_registered(reg: Registry, name: str) -> None:
     model = linear_model.LinearRegression(l2=0.25)
-    here = reg.register(
-        name,
-        model,
-        spec="linreg",
-        task="regression",
-        metrics={"mae": 0.5},
-        events_seen=3,
-        positions={"events-0": 3},
-        tags={"who": "test"},
-    )
+    lineage = {"metrics": {"mae": 0.5}, "events_seen": 3, "positions": {"events-0": 3}}
+    here = reg.register(name, model, spec="linreg", task="regression", **lineage)
     ahead = reg.register(
         name,
         None,
