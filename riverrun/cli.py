@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -294,16 +295,32 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _gone_reader() -> int | None:
+    """The file descriptor of stdout if it is a pipe whose reader closed it (``| head``
+    took what it wanted), else ``None``."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # closed, or not a file of the system
+        return None
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return fd if any(events & select.POLLERR for _, events in poll.poll(0)) else None
+
+
 def reporting(command: str, work: Callable[[], int]) -> int:
     """Run ``work``; a known failure ends with one line on stderr and status 2, Ctrl-C with
     status 130, and a reader of the output that stops reading quietly with 141, as a shell
     tool would. Every process of ``riverrun COMMAND`` reports this way (a cluster's too)."""
     try:
         status = work()
-        sys.stdout.flush()  # here, where a reader that went away is seen, not at exit
+        if sys.stdout is not None:  # None when started with stdout closed
+            sys.stdout.flush()  # here, where a reader that went away is seen, not at exit
         return status
-    except BrokenPipeError:  # the reader (``| head``) took what it wanted: not a failure
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit
+    except BrokenPipeError:
+        stdout = _gone_reader()
+        if stdout is None:  # another pipe or socket broke: a failure to report as ever
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout)  # nor at exit's flush
         return 128 + signal.SIGPIPE
     except KNOWN_ERRORS as exc:
         print(f"riverrun {command}: error: {exc}", file=sys.stderr)

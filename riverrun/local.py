@@ -237,6 +237,7 @@ class LocalStack:
     redis: Server
     workdir: Path
     registry_key: str
+    recovery_dir: Path
 
     @property
     def bootstrap_servers(self) -> str:
@@ -250,13 +251,14 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         """The ``RIVERRUN_*`` variables that point riverrun at this stack. Its recovery
-        state lives in its work folder: it names offsets of this broker, which keeps its
-        messages in memory only, and is signed with this stack's key, so another stack
-        could not resume from it anyway."""
+        state lives in a folder of this stack's own, in its work folder: it names offsets
+        of this broker, which keeps its messages in memory only, and is signed with this
+        stack's key, so no other stack (one reusing the work folder included) could resume
+        from it."""
         return {
             "RIVERRUN_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "RIVERRUN_REDIS_URL": self.redis_url,
-            "RIVERRUN_RECOVERY_DIR": str(self.workdir / "recovery"),
+            "RIVERRUN_RECOVERY_DIR": str(self.recovery_dir),
             "RIVERRUN_REGISTRY_KEY": self.registry_key,
         }
 
@@ -281,7 +283,8 @@ def start_stack(workdir: Path | None = None) -> LocalStack:
     except BaseException:
         broker.stop()
         raise
-    return LocalStack(broker, redis_server, workdir, secrets.token_hex(32))
+    recovery = Path(tempfile.mkdtemp(prefix="recovery-", dir=workdir))
+    return LocalStack(broker, redis_server, workdir, secrets.token_hex(32), recovery)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import getpass
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -134,6 +135,13 @@ def verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(err is None for _, err in results) else 1
 
 
+def _champion_features(reg: Registry, model: str) -> list[str] | None:
+    """The features the champion's flow asks of every event (and of every model it runs),
+    as its version recorded them; ``None`` if there is no champion or it recorded none."""
+    version = reg.alias(model, "champion")
+    return None if version is None else reg.info(model, version).features
+
+
 def push(args: argparse.Namespace, settings: Settings) -> int:
     """Register a model built from a spec (optionally warm-started on recorded data) and
     set it as a challenger: running learn flows shadow it from their next event on."""
@@ -146,17 +154,19 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     if args.warm_start:
         rejects = Rejects()
         source, first = open_checked(source_request(args, args.warm_start), settings, args, rejects)
-        features: dict[str, float] | None = first.features
-        model = build_model(args.spec, task, settings.seed, features)
+        model = build_model(args.spec, task, settings.seed, first.features)
         evaluation = new_evaluation(source, [(args.spec, model)], settings, rejects)
         run(source, evaluation, progress=not args.quiet, desc="warm start")
         (done,) = evaluation.report()["models"]
         metrics, events_seen = done["metrics"], done["learned"]
         tags["warm_start"] = source.description
+        features: Iterable[str] | None = evaluation.lead.schema  # what it asked of events
     else:
         sample = latest_event(settings)
-        features = None if sample is None else sample.features
-        model = build_model(args.spec, task, settings.seed, features)
+        model = build_model(
+            args.spec, task, settings.seed, None if sample is None else sample.features
+        )
+        features = _champion_features(reg, args.model)  # what the flow asks of every model
     info = reg.register(
         args.model,
         model,

@@ -102,7 +102,7 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
         }
         assert exports["RIVERRUN_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
         logs = lines.next(10, "where the logs are").removeprefix("# logs in ").split(";")[0]
-        assert exports["RIVERRUN_RECOVERY_DIR"] == f"{logs}/recovery", "the state goes with it"
+        assert Path(exports["RIVERRUN_RECOVERY_DIR"]).parent == Path(logs), "the state goes with it"
         admin = AdminClient({"bootstrap.servers": exports["RIVERRUN_BOOTSTRAP_SERVERS"]})
         assert admin.list_topics(timeout=10).topics is not None
         del admin
@@ -177,11 +177,16 @@ def test_each_verbose_flag_logs_more() -> None:
         assert logging.getLevelName(int(done.stdout.split()[-1])) == level, (flags, done.stderr)
 
 
-def test_a_stack_takes_the_folder_it_made_with_it_unless_it_failed() -> None:
+def test_a_stack_takes_the_folder_it_made_with_it_unless_it_failed(tmp_path: Path) -> None:
     with local_stack() as stack:
         clean = stack.workdir
         assert (clean / "broker.log").exists() and (clean / "redis.log").exists()
     assert not clean.exists(), "a clean exit leaves nothing in the temp folder"
+    recovery = []
+    for _ in range(2):  # a work folder given twice: each stack's recovery state is its own
+        with local_stack(tmp_path) as stack:
+            recovery.append(stack.env()["RIVERRUN_RECOVERY_DIR"])
+    assert len(set(recovery)) == 2 and all(Path(r).parent == tmp_path for r in recovery)
     with pytest.raises(RuntimeError), local_stack() as stack:
         failed = stack.workdir
         raise RuntimeError("the work failed")
@@ -206,6 +211,14 @@ def test_a_reader_that_stops_reading_ends_a_command_quietly(stack: LocalStack) -
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (141, "")
+    closed = subprocess.run(  # started with no stdout at all: nothing to say it to
+        ["sh", "-c", 'exec "$@" >&-', "sh", *RIVERRUN, "registry", "list"],
+        env=child_env(**stack.env()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (closed.returncode, closed.stderr) == (0, "")
 
 
 def test_free_ports_never_repeat_and_stay_clear_of_outgoing_connections() -> None:

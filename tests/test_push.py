@@ -178,8 +178,7 @@ def test_push_without_warm_start_samples_the_live_stream_and_refuses_what_does_n
     assert fresh.returncode == 0, fresh.stderr
     version = orjson.loads(fresh.stdout)["version"]
     assert (version["spec"], version["events_seen"], version["task"]) == (SPEC, 0, "binary")
-    phishing = sorted(next(iter(open_stream("phishing", seed=1, events=1).samples))[0])
-    assert version["features"] == phishing, "requests to it are asked for the stream's features"
+    assert version["features"] is None, "no flow has asked events for features yet"
 
     warm_start = ["--warm-start", "kafka", "--stop-offset", "30", "--json"]
     second = ["--spec", "hoeffding", "--alias", "challenger-2", *warm_start]
@@ -187,9 +186,15 @@ def test_push_without_warm_start_samples_the_live_stream_and_refuses_what_does_n
     assert from_kafka.returncode == 0, from_kafka.stderr
     warm = orjson.loads(from_kafka.stdout)["version"]
     assert warm["events_seen"] == 30 and warm["tags"]["warm_start"].startswith("kafka")
-    assert warm["features"] == phishing
-    aliases = Registry.connect(s.redis_url, s.registry_key).aliases(s.model_name)
-    assert set(aliases) == {"challenger", "challenger-2"}
+    phishing = sorted(next(iter(open_stream("phishing", seed=1, events=1).samples))[0])
+    assert warm["features"] == phishing, "those its warm start asked of every event"
+    reg = Registry.connect(s.redis_url, s.registry_key)
+    assert set(reg.aliases(s.model_name)) == {"challenger", "challenger-2"}
+    champion = reg.register(s.model_name, None, spec=SPEC, task="binary", features=["a", "b"])
+    reg.move_alias(s.model_name, "champion", champion.version, actor="t", reason="r")
+    beside = _riverrun(s, "registry", "push", s.model_name, "--spec", SPEC, "--json")
+    assert beside.returncode == 0, beside.stderr
+    assert orjson.loads(beside.stdout)["version"]["features"] == ["a", "b"], "the champion's"
 
     for argv, message in [
         (["push", s.model_name, "--spec", "dsmodel:not_a_model"], "returned str, not a River"),
