@@ -71,11 +71,10 @@ class KernelModels:
             raise ValueError("the kernel loop takes StandardScaler | LogisticRegression only")
         self.groups = group(enumerate(models.models))
         self.detectors = models.detectors
-        self.size = len(models.models)
 
     def step(self, x: dict[str, Any], y: Any) -> list[dict[Any, float]]:
         """Test then train every model on one labelled event; every model's prediction."""
-        probas: list[dict[Any, float]] = [{}] * self.size
+        probas: list[dict[Any, float]] = [{}] * len(self.detectors)  # one per model
         for scaler, members in self.groups:
             xt = scaler.transform_one(x)
             for i, final in members:
