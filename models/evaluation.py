@@ -79,6 +79,15 @@ class RollingMean:
         """The mean of the window (0 when empty)."""
         return self._sum / len(self._values) if self._values else 0.0
 
+    def values(self) -> list[float]:
+        """The window's values, oldest first."""
+        values, i = self._values, self._i
+        return values[i:] + values[:i]
+
+    def clear(self) -> None:
+        """Forget every value."""
+        self._values, self._i, self._sum = [], 0, 0.0
+
     def __len__(self) -> int:
         return len(self._values)
 

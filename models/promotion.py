@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from models.evaluation import RollingMean
+
 
 @dataclass(frozen=True)
 class PromotionPolicy:
@@ -42,6 +44,9 @@ class PromotionPolicy:
 class PairedLosses:
     """The recent per-event losses of a champion and one challenger on the same events.
 
+    Their means are kept as the losses come (:class:`RollingMean`), so a promotion check
+    costs no pass over the window.
+
     >>> p = PairedLosses(window=4)
     >>> for champion, challenger in [(1.0, 0.5), (1.0, 0.7), (0.8, 0.8)]:
     ...     p.add(champion, challenger)
@@ -52,28 +57,39 @@ class PairedLosses:
     __slots__ = ("_champion", "_difference")
 
     def __init__(self, window: int) -> None:
-        self._champion: deque[float] = deque(maxlen=window)
-        self._difference: deque[float] = deque(maxlen=window)
+        self._champion = RollingMean(window)
+        self._difference = RollingMean(window)
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Restore from a snapshot; one taken when the losses were kept in deques holds
+        those, from which the running means are rebuilt."""
+        for name, kept in state[1].items():
+            if isinstance(kept, deque):
+                rolling = RollingMean(kept.maxlen or len(kept))
+                for value in kept:
+                    rolling.update(value)
+                kept = rolling
+            setattr(self, name, kept)
 
     def add(self, champion_loss: float, challenger_loss: float) -> None:
         """Record one event scored by both (positive difference: the challenger did better)."""
-        self._champion.append(champion_loss)
-        self._difference.append(champion_loss - challenger_loss)
+        self._champion.update(champion_loss)
+        self._difference.update(champion_loss - challenger_loss)
 
     def __len__(self) -> int:
         return len(self._difference)
 
     def mean_difference(self) -> float:
         """Mean of champion loss minus challenger loss."""
-        return math.fsum(self._difference) / len(self._difference) if self._difference else 0.0
+        return self._difference.get()
 
     def champion_loss(self) -> float:
         """The champion's mean loss over the window."""
-        return math.fsum(self._champion) / len(self._champion) if self._champion else 0.0
+        return self._champion.get()
 
     def block_means(self, block: int) -> list[float]:
         """Means of consecutive blocks of ``block`` differences, newest complete blocks."""
-        diffs = list(self._difference)
+        diffs = self._difference.values()
         start = len(diffs) % block
         return [math.fsum(diffs[i : i + block]) / block for i in range(start, len(diffs), block)]
 

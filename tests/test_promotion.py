@@ -6,6 +6,7 @@ import itertools
 import math
 import random
 import time
+from collections import deque
 from typing import Any
 
 from river import base
@@ -52,6 +53,42 @@ def test_too_few_samples_too_small_a_margin_or_no_significance_block() -> None:
     noisy = PromotionPolicy(min_samples=100, window=2000, margin=0.0, alpha=0.01, block=50)
     d = decide(noisy, _paired(100, 0.52, 0.50, seed=3), GateReport())
     assert not d.promote and "p-value" in d.reason
+
+
+def test_paired_losses_keep_the_newest_window_as_it_slides() -> None:
+    rng = random.Random(7)
+    pairs = [(rng.random(), rng.random()) for _ in range(23)]
+    p = PairedLosses(window=7)
+    for n, (champion, challenger) in enumerate(pairs, 1):
+        p.add(champion, challenger)
+        kept = pairs[max(0, n - 7) : n]
+        diffs = [a - b for a, b in kept]
+        assert len(p) == len(kept)
+        assert math.isclose(p.mean_difference(), math.fsum(diffs) / len(kept), abs_tol=1e-12)
+        assert math.isclose(p.champion_loss(), math.fsum(a for a, _ in kept) / len(kept))
+        first = len(diffs) % 3
+        blocks = [math.fsum(diffs[i : i + 3]) / 3 for i in range(first, len(diffs), 3)]
+        assert p.block_means(3) == blocks
+    p.clear()
+    assert len(p) == 0 and p.mean_difference() == 0.0 and p.block_means(3) == []
+
+
+def test_paired_losses_resume_from_a_snapshot_that_kept_deques() -> None:
+    """Recovery state written before the running means held the losses in two deques."""
+    old = (
+        None,
+        {
+            "_champion": deque([1.0, 0.9, 0.8], maxlen=4),
+            "_difference": deque([0.5, 0.2, -0.1], maxlen=4),
+        },
+    )
+    p = PairedLosses.__new__(PairedLosses)
+    p.__setstate__(old)
+    assert len(p) == 3 and math.isclose(p.mean_difference(), 0.2)
+    assert math.isclose(p.champion_loss(), 0.9)
+    p.add(0.7, 0.3)
+    p.add(0.6, 0.6)  # the window of four drops the oldest
+    assert math.isclose(p.mean_difference(), (0.2 - 0.1 + 0.4 + 0.0) / 4)
 
 
 def test_each_gate_blocks_an_otherwise_clear_promotion() -> None:
