@@ -42,8 +42,20 @@ def log_loss(y_true: Hashable, proba: Mapping[Hashable, float], task: str) -> fl
     return -math.log(_clamp(p))
 
 
+def exact_sum(values: list[float]) -> float:
+    """``math.fsum`` of ``values``, or NaN or an infinity where they hold one (fsum raises
+    for +inf with -inf, and for sums beyond the float range)."""
+    try:
+        return math.fsum(values)
+    except (ValueError, OverflowError):
+        return sum(values)
+
+
 class RollingMean:
     """Mean of the last ``window`` values, in O(1) per update.
+
+    A NaN or infinity makes the running sum NaN or infinite, even once it has left the
+    window; :meth:`get` then sums the window anew, which also mends the running sum.
 
     >>> r = RollingMean(2)
     >>> for v in (1.0, 2.0, 4.0):
@@ -73,11 +85,16 @@ class RollingMean:
         self._i = i + 1
         if self._i == self.window:
             self._i = 0
-            self._sum = math.fsum(values)  # bound the rounding error of the running sum
+            self._sum = exact_sum(values)  # bound the rounding error of the running sum
 
     def get(self) -> float:
         """The mean of the window (0 when empty)."""
-        return self._sum / len(self._values) if self._values else 0.0
+        values = self._values
+        if not values:
+            return 0.0
+        if not math.isfinite(self._sum):  # a NaN or infinity is in the window, or was
+            self._sum = exact_sum(values)
+        return self._sum / len(values)
 
     def values(self) -> list[float]:
         """The window's values, oldest first."""

@@ -44,8 +44,8 @@ class PromotionPolicy:
 class PairedLosses:
     """The recent per-event losses of a champion and one challenger on the same events.
 
-    Their means are kept as the losses come (:class:`RollingMean`), so a promotion check
-    costs no pass over the window.
+    Their means are kept as the losses come (:class:`RollingMean`): a promotion check sums
+    the window once, for its block means, not three times.
 
     >>> p = PairedLosses(window=4)
     >>> for champion, challenger in [(1.0, 0.5), (1.0, 0.7), (0.8, 0.8)]:
@@ -149,13 +149,17 @@ def decide(policy: PromotionPolicy, paired: PairedLosses, gates: GateReport) -> 
     n = len(paired)
     diff = paired.mean_difference()
     base = paired.champion_loss()
-    t, p = paired_test(paired.block_means(policy.block))
+    finite = math.isfinite(diff) and math.isfinite(base)  # else no test: (0, 1), as for none
+    t, p = paired_test(paired.block_means(policy.block)) if finite else (0.0, 1.0)
 
     def no(reason: str, gate: str | None = None) -> Decision:
         return Decision(False, reason, n, diff, base, t, p, gate)
 
     if n < policy.min_samples:
         return no(f"{n} paired events, fewer than {policy.min_samples}")
+    if not finite:  # NaN or infinite outputs make such losses: then their gate says so
+        gate = "non_finite" if gates.non_finite else None
+        return no("a loss in the window is NaN or infinite: no evidence either way", gate)
     if diff < policy.margin * base or diff <= 0:
         return no(f"loss lower by {diff:.4g}, less than the margin {policy.margin:.0%}")
     if p >= policy.alpha:
