@@ -13,7 +13,9 @@ SCRAPES = PROMETHEUS_DIR / "prometheus.yml"
 
 
 def _alerts() -> list[dict]:
-    return [rule for group in load_yaml(RULES)["groups"] for rule in group["rules"]]
+    alerts = [rule for group in load_yaml(RULES)["groups"] for rule in group["rules"]]
+    assert alerts, f"{RULES} holds no alert rules"
+    return alerts
 
 
 def test_promtool_checks_the_rules() -> None:

@@ -29,7 +29,9 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", ["models", "flows", "grpc_api"])
 def test_package_imports_point_one_way(package: str) -> None:
-    for path in (ROOT / package).rglob("*.py"):
+    paths = list((ROOT / package).rglob("*.py"))
+    assert paths, f"no modules found in {ROOT / package}"
+    for path in paths:
         if "_generated" in path.parts:
             continue
         for name in _imports(path):

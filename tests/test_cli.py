@@ -115,7 +115,9 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
         assert "riverrun local down" in again.stderr, "says how to stop the running one"
         assert up.poll() is None and _server_pids(parent=up.pid) == started, "the first runs on"
 
-        down = subprocess.run([*RIVERRUN, "local", "down"], env=env, capture_output=True, text=True)
+        down = subprocess.run(
+            [*RIVERRUN, "local", "down"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert down.returncode == 0, down.stderr
         assert up.wait(30) == 0
         assert not (_server_pids() & started), "local down left a server running"
@@ -295,11 +297,11 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
     try:
         wait_for(lambda: not _left_behind(token, demo.pid), 30, "the demo's processes to end")
     except AssertionError:
-        if left := {pid: command_line(pid) for pid in _left_behind(token, demo.pid)}:
-            for pid in left:  # not to leave them to the next test either
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            raise AssertionError(f"the demo left processes running: {left}") from None
+        left = {pid: command_line(pid) for pid in _left_behind(token, demo.pid)}
+        for pid in left:  # not to leave them to the next test either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"the demo left processes running for 30 s: {left}") from None
 
 
 def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:

@@ -108,4 +108,3 @@ def test_fifty_promotions_under_load_fail_no_request(make_settings: Any) -> None
     for per_thread in calls:
         served = [c.version for c in per_thread]
         assert served == sorted(served), "a thread never goes back to an older version"
-    assert {c.version for c in answered} >= set(versions[:: PROMOTIONS // 5])

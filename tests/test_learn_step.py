@@ -20,7 +20,7 @@ from flows.kafka_io import Raw
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
 from models.promotion import Decision
-from models.registry import Conflict
+from models.registry import ANY, Registry
 from models.schema import Event, LabelMessage
 from models.signing import loads_signed
 from riverrun.local import free_port, start_redis
@@ -243,10 +243,13 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
 ) -> None:
     """Once the champion alias moved, the promotion happened: the flow must run the new
     champion as champion even if setting the old one as challenger (or removing the alias,
-    when the old champion is not kept) then fails; the alias is mended later.
+    when the old champion is not kept) then fails.
 
-    The outage is real: the flow's Redis (a private, durable one) stops between the two
-    moves and comes back, with its data, once the promotion is done."""
+    Both failures are real. The conflict: another connection moves the challenger alias
+    between the flow's two moves, so Redis refuses the second; that move stands, and the
+    flow shadows the version it names. The outage: the flow's Redis (a private, durable
+    one) stops between the two moves and comes back, with its data, once the promotion is
+    done; the alias is mended then."""
     caplog.set_level(logging.WARNING, logger="flows.registry_sync")
     servers = [start_redis(tmp_path, durable=True)] if failure == "outage" else []
     private = {"redis_url": f"redis://127.0.0.1:{servers[0].port}/0"} if servers else {}
@@ -261,12 +264,16 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
         move = reg.move_alias
         tried: list[str] = []
 
+        other = Registry.connect(s.redis_url, s.registry_key)  # someone else's connection
+        elsewhere = champion.version  # where someone else points the challenger alias
+
         def conflicting(model: str, alias: str, *args: Any, **kwargs: Any) -> Any:
             tried.append(alias)
             if alias != "champion":
-                if failure == "conflict":
-                    raise Conflict(f"{alias} moved elsewhere", None)
-                servers[0].stop()  # Redis goes away between the two moves
+                if failure == "conflict":  # someone else moves it first: Redis refuses ours
+                    other.move_alias(model, alias, elsewhere, expected=ANY, actor="ops", reason="r")
+                else:
+                    servers[0].stop()  # Redis goes away between the two moves
             return move(model, alias, *args, **kwargs)
 
         monkeypatch.setattr(reg, "move_alias", conflicting)
@@ -284,7 +291,14 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
         assert reg.alias(s.model_name, "champion") == challenger.version
         assert (champion in learner.slots) is keep, "kept as a challenger if the settings say"
         before = reg.alias(s.model_name, "challenger")
-        logic.on_notify()  # the registry still names the new champion's earlier snapshot
+        logic.on_notify()
+        if failure == "conflict":  # someone else's move stands, and the flow follows it
+            assert before == elsewhere and reg.alias(s.model_name, "challenger") == elsewhere
+            adopted = learner.slot("challenger")
+            assert adopted is not None and adopted is not champion
+            assert adopted.version == elsewhere, "the flow shadows what the registry names"
+            return
+        # the registry still names the new champion's earlier snapshot
         if not keep:
             assert "challenger" not in reg.aliases(s.model_name), "no stale challenger to serve"
             assert learner.slots == [challenger]

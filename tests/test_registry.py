@@ -117,9 +117,9 @@ def test_alias_moves_are_conditional_audited_and_announced(reg: Registry, name: 
 
 def _racer(url: str, name: str, me: int, rounds: Any, results: Any, barrier: Any) -> None:
     reg = Registry(redis.Redis.from_url(url), KEY)
-    while (job := rounds.get()) is not None:
+    while (job := rounds.get(timeout=60)) is not None:
         expected, target = job
-        barrier.wait()
+        barrier.wait(timeout=30)
         try:
             reg.move_alias(
                 name, "champion", target, expected=expected, actor=f"racer-{me}", reason="race"
@@ -138,27 +138,34 @@ def test_two_processes_racing_100_times_never_both_win(
     barrier = ctx.Barrier(2)
     queues = [ctx.Queue(), ctx.Queue()]
     results: Any = ctx.Queue()
-    procs = [
-        ctx.Process(target=_racer, args=(stack.redis_url, name, i, queues[i], results, barrier))
+    procs = [  # daemons, whose waits end: a failed round cannot leave them blocking the run
+        ctx.Process(
+            target=_racer, args=(stack.redis_url, name, i, queues[i], results, barrier), daemon=True
+        )
         for i in range(2)
     ]
     for p in procs:
         p.start()
     winners = []
     current = versions[0]
-    for r in range(100):
-        targets = versions[1 + 2 * r], versions[2 + 2 * r]
-        for i in range(2):
-            queues[i].put((current, targets[i]))
-        outcome = [results.get(timeout=30) for _ in range(2)]
-        won = [target for _me, target, ok in outcome if ok]
-        assert len(won) == 1, f"round {r}: {outcome}"
-        winners.append((current, won[0]))
-        current = won[0]
-    for q in queues:
-        q.put(None)
-    for p in procs:
-        p.join(30)
+    try:
+        for r in range(100):
+            targets = versions[1 + 2 * r], versions[2 + 2 * r]
+            for i in range(2):
+                queues[i].put((current, targets[i]))
+            outcome = [results.get(timeout=30) for _ in range(2)]
+            won = [target for _me, target, ok in outcome if ok]
+            assert len(won) == 1, f"round {r}: {outcome}"
+            winners.append((current, won[0]))
+            current = won[0]
+    finally:
+        for q in queues:
+            q.put(None)
+        for p in procs:
+            p.join(30)
+            if p.exitcode is None:
+                p.terminate()
+    assert [p.exitcode for p in procs] == [0, 0], "both racers ended when told to"
     assert reg.alias(name, "champion") == current
     audited = [(m.from_version, m.to_version) for m in reg.history(name)][1:]
     assert audited == winners

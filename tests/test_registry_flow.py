@@ -144,6 +144,7 @@ def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
             env=env,
             check=True,
             capture_output=True,
+            timeout=60,
         )
         before = orjson.loads(promoted.stdout)["from_version"]
 
@@ -160,7 +161,11 @@ def test_running_flow_adopts_a_champion_promoted_or_rolled_back_elsewhere(
         )
         assert counted() == (1, 0), "the flow counts a promotion made elsewhere"
         rolled = subprocess.run(
-            [*cli, "rollback", s.model_name, "--json"], env=env, check=True, capture_output=True
+            [*cli, "rollback", s.model_name, "--json"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         back = orjson.loads(rolled.stdout)["to_version"]
         assert back == before, "rolled back to the champion before the promotion"
