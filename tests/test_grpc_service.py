@@ -4,9 +4,11 @@ and Kafka: answers with River's numbers, and each refusal with its status, field
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,7 +20,7 @@ from confluent_kafka import KafkaError
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
-from grpc_api.feedback import LabelPublisher
+from grpc_api.feedback import LabelPublisher, PublishError
 from grpc_api.proto import pb
 from grpc_api.server import MAX_MESSAGE_BYTES
 from models.ab import serving_arm
@@ -26,7 +28,7 @@ from models.feature_store import FeatureStore
 from models.features import FeatureSpec
 from models.schema import InvalidInput, LabelMessage
 from models.status import read_status
-from riverrun.local import free_port, start_redis
+from riverrun.local import free_port, start_broker, start_redis
 from tests.helpers import (
     event,
     produce_stream,
@@ -873,9 +875,49 @@ def test_an_unreachable_kafka_is_said_once_in_the_servers_log_not_in_librdkafkas
     ), line.getMessage()
 
 
-def test_kafka_unreachable_and_back_again_are_each_said_once(
+def test_kafka_unreachable_then_back_then_gone_again_through_a_real_broker(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """No broker at first, then one on that port, then none again: each change is said
+    once, however many labels fail or get through meanwhile."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    publisher = LabelPublisher(address, "labels", timeout=1.0)
+
+    def published(n: int) -> bool:
+        try:
+            publisher.publish(f"e{n}", b"{}")
+        except PublishError:
+            return False
+        return True
+
+    tries = itertools.count()
+    broker = None
+    try:
+        with caplog.at_level(logging.WARNING, logger="grpc_api.feedback"):
+            assert not published(next(tries)) and not published(next(tries))
+            broker = start_broker(tmp_path, port)
+            wait_for(lambda: published(next(tries)), 30, "a label through the new broker")
+            assert published(next(tries))
+            broker.stop()
+            wait_for(lambda: not published(next(tries)), 30, "a label to fail again")
+            assert not published(next(tries))
+    finally:
+        publisher.close()
+        if broker is not None:
+            broker.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3, said
+    assert said[0].startswith(f"Kafka at {address} is unreachable: labels for topic 'labels'")
+    assert said[1] == f"Kafka at {address} is reachable again"
+    assert said[2].startswith(f"Kafka at {address} is unreachable: labels for topic 'labels'")
+
+
+def test_kafka_unreachable_and_back_again_are_each_said_once_whatever_fails_between(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The reports librdkafka would give, in an order hard to make a real broker give: a
+    message too large is no sign of an unreachable Kafka, nor of one back."""
     publisher = LabelPublisher("127.0.0.1:1", "labels")
     timed_out, too_large = (
         KafkaError(KafkaError._MSG_TIMED_OUT),
