@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
@@ -11,6 +12,7 @@ from models.drift import DriftWatch
 from models.evaluation import Prequential
 from models.learner import OnlineLearner, Pending, Slot
 from models.schema import Event, InvalidInput, LabelMessage
+from tests.recorder import LEARNED, Recorder
 
 
 def _learner(**kw: object) -> OnlineLearner:
@@ -189,6 +191,14 @@ def test_prediction_comes_before_learning_and_uses_prediction_time_features() ->
     assert preds[lr.champion.uid] == 0.0  # an untrained model's answer, not a trained one's
     assert served is lr.champion
     assert lr.champion.learned == 1 and lr.champion.metrics.n == 1
+    # A late label joins the features and the prediction its event had, not a later one's.
+    LEARNED.clear()
+    rec = OnlineLearner("binary", [Slot("rec", Recorder(), Prequential("binary", 10))])
+    rec.on_event(Event("e1", 0.0, "a", {"v": 0.25}))
+    rec.on_event(Event("e2", 1.0, "a", {"v": 0.75}))
+    assert LEARNED == [] and rec.on_label(LabelMessage("e1", True, 2.0)) is None
+    assert LEARNED == [({"v": 0.25}, True)]
+    assert math.isclose(rec.champion.metrics.report()["log_loss"], -math.log(0.25))
 
 
 def test_models_sharing_a_scaler_learn_exactly_as_separate_pipelines() -> None:
