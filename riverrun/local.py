@@ -23,10 +23,13 @@ from typing import Any
 
 import redis
 from confluent_kafka.admin import AdminClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from riverrun.deathsig import guarded
 
 START_TIMEOUT = 30.0
+PORT_TRIES = 3  # free ports a server is started on before its start counts as failed
 # The variables Tansu 0.6 reads its settings from (``tansu broker --help``): the local
 # broker must not take a user's.
 TANSU_ENV = frozenset(
@@ -178,11 +181,22 @@ def _wait_until(server: Server, ready: Callable[[], bool], what: str) -> None:
     raise LauncherError(f"{what} did not answer within {START_TIMEOUT:.0f} s: {last_error}")
 
 
+def _on_a_free_port(start: Callable[[int], Server]) -> Server:
+    """``start(port)`` on a free port, and on another if the server does not come up there:
+    another process (a second test worker, say) may bind the port between its pick and the
+    server's own bind."""
+    for _ in range(PORT_TRIES - 1):
+        with contextlib.suppress(LauncherError):
+            return start(free_port())
+    return start(free_port())
+
+
 def start_broker(workdir: Path, port: int | None = None) -> Server:
-    """Start Tansu (memory storage) on a loopback port and wait until it serves metadata;
-    Tansu settings in this process's environment (a user's ``STORAGE_ENGINE``, say) are not
-    passed on."""
-    port = port or free_port()
+    """Start Tansu (memory storage) on a loopback port (a free one if none is given) and
+    wait until it serves metadata; Tansu settings in this process's environment (a user's
+    ``STORAGE_ENGINE``, say) are not passed on."""
+    if port is None:
+        return _on_a_free_port(lambda free: start_broker(workdir, free))
     url = f"tcp://127.0.0.1:{port}"
     argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     argv += ["--storage-engine", "memory://tansu/"]
@@ -199,12 +213,14 @@ def start_broker(workdir: Path, port: int | None = None) -> Server:
 
 
 def start_redis(workdir: Path, port: int | None = None, *, durable: bool = False) -> Server:
-    """Start ``redis-server`` on a loopback port and wait until it answers.
+    """Start ``redis-server`` on a loopback port (a free one if none is given) and wait
+    until it answers.
 
     It keeps nothing on disk unless ``durable``, which writes every command to an
     append-only file in ``workdir`` (so a restart on the same directory keeps the data).
     """
-    port = port or free_port()
+    if port is None:
+        return _on_a_free_port(lambda free: start_redis(workdir, free, durable=durable))
     argv = [
         redis_binary(),
         "--port",
@@ -223,7 +239,10 @@ def start_redis(workdir: Path, port: int | None = None, *, durable: bool = False
     server = _spawn("redis", argv, port, workdir)
 
     def ready() -> bool:
-        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+        # One try a second (redis-py's own retries would wait 15 s on a silent port), and
+        # this server's answer, not that of one that took the port first.
+        client = redis.Redis(port=port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+        return bool(client.info("server")["process_id"] == server.process.pid)
 
     _wait_until(server, ready, f"Redis on 127.0.0.1:{port}")
     return server

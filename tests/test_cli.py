@@ -21,6 +21,7 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from flows.kafka_io import end_offsets, ensure_topics, producer
+from riverrun import local
 from riverrun.demo import format_report
 from riverrun.local import (
     TANSU_ENV,
@@ -29,6 +30,7 @@ from riverrun.local import (
     free_port,
     local_stack,
     start_broker,
+    start_redis,
     stop_all,
 )
 from riverrun.runner import LearnProcessError, _failure
@@ -230,6 +232,45 @@ def test_free_ports_never_repeat_and_stay_clear_of_outgoing_connections() -> Non
     ports = [free_port() for _ in range(200)]
     assert len(set(ports)) == len(ports)
     assert all(1024 <= port < low or high < port < 65536 for port in ports)
+
+
+@pytest.mark.parametrize("start", [start_broker, start_redis])
+def test_a_server_whose_port_is_taken_before_it_binds_starts_on_another(
+    start: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (a second test worker, say) binds the free port first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([busy, free_port()])
+        monkeypatch.setattr(local, "free_port", lambda: next(picks))
+        server = start(tmp_path)
+        try:
+            assert server.port != busy and server.alive()
+        finally:
+            server.stop()
+    assert next(picks, None) is None, "started on the second pick"
+
+
+def test_a_redis_that_took_the_port_first_is_not_taken_for_the_one_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It answers on the port, while the one started there could not bind it and ended."""
+    (tmp_path / "other").mkdir()
+    other = start_redis(tmp_path / "other")
+    try:
+        picks = iter([other.port, free_port()])
+        monkeypatch.setattr(local, "free_port", lambda: next(picks))
+        server = start_redis(tmp_path)
+        try:
+            assert server.port != other.port and server.alive()
+            info = redis.Redis(port=server.port).info("server")
+            assert info["process_id"] == server.process.pid
+        finally:
+            server.stop()
+    finally:
+        other.stop()
 
 
 # Every process of the demo inherits this variable, so a leftover is found whichever process
