@@ -8,10 +8,13 @@ arithmetic operations per event because they run on the flow's hot path for ever
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 _EPS = 1e-15
+# A running sum of non-negative values this small beside the largest of them may be mostly
+# rounding: n additions and subtractions err by about n * 1.1e-16 * that value each.
+PRECISE_ABOVE = 1e-3
 _MAX_P = 1 - _EPS
 
 
@@ -42,7 +45,7 @@ def log_loss(y_true: Hashable, proba: Mapping[Hashable, float], task: str) -> fl
     return -math.log(_clamp(p))
 
 
-def exact_sum(values: list[float]) -> float:
+def exact_sum(values: Sequence[float]) -> float:
     """``math.fsum`` of ``values``, or NaN or an infinity where they hold one (fsum raises
     for +inf with -inf, and for sums beyond the float range)."""
     try:
@@ -52,10 +55,12 @@ def exact_sum(values: list[float]) -> float:
 
 
 class RollingMean:
-    """Mean of the last ``window`` values, in O(1) per update.
+    """Mean of the last ``window`` non-negative values, in O(1) per update.
 
-    A NaN or infinity makes the running sum NaN or infinite, even once it has left the
-    window; :meth:`get` then sums the window anew, which also mends the running sum.
+    The running sum is made exact each time the window turns over. Between, a value huge
+    beside the rest leaves its rounding behind once it drops out, and a NaN leaves the sum
+    NaN; :meth:`get` sums the window itself when the running sum is below a thousandth of
+    the largest value added since the last exact sum, or is not finite.
 
     >>> r = RollingMean(2)
     >>> for v in (1.0, 2.0, 4.0):
@@ -64,17 +69,27 @@ class RollingMean:
     3.0
     """
 
-    __slots__ = ("_i", "_sum", "_values", "window")
+    __slots__ = ("_high", "_i", "_sum", "_values", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
         self._values: list[float] = []
         self._i = 0
         self._sum = 0.0
+        self._high = 0.0  # the largest value added since the sum was last made exact
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Restore from a snapshot; one taken before ``_high`` was kept lacks it, and gets
+        exact sums until the window next turns over."""
+        self._high = math.inf
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     def update(self, value: float) -> None:
         """Add a value, dropping the oldest once the window is full."""
         values = self._values
+        if value > self._high:
+            self._high = value
         if len(values) < self.window:
             values.append(value)
             self._sum += value
@@ -86,24 +101,16 @@ class RollingMean:
         if self._i == self.window:
             self._i = 0
             self._sum = exact_sum(values)  # bound the rounding error of the running sum
+            self._high = max(values)
 
     def get(self) -> float:
         """The mean of the window (0 when empty)."""
-        values = self._values
+        values, total = self._values, self._sum
         if not values:
             return 0.0
-        if not math.isfinite(self._sum):  # a NaN or infinity is in the window, or was
-            self._sum = exact_sum(values)
-        return self._sum / len(values)
-
-    def values(self) -> list[float]:
-        """The window's values, oldest first."""
-        values, i = self._values, self._i
-        return values[i:] + values[:i]
-
-    def clear(self) -> None:
-        """Forget every value."""
-        self._values, self._i, self._sum = [], 0, 0.0
+        if not self._high * PRECISE_ABOVE <= total < math.inf:  # NaN fails this too
+            total = exact_sum(values)
+        return total / len(values)
 
     def __len__(self) -> int:
         return len(self._values)

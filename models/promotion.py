@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from models.evaluation import RollingMean
+from models.evaluation import exact_sum
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ class PromotionPolicy:
 class PairedLosses:
     """The recent per-event losses of a champion and one challenger on the same events.
 
-    Their means are kept as the losses come (:class:`RollingMean`): a promotion check sums
-    the window once, for its block means, not three times.
+    Their means are summed exactly (``math.fsum``) when asked for: a running sum loses
+    its precision to a huge loss that left the window, and decisions rest on these means.
 
     >>> p = PairedLosses(window=4)
     >>> for champion, challenger in [(1.0, 0.5), (1.0, 0.7), (0.8, 0.8)]:
@@ -57,41 +57,30 @@ class PairedLosses:
     __slots__ = ("_champion", "_difference")
 
     def __init__(self, window: int) -> None:
-        self._champion = RollingMean(window)
-        self._difference = RollingMean(window)
-
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        """Restore from a snapshot; one taken when the losses were kept in deques holds
-        those, from which the running means are rebuilt."""
-        for name, kept in state[1].items():
-            if isinstance(kept, deque):
-                rolling = RollingMean(kept.maxlen or len(kept))
-                for value in kept:
-                    rolling.update(value)
-                kept = rolling
-            setattr(self, name, kept)
+        self._champion: deque[float] = deque(maxlen=window)
+        self._difference: deque[float] = deque(maxlen=window)
 
     def add(self, champion_loss: float, challenger_loss: float) -> None:
         """Record one event scored by both (positive difference: the challenger did better)."""
-        self._champion.update(champion_loss)
-        self._difference.update(champion_loss - challenger_loss)
+        self._champion.append(champion_loss)
+        self._difference.append(champion_loss - challenger_loss)
 
     def __len__(self) -> int:
         return len(self._difference)
 
     def mean_difference(self) -> float:
         """Mean of champion loss minus challenger loss."""
-        return self._difference.get()
+        return exact_sum(self._difference) / len(self._difference) if self._difference else 0.0
 
     def champion_loss(self) -> float:
         """The champion's mean loss over the window."""
-        return self._champion.get()
+        return exact_sum(self._champion) / len(self._champion) if self._champion else 0.0
 
     def block_means(self, block: int) -> list[float]:
         """Means of consecutive blocks of ``block`` differences, newest complete blocks."""
-        diffs = self._difference.values()
+        diffs = list(self._difference)
         start = len(diffs) % block
-        return [math.fsum(diffs[i : i + block]) / block for i in range(start, len(diffs), block)]
+        return [exact_sum(diffs[i : i + block]) / block for i in range(start, len(diffs), block)]
 
     def clear(self) -> None:
         """Forget everything (after a swap, the baseline changed)."""
@@ -136,8 +125,8 @@ def paired_test(block_means: list[float]) -> tuple[float, float]:
     k = len(block_means)
     if k < 2:
         return 0.0, 1.0
-    mean = math.fsum(block_means) / k
-    var = math.fsum((m - mean) ** 2 for m in block_means) / (k - 1)
+    mean = exact_sum(block_means) / k
+    var = exact_sum([(m - mean) * (m - mean) for m in block_means]) / (k - 1)  # inf, not raise
     if var == 0.0:
         return (math.inf, 0.0) if mean > 0 else (0.0, 1.0)
     t = mean / math.sqrt(var / k)
@@ -159,7 +148,7 @@ def decide(policy: PromotionPolicy, paired: PairedLosses, gates: GateReport) -> 
         return no(f"{n} paired events, fewer than {policy.min_samples}")
     if not finite:  # NaN or infinite outputs make such losses: then their gate says so
         gate = "non_finite" if gates.non_finite else None
-        return no("a loss in the window is NaN or infinite: no evidence either way", gate)
+        return no("the losses in the window are NaN, infinite or too large to sum", gate)
     if diff < policy.margin * base or diff <= 0:
         return no(f"loss lower by {diff:.4g}, less than the margin {policy.margin:.0%}")
     if p >= policy.alpha:

@@ -9,7 +9,7 @@ import pytest
 from river import linear_model
 
 from models.drift import DriftWatch
-from models.evaluation import Prequential
+from models.evaluation import Prequential, RollingMean
 from models.learner import OnlineLearner, Pending, Slot
 from models.schema import Event, InvalidInput, LabelMessage
 from tests.recorder import LEARNED, Recorder
@@ -264,3 +264,27 @@ def test_a_prediction_pending_in_a_snapshot_of_the_last_version_still_joins() ->
     restored = pickle.loads(pickle.dumps(lr))
     assert restored.on_label(LabelMessage("e1", True, 1.0)) is None
     assert restored.counts.labelled == 1
+
+
+def test_rolling_metrics_stay_right_after_a_huge_error_or_a_nan_leaves_the_window() -> None:
+    """Subtracting a huge squared error back out of a running sum leaves its rounding,
+    which read below zero (and ``math.sqrt`` raised); a NaN made the sum NaN for good."""
+    for bad in (3.2e8, math.nan):
+        metrics = Prequential("regression", window=4)
+        for y_pred in (bad, 2.5, 0.0, 0.0, 0.0):  # the last drops the first
+            metrics.update(0.0, y_pred)
+        report = metrics.report()
+        assert report["rolling_mae"] == 2.5 / 4, bad
+        assert math.isclose(report["rolling_rmse"], math.sqrt(2.5 * 2.5 / 4)), bad
+
+
+def test_rolling_means_resume_from_a_snapshot_taken_before_they_kept_their_largest_value() -> None:
+    old = (None, {"window": 2, "_values": [3.2e8, 2.5], "_i": 0, "_sum": 3.2e8 + 2.5})
+    rolling = RollingMean.__new__(RollingMean)
+    rolling.__setstate__(old)
+    rolling.update(0.0)  # drops 3.2e8
+    assert rolling.get() == 1.25
+    restored = pickle.loads(pickle.dumps(rolling))
+    restored.update(1.0)
+    restored.update(2.0)  # the window turned over: a running sum again
+    assert restored.get() == 1.5
