@@ -48,6 +48,10 @@ class LauncherError(RuntimeError):
     """A local server could not be found or did not come up; the message says which."""
 
 
+class ServerExited(LauncherError):
+    """A local server ended as it started: on a port another process took, say."""
+
+
 _handed_out: set[int] = set()
 
 
@@ -170,7 +174,7 @@ def _wait_until(server: Server, ready: Callable[[], bool], what: str) -> None:
     while time.monotonic() < deadline:
         if not server.alive():
             tail = server.log.read_text(errors="replace")[-2000:]
-            raise LauncherError(f"{what} exited at start (log {server.log}):\n{tail}")
+            raise ServerExited(f"{what} exited at start (log {server.log}):\n{tail}")
         try:
             if ready():
                 return
@@ -182,11 +186,11 @@ def _wait_until(server: Server, ready: Callable[[], bool], what: str) -> None:
 
 
 def _on_a_free_port(start: Callable[[int], Server]) -> Server:
-    """``start(port)`` on a free port, and on another if the server does not come up there:
+    """``start(port)`` on a free port, and on another if the server ends as it starts there:
     another process (a second test worker, say) may bind the port between its pick and the
     server's own bind."""
     for _ in range(PORT_TRIES - 1):
-        with contextlib.suppress(LauncherError):
+        with contextlib.suppress(ServerExited):
             return start(free_port())
     return start(free_port())
 
@@ -199,14 +203,14 @@ def start_broker(workdir: Path, port: int | None = None) -> Server:
         return _on_a_free_port(lambda free: start_broker(workdir, free))
     url = f"tcp://127.0.0.1:{port}"
     argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
-    argv += ["--storage-engine", "memory://tansu/"]
+    cluster = f"riverrun-{secrets.token_hex(8)}"  # tells this broker from one that took the port
+    argv += ["--storage-engine", "memory://tansu/", "--cluster-id", cluster]
     env = {k: v for k, v in os.environ.items() if k not in TANSU_ENV}
     server = _spawn("broker", argv, port, workdir, env)
 
     def ready() -> bool:
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0})
-        admin.list_topics(timeout=1)
-        return True
+        return bool(admin.list_topics(timeout=1).cluster_id == cluster)
 
     _wait_until(server, ready, f"Kafka broker on 127.0.0.1:{port}")
     return server
@@ -240,9 +244,11 @@ def start_redis(workdir: Path, port: int | None = None, *, durable: bool = False
 
     def ready() -> bool:
         # One try a second (redis-py's own retries would wait 15 s on a silent port), and
-        # this server's answer, not that of one that took the port first.
+        # this server's answer, not that of one that took the port first, once it has
+        # loaded its data (it answers INFO while loading).
         client = redis.Redis(port=port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
-        return bool(client.info("server")["process_id"] == server.process.pid)
+        info = client.info()
+        return bool(info["process_id"] == server.process.pid and not info["loading"])
 
     _wait_until(server, ready, f"Redis on 127.0.0.1:{port}")
     return server
