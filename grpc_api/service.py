@@ -9,6 +9,7 @@ and status code, and nothing a client sends can stop the server.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -529,7 +530,7 @@ def _version(loaded: Loaded | None) -> pb.ModelVersion:
         version=info.version,
         spec=info.spec,
         task=info.task,
-        metrics={k: float(v) for k, v in info.metrics.items()},
+        metrics={k: math.nan if v is None else float(v) for k, v in info.metrics.items()},
         events_seen=info.events_seen,
         created_at=info.created_at,
         loaded_at=loaded.loaded_at,

@@ -47,7 +47,12 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
 
 def _version_line(info: VersionInfo, aliases: dict[str, int]) -> str:
     names = ",".join(a for a, v in sorted(aliases.items()) if v == info.version)
-    metric = ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items() if not k.startswith("n"))
+    # JSON holds no NaN or infinity: a metric that was one is stored as null
+    metric = ", ".join(
+        f"{k}={'-' if v is None else f'{v:.4f}'}"
+        for k, v in info.metrics.items()
+        if not k.startswith("n")
+    )
     if info.metrics.get("n") == 0:  # registered before it scored a label: its zeros say nothing
         metric = "not scored yet"
     return (

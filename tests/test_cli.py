@@ -345,7 +345,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
-    def model(spec: str, version: int, accuracy: float, n: int) -> dict[str, Any]:
+    def model(spec: str, version: int, accuracy: float | None, n: int) -> dict[str, Any]:
         metrics = {"accuracy": accuracy, "log_loss": 0.5, "n": float(n)}
         return {"spec": spec, "role": "shadow", "version": version, "metrics": metrics}
 
@@ -354,7 +354,11 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         "predictions_out": 10,
         "deadletter": 0,
         "labelled": 10,
-        "models": {"champion": model("arf", 3, 0.75, 1234), "late": model("arf", 9, 0.0, 0)},
+        "models": {
+            "champion": model("arf", 3, 0.75, 1234),
+            "late": model("arf", 9, 0.0, 0),
+            "broken": model("arf", 7, None, 99),  # a NaN accuracy, stored as null
+        },
         "drift_events": [],
         "retrains": [],
         "promotions": [],
@@ -364,6 +368,8 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
     late = next(line for line in table if line.startswith("arf@v9"))
     assert champion.split()[2:] == ["1,234", "0.7500", "0.5000"]
     assert late.split()[2:] == ["0", "-", "-"]
+    broken = next(line for line in table if line.startswith("arf@v7"))
+    assert broken.split()[2:] == ["99", "-", "0.5000"]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import re
 import threading
 from pathlib import Path
@@ -143,7 +144,7 @@ def test_get_model_reports_both_arms_their_metrics_and_when_they_were_loaded(
         model,
         spec="logreg",
         task="binary",
-        metrics={"accuracy": 0.9},
+        metrics={"accuracy": 0.9, "log_loss": math.nan},  # stored as null
         events_seen=300,
     )
     reg.move_alias(s.model_name, "champion", champion.version, actor="t", reason="t")
@@ -152,7 +153,8 @@ def test_get_model_reports_both_arms_their_metrics_and_when_they_were_loaded(
     with running(s) as (_, client):
         got = client.get_model(s.model_name)
     assert (got.champion.version, got.champion.spec, got.champion.task) == (1, "logreg", "binary")
-    assert got.champion.metrics == {"accuracy": 0.9} and got.champion.events_seen == 300
+    assert got.champion.metrics["accuracy"] == 0.9 and math.isnan(got.champion.metrics["log_loss"])
+    assert got.champion.events_seen == 300
     assert got.champion.vectorised and not got.challenger.vectorised
     assert got.challenger.version == challenger and got.ab_fraction == 0.25
     assert champion.created_at <= got.champion.loaded_at

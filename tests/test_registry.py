@@ -3,6 +3,7 @@ signatures, retention, and the CLI over it."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import pickle
 import subprocess
@@ -416,9 +417,13 @@ def test_a_version_that_scored_nothing_is_listed_without_metrics(
     fresh = {"accuracy": 0.0, "log_loss": 0.0, "n": 0}
     (unscored,) = _register(reg, name, metrics=fresh)
     (scored,) = _register(reg, name, metrics={"accuracy": 0.9, "n": 10})
-    lines = _cli(stack, "list", name).stdout.splitlines()
+    (broken,) = _register(reg, name, metrics={"accuracy": 0.5, "mae": math.nan, "n": 10})
+    listed = _cli(stack, "list", name)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
     assert lines[0].startswith(f"v{unscored} ") and lines[0].endswith("not scored yet")
     assert lines[1].startswith(f"v{scored} ") and lines[1].endswith("accuracy=0.9000")
+    assert lines[2].startswith(f"v{broken} ") and lines[2].endswith("accuracy=0.5000, mae=-")
 
 
 def test_unreadable_or_missing_metadata_is_named_not_skipped(
