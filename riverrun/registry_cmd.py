@@ -7,7 +7,7 @@ import argparse
 import datetime as dt
 import getpass
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -45,14 +45,17 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
     return 0
 
 
+def metrics_text(metrics: Mapping[str, float | None]) -> str:
+    """``name=value, ...`` of a version's metrics, its count ``n`` left out; ``-`` for one
+    stored as null (a NaN or infinity, which JSON cannot hold)."""
+    return ", ".join(
+        f"{k}={'-' if v is None else f'{v:.4f}'}" for k, v in metrics.items() if k != "n"
+    )
+
+
 def _version_line(info: VersionInfo, aliases: dict[str, int]) -> str:
     names = ",".join(a for a, v in sorted(aliases.items()) if v == info.version)
-    # JSON holds no NaN or infinity: a metric that was one is stored as null
-    metric = ", ".join(
-        f"{k}={'-' if v is None else f'{v:.4f}'}"
-        for k, v in info.metrics.items()
-        if not k.startswith("n")
-    )
+    metric = metrics_text(info.metrics)
     if info.metrics.get("n") == 0:  # registered before it scored a label: its zeros say nothing
         metric = "not scored yet"
     return (

@@ -12,6 +12,7 @@ from typing import Any
 from models.schema import LATEST_TIME, text_seconds
 from riverrun.argtypes import challenger_alias
 from riverrun.metrics import serve_metrics
+from riverrun.registry_cmd import metrics_text
 from riverrun.settings import Settings, SettingsError, add_flags, split_list
 
 KAFKA_AND_REDIS = (
@@ -98,7 +99,7 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     )
     done = run(settings, req)
     info = done.info
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items() if k != "n")
+    metrics = metrics_text(info.metrics)
     print(
         f"{settings.model_name} v{info.version} ({info.spec}, {info.task}) learned "
         f"{info.events_seen} labelled events and is now {args.alias}: {metrics}"
