@@ -7,7 +7,7 @@ import argparse
 import datetime as dt
 import getpass
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ from riverrun.evaluate_cmd import (
     source_request,
 )
 from riverrun.settings import Settings, add_flags
+from riverrun.shown import metrics_text
 
 
 def _registry(settings: Settings) -> Registry:
@@ -43,14 +44,6 @@ def _when(ts: float) -> str:
 def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
     print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if args.json else text)
     return 0
-
-
-def metrics_text(metrics: Mapping[str, float | None]) -> str:
-    """``name=value, ...`` of a version's metrics, its count ``n`` left out; ``-`` for one
-    stored as null (a NaN or infinity, which JSON cannot hold)."""
-    return ", ".join(
-        f"{k}={'-' if v is None else f'{v:.4f}'}" for k, v in metrics.items() if k != "n"
-    )
 
 
 def _version_line(info: VersionInfo, aliases: dict[str, int]) -> str:

@@ -12,8 +12,8 @@ from typing import Any
 from models.schema import LATEST_TIME, text_seconds
 from riverrun.argtypes import challenger_alias
 from riverrun.metrics import serve_metrics
-from riverrun.registry_cmd import metrics_text
 from riverrun.settings import Settings, SettingsError, add_flags, split_list
+from riverrun.shown import metrics_text
 
 KAFKA_AND_REDIS = (
     "bootstrap_servers",
