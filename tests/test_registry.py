@@ -166,6 +166,7 @@ def test_two_processes_racing_100_times_never_both_win(
             p.join(30)
             if p.exitcode is None:
                 p.terminate()
+                p.join(10)
     assert [p.exitcode for p in procs] == [0, 0], "both racers ended when told to"
     assert reg.alias(name, "champion") == current
     audited = [(m.from_version, m.to_version) for m in reg.history(name)][1:]
