@@ -12,9 +12,10 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 _EPS = 1e-15
-# A running sum of non-negative values this small beside the largest of them may be mostly
-# rounding: n additions and subtractions err by about n * 1.1e-16 * that value each.
-PRECISE_ABOVE = 1e-3
+# Between exact sums, a running sum of non-negative values takes at most `window` additions
+# and subtractions, each off by at most 1.1e-16 of a sum of at most `window` times the
+# largest value: below window**2 * ROUNDING * that value, it may be off by over a millionth.
+ROUNDING = 1e-10
 _MAX_P = 1 - _EPS
 
 
@@ -59,8 +60,9 @@ class RollingMean:
 
     The running sum is made exact each time the window turns over. Between, a value huge
     beside the rest leaves its rounding behind once it drops out, and a NaN leaves the sum
-    NaN; :meth:`get` sums the window itself when the running sum is below a thousandth of
-    the largest value added since the last exact sum, or is not finite.
+    NaN; :meth:`get` sums the window itself when the running sum is too small beside the
+    largest value added since the last exact sum to be trusted (``ROUNDING``), or is not
+    finite.
 
     >>> r = RollingMean(2)
     >>> for v in (1.0, 2.0, 4.0):
@@ -108,7 +110,7 @@ class RollingMean:
         values, total = self._values, self._sum
         if not values:
             return 0.0
-        if not self._high * PRECISE_ABOVE <= total < math.inf:  # NaN fails this too
+        if not self._high * self.window**2 * ROUNDING <= total < math.inf:  # NaN fails too
             total = exact_sum(values)
         return total / len(values)
 

@@ -151,7 +151,7 @@ def decide(policy: PromotionPolicy, paired: PairedLosses, gates: GateReport) -> 
         return no("the losses in the window are NaN, infinite or too large to sum", gate)
     if diff < policy.margin * base or diff <= 0:
         return no(f"loss lower by {diff:.4g}, less than the margin {policy.margin:.0%}")
-    if p >= policy.alpha:
+    if not p < policy.alpha:  # a NaN p-value is no evidence either
         return no(f"p-value {p:.3g} is not below {policy.alpha}")
     if gates.non_finite:
         return no(f"{gates.non_finite} NaN or infinite outputs", "non_finite")

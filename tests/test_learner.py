@@ -279,11 +279,11 @@ def test_rolling_metrics_stay_right_after_a_huge_error_or_a_nan_leaves_the_windo
 
 
 def test_rolling_means_resume_from_a_snapshot_taken_before_they_kept_their_largest_value() -> None:
-    old = (None, {"window": 2, "_values": [3.2e8, 2.5], "_i": 0, "_sum": 3.2e8 + 2.5})
+    old = (None, {"window": 2, "_values": [1.024e17, 6.25], "_i": 0, "_sum": 1.024e17 + 6.25})
     rolling = RollingMean.__new__(RollingMean)
     rolling.__setstate__(old)
-    rolling.update(0.0)  # drops 3.2e8
-    assert rolling.get() == 1.25
+    rolling.update(0.0)  # drops 1.024e17, and the running sum loses the 6.25 with it
+    assert rolling.get() == 3.125
     restored = pickle.loads(pickle.dumps(rolling))
     restored.update(1.0)
     restored.update(2.0)  # the window turned over: a running sum again
