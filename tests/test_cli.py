@@ -242,15 +242,7 @@ def test_a_server_whose_port_is_taken_before_it_binds_starts_on_another(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        busy = taken.getsockname()[1]
-        picks = iter([busy, free_port()])
-        monkeypatch.setattr(local, "free_port", lambda: next(picks))
-        server = start(tmp_path)
-        try:
-            assert server.port != busy and server.alive()
-        finally:
-            server.stop()
-    assert next(picks, None) is None, "started on the second pick"
+        _starts_on_the_second_pick(start, taken.getsockname()[1], tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("start", [start_broker, start_redis])
@@ -261,15 +253,23 @@ def test_a_server_that_took_the_port_first_is_not_taken_for_the_one_started(
     (tmp_path / "other").mkdir()
     other = start(tmp_path / "other")
     try:
-        picks = iter([other.port, free_port()])
-        monkeypatch.setattr(local, "free_port", lambda: next(picks))
-        server = start(tmp_path)
-        try:
-            assert server.port != other.port and server.alive()
-        finally:
-            server.stop()
+        _starts_on_the_second_pick(start, other.port, tmp_path, monkeypatch)
     finally:
         other.stop()
+
+
+def _starts_on_the_second_pick(
+    start: Any, busy: int, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``start`` picks ``busy`` first, then a free port: it must run, on the second."""
+    picks = iter([busy, free_port()])
+    monkeypatch.setattr(local, "free_port", lambda: next(picks))
+    server = start(workdir)
+    try:
+        assert server.port != busy and server.alive()
+    finally:
+        server.stop()
+    assert next(picks, None) is None, "started on the second pick"
 
 
 # Every process of the demo inherits this variable, so a leftover is found whichever process
