@@ -27,6 +27,7 @@ from riverrun.children import Child
 from riverrun.local import local_stack
 from riverrun.runner import check_learn_settings, learn_topics
 from riverrun.settings import Settings
+from riverrun.shown import metric_text
 
 
 class DemoError(RuntimeError):
@@ -189,10 +190,7 @@ def format_report(report: dict[str, Any]) -> str:
             # A model adopted after the last event (a late retrain) has scored nothing yet:
             # its zeros are not metrics, so show none.
             scored = int(metrics["n"])
-            cells = [  # null: a NaN or infinity, which JSON cannot hold
-                "-".rjust(18) if not scored or metrics[k] is None else f"{metrics[k]:>18.4f}"
-                for k in keys
-            ]
+            cells = [(metric_text(metrics[k]) if scored else "-").rjust(18) for k in keys]
             lines.append(name.ljust(22) + alias.ljust(20) + f"{scored:>8,}" + "".join(cells))
     lines.append("")
     for d in report["drift_events"]:

@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
+def metric_text(value: float | None) -> str:
+    """One metric to four places, or ``-`` for one stored as null (a NaN or infinity, which
+    JSON cannot hold)."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def metrics_text(metrics: Mapping[str, float | None]) -> str:
     """``name=value, ...`` of a version's metrics, its count ``n`` left out; ``-`` for one
     stored as null (a NaN or infinity, which JSON cannot hold).
@@ -12,6 +18,4 @@ def metrics_text(metrics: Mapping[str, float | None]) -> str:
     >>> metrics_text({"accuracy": 0.91234, "mae": None, "n": 10.0})
     'accuracy=0.9123, mae=-'
     """
-    return ", ".join(
-        f"{k}={'-' if v is None else f'{v:.4f}'}" for k, v in metrics.items() if k != "n"
-    )
+    return ", ".join(f"{k}={metric_text(v)}" for k, v in metrics.items() if k != "n")
