@@ -268,7 +268,8 @@ def test_a_prediction_pending_in_a_snapshot_of_the_last_version_still_joins() ->
 
 def test_rolling_metrics_stay_right_after_a_huge_error_or_a_nan_leaves_the_window() -> None:
     """Subtracting a huge squared error back out of a running sum leaves its rounding,
-    which read below zero (and ``math.sqrt`` raised); a NaN made the sum NaN for good."""
+    which read zero or below (and ``math.sqrt`` raised); a NaN left the sum NaN until the
+    window next turned over."""
     for bad in (3.2e8, math.nan):
         metrics = Prequential("regression", window=4)
         for y_pred in (bad, 2.5, 0.0, 0.0, 0.0):  # the last drops the first
