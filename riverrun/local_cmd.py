@@ -8,32 +8,38 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from riverrun.local import LauncherError, start_stack
+from riverrun.local import LauncherError, local_stack
 from riverrun.local_marker import holding_marker, stop_running
 
 STOP_TIMEOUT = 20.0
 
 
 def up(args: argparse.Namespace, _settings: Any) -> int:
-    """Start both servers, print the settings to export, and wait for Ctrl-C or ``down``."""
+    """Start both servers, print the settings to export, and wait for Ctrl-C or ``down``.
+
+    A work folder ``up`` made itself goes when the stack stops cleanly: the recovery state
+    in it refers to topics that lived only in the stopped broker's memory. It stays, with
+    the servers' logs, when a server failed; ``--workdir`` always stays."""
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
+    workdir = Path(args.workdir) if args.workdir else None
     with holding_marker():
-        stack = start_stack(Path(args.workdir) if args.workdir else None)
         try:
-            print("# local Kafka broker (Tansu) and Redis are up; to use them:")
-            for name, value in stack.env().items():
-                print(f"export {name}={value}")
-            print(
-                f"# logs in {stack.workdir}; stop with Ctrl-C or: riverrun local down", flush=True
-            )
-            while not stopping.wait(0.5):
-                for server in (stack.broker, stack.redis):
-                    if not server.alive():
-                        raise LauncherError(f"{server.name} exited; see {server.log}")
+            with local_stack(workdir) as stack:
+                print("# local Kafka broker (Tansu) and Redis are up; to use them:")
+                for name, value in stack.env().items():
+                    print(f"export {name}={value}")
+                kept = "" if workdir else "; removed when the stack stops cleanly"
+                print(
+                    f"# logs in {stack.workdir}{kept}; stop with Ctrl-C or: riverrun local down",
+                    flush=True,
+                )
+                while not stopping.wait(0.5):
+                    for server in (stack.broker, stack.redis):
+                        if not server.alive():
+                            raise LauncherError(f"{server.name} exited; see {server.log}")
         finally:
-            stack.stop()
             print("# local stack stopped", flush=True)
     return 0
 

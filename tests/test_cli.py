@@ -73,15 +73,31 @@ def _server_pids(parent: int | None = None) -> set[int]:
 
 
 @contextlib.contextmanager
-def _local_up(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """``riverrun local up`` in a child, stopped with its servers whatever the test does."""
-    up = subprocess.Popen([*RIVERRUN, "local", "up"], stdout=subprocess.PIPE, text=True, env=env)
+def _local_up(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``riverrun local up ARGS...`` in a child, stopped with its servers whatever the test
+    does."""
+    up = subprocess.Popen(
+        [*RIVERRUN, "local", "up", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         yield up
     finally:
         if up.poll() is None:
             up.terminate()
             up.wait(30)
+
+
+def _work_folder(lines: Lines) -> Path:
+    """The work folder ``local up`` says its logs are in."""
+    while not (line := lines.next(60, "local up to say where its logs are")).startswith(
+        "# logs in "
+    ):
+        assert line, "local up ended before saying where its logs are"
+    return Path(line.removeprefix("# logs in ").split(";")[0])
 
 
 def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
@@ -103,8 +119,8 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
             "RIVERRUN_REGISTRY_KEY",
         }
         assert exports["RIVERRUN_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
-        logs = lines.next(10, "where the logs are").removeprefix("# logs in ").split(";")[0]
-        assert Path(exports["RIVERRUN_RECOVERY_DIR"]).parent == Path(logs), "the state goes with it"
+        logs = _work_folder(lines)
+        assert Path(exports["RIVERRUN_RECOVERY_DIR"]).parent == logs, "the state goes with it"
         admin = AdminClient({"bootstrap.servers": exports["RIVERRUN_BOOTSTRAP_SERVERS"]})
         assert admin.list_topics(timeout=10).topics is not None
         del admin
@@ -123,24 +139,41 @@ def test_local_up_serves_both_and_down_stops_them(tmp_path: Path) -> None:
         assert down.returncode == 0, down.stderr
         assert up.wait(30) == 0
         assert not (_server_pids() & started), "local down left a server running"
+        assert not logs.exists(), "a clean stop left the work folder up made (stale state)"
         twice = run_cli(env, "local", "down")
         assert one_line(twice) == "riverrun local: error: no local stack is running"
 
 
-def test_local_up_interrupted_stops_its_servers(tmp_path: Path) -> None:
+def test_local_up_interrupted_stops_its_servers_and_keeps_a_given_work_folder(
+    tmp_path: Path,
+) -> None:
     env = child_env(XDG_RUNTIME_DIR=str(tmp_path))
-    with _local_up(env) as up:
+    mine = tmp_path / "stack"
+    with _local_up(env, "--workdir", str(mine)) as up:
         assert up.stdout is not None
-        lines = Lines(up.stdout)
-        while not (line := lines.next(60, "local up to say where its logs are")).startswith(
-            "# logs"
-        ):
-            assert line, "local up ended before saying where its logs are"
+        assert _work_folder(Lines(up.stdout)) == mine
         started = _server_pids(parent=up.pid)
         assert len(started) == 2
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
         assert not (_server_pids() & started)
+    assert {"broker.log", "redis.log"} <= {f.name for f in mine.iterdir()}, "the user's folder"
+
+
+def test_local_up_names_the_server_that_died_and_keeps_its_logs(tmp_path: Path) -> None:
+    env = child_env(XDG_RUNTIME_DIR=str(tmp_path))
+    with _local_up(env) as up:
+        assert up.stdout is not None and up.stderr is not None
+        logs = _work_folder(Lines(up.stdout))
+        started = _server_pids(parent=up.pid)
+        (redis_pid,) = (p for p in started if "redis-server" in command_line(p))
+        os.kill(redis_pid, signal.SIGKILL)
+        assert up.wait(30) == 2
+        error = up.stderr.read().splitlines()
+        assert error == [f"riverrun local: error: redis exited; see {logs / 'redis.log'}"]
+        assert (logs / "redis.log").exists() and (logs / "broker.log").exists()
+        assert not (_server_pids() & started), "the broker outlived its failed stack"
+    shutil.rmtree(logs)
 
 
 def test_the_local_broker_takes_no_tansu_setting_from_the_environment(
