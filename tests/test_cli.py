@@ -19,6 +19,8 @@ import orjson
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from flows.kafka_io import end_offsets, ensure_topics, producer
 from riverrun import local
@@ -303,6 +305,28 @@ def _starts_on_the_second_pick(
     finally:
         server.stop()
     assert next(picks, None) is None, "started on the second pick"
+
+
+def test_a_durable_redis_counts_as_started_only_once_its_data_is_loaded(tmp_path: Path) -> None:
+    """Redis answers INFO while it replays its append-only file, but refuses data commands:
+    150,000 writes take it a few tenths of a second to replay."""
+    keys = 150_000
+    server = start_redis(tmp_path, durable=True)
+    try:
+        client = redis.Redis(port=server.port)
+        client.config_set("appendfsync", "no")  # written at shutdown: a quicker fill
+        writes = client.pipeline(transaction=False)
+        for i in range(keys):
+            writes.set(f"k{i}", i)
+        writes.execute()
+    finally:
+        server.stop()
+    again = start_redis(tmp_path, durable=True)
+    try:
+        client = redis.Redis(port=again.port, retry=Retry(NoBackoff(), 0))
+        assert client.dbsize() == keys, "counted as started before it had loaded its data"
+    finally:
+        again.stop()
 
 
 # Every process of the demo inherits this variable, so a leftover is found whichever process
