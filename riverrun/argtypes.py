@@ -39,6 +39,21 @@ def rate(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A number within [0, 1] (``registry ab MODEL 0.1``).
+
+    >>> fraction("1.5")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: '1.5': expected a number within [0, 1]
+    """
+    expected = "a number within [0, 1]"
+    value = _bounded(float, text, 0.0, expected)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+    return value
+
+
 def nonempty(text: str) -> str:
     """A string that is not empty (``--id-prefix``): an empty one would mean "unset"."""
     if not text:

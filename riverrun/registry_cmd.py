@@ -1,5 +1,6 @@
 """``riverrun registry``: list, show, promote, rollback, history and verify model versions;
-push a data scientist's model to shadow as a challenger, and remove a challenger."""
+push a data scientist's model to shadow as a challenger, remove a challenger, and set the
+A/B split."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import orjson
 
 from flows.sources import latest_event
 from models.progressive import Rejects
-from models.registry import ANY, Registry, RegistryError, VersionInfo, model_params
+from models.registry import ANY, AliasMove, Registry, RegistryError, VersionInfo, model_params
 from models.specs import build_model
-from riverrun.argtypes import challenger_alias, positive
+from riverrun.argtypes import challenger_alias, fraction, positive
 from riverrun.evaluate_cmd import (
     KAFKA_FLAGS,
     add_source_flags,
@@ -118,12 +119,15 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
     moves = reg.history(args.model, count=args.limit)
     if not moves and args.model not in reg.models():
         raise RegistryError(f"unknown model {args.model!r}: it has no history")
-    lines = [
-        f"{_when(m.at)}  {m.action:<10} {m.alias or '-':<11} v{m.from_version or '-'} -> "
-        f"v{m.to_version or '-'}  by {m.actor}: {m.reason}"
-        for m in moves
-    ]
+    lines = [f"{_when(m.at)}  {m.action:<10} {_moved(m)}  by {m.actor}: {m.reason}" for m in moves]
     return _emit(args, [m.to_dict() for m in moves], "\n".join(lines) or "no history")
+
+
+def _moved(move: AliasMove) -> str:
+    """What an audit entry moved: an alias's versions, or the A/B split's fractions."""
+    if move.action == "ab":
+        return f"{'ab':<11} {move.evidence['from']:.0%} -> {move.evidence['to']:.0%}"
+    return f"{move.alias or '-':<11} v{move.from_version or '-'} -> v{move.to_version or '-'}"
 
 
 def verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -218,6 +222,20 @@ def remove(args: argparse.Namespace, settings: Settings) -> int:
     return _emit(args, move.to_dict(), text)
 
 
+def ab(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve a fraction of entities (by a hash of their key) with the challenger: servers
+    and learn flows follow at once; 0 ends the split."""
+    reg = _registry(settings)
+    if args.model not in reg.models():
+        raise RegistryError(f"unknown model {args.model!r}: it has no versions")
+    previous = reg.ab_fraction(args.model)
+    reg.set_ab_fraction(args.model, args.fraction, actor=_actor(), reason=args.reason)
+    text = f"{args.model}: challenger serves {args.fraction:.0%} of entities (was {previous:.0%})"
+    if args.fraction > 0 and reg.alias(args.model, "challenger") is None:
+        text += "; there is no challenger yet, so the champion serves all until there is one"
+    return _emit(args, {"model": args.model, "from": previous, "to": args.fraction}, text)
+
+
 def add_parser(sub: Any) -> None:
     """Register ``riverrun registry ...``."""
     p = sub.add_parser("registry", help="model versions, aliases, promotion and rollback")
@@ -279,3 +297,7 @@ def add_parser(sub: Any) -> None:
     a.add_argument("model")
     a.add_argument("alias")
     a.add_argument("--reason", default="removed by hand", help="recorded in the audit stream")
+    a = action("ab", ab, "serve FRACTION of entities with the challenger (0 ends the split)")
+    a.add_argument("model")
+    a.add_argument("fraction", type=fraction, help="within [0, 1], of entities by key hash")
+    a.add_argument("--reason", default="set by hand", help="recorded in the audit stream")

@@ -516,3 +516,28 @@ def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: s
     assert [m.actor for m in reg.newest_moves(name, 100, page=5)] == every  # newest first
     assert [m.actor for m in reg.newest_moves(name, 12, page=5)] == every[:12]
     assert list(reg.newest_moves("no-such-model", 100)) == []
+
+
+def test_cli_sets_the_ab_split_audited_and_refuses_what_it_cannot_set(
+    reg: Registry, name: str, stack: LocalStack
+) -> None:
+    v1, v2 = _register(reg, name, 2)
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="r")
+    alone = _cli(stack, "ab", name, "0.25", "--reason", "try it")
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.strip() == (
+        f"{name}: challenger serves 25% of entities (was 0%); there is no challenger yet, so "
+        "the champion serves all until there is one"
+    )
+    assert reg.ab_fraction(name) == 0.25
+    reg.move_alias(name, "challenger", v2, expected=None, actor="t", reason="r")
+    ended = orjson.loads(_cli(stack, "ab", name, "0", "--json").stdout)
+    assert ended == {"model": name, "from": 0.25, "to": 0.0} and reg.ab_fraction(name) == 0.0
+    *_, tried, _challenger, undone = _cli(stack, "history", name).stdout.splitlines()
+    assert " ab          0% -> 25%  by " in tried and tried.endswith("(cli): try it")
+    assert " ab          25% -> 0%  by " in undone and undone.endswith("(cli): set by hand")
+    too_much = _cli(stack, "ab", name, "1.5")
+    assert "argument fraction: '1.5': expected a number within [0, 1]" in one_line(too_much)
+    unknown = _cli(stack, "ab", f"{name}-nosuch", "0.5")
+    assert one_line(unknown).endswith(f"unknown model '{name}-nosuch': it has no versions")
+    assert reg.ab_fraction(name) == 0.0 and reg.ab_fraction(f"{name}-nosuch") == 0.0
