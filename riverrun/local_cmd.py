@@ -15,24 +15,23 @@ STOP_TIMEOUT = 20.0
 
 
 def up(args: argparse.Namespace, _settings: Any) -> int:
-    """Start both servers, print the settings to export, and wait for Ctrl-C or ``down``.
-
-    A work folder ``up`` made itself goes when the stack stops cleanly: the recovery state
-    in it refers to topics that lived only in the stopped broker's memory. It stays, with
-    the servers' logs, when a server failed; ``--workdir`` always stays."""
+    """Start both servers, print the settings to export, and wait for Ctrl-C or ``down``;
+    a work folder made here goes on a clean stop (its state refers to topics gone with it)."""
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     workdir = Path(args.workdir) if args.workdir else None
+    started = False
     with holding_marker():
         try:
             with local_stack(workdir) as stack:
+                started = True
                 print("# local Kafka broker (Tansu) and Redis are up; to use them:")
                 for name, value in stack.env().items():
                     print(f"export {name}={value}")
-                kept = "" if workdir else "; removed when the stack stops cleanly"
+                note = "" if workdir else "; removed when the stack stops cleanly"
                 print(
-                    f"# logs in {stack.workdir}{kept}; stop with Ctrl-C or: riverrun local down",
+                    f"# logs in {stack.workdir}{note}; stop with Ctrl-C or: riverrun local down",
                     flush=True,
                 )
                 while not stopping.wait(0.5):
@@ -40,7 +39,8 @@ def up(args: argparse.Namespace, _settings: Any) -> int:
                         if not server.alive():
                             raise LauncherError(f"{server.name} exited; see {server.log}")
         finally:
-            print("# local stack stopped", flush=True)
+            if started:
+                print("# local stack stopped", flush=True)
     return 0
 
 
