@@ -230,9 +230,11 @@ class RegistrySync:
                 slot.version = head
 
     def _sync_ab(self, learner: OnlineLearner) -> None:
+        """Follow the registry's split; the settings' seeds it only if nobody ever set one
+        (a split set to 0 by hand stays 0)."""
         try:
             fraction = self.registry.ab_fraction(self.model)
-            if fraction == 0.0 and self.settings.ab_fraction > 0.0:
+            if self.settings.ab_fraction > 0.0 and not self.registry.ab_split_set(self.model):
                 self.registry.set_ab_fraction(
                     self.model,
                     self.settings.ab_fraction,

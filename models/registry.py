@@ -527,8 +527,9 @@ class Registry:
             at,
         )
 
-    def set_ab_fraction(self, model: str, fraction: float, *, actor: str, reason: str) -> None:
-        """Serve ``fraction`` of entities (by key hash) with the challenger; audited, announced."""
+    def set_ab_fraction(self, model: str, fraction: float, *, actor: str, reason: str) -> float:
+        """Serve ``fraction`` of entities (by key hash) with the challenger; audited, announced.
+        Returns the fraction before, as audited."""
         if not 0.0 <= fraction <= 1.0:
             raise RegistryError(f"A/B fraction must be within [0, 1], not {fraction}")
         previous = self.ab_fraction(model)
@@ -541,11 +542,16 @@ class Registry:
                 orjson.dumps({"model": model, "alias": "ab", "action": "ab", "fraction": fraction}),
             )
             tx.execute()
+        return previous
 
     def ab_fraction(self, model: str) -> float:
         """The fraction of entities the challenger serves (0 when no split is set)."""
         raw = self.client.get(self._k(model, "ab"))
         return 0.0 if raw is None else float(raw)
+
+    def ab_split_set(self, model: str) -> bool:
+        """Whether anyone ever set ``model``'s split, to 0 included."""
+        return bool(self.client.exists(self._k(model, "ab")))
 
     def history(self, model: str, count: int = 1000) -> list[AliasMove]:
         """The last ``count`` audit entries of ``model``, oldest first."""

@@ -51,7 +51,7 @@ def fraction(text: str) -> float:
     value = _bounded(float, text, 0.0, expected)
     if value > 1.0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
-    return value
+    return value + 0.0  # "-0" is 0.0
 
 
 def nonempty(text: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from flows.sources import latest_event
+from models.ab import CHALLENGER
 from models.progressive import Rejects
 from models.registry import ANY, AliasMove, Registry, RegistryError, VersionInfo, model_params
 from models.specs import build_model
@@ -126,7 +127,7 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
 def _moved(move: AliasMove) -> str:
     """What an audit entry moved: an alias's versions, or the A/B split's fractions."""
     if move.action == "ab":
-        return f"{'ab':<11} {move.evidence['from']:.0%} -> {move.evidence['to']:.0%}"
+        return f"{move.alias:<11} {move.evidence['from']:g} -> {move.evidence['to']:g}"
     return f"{move.alias or '-':<11} v{move.from_version or '-'} -> v{move.to_version or '-'}"
 
 
@@ -223,17 +224,16 @@ def remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def ab(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve a fraction of entities (by a hash of their key) with the challenger: servers
-    and learn flows follow at once; 0 ends the split."""
+    """Serve a fraction of entities with the challenger; servers and flows follow at once."""
     reg = _registry(settings)
     if args.model not in reg.models():
         raise RegistryError(f"unknown model {args.model!r}: it has no versions")
-    previous = reg.ab_fraction(args.model)
-    reg.set_ab_fraction(args.model, args.fraction, actor=_actor(), reason=args.reason)
-    text = f"{args.model}: challenger serves {args.fraction:.0%} of entities (was {previous:.0%})"
-    if args.fraction > 0 and reg.alias(args.model, "challenger") is None:
+    to = args.fraction
+    was = reg.set_ab_fraction(args.model, to, actor=_actor(), reason=args.reason)
+    text = f"{args.model}: the challenger serves a fraction {to:g} of entities (was {was:g})"
+    if to > 0 and reg.alias(args.model, CHALLENGER) is None:
         text += "; there is no challenger yet, so the champion serves all until there is one"
-    return _emit(args, {"model": args.model, "from": previous, "to": args.fraction}, text)
+    return _emit(args, {"model": args.model, "from": was, "to": to}, text)
 
 
 def add_parser(sub: Any) -> None:

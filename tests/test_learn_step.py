@@ -89,6 +89,24 @@ def test_refused_regression_labels_and_repeated_ids_are_dead_lettered(make_setti
         logic.on_eof()
 
 
+def test_the_settings_split_seeds_the_registry_once_and_a_split_ended_by_hand_stays_ended(
+    make_settings: Any,
+) -> None:
+    s = make_settings(challengers=("logreg",), ab_fraction=0.25)
+    first = _learn_step(s)
+    reg = first.sync.registry
+    try:
+        assert reg.ab_fraction(s.model_name) == first.learner.ab_fraction == 0.25
+    finally:
+        first.on_eof()
+    reg.set_ab_fraction(s.model_name, 0.0, actor="t", reason="the test is over")
+    again = _learn_step(s)  # a restart with the same settings
+    try:
+        assert reg.ab_fraction(s.model_name) == again.learner.ab_fraction == 0.0
+    finally:
+        again.on_eof()
+
+
 def test_a_registry_that_lost_its_data_gets_the_flows_models_back(make_settings: Any) -> None:
     s = make_settings(challengers=("logreg",), snapshot_interval=0.2, ab_fraction=0.25)
     logic = _learn_step(s)

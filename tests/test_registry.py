@@ -526,16 +526,16 @@ def test_cli_sets_the_ab_split_audited_and_refuses_what_it_cannot_set(
     alone = _cli(stack, "ab", name, "0.25", "--reason", "try it")
     assert alone.returncode == 0, alone.stderr
     assert alone.stdout.strip() == (
-        f"{name}: challenger serves 25% of entities (was 0%); there is no challenger yet, so "
-        "the champion serves all until there is one"
+        f"{name}: the challenger serves a fraction 0.25 of entities (was 0); there is no "
+        "challenger yet, so the champion serves all until there is one"
     )
     assert reg.ab_fraction(name) == 0.25
     reg.move_alias(name, "challenger", v2, expected=None, actor="t", reason="r")
     ended = orjson.loads(_cli(stack, "ab", name, "0", "--json").stdout)
     assert ended == {"model": name, "from": 0.25, "to": 0.0} and reg.ab_fraction(name) == 0.0
     *_, tried, _challenger, undone = _cli(stack, "history", name).stdout.splitlines()
-    assert " ab          0% -> 25%  by " in tried and tried.endswith("(cli): try it")
-    assert " ab          25% -> 0%  by " in undone and undone.endswith("(cli): set by hand")
+    assert " ab          0 -> 0.25  by " in tried and tried.endswith("(cli): try it")
+    assert " ab          0.25 -> 0  by " in undone and undone.endswith("(cli): set by hand")
     too_much = _cli(stack, "ab", name, "1.5")
     assert "argument fraction: '1.5': expected a number within [0, 1]" in one_line(too_much)
     unknown = _cli(stack, "ab", f"{name}-nosuch", "0.5")
