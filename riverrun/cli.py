@@ -32,7 +32,7 @@ from models.schema import InvalidInput
 from models.signing import MissingKeyError, SignatureError
 from models.specs import SpecError
 from models.triggers import TriggerConfigError
-from riverrun import evaluate_cmd, local_cmd, registry_cmd, retrain_cmd, serve_cmd
+from riverrun import evaluate_cmd, local_cmd, registry_cmd, retrain_cmd, serve_cmd, status_cmd
 from riverrun.argtypes import count, nonempty, output_file, positive, rate
 from riverrun.demo import DemoError
 from riverrun.evaluate_cmd import EvaluateError
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parsers(sub)
     retrain_cmd.add_parsers(sub)
     evaluate_cmd.add_parser(sub)
+    status_cmd.add_parser(sub)
 
     p = sub.add_parser("produce", help="write a dataset or synthetic stream to the events topic")
     _add_stream_flags(p)
@@ -292,6 +293,7 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
     InvalidInput,
     EvaluateError,
     SourceError,
+    status_cmd.StatusError,
 )
 
 

@@ -27,7 +27,7 @@ from riverrun.children import Child
 from riverrun.local import local_stack
 from riverrun.runner import check_learn_settings, learn_topics
 from riverrun.settings import Settings
-from riverrun.shown import metric_text
+from riverrun.shown import models_table, promotion_text
 
 
 class DemoError(RuntimeError):
@@ -174,34 +174,15 @@ def format_report(report: dict[str, Any]) -> str:
         f"labelled         {report['labelled']:>10,}",
         "",
     ]
-    rows = [
+    lines += models_table(
         (f"{m['spec']}@v{m['version']}", alias, m["metrics"])
         for alias, m in report["models"].items()
-    ]
-    if rows:
-        keys = [k for k in rows[0][2] if k != "n"]
-        lines.append(
-            "model".ljust(22)
-            + "alias".ljust(20)
-            + "scored".rjust(8)
-            + "".join(k.rjust(18) for k in keys)
-        )
-        for name, alias, metrics in rows:
-            # A model adopted after the last event (a late retrain) has scored nothing yet:
-            # its zeros are not metrics, so show none.
-            scored = int(metrics["n"])
-            cells = [(metric_text(metrics[k]) if scored else "-").rjust(18) for k in keys]
-            lines.append(name.ljust(22) + alias.ljust(20) + f"{scored:>8,}" + "".join(cells))
+    )
     lines.append("")
     for d in report["drift_events"]:
         what = ", ".join(d["features"]) if d["kind"] == "data" else d["source"]
         lines.append(f"{d['kind']} drift ({d['detector']}) on {what} at event {d['position']:,}")
     for r in report["retrains"]:
         lines.append(f"retrained {r['spec']}@v{r['version']} as {r['alias']}: {r['reason']}")
-    for p in report["promotions"]:
-        e = p["evidence"]
-        lines.append(
-            f"promoted {p['to']} over {p['from']} at event {p['at_event']:,}: loss lower by "
-            f"{e['mean_difference']:.4f} over {e['n']:,} paired events (p={e['p_value']:.2g})"
-        )
+    lines += [promotion_text(p) for p in report["promotions"]]
     return "\n".join(lines)

@@ -1,8 +1,9 @@
-"""How the command lines show a version's metrics."""
+"""How the command lines show models' metrics and promotions."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 def metric_text(value: float | None) -> str:
@@ -19,3 +20,33 @@ def metrics_text(metrics: Mapping[str, float | None]) -> str:
     'accuracy=0.9123, mae=-'
     """
     return ", ".join(f"{k}={metric_text(v)}" for k, v in metrics.items() if k != "n")
+
+
+def models_table(rows: Iterable[tuple[str, str, Mapping[str, float | None]]]) -> list[str]:
+    """Lines of a table of ``(model, alias, metrics)`` rows: how many events each scored and
+    its metrics, or ``-`` for one that scored none yet (its zeros are not metrics)."""
+    rows = list(rows)
+    if not rows:
+        return []
+    keys = [k for k in rows[0][2] if k != "n"]
+    lines = [
+        "model".ljust(22)
+        + "alias".ljust(20)
+        + "scored".rjust(8)
+        + "".join(k.rjust(18) for k in keys)
+    ]
+    for name, alias, metrics in rows:
+        scored = int(metrics["n"] or 0)
+        cells = [(metric_text(metrics[k]) if scored else "-").rjust(18) for k in keys]
+        lines.append(name.ljust(22) + alias.ljust(20) + f"{scored:>8,}" + "".join(cells))
+    return lines
+
+
+def promotion_text(promotion: Mapping[str, Any]) -> str:
+    """One promotion the learn flow made, with its evidence, in a line."""
+    e = promotion["evidence"]
+    return (
+        f"promoted {promotion['to']} over {promotion['from']} at event "
+        f"{promotion['at_event']:,}: loss lower by {e['mean_difference']:.4f} over {e['n']:,} "
+        f"paired events (p={e['p_value']:.2g})"
+    )
