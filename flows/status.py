@@ -47,7 +47,7 @@ class StatusReporter:
         self.next_at = now + self.settings.status_interval
         report = learner.report()
         self._export(learner, report)
-        report["written_at"] = time.time()  # how fresh it is, for `riverrun status`
+        report["written_at"] = time.time()  # the wall-clock time of this write
         try:
             write_status(self.client, self.settings.model_name, report)
         except redis.RedisError as exc:

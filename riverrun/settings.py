@@ -286,7 +286,7 @@ class Settings:
             if f.metadata.get("secret") and value:
                 value = "***"
             elif f.name == "redis_url":
-                value = _hide_password(value)
+                value = hide_password(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -296,7 +296,7 @@ def _check_redis_url(url: str) -> None:
     (a database that is no number means database 0 to it)."""
 
     def refused(reason: str) -> SettingsError:
-        return SettingsError(f"{env_name('redis_url')}={_hide_password(url)!r}: {reason}")
+        return SettingsError(f"{env_name('redis_url')}={hide_password(url)!r}: {reason}")
 
     try:
         parts = urlsplit(url)
@@ -331,12 +331,12 @@ def _is_int(text: str) -> bool:
     return True
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
     """``url`` with its password, if any, shown as ``***`` (the rest as it was written).
 
-    >>> _hide_password("redis://user:secret@h:6379/0?password=again")
+    >>> hide_password("redis://user:secret@h:6379/0?password=again")
     'redis://user:***@h:6379/0?password=***'
-    >>> _hide_password("REDIS://[::1")
+    >>> hide_password("REDIS://[::1")
     'REDIS://[::1'
     """
     hidden = re.sub(r"^([A-Za-z]+://[^:/@]*):[^/]*@", r"\1:***@", url)

@@ -22,7 +22,7 @@ def metrics_text(metrics: Mapping[str, float | None]) -> str:
     return ", ".join(f"{k}={metric_text(v)}" for k, v in metrics.items() if k != "n")
 
 
-def models_table(rows: Iterable[tuple[str, str, Mapping[str, float | None]]]) -> list[str]:
+def models_table(rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[str]:
     """Lines of a table of ``(model, alias, metrics)`` rows: how many events each scored and
     its metrics, or ``-`` for one that scored none yet (its zeros are not metrics)."""
     rows = list(rows)
@@ -36,7 +36,7 @@ def models_table(rows: Iterable[tuple[str, str, Mapping[str, float | None]]]) ->
         + "".join(k.rjust(18) for k in keys)
     ]
     for name, alias, metrics in rows:
-        scored = int(metrics["n"] or 0)
+        scored = int(metrics["n"])
         cells = [(metric_text(metrics[k]) if scored else "-").rjust(18) for k in keys]
         lines.append(name.ljust(22) + alias.ljust(20) + f"{scored:>8,}" + "".join(cells))
     return lines

@@ -4,15 +4,21 @@ promotion contest's decisions and the promotions made."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import time
 from typing import Any
 
 import orjson
 import redis
 
+from models.ab import CHALLENGER
 from models.status import read_status
-from riverrun.settings import Settings, add_flags
+from riverrun.settings import Settings, add_flags, hide_password
 from riverrun.shown import metrics_text, models_table, promotion_text
+
+TIMEOUT = 5.0  # seconds to connect to Redis and for its answer
+# The status's counts, in the order shown; a flow of an older version wrote fewer.
+COUNTS = ("events", "labelled", "pending", "expired", "unknown_labels", "model_errors")
 
 
 class StatusError(RuntimeError):
@@ -22,47 +28,65 @@ class StatusError(RuntimeError):
 def status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the flow's last status (``--json``: as the flow wrote it)."""
     name = settings.model_name
-    report = read_status(redis.Redis.from_url(settings.redis_url), name)
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
+    )
+    report = read_status(client, name)
     if report is None:
         raise StatusError(
             f"no status for model {name!r}: no learn flow has reported on it to "
-            f"{settings.redis_url} (check RIVERRUN_MODEL_NAME and RIVERRUN_REDIS_URL)"
+            f"{hide_password(settings.redis_url)} (see --model-name and --redis-url)"
         )
-    print(
-        orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
-        if args.json
-        else text(name, report)
-    )
+    shown = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.json else None
+    print(shown or text(name, report, time.time()))
     return 0
 
 
-def text(name: str, report: dict[str, Any]) -> str:
-    """The status as a few lines and a table."""
-    written = report.get("written_at")
-    age = "" if written is None else f", written {max(time.time() - written, 0):.0f} s ago"
+def text(name: str, report: dict[str, Any], now: float) -> str:
+    """The status as a few lines and a table; sections an older flow did not write are left
+    out."""
+    models = report.get("models", [])
     lines = [
-        f"model {name}{age}",
-        f"events {report['events']:,}, labelled {report['labelled']:,}, pending "
-        f"{report['pending']:,}, expired {report['expired']:,}, unknown labels "
-        f"{report['unknown_labels']:,}, model errors {report['model_errors']:,}",
+        f"model {name}{written(report.get('written_at'), now)}",
+        ", ".join(f"{key.replace('_', ' ')} {report[key]:,}" for key in COUNTS if key in report),
         "",
-        *models_table(
-            (f"{m['spec']}@v{m['version']}", m["alias"], m["metrics"]) for m in report["models"]
-        ),
+        *models_table((f"{m['spec']}@v{m['version']}", m["alias"], m["metrics"]) for m in models),
     ]
-    if report["ab_fraction"]:
-        arms = report["arms"]
+    fraction = report.get("ab_fraction", 0.0)
+    if fraction:
         lines.append(
-            f"A/B: the challenger serves a fraction {report['ab_fraction']:g} of entities; "
-            f"served by the champion: {metrics_text(arms['champion'])}; by the challenger: "
-            f"{metrics_text(arms['challenger'])}"
+            ab_text(fraction, report["arms"], any(m["alias"] == CHALLENGER for m in models))
         )
     lines += [
-        f"{alias}: {'promote' if d['promote'] else 'not promoted'}: {d['reason']}"
-        for alias, d in report["contest"].items()
+        f"{alias}: {'would promote' if d['promote'] else 'not promoted'}: {d['reason']}"
+        for alias, d in report.get("contest", {}).items()
     ]
-    lines += [promotion_text(p) for p in report["promotions"]]
+    lines += [promotion_text(p) for p in report.get("promotions", [])]
     return "\n".join(lines)
+
+
+def written(at: float | None, now: float) -> str:
+    """When the status was written, in UTC, and how long before ``now``; a writer whose
+    clock is ahead is said to be, not shown as fresh."""
+    if at is None:
+        return ""
+    when = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    age = now - at
+    if age < -1.0:
+        return f", written {when} (the writer's clock is {-age:.0f} s ahead of this one)"
+    return f", written {when} ({max(age, 0.0):.0f} s ago)"
+
+
+def ab_text(fraction: float, arms: dict[str, dict[str, Any]], challenger: bool) -> str:
+    """The A/B split and what each arm served, ``-`` for an arm that scored nothing yet."""
+    if not challenger:
+        alone = "there is no challenger: the champion serves all"
+        return f"A/B: a fraction {fraction:g} is set, but {alone}"
+    served = "; ".join(
+        f"by the {arm}: {metrics_text(arms[arm]) if arms[arm]['n'] else '-'}"
+        for arm in ("champion", CHALLENGER)
+    )
+    return f"A/B: the challenger serves a fraction {fraction:g} of entities; served {served}"
 
 
 def add_parser(sub: Any) -> None:
