@@ -294,7 +294,9 @@ class LocalStack:
 
 
 def start_stack(workdir: Path | None = None) -> LocalStack:
-    """Start a broker and a Redis; stop whichever started if the other fails."""
+    """Start a broker and a Redis; stop whichever started if the other fails. A work folder
+    made here goes if neither started (no log to keep: a missing binary, say)."""
+    made = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="riverrun-local-"))
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +304,12 @@ def start_stack(workdir: Path | None = None) -> LocalStack:
         raise LauncherError(
             f"cannot use {str(workdir)!r} as the work folder: {exc.strerror}"
         ) from None
-    broker = start_broker(workdir)
+    try:
+        broker = start_broker(workdir)
+    except BaseException:
+        if made and not any(workdir.iterdir()):
+            workdir.rmdir()
+        raise
     try:
         redis_server = start_redis(workdir)
     except BaseException:

@@ -87,7 +87,12 @@ def test_a_marker_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None
     assert line.startswith("riverrun local: error: cannot keep the local stack's marker in ")
 
 
-def test_a_missing_broker_binary_is_one_line(tmp_path: Path) -> None:
-    env = {"XDG_RUNTIME_DIR": str(tmp_path), "CALF_TANSU_BIN": str(tmp_path / "nosuch")}
+def test_a_missing_broker_binary_is_one_line_and_leaves_no_folder(tmp_path: Path) -> None:
+    env = {
+        "XDG_RUNTIME_DIR": str(tmp_path),
+        "CALF_TANSU_BIN": str(tmp_path / "nosuch"),
+        "TMPDIR": str(tmp_path),  # where local up makes its work folder
+    }
     line = one_line(run_cli(env, "local", "up"))
     assert line.startswith("riverrun local: error: no Tansu broker binary: CALF_TANSU_BIN=")
+    assert not list(tmp_path.glob("riverrun-local-*")), "an empty work folder left behind"
