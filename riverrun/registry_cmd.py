@@ -5,13 +5,10 @@ A/B split."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import socket
 from collections.abc import Iterable
 from typing import Any
-
-import orjson
 
 from flows.sources import latest_event
 from models.ab import CHALLENGER
@@ -28,7 +25,7 @@ from riverrun.evaluate_cmd import (
     source_request,
 )
 from riverrun.settings import Settings, add_flags
-from riverrun.shown import metrics_text
+from riverrun.shown import emit, metrics_text, utc_text
 
 
 def _registry(settings: Settings) -> Registry:
@@ -39,23 +36,14 @@ def _actor() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} (cli)"
 
 
-def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
-    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if args.json else text)
-    return 0
-
-
 def _version_line(info: VersionInfo, aliases: dict[str, int]) -> str:
     names = ",".join(a for a, v in sorted(aliases.items()) if v == info.version)
     metric = metrics_text(info.metrics)
     if info.metrics.get("n") == 0:  # registered before it scored a label: its zeros say nothing
         metric = "not scored yet"
     return (
-        f"v{info.version:<5} {info.spec:<12} {_when(info.created_at)}  seen={info.events_seen:<9,}"
-        f" parent={info.parent or '-':<5} {names:<20} {metric}"
+        f"v{info.version:<5} {info.spec:<12} {utc_text(info.created_at)}"
+        f"  seen={info.events_seen:<9,} parent={info.parent or '-':<5} {names:<20} {metric}"
     )
 
 
@@ -65,13 +53,13 @@ def list_(args: argparse.Namespace, settings: Settings) -> int:
     if not args.model:
         models = {m: reg.aliases(m) for m in reg.models()}
         text = "\n".join(f"{m:<24} {aliases}" for m, aliases in models.items()) or "no models"
-        return _emit(args, models, text)
+        return emit(args.json, models, text)
     versions = reg.versions(args.model)
     if not versions:
         raise RegistryError(f"model {args.model!r} has no versions")
     aliases = reg.aliases(args.model)
     text = "\n".join(_version_line(v, aliases) for v in versions)
-    return _emit(args, {"versions": [v.to_dict() for v in versions], "aliases": aliases}, text)
+    return emit(args.json, {"versions": [v.to_dict() for v in versions], "aliases": aliases}, text)
 
 
 def show(args: argparse.Namespace, settings: Settings) -> int:
@@ -84,7 +72,7 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
         raise RegistryError(f"model {args.model!r} has no champion; give a version")
     info = reg.info(args.model, version)
     text = "\n".join(f"{k:<13} {v}" for k, v in info.to_dict().items())
-    return _emit(args, info.to_dict(), text)
+    return emit(args.json, info.to_dict(), text)
 
 
 def promote(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,7 +89,7 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
         action="promote",
     )
     text = f"{args.model}: champion v{move.from_version} -> v{move.to_version}"
-    return _emit(args, move.to_dict(), text)
+    return emit(args.json, move.to_dict(), text)
 
 
 def rollback(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,7 +99,7 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
         args.model, actor=_actor(), reason=args.reason, expected=expected
     )
     text = f"{args.model}: champion rolled back v{move.from_version} -> v{move.to_version}"
-    return _emit(args, move.to_dict(), text)
+    return emit(args.json, move.to_dict(), text)
 
 
 def history(args: argparse.Namespace, settings: Settings) -> int:
@@ -120,8 +108,10 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
     moves = reg.history(args.model, count=args.limit)
     if not moves and args.model not in reg.models():
         raise RegistryError(f"unknown model {args.model!r}: it has no history")
-    lines = [f"{_when(m.at)}  {m.action:<10} {_moved(m)}  by {m.actor}: {m.reason}" for m in moves]
-    return _emit(args, [m.to_dict() for m in moves], "\n".join(lines) or "no history")
+    lines = [
+        f"{utc_text(m.at)}  {m.action:<10} {_moved(m)}  by {m.actor}: {m.reason}" for m in moves
+    ]
+    return emit(args.json, [m.to_dict() for m in moves], "\n".join(lines) or "no history")
 
 
 def _moved(move: AliasMove) -> str:
@@ -137,7 +127,7 @@ def verify(args: argparse.Namespace, settings: Settings) -> int:
     if not results:
         raise RegistryError(f"model {args.model!r} has no versions")
     text = "\n".join(f"v{v:<5} {'ok' if err is None else 'REFUSED: ' + err}" for v, err in results)
-    _emit(args, [{"version": v, "ok": err is None, "error": err} for v, err in results], text)
+    emit(args.json, [{"version": v, "ok": err is None, "error": err} for v, err in results], text)
     return 0 if all(err is None for _, err in results) else 1
 
 
@@ -195,7 +185,7 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     )
     text = f"{args.model}: {args.alias} -> v{info.version} ({args.spec}, {task}"
     text += f", warm-started on {events_seen:,} labelled events)" if args.warm_start else ")"
-    return _emit(args, {"version": info.to_dict(), "move": move.to_dict()}, text)
+    return emit(args.json, {"version": info.to_dict(), "move": move.to_dict()}, text)
 
 
 def _task(reg: Registry, args: argparse.Namespace, settings: Settings) -> str:
@@ -220,7 +210,7 @@ def remove(args: argparse.Namespace, settings: Settings) -> int:
         args.model, args.alias, None, expected=ANY, actor=_actor(), reason=args.reason, action="set"
     )
     text = f"{args.model}: {args.alias} removed (was v{move.from_version})"
-    return _emit(args, move.to_dict(), text)
+    return emit(args.json, move.to_dict(), text)
 
 
 def ab(args: argparse.Namespace, settings: Settings) -> int:
@@ -233,7 +223,7 @@ def ab(args: argparse.Namespace, settings: Settings) -> int:
     text = f"{args.model}: the challenger serves a fraction {to:g} of entities (was {was:g})"
     if to > 0 and reg.alias(args.model, CHALLENGER) is None:
         text += "; there is no challenger yet, so the champion serves all until there is one"
-    return _emit(args, {"model": args.model, "from": was, "to": to}, text)
+    return emit(args.json, {"model": args.model, "from": was, "to": to}, text)
 
 
 def add_parser(sub: Any) -> None:

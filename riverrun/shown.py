@@ -1,9 +1,24 @@
-"""How the command lines show models' metrics and promotions."""
+"""How the command lines show what they report: as JSON or text, times, models' metrics and
+promotions."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import orjson
+
+
+def emit(as_json: bool, data: Any, text: str) -> int:
+    """Print ``data`` as indented JSON (``--json``), else ``text``; the command's exit status."""
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if as_json else text)
+    return 0
+
+
+def utc_text(ts: float) -> str:
+    """A Unix time as ``YYYY-MM-DD HH:MM:SS``, in UTC."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def metric_text(value: float | None) -> str:

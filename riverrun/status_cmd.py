@@ -4,17 +4,15 @@ promotion contest's decisions and the promotions made."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
 from typing import Any
 
-import orjson
 import redis
 
 from models.ab import CHALLENGER
 from models.status import read_status
 from riverrun.settings import Settings, add_flags, hide_password
-from riverrun.shown import metrics_text, models_table, promotion_text
+from riverrun.shown import emit, metrics_text, models_table, promotion_text, utc_text
 
 TIMEOUT = 5.0  # seconds to connect to Redis and for its answer
 # The status's counts, in the order shown; a flow of an older version wrote fewer.
@@ -37,9 +35,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
             f"no status for model {name!r}: no learn flow has reported on it to "
             f"{hide_password(settings.redis_url)} (see --model-name and --redis-url)"
         )
-    shown = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.json else None
-    print(shown or text(name, report, time.time()))
-    return 0
+    return emit(args.json, report, text(name, report, time.time()))
 
 
 def text(name: str, report: dict[str, Any], now: float) -> str:
@@ -70,7 +66,7 @@ def written(at: float | None, now: float) -> str:
     clock is ahead is said to be, not shown as fresh."""
     if at is None:
         return ""
-    when = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = f"{utc_text(at)} UTC"
     age = now - at
     if age < -1.0:
         return f", written {when} (the writer's clock is {-age:.0f} s ahead of this one)"
