@@ -26,6 +26,8 @@ def up(args: argparse.Namespace, _settings: Any) -> int:
         try:
             with local_stack(workdir) as stack:
                 started = True
+                if stopping.is_set():  # Ctrl-C while they started: no settings to export
+                    return 0
                 print("# local Kafka broker (Tansu) and Redis are up; to use them:")
                 for name, value in stack.env().items():
                     print(f"export {name}={value}")

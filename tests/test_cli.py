@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,26 @@ def test_local_up_interrupted_stops_its_servers_and_keeps_a_given_work_folder(
         assert up.wait(30) == 0
         assert not (_server_pids() & started)
     assert {"broker.log", "redis.log"} <= {f.name for f in mine.iterdir()}, "the user's folder"
+
+
+def test_local_up_interrupted_while_starting_exports_nothing_and_cleans_up(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C before the servers are up: no settings printed for a stack that is stopping."""
+    env = child_env(XDG_RUNTIME_DIR=str(tmp_path), TMPDIR=str(tmp_path))
+    marker = tmp_path / f"riverrun-local-{os.getuid()}.pid"
+    with _local_up(env) as up:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text()):  # its Ctrl-C handler is set
+            assert up.poll() is None and time.monotonic() < deadline, "local up never started"
+            time.sleep(0.005)
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0
+    assert "export" not in out, "it printed settings for a stack that was stopping"
+    assert out.splitlines()[-1:] == ["# local stack stopped"]
+    assert not list(tmp_path.glob("riverrun-local-*/")), "its work folder was left behind"
+    assert not {p for p in _server_pids() if str(tmp_path) in command_line(p)}
 
 
 def test_local_up_names_the_server_that_died_and_keeps_its_logs(tmp_path: Path) -> None:
