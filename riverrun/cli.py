@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import select
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from confluent_kafka import KafkaException
 from redis import RedisError
@@ -183,9 +184,17 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, as every other error of the command line
-    (``--help`` still shows the usage)."""
+    (``--help`` still shows the usage); a negative number in any notation (``-1e-3``,
+    ``-inf``) is a value to refuse by its type, not an unknown flag."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help shows the usage)\n")

@@ -536,8 +536,9 @@ def test_cli_sets_the_ab_split_audited_and_refuses_what_it_cannot_set(
     *_, tried, _challenger, undone = _cli(stack, "history", name).stdout.splitlines()
     assert " ab          0 -> 0.25  by " in tried and tried.endswith("(cli): try it")
     assert " ab          0.25 -> 0  by " in undone and undone.endswith("(cli): set by hand")
-    too_much = _cli(stack, "ab", name, "1.5")
-    assert "argument fraction: '1.5': expected a number within [0, 1]" in one_line(too_much)
+    for bad in ("1.5", "-1e-3", "-inf", "nan"):  # a leading '-' is no flag here
+        refused = _cli(stack, "ab", name, bad)
+        assert f"argument fraction: '{bad}': expected a number within [0, 1]" in one_line(refused)
     unknown = _cli(stack, "ab", f"{name}-nosuch", "0.5")
     assert one_line(unknown).endswith(f"unknown model '{name}-nosuch': it has no versions")
     assert reg.ab_fraction(name) == 0.0 and reg.ab_fraction(f"{name}-nosuch") == 0.0
