@@ -65,7 +65,7 @@ class ScoringServer:
             default_model=settings.model_name,
             max_batch=settings.serve_max_batch,
             max_message_bytes=settings.max_message_bytes,
-            feedback_waits=max(1, settings.serve_workers // 2),
+            waiting_calls=max(1, settings.serve_workers // 2),
         )
         add_to_server(service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from grpc_api.feedback import LabelPublisher, PublishError, label_message
 from grpc_api.follower import Follower
 from grpc_api.labels import class_text, from_label, to_label
 from grpc_api.proto import SERVICE, pb, rpc
+from grpc_api.waits import LABEL, STREAM, Busy, WaitingCalls
 from models.evaluation import predicted_label
 from models.features import EntityFeatures
 from models.schema import (
@@ -181,16 +181,15 @@ class ScoringService(rpc.ScoringServicer):
         default_model: str,
         max_batch: int,
         max_message_bytes: int,
-        feedback_waits: int = 8,
+        waiting_calls: int = 8,
     ) -> None:
         self.follower = follower
         self.publisher = publisher
         self.default_model = default_model
         self.max_batch = max_batch
-        # Feedback holds its thread until Kafka acknowledges (seconds, if Kafka is away): at
-        # most this many at once, so that scoring keeps threads of its own.
-        self.feedback_waits = feedback_waits
-        self._waiting = threading.BoundedSemaphore(feedback_waits)
+        # Open streams and labels waiting on Kafka hold their threads for as long as they
+        # wait: at most this many at once, so that Predict and health checks keep the rest.
+        self.waits = WaitingCalls(waiting_calls)
         self.max_message_bytes = max_message_bytes  # the learn flow's: larger labels are refused
         self._rpcs = {
             name: _Counted(name)
@@ -210,8 +209,18 @@ class ScoringService(rpc.ScoringServicer):
         return self._rpcs["PredictBatch"].unary(self._predict_batch, request, context)
 
     def PredictStream(self, requests: Iterator[pb.PredictRequest], context: Any) -> Iterator:
-        """Score each request of a stream; a refused one gets its status in its reply."""
+        """Score each request of a stream; a refused one gets its status in its reply. A
+        stream holds its thread while open: one past the server's limit is refused at once."""
         counted = self._rpcs["PredictStream"]
+        began = time.perf_counter()
+        try:
+            with self.waits.holding(STREAM):
+                yield from self._stream(requests, counted)
+        except Busy as exc:
+            counted.record(Code.RESOURCE_EXHAUSTED, began)
+            context.abort(Code.RESOURCE_EXHAUSTED, str(exc))
+
+    def _stream(self, requests: Iterator[pb.PredictRequest], counted: _Counted) -> Iterator:
         for request in requests:
             began = time.perf_counter()
             try:
@@ -496,18 +505,11 @@ class ScoringService(rpc.ScoringServicer):
                 "where it would be dead-lettered",
                 field,
             )
-        if not self._waiting.acquire(blocking=False):
-            raise Refusal(
-                Code.UNAVAILABLE,
-                f"all {self.feedback_waits} places for labels waiting on Kafka are taken (is "
-                "Kafka reachable?): try again later",
-            )
         try:
-            topic, partition, offset = self.publisher.publish(request.id, message, within)
-        except PublishError as exc:
+            with self.waits.holding(LABEL):
+                topic, partition, offset = self.publisher.publish(request.id, message, within)
+        except (Busy, PublishError) as exc:
             raise Refusal(Code.UNAVAILABLE, str(exc)) from None
-        finally:
-            self._waiting.release()
         return pb.FeedbackResponse(topic=topic, partition=partition, offset=offset)
 
     def _get_model(self, request: pb.GetModelRequest) -> pb.GetModelResponse:

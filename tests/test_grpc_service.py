@@ -7,6 +7,7 @@ import functools
 import itertools
 import logging
 import math
+import queue
 import re
 import threading
 from pathlib import Path
@@ -660,10 +661,58 @@ def test_feedback_waiting_on_an_absent_kafka_leaves_threads_for_scoring(
         wait_for(lambda: server.publisher._producer, 10, "the first label to wait on Kafka")
         second = refusal(lambda: client.feedback("e2", True))
         assert second.code() == Code.UNAVAILABLE
-        assert "all 1 places for labels waiting on Kafka are taken" in str(second.details())
+        assert (
+            "all 1 of this server's threads for calls that wait are taken (0 open "
+            "PredictStreams, 1 labels waiting on Kafka)" in str(second.details())
+        )
         assert client.predict(rows[0]).id == "", "a thread is left for scoring"
         waiting.join(30)
     assert first[0].code() in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
+
+
+def test_open_streams_leave_threads_for_scoring_and_health_checks(make_settings: Any) -> None:
+    """An idle stream holds its thread: past the limit one is refused at once, where
+    streams left open used to take every thread and Predict waited out its deadline."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    s = make_settings(serve_workers=2)  # one call may wait: here, an open stream
+    model, rows = trained()
+    publish(s, model)
+    with running(s) as (_, client):
+        stream = client.channel.stream_stream(
+            "/riverrun.v1.Scoring/PredictStream",
+            request_serializer=pb.PredictRequest.SerializeToString,
+            response_deserializer=pb.StreamReply.FromString,
+        )
+        sends: queue.Queue[pb.PredictRequest | None] = queue.Queue()
+        first = stream(iter(sends.get, None), timeout=60)
+        sends.put(pb.PredictRequest(id="a", features=rows[0]))
+        assert next(first).id == "a", "the first stream is open, holding its thread"
+        before = requests_counted("PredictStream", "RESOURCE_EXHAUSTED")
+        second = stream(iter([pb.PredictRequest(id="b", features=rows[0])]), timeout=10)
+        with pytest.raises(grpc.RpcError) as error:
+            list(second)
+        assert error.value.code() == Code.RESOURCE_EXHAUSTED
+        assert "all 1 of this server's threads for calls that wait are taken (1 open " in str(
+            error.value.details()
+        )
+        assert requests_counted("PredictStream", "RESOURCE_EXHAUSTED") == before + 1
+        assert client.predict(rows[0], id="c").id == "c", "a thread is left for scoring"
+        health = health_pb2_grpc.HealthStub(client.channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        sends.put(None)  # the first stream ends: its place is free again
+        assert list(first) == []
+
+        def another_stream_answers() -> bool:
+            try:
+                return [r.id for r in stream(iter([pb.PredictRequest(id="d")]), timeout=10)] == [
+                    "d"
+                ]
+            except grpc.RpcError:
+                return False
+
+        wait_for(another_stream_answers, 10, "a new stream in the closed one's place")
 
 
 def test_a_champion_refused_from_the_start_is_refused_saying_why(make_settings: Any) -> None:
