@@ -47,6 +47,10 @@ class PublishError(RuntimeError):
     """The label could not be written to Kafka; the message says why."""
 
 
+class Unacknowledged(PublishError):
+    """Kafka had not acknowledged the label when the wait ended: it may still be written."""
+
+
 class KafkaLog:
     """librdkafka's lines to ``riverrun.serve.kafka`` at DEBUG, keeping the last error's text."""
 
@@ -137,7 +141,9 @@ class LabelPublisher:
         if within is not None and within < wait:
             wait, within_what = within, f"before the call's deadline ({within:.1f} s)"
         if not done.wait(wait):
-            raise PublishError(f"Kafka did not acknowledge the label {within_what}")
+            raise Unacknowledged(
+                f"Kafka had not acknowledged the label {within_what}; it may still be written"
+            )
         err, msg = outcome["err"], outcome["msg"]
         if err is not None:
             raise PublishError(f"cannot write the label to Kafka topic {self.topic!r}: {err}")

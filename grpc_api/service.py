@@ -22,7 +22,7 @@ import redis
 from google.protobuf.message import DecodeError
 
 from grpc_api.book import Loaded, Served
-from grpc_api.feedback import LabelPublisher, PublishError, label_message
+from grpc_api.feedback import LabelPublisher, PublishError, Unacknowledged, label_message
 from grpc_api.follower import Follower
 from grpc_api.labels import class_text, from_label, to_label
 from grpc_api.proto import SERVICE, pb, rpc
@@ -505,9 +505,17 @@ class ScoringService(rpc.ScoringServicer):
                 "where it would be dead-lettered",
                 field,
             )
+        if within == 0.0:
+            raise Refusal(
+                Code.DEADLINE_EXCEEDED,
+                "the call's deadline leaves no time to wait for Kafka to acknowledge the label "
+                f"(this server keeps {DEADLINE_MARGIN} s of it to answer): nothing was written",
+            )
         try:
             with self.waits.holding(LABEL):
                 topic, partition, offset = self.publisher.publish(request.id, message, within)
+        except Unacknowledged as exc:  # not UNAVAILABLE: a retry might write it twice
+            raise Refusal(Code.DEADLINE_EXCEEDED, str(exc)) from None
         except (Busy, PublishError) as exc:
             raise Refusal(Code.UNAVAILABLE, str(exc)) from None
         return pb.FeedbackResponse(topic=topic, partition=partition, offset=offset)
