@@ -45,6 +45,10 @@ from riverrun.metrics import GRPC_REQUESTS, GRPC_SECONDS
 log = logging.getLogger(__name__)
 
 FIELD_METADATA = "riverrun-field"
+# characters of a refusal's message and field: even percent-encoded, well inside the
+# 8 KB of headers gRPC lets a status have
+MESSAGE_LIMIT = 500
+FIELD_LIMIT = 200
 DEADLINE_MARGIN = 0.25  # seconds left for the answer to reach a caller before its deadline
 Reply = TypeVar("Reply")
 Code = grpc.StatusCode
@@ -67,6 +71,19 @@ def metadata_text(text: str) -> str:
     popup_window temp\xe9rature\x1f
     """
     return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how many more there were: gRPC fails a
+    call whose status message and metadata outgrow its 8 KB of headers, and then the caller
+    hears ``RESOURCE_EXHAUSTED`` instead of why (a 9,000-character feature name did that).
+
+    >>> shortened("model 'mmmmmmmm' is unknown", 10)
+    "model 'mmm... (17 more characters)"
+    """
+    return (
+        text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+    )
 
 
 def _invalid(exc: InvalidInput) -> Refusal:
@@ -165,8 +182,9 @@ class _Counted:
             return reply
         self.record(refusal.code, began)
         if refusal.field:
-            context.set_trailing_metadata(((FIELD_METADATA, metadata_text(refusal.field)),))
-        context.abort(refusal.code, str(refusal))
+            field = shortened(metadata_text(refusal.field), FIELD_LIMIT)
+            context.set_trailing_metadata(((FIELD_METADATA, field),))
+        context.abort(refusal.code, shortened(str(refusal), MESSAGE_LIMIT))
         raise AssertionError("unreachable: abort raises")
 
 

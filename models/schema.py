@@ -146,13 +146,28 @@ def text_seconds(text: str) -> float:
         return utc_seconds(dt.datetime.fromisoformat(text))
 
 
+MISSING_SHOWN = 10  # missing features a refusal names: a wide model's would not fit a header
+
+
 def check_schema(features: dict[str, float], expected: frozenset[str]) -> None:
-    """Raise :class:`InvalidInput` naming the first expected feature that is missing."""
+    """Raise :class:`InvalidInput` naming the missing expected features (the first
+    :data:`MISSING_SHOWN` of them, in order, and how many more).
+
+    >>> check_schema({}, frozenset(f"f{i:02}" for i in range(12)))
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: missing feature(s): 'f00', 'f01', 'f02', 'f03', 'f04', \
+'f05', 'f06', 'f07', 'f08', 'f09' and 2 more
+    """
     if expected.issubset(features.keys()):
         return
     missing = sorted(expected.difference(features.keys()))
+    named = ", ".join(map(repr, missing[:MISSING_SHOWN]))
+    more = len(missing) - MISSING_SHOWN
     raise InvalidInput(
-        "missing_feature", f"missing feature(s): {', '.join(map(repr, missing))}", missing[0]
+        "missing_feature",
+        f"missing feature(s): {named}" + (f" and {more} more" if more > 0 else ""),
+        missing[0],
     )
 
 

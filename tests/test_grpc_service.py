@@ -495,6 +495,21 @@ def test_a_model_that_cannot_name_its_features_asks_for_those_the_flow_asked_for
             "id",
             "over the learn flow's limit of 65536 bytes",
         ),
+        # names too long for gRPC's headers are cut, not turned into RESOURCE_EXHAUSTED
+        (
+            "Predict",
+            lambda c, r: c.predict(dict(r[0], **{"x" * 9000: float("nan")})),
+            Code.INVALID_ARGUMENT,
+            "x" * 200 + "... (8800 more characters)",
+            "feature 'xxxxx",
+        ),
+        (
+            "Predict",
+            lambda c, r: c.predict(r[0], model="m" * 9000),
+            Code.NOT_FOUND,
+            "model",
+            "more characters)",
+        ),
         (
             "PredictBatch",
             lambda c, r: c.predict_packed(["a"], np.ones((11, 1))),
