@@ -58,9 +58,10 @@ class Follower:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following (the models in memory stay)."""
+        """Stop following (the models in memory stay); nothing to wait for if never started."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
 
     def serves(self, model: str) -> bool:
         """Whether this server is configured to serve ``model``."""

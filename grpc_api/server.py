@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from types import FrameType
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 READY_TIMEOUT = 30.0
+STOP_CHECK = 0.1  # seconds between looks at a stop request while the start waits
 
 
 class ScoringServer:
@@ -102,17 +104,26 @@ class ScoringServer:
         """``host:port`` a client dials."""
         return f"{self.settings.serve_host}:{self.port}"
 
-    def start(self, ready_timeout: float = READY_TIMEOUT) -> ScoringServer:
-        """Start serving; wait (up to ``ready_timeout``) until the registry has been read."""
+    def start(
+        self, ready_timeout: float = READY_TIMEOUT, stop: threading.Event | None = None
+    ) -> ScoringServer:
+        """Start serving; wait (up to ``ready_timeout``) until the registry has been read, or
+        until ``stop`` is set (a Ctrl-C while an unreachable registry holds the start up)."""
         for name in ("", SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.follower.start()
         self.server.start()
-        if self.follower.ready.wait(ready_timeout):
-            self._report_serving()
-        else:
-            log.warning("registry not read within %.0f s; NOT_SERVING until it is", ready_timeout)
-            threading.Thread(target=self._serve_when_ready, daemon=True).start()
+        deadline = time.monotonic() + ready_timeout
+        while not self.follower.ready.wait(min(STOP_CHECK, max(deadline - time.monotonic(), 0))):
+            if stop is not None and stop.is_set():
+                return self
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "registry not read within %.0f s; NOT_SERVING until it is", ready_timeout
+                )
+                threading.Thread(target=self._serve_when_ready, daemon=True).start()
+                return self
+        self._report_serving()
         return self
 
     def _serve_when_ready(self) -> None:
@@ -152,7 +163,6 @@ class ScoringServer:
 def serve(settings: Settings, announce: Callable[[str], None] = log.info) -> int:
     """Run the server until SIGINT or SIGTERM, then stop gracefully; ``announce`` says where."""
     server = ScoringServer(settings)
-    serve_metrics(settings.serve_metrics_port, settings.metrics_host, "serve_metrics_port")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -160,10 +170,12 @@ def serve(settings: Settings, announce: Callable[[str], None] = log.info) -> int
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.start()
-        scheme = "TLS" if settings.serve_tls_cert else "plaintext"
-        announce(f"serving riverrun.v1.Scoring on {server.target} ({scheme})")
-        stop.wait()
+        serve_metrics(settings.serve_metrics_port, settings.metrics_host, "serve_metrics_port")
+        server.start(stop=stop)
+        if not stop.is_set():
+            scheme = "TLS" if settings.serve_tls_cert else "plaintext"
+            announce(f"serving riverrun.v1.Scoring on {server.target} ({scheme})")
+            stop.wait()
     finally:
         server.stop()
         for sig, handler in previous.items():

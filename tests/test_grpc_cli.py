@@ -88,6 +88,36 @@ def test_serve_and_predict_from_the_command_line(make_settings: Any) -> None:
             server.wait()
 
 
+def test_serve_stops_on_ctrl_c_while_an_unreachable_registry_holds_its_start_up(
+    make_settings: Any,
+) -> None:
+    """The start waits up to 30 s for the registry; a Ctrl-C meanwhile stops it at once
+    (it used to wait the 30 s out, then say it was serving)."""
+    s = make_settings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", serve_port=0, serve_metrics_port=free_port()
+    )
+    env = {**os.environ, **s.to_env()}
+    server = subprocess.Popen([*RIVERRUN, "serve"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        metrics = f"http://127.0.0.1:{s.serve_metrics_port}/metrics"
+
+        def metrics_served() -> bool:  # its Ctrl-C handler is set by then
+            try:
+                return urllib.request.urlopen(metrics, timeout=5).status == 200
+            except OSError:
+                return False
+
+        wait_for(metrics_served, 30, "the server's /metrics while it waits for the registry")
+        server.send_signal(signal.SIGINT)
+        out, _ = server.communicate(timeout=10)  # well inside the 30 s it waits for Redis
+        assert server.returncode == 0
+        assert "serving" not in out, "it announced a server that was stopping"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
 def test_serve_refuses_a_port_in_use_in_one_line(make_settings: Any) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
