@@ -12,6 +12,7 @@ that are not numbers never reach the wire: :class:`~models.schema.InvalidInput` 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,22 +62,34 @@ class PackedAnswer:
 
 
 def numeric_features(features: Mapping[str, Any]) -> dict[str, float]:
-    """``features`` as floats, or :class:`InvalidInput` naming the first that is no number.
+    """``features`` as floats (NumPy's numbers too: a row of a data frame), or
+    :class:`InvalidInput` naming the first that is no number (a bool is none).
 
-    >>> numeric_features({"a": 1, "b": "x"})
+    >>> numeric_features({"a": 1, "b": np.float32(0.5), "c": np.int64(3)})
+    {'a': 1.0, 'b': 0.5, 'c': 3.0}
+    >>> numeric_features({"a": 1, "b": True})
     Traceback (most recent call last):
     ...
-    models.schema.InvalidInput: feature 'b' must be a number, got str
+    models.schema.InvalidInput: feature 'b' must be a number, got bool
+    >>> numeric_features({"a": 10**400})
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: feature 'a' is too large for a double
     """
     out = {}
     for name, value in features.items():
-        if type(value) not in (int, float):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
             raise InvalidInput(
                 "bad_feature",
                 f"feature {name!r} must be a number, got {type(value).__name__}",
                 name,
             )
-        out[name] = float(value)
+        try:
+            out[name] = float(value)
+        except OverflowError:
+            raise InvalidInput(
+                "bad_feature", f"feature {name!r} is too large for a double", name
+            ) from None
     return out
 
 

@@ -614,14 +614,22 @@ def test_no_champion_yet_is_unavailable_until_one_is_promoted(make_settings: Any
     assert requests_counted("Predict", "UNAVAILABLE") >= before + 1
 
 
-def test_non_numeric_features_are_refused_by_the_client_naming_the_field(
+def test_the_client_refuses_non_numeric_features_naming_them_and_takes_numpys_numbers(
     make_settings: Any,
 ) -> None:
     s = make_settings()
-    publish(s, trained()[0])
-    with running(s) as (_, client), pytest.raises(InvalidInput) as info:
-        client.predict({"long_url": "long"})
-    assert info.value.field == "long_url" and "must be a number, got str" in str(info.value)
+    model, rows = trained()
+    publish(s, model)
+    with running(s) as (_, client):
+        with pytest.raises(InvalidInput) as info:
+            client.predict({"long_url": "long"})
+        assert info.value.field == "long_url" and "must be a number, got str" in str(info.value)
+        # NumPy's numbers are numbers (a data frame's row), answered as the floats they are
+        numpy_row = {
+            k: np.float32(v) if i % 2 else np.float64(v) for i, (k, v) in enumerate(rows[0].items())
+        }
+        p_true = model.predict_proba_one({k: float(v) for k, v in numpy_row.items()})[True]
+        assert client.predict(numpy_row).proba["true"] == pytest.approx(p_true, abs=1e-12)
 
 
 def test_a_tampered_promotion_is_refused_and_the_old_champion_keeps_serving(
