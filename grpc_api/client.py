@@ -24,7 +24,7 @@ from grpc_api.errors import read_tls_file
 from grpc_api.labels import from_label, to_label
 from grpc_api.proto import pb, rpc
 from models.schema import InvalidInput, Label
-from riverrun.settings import Settings
+from riverrun.settings import Settings, host_port
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class ScoringClient:
         :class:`~grpc_api.errors.ServeError` if the CA file cannot be read."""
         ca = settings.serve_tls_ca
         root = read_tls_file(ca, "root certificate") if ca else None
-        target = f"{settings.serve_host}:{settings.serve_port}"
+        target = host_port(settings.serve_host, settings.serve_port)
         return cls(target, root_certificate=root, timeout=timeout)
 
     def predict(

@@ -27,7 +27,7 @@ from grpc_api.proto import SERVICE
 from grpc_api.service import ScoringService, add_to_server
 from models.registry import Registry
 from riverrun.metrics import serve_metrics
-from riverrun.settings import Settings
+from riverrun.settings import Settings, host_port
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ScoringServer:
 
     def _bind(self) -> int:
         s = self.settings
-        address = f"{s.serve_host}:{s.serve_port}"
+        address = host_port(s.serve_host, s.serve_port)
         credentials = None
         if s.serve_tls_cert:
             key = read_tls_file(s.serve_tls_key, "key")
@@ -102,7 +102,7 @@ class ScoringServer:
     @property
     def target(self) -> str:
         """``host:port`` a client dials."""
-        return f"{self.settings.serve_host}:{self.port}"
+        return host_port(self.settings.serve_host, self.port)
 
     def start(
         self, ready_timeout: float = READY_TIMEOUT, stop: threading.Event | None = None

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from models.ab import CHAMPION
+from riverrun.settings import host_port
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,12 @@ def serve_metrics(port: int, host: str = "127.0.0.1", setting: str = "metrics_po
         start_http_server(port, addr=host)
     except socket.gaierror as exc:  # the host, not the port
         raise MetricsPortError(
-            f"cannot serve /metrics on {host}:{port}: no such address ({exc.strerror}); "
+            f"cannot serve /metrics on {host_port(host, port)}: no such address ({exc.strerror}); "
             "choose another with RIVERRUN_METRICS_HOST"
         ) from None
     except OSError as exc:
         raise MetricsPortError(
-            f"cannot serve /metrics on {host}:{port} ({exc.strerror}); "
+            f"cannot serve /metrics on {host_port(host, port)} ({exc.strerror}); "
             f"choose another port with RIVERRUN_{setting.upper()} (0 turns metrics off)"
         ) from None
-    log.info("metrics on http://%s:%d/metrics", host, port)
+    log.info("metrics on http://%s/metrics", host_port(host, port))

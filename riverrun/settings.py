@@ -331,6 +331,15 @@ def _is_int(text: str) -> bool:
     return True
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as gRPC and Kafka clients take it: an IPv6 address in brackets.
+
+    >>> host_port("::1", 50051), host_port("127.0.0.1", 50051), host_port("[::1]", 1)
+    ('[::1]:50051', '127.0.0.1:50051', '[::1]:1')
+    """
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def hide_password(url: str) -> str:
     """``url`` with its password, if any, shown as ``***`` (the rest as it was written).
 

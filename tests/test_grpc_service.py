@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
+from grpc_api.client import ScoringClient
 from grpc_api.feedback import LabelPublisher, PublishError
 from grpc_api.proto import pb
 from grpc_api.server import MAX_MESSAGE_BYTES
@@ -736,6 +737,20 @@ def test_open_streams_leave_threads_for_scoring_and_health_checks(make_settings:
                 return False
 
         wait_for(another_stream_answers, 10, "a new stream in the closed one's place")
+
+
+def test_a_server_on_an_ipv6_address_is_reached_from_the_same_settings(
+    make_settings: Any,
+) -> None:
+    """``RIVERRUN_SERVE_HOST=::1`` is an address in brackets to gRPC, for the server and the
+    client alike (it used to fail as "cannot listen on ::1:50051")."""
+    s = make_settings(serve_host="::1")
+    model, rows = trained()
+    publish(s, model)
+    with running(s) as (server, _):
+        assert server.target == f"[::1]:{server.port}"
+        with ScoringClient.from_settings(s.override({"serve_port": server.port})) as client:
+            assert client.predict(rows[0]).version == 1
 
 
 def test_a_champion_refused_from_the_start_is_refused_saying_why(make_settings: Any) -> None:
