@@ -119,11 +119,7 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> int:
     evaluation = new_evaluation(source, models, settings, rejects)
     run(source, evaluation, progress=not args.quiet, desc="evaluate")
     report = {"source": source.description, **evaluation.report()}
-    if report["labelled"] == 0:
-        raise EvaluateError(
-            f"{source.description}: no event was labelled, nothing to score"
-            + _most_rejected(rejects)
-        )
+    check_labelled(report, source, rejects, "nothing to score")
     print(format_table(report))
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -137,6 +133,15 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> int:
     for line in broken:
         print(f"riverrun evaluate: gate failed: {line}", file=sys.stderr)
     return 1 if broken else 0
+
+
+def check_labelled(report: dict[str, Any], source: Source, rejects: Rejects, so: str) -> None:
+    """:class:`EvaluateError` if no event of ``source`` was labelled (``so``: what that
+    means for the command), with the commonest reason records were rejected."""
+    if report["labelled"] == 0:
+        raise EvaluateError(
+            f"{source.description}: no event was labelled, {so}" + _most_rejected(rejects)
+        )
 
 
 def _most_rejected(rejects: Rejects) -> str:

@@ -15,10 +15,11 @@ from models.ab import CHALLENGER
 from models.progressive import Rejects
 from models.registry import ANY, AliasMove, Registry, RegistryError, VersionInfo, model_params
 from models.specs import build_model
-from riverrun.argtypes import challenger_alias, fraction, positive
+from riverrun.argtypes import challenger_alias, fraction, nonempty, positive
 from riverrun.evaluate_cmd import (
     KAFKA_FLAGS,
     add_source_flags,
+    check_labelled,
     new_evaluation,
     open_checked,
     run,
@@ -142,18 +143,28 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     """Register a model built from a spec (optionally warm-started on recorded data) and
     set it as a challenger: running learn flows shadow it from their next event on."""
     reg = _registry(settings)
-    task = _task(reg, args, settings)
+    champion_task = _champion_task(reg, args)
+    task = champion_task or args.task or settings.task
     settings = settings.override({"task": task})
     metrics: dict[str, float] = {}
     events_seen = 0
     tags = {"pushed": "true"}
-    if args.warm_start:
+    if args.warm_start is not None:
         rejects = Rejects()
         source, first = open_checked(source_request(args, args.warm_start), settings, args, rejects)
+        if source.task != task and champion_task is not None:
+            raise RegistryError(
+                f"{source.description} is a {source.task} stream, and model {args.model!r} "
+                f"does {task} (its champion)"
+            )
+        task = source.task  # a dataset's own, when the model has no champion to follow
+        settings = settings.override({"task": task})
         model = build_model(args.spec, task, settings.seed, first.features)
         evaluation = new_evaluation(source, [(args.spec, model)], settings, rejects)
         run(source, evaluation, progress=not args.quiet, desc="warm start")
-        (done,) = evaluation.report()["models"]
+        report = evaluation.report()
+        check_labelled(report, source, rejects, "nothing to warm-start on")
+        (done,) = report["models"]
         metrics, events_seen = done["metrics"], done["learned"]
         tags["warm_start"] = source.description
         features: Iterable[str] | None = evaluation.lead.schema  # what it asked of events
@@ -185,14 +196,17 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     )
     text = f"{args.model}: {args.alias} -> v{info.version} ({args.spec}, {task}"
     text += f", warm-started on {events_seen:,} labelled events)" if args.warm_start else ")"
+    if move.from_version is not None:
+        text += f" (was v{move.from_version})"
     return emit(args.json, {"version": info.to_dict(), "move": move.to_dict()}, text)
 
 
-def _task(reg: Registry, args: argparse.Namespace, settings: Settings) -> str:
-    """The model's task: its champion's, which ``--task`` may only repeat; else the settings'."""
+def _champion_task(reg: Registry, args: argparse.Namespace) -> str | None:
+    """The task of the model's champion, which ``--task`` may only repeat (``None`` without
+    a champion: ``--task``, a warm start's dataset or the settings decide)."""
     champion = reg.alias(args.model, "champion")
     if champion is None:
-        return settings.task
+        return None
     task = reg.info(args.model, champion).task
     if args.task is not None and args.task != task:
         raise RegistryError(f"model {args.model!r} does {task} (its champion), not {args.task}")
@@ -274,6 +288,7 @@ def add_parser(sub: Any) -> None:
     )
     a.add_argument(
         "--warm-start",
+        type=nonempty,
         default=None,
         metavar="SOURCE",
         help="learn first from a file, kafka (a range of the events topic) or a dataset",

@@ -509,6 +509,48 @@ def test_cli_promotes_rolls_back_and_reports(reg: Registry, name: str, stack: Lo
     )
 
 
+def test_cli_push_warm_starts_only_on_labelled_events_of_the_models_task(
+    reg: Registry, name: str, stack: LocalStack, tmp_path: Path
+) -> None:
+    (v1,) = _register(reg, name)  # a regression champion
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="r")
+    push = ("push", name, "--spec", "linreg", "--quiet", "--warm-start")
+    other_task = _cli(stack, *push, "phishing")  # a binary stream, for a regression model
+    assert one_line(other_task).endswith(
+        f"dataset phishing is a binary stream, and model {name!r} does regression (its champion)"
+    )
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    events = ({"id": f"e{i}", "time": i, "features": {"x": float(i)}} for i in range(5))
+    unlabelled.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    assert one_line(_cli(stack, *push, str(unlabelled))).endswith(
+        f"file {unlabelled}: no event was labelled, nothing to warm-start on"
+    )
+    assert "'': expected a non-empty value" in one_line(_cli(stack, *push, ""))
+    assert [v.version for v in reg.versions(name)] == [v1], "nothing refused was registered"
+
+    first = _cli(stack, *push, "trumpapproval", "--events", "50")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().endswith("warm-started on 50 labelled events)"), first.stdout
+    again = _cli(stack, *push, "trumpapproval", "--events", "50")
+    assert again.stdout.strip().endswith(f"(was v{v1 + 1})"), "says which version it replaced"
+    new_model = f"{name}-new"  # no champion to follow: the dataset's task
+    fresh = _cli(
+        stack,
+        "push",
+        new_model,
+        "--spec",
+        "linreg",
+        "--quiet",
+        "--json",
+        "--warm-start",
+        "trumpapproval",
+        "--events",
+        "50",
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert orjson.loads(fresh.stdout)["version"]["task"] == "regression"
+
+
 def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: str) -> None:
     for i in range(23):
         reg.audit(name, "decided", f"actor-{i}", "a trigger", {"i": i})
