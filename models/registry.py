@@ -408,20 +408,27 @@ class Registry:
         ``(version, error or None)``."""
         out: list[tuple[int, str | None]] = []
         for number in self._numbers(model):
-            raw_info, blob = self.client.mget(
-                self._k(model, "v", number), self._k(model, "blob", number)
-            )
             try:
-                if raw_info is None:
-                    raise RegistryError("its metadata is missing")
-                info = _info(model, number, raw_info)
-                if blob is None:
-                    raise SignatureError("snapshot bytes are missing")
-                self._checked_payload(info, blob)
+                self.check_version(model, number)
                 out.append((number, None))
+            except NotFound:
+                out.append((number, "its metadata is missing"))
             except (SignatureError, RegistryError) as exc:
                 out.append((number, str(exc)))
         return out
+
+    def check_version(self, model: str, version: int) -> VersionInfo:
+        """A version's metadata once its binding and signature check, without unpickling
+        (before an alias is moved to it by hand); :class:`NotFound` if there is no such
+        version, :class:`SignatureError` or :class:`RegistryError` saying what fails."""
+        raw_info, blob = self.client.mget(
+            self._k(model, "v", version), self._k(model, "blob", version)
+        )
+        info = _info(model, version, raw_info)
+        if blob is None:
+            raise SignatureError("snapshot bytes are missing")
+        self._checked_payload(info, blob)
+        return info
 
     # -- aliases ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from flows.sources import latest_event
 from models.ab import CHALLENGER
 from models.progressive import Rejects
 from models.registry import ANY, AliasMove, Registry, RegistryError, VersionInfo, model_params
+from models.signing import SignatureError
 from models.specs import build_model
 from riverrun.argtypes import challenger_alias, fraction, nonempty, positive
 from riverrun.evaluate_cmd import (
@@ -80,6 +81,7 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
     """Make a version the champion (compare-and-set on the current one)."""
     reg = _registry(settings)
     current = reg.alias(args.model, "champion")
+    _check_champion(reg, args.model, args.version, current)
     move = reg.move_alias(
         args.model,
         "champion",
@@ -89,18 +91,39 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
         reason=args.reason,
         action="promote",
     )
-    text = f"{args.model}: champion v{move.from_version} -> v{move.to_version}"
+    text = f"{args.model}: champion {_v(move.from_version)} -> {_v(move.to_version)}"
     return emit(args.json, move.to_dict(), text)
 
 
 def rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Move the champion back to the previous champion."""
+    reg = _registry(settings)
     expected = ANY if args.from_version is None else args.from_version
-    move = _registry(settings).rollback(
-        args.model, actor=_actor(), reason=args.reason, expected=expected
-    )
+    previous = reg.champion_history(args.model)
+    if previous:  # else the rollback itself says there is nothing to roll back to
+        _check_champion(reg, args.model, previous[0], reg.alias(args.model, "champion"))
+    move = reg.rollback(args.model, actor=_actor(), reason=args.reason, expected=expected)
     text = f"{args.model}: champion rolled back v{move.from_version} -> v{move.to_version}"
     return emit(args.json, move.to_dict(), text)
+
+
+def _check_champion(reg: Registry, model: str, version: int, current: int | None) -> None:
+    """Refuse to make ``version`` the champion by hand if every flow and server would refuse
+    to load it (its snapshot does not check) or it does another task than the champion."""
+    try:
+        info = reg.check_version(model, version)
+    except SignatureError as exc:
+        raise RegistryError(
+            f"model {model!r} v{version} cannot be the champion: {exc} "
+            f"(riverrun registry verify {model} checks every version)"
+        ) from None
+    if current is not None and current != version:
+        task = reg.info(model, current).task
+        if info.task != task:
+            raise RegistryError(
+                f"model {model!r} v{version} does {info.task}, and its champion v{current} "
+                f"does {task}: a model keeps its task (push one that does {task})"
+            )
 
 
 def history(args: argparse.Namespace, settings: Settings) -> int:
@@ -119,7 +142,12 @@ def _moved(move: AliasMove) -> str:
     """What an audit entry moved: an alias's versions, or the A/B split's fractions."""
     if move.action == "ab":
         return f"{move.alias:<11} {move.evidence['from']:g} -> {move.evidence['to']:g}"
-    return f"{move.alias or '-':<11} v{move.from_version or '-'} -> v{move.to_version or '-'}"
+    return f"{move.alias or '-':<11} {_v(move.from_version)} -> {_v(move.to_version)}"
+
+
+def _v(version: int | None) -> str:
+    """A version as ``v3``, or ``-`` for none (an alias's first move, or its removal)."""
+    return "-" if version is None else f"v{version}"
 
 
 def verify(args: argparse.Namespace, settings: Settings) -> int:

@@ -551,6 +551,34 @@ def test_cli_push_warm_starts_only_on_labelled_events_of_the_models_task(
     assert orjson.loads(fresh.stdout)["version"]["task"] == "regression"
 
 
+def test_cli_makes_champion_only_a_version_flows_can_load_that_does_the_champions_task(
+    reg: Registry, name: str, stack: LocalStack
+) -> None:
+    v1, v2, v3 = _register(reg, name, 3)  # regression
+    first = _cli(stack, "promote", name, str(v1))
+    assert first.stdout.strip() == f"{name}: champion - -> v{v1}", "no 'vNone'"
+    binary = reg.register(name, linear_model.LogisticRegression(), spec="logreg", task="binary")
+    other_task = _cli(stack, "promote", name, str(binary.version))
+    assert one_line(other_task).endswith(
+        f"model {name!r} v{binary.version} does binary, and its champion v{v1} does "
+        "regression: a model keeps its task (push one that does regression)"
+    )
+    reg.client.set(f"riverrun:registry:{name}:blob:{v2}", b"RRS1" + b"0" * 40)  # tampered
+    tampered = one_line(_cli(stack, "promote", name, str(v2)))
+    assert f"model {name!r} v{v2} cannot be the champion: " in tampered
+    assert tampered.endswith(f"(riverrun registry verify {name} checks every version)")
+    assert reg.alias(name, "champion") == v1, "neither moved it"
+
+    assert _cli(stack, "promote", name, str(v3)).returncode == 0
+    reg.client.set(f"riverrun:registry:{name}:blob:{v1}", b"RRS1" + b"0" * 40)
+    back = one_line(_cli(stack, "rollback", name))
+    assert f"model {name!r} v{v1} cannot be the champion: " in back
+    assert reg.alias(name, "champion") == v3
+    *_, history_line = _cli(stack, "history", name).stdout.splitlines()
+    assert f" champion    v{v1} -> v{v3}  by " in history_line
+    assert f" champion    - -> v{v1}  by " in _cli(stack, "history", name).stdout
+
+
 def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: str) -> None:
     for i in range(23):
         reg.audit(name, "decided", f"actor-{i}", "a trigger", {"i": i})
