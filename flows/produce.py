@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from flows.codec import encode
 from flows.kafka_io import Delivery, Out, ensure_topics
-from models.datasets import Stream, open_stream
+from models.datasets import DatasetError, Stream, open_stream
 
 STREAM_EVENTS = 50_000  # events of a stream that ``produce`` and the demo write by default
 
@@ -122,6 +122,11 @@ def produce(
 ) -> ProduceSummary:
     """Write the requested stream to Kafka, paced by ``rate`` (events/s) after ``burst``."""
     stream = open_stream(req.dataset, seed=req.seed, events=req.events, drift_every=req.drift_every)
+    if stream.size is not None and req.skip >= stream.size:
+        raise DatasetError(
+            f"nothing to produce: skipping {req.skip:,} events leaves none of the "
+            f"{stream.size:,} of {req.dataset}"
+        )
     prefix = req.id_prefix or uuid.uuid4().hex[:8]
     ensure_topics(bootstrap, [events_topic, labels_topic], partitions)
     out = Delivery(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000})

@@ -495,6 +495,13 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         ),
         (["demo", "--challengers", "nosuch"], {}, "unknown model spec 'nosuch'"),
         (
+            # said before Kafka is tried
+            ["produce", "--events", "5", "--skip", "5", "--bootstrap-servers", "127.0.0.1:1"],
+            {},
+            "riverrun produce: error: nothing to produce: skipping 5 events leaves none of the "
+            "5 of agrawal-drift",
+        ),
+        (
             ["produce", "--labels-topic"],
             {},
             "riverrun produce: error: --labels-topic sends delayed labels: give --delay-labels",
