@@ -80,6 +80,23 @@ class RegistryError(RuntimeError):
     """A registry request that cannot be done; the message says why."""
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if it can name a model: not empty, with no '/', not '.' or '..' (it names
+    the model's recovery folder too); :class:`RegistryError` otherwise.
+
+    >>> check_model_name("fraud/v2")
+    Traceback (most recent call last):
+    ...
+    models.registry.RegistryError: 'fraud/v2': expected a model name that can be a folder \
+name (not empty, no '/')
+    """
+    if not name or name in (".", "..") or "/" in name:
+        raise RegistryError(
+            f"{name!r}: expected a model name that can be a folder name (not empty, no '/')"
+        )
+    return name
+
+
 class NotFound(RegistryError, LookupError):
     """No such model, version or alias."""
 
@@ -244,6 +261,7 @@ class Registry:
         ``features`` are those every event had to carry while it learned, which servers
         then ask of every request.
         """
+        check_model_name(model)
         blob = signed if signed is not None else dumps_signed(obj, self.key)
         version = self._next_version(model)
         info = VersionInfo(

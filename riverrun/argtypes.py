@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from models.ab import check_new_model_alias
+from models.registry import RegistryError, check_model_name
 
 Number = TypeVar("Number", int, float)
 
@@ -59,6 +60,14 @@ def nonempty(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("'': expected a non-empty value")
     return text
+
+
+def model_name(text: str) -> str:
+    """A name a model can have (``registry push MODEL``): not empty, no '/'."""
+    try:
+        return check_model_name(text)
+    except RegistryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def challenger_alias(text: str) -> str:

@@ -16,7 +16,7 @@ from models.progressive import Rejects
 from models.registry import ANY, AliasMove, Registry, RegistryError, VersionInfo, model_params
 from models.signing import SignatureError
 from models.specs import build_model
-from riverrun.argtypes import challenger_alias, fraction, nonempty, positive
+from riverrun.argtypes import challenger_alias, fraction, model_name, nonempty, positive
 from riverrun.evaluate_cmd import (
     KAFKA_FLAGS,
     add_source_flags,
@@ -281,16 +281,16 @@ def add_parser(sub: Any) -> None:
         return a
 
     a = action("list", list_, "models, or the versions of one model")
-    a.add_argument("model", nargs="?", help="model name")
+    a.add_argument("model", nargs="?", type=model_name, help="model name")
     a = action("show", show, "one version (default: the champion)")
-    a.add_argument("model")
+    a.add_argument("model", type=model_name)
     a.add_argument("version", nargs="?", type=positive)
     a = action("promote", promote, "make VERSION the champion")
-    a.add_argument("model")
+    a.add_argument("model", type=model_name)
     a.add_argument("version", type=positive)
     a.add_argument("--reason", default="promoted by hand", help="recorded in the audit stream")
     a = action("rollback", rollback, "move the champion back to the previous one")
-    a.add_argument("model")
+    a.add_argument("model", type=model_name)
     a.add_argument("--reason", default="rolled back by hand", help="recorded in the audit stream")
     a.add_argument(
         "--from",
@@ -301,12 +301,12 @@ def add_parser(sub: Any) -> None:
         help="roll back only if VERSION is still the champion (else say who moved it)",
     )
     a = action("history", history, "the audit stream of a model")
-    a.add_argument("model")
+    a.add_argument("model", type=model_name)
     a.add_argument("--limit", type=positive, default=100, metavar="N", help="last N entries")
     a = action("verify", verify, "check every version's binding and its snapshot's signature")
-    a.add_argument("model")
+    a.add_argument("model", type=model_name)
     a = action("push", push, "register a model from a spec and shadow it as a challenger")
-    a.add_argument("model")
+    a.add_argument("model", type=model_name)
     a.add_argument("--spec", required=True, help="a built-in spec or package.module:factory")
     a.add_argument(
         "--alias",
@@ -327,10 +327,10 @@ def add_parser(sub: Any) -> None:
     add_flags(a, (*KAFKA_FLAGS, "task", "seed", "rolling_window", "label_ttl", "max_pending"))
     add_flags(a, ("batch_size", "max_message_bytes"))
     a = action("remove", remove, "remove a challenger: flows stop shadowing it")
-    a.add_argument("model")
+    a.add_argument("model", type=model_name)
     a.add_argument("alias")
     a.add_argument("--reason", default="removed by hand", help="recorded in the audit stream")
     a = action("ab", ab, "serve FRACTION of entities with the challenger (0 ends the split)")
-    a.add_argument("model")
+    a.add_argument("model", type=model_name)
     a.add_argument("fraction", type=fraction, help="within [0, 1], of entities by key hash")
     a.add_argument("--reason", default="set by hand", help="recorded in the audit stream")

@@ -22,6 +22,7 @@ from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 from redis.connection import parse_url
 
 from models.ab import check_new_model_alias
+from models.registry import RegistryError, check_model_name
 from models.schema import TASKS
 from models.triggers import slump_metrics
 
@@ -249,11 +250,10 @@ class Settings:
             check_new_model_alias(self.trigger_retrain_alias, "a retrained model")
         except ValueError as exc:
             raise SettingsError(f"{env_name('trigger_retrain_alias')}: {exc}") from None
-        if not self.model_name or self.model_name in (".", "..") or "/" in self.model_name:
-            raise SettingsError(
-                f"{env_name('model_name')}={self.model_name!r}: expected a name that can be a "
-                "folder name (not empty, no '/')"
-            )
+        try:
+            check_model_name(self.model_name)
+        except RegistryError as exc:
+            raise SettingsError(f"{env_name('model_name')}={exc}") from None
         if self.metrics_port and self.metrics_port + self.processes - 1 > 65535:
             raise SettingsError(
                 f"{env_name('metrics_port')}: learn process K serves /metrics on port + K, past "

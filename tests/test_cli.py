@@ -502,6 +502,22 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "5 of agrawal-drift",
         ),
         (
+            ["registry", "push", "", "--spec", "logreg"],
+            {},
+            "riverrun registry push: error: argument model: '': expected a model name that can "
+            "be a folder name (not empty, no '/')",
+        ),
+        (
+            ["registry", "list", "a/b"],  # which an empty name listed every model
+            {},
+            "argument model: 'a/b': expected a model name that can be a folder name",
+        ),
+        (
+            ["status"],
+            {"RIVERRUN_MODEL_NAME": ".."},
+            "riverrun status: error: RIVERRUN_MODEL_NAME='..': expected a model name that can be",
+        ),
+        (
             ["produce", "--labels-topic"],
             {},
             "riverrun produce: error: --labels-topic sends delayed labels: give --delay-labels",

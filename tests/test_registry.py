@@ -579,6 +579,13 @@ def test_cli_makes_champion_only_a_version_flows_can_load_that_does_the_champion
     assert f" champion    - -> v{v1}  by " in _cli(stack, "history", name).stdout
 
 
+def test_a_model_name_that_cannot_be_a_folder_is_refused_by_the_api(reg: Registry) -> None:
+    for bad in ("", "a/b", ".."):
+        with pytest.raises(RegistryError, match="expected a model name that can be a folder"):
+            reg.register(bad, None, spec="linreg", task="regression")
+        assert reg.versions(bad) == []
+
+
 def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: str) -> None:
     for i in range(23):
         reg.audit(name, "decided", f"actor-{i}", "a trigger", {"i": i})
