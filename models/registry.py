@@ -365,8 +365,8 @@ class Registry:
         if not hmac.compare_digest(str(info.binding).encode(), self._binding(info).encode()):
             raise SignatureError(
                 f"the metadata of {info.model!r} v{info.version} is not the one registered as "
-                "that model and version (copied from another version or model, or edited): "
-                "refused"
+                "that model and version (copied from another version or model, or edited), or "
+                "the registry key is not the one it was registered with: refused"
             )
 
     def _checked_payload(self, info: VersionInfo, blob: bytes) -> bytes:
