@@ -17,7 +17,8 @@ import orjson
 from tqdm import tqdm
 
 from flows.kafka_range import KafkaRange
-from flows.sources import Source, SourceRequest, open_source
+from flows.sources import KAFKA, Source, SourceRequest, open_source
+from models.datasets import DATASETS
 from models.gates import OVER, UNDER, Gate, GateError, failures, parse_gate
 from models.progressive import Evaluation, Rejects, sample_every
 from models.schema import Event
@@ -38,7 +39,11 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
     """Flags that bound a source: events of a dataset, a Kafka range, a label delay."""
     p.add_argument("--events", type=positive, default=None, help="events of a synthetic dataset")
     p.add_argument(
-        "--drift-every", type=positive, default=12_500, metavar="N", help="dataset drift"
+        "--drift-every",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="events between a drifting dataset's drifts (default: 12500)",
     )
     p.add_argument("--start-offset", type=count, default=None, help="kafka: first offset")
     p.add_argument("--stop-offset", type=count, default=None, help="kafka: offset to stop before")
@@ -53,12 +58,23 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+KAFKA_RANGE_FLAGS = ("start_offset", "stop_offset", "since", "until")
+DATASET_FLAGS = ("events", "drift_every")
+
+
 def source_request(args: argparse.Namespace, name: str) -> SourceRequest:
-    """What the source flags ask for, of the source ``name``."""
+    """What the source flags ask for, of the source ``name``; :class:`EvaluateError` for a
+    flag this kind of source has no use for (it would be ignored without a word)."""
+    for flag in KAFKA_RANGE_FLAGS if name != KAFKA else ():
+        if getattr(args, flag) is not None:
+            raise EvaluateError(f"--{flag.replace('_', '-')} is for the source kafka, not {name!r}")
+    for flag in DATASET_FLAGS if name not in DATASETS else ():
+        if getattr(args, flag) is not None:
+            raise EvaluateError(f"--{flag.replace('_', '-')} is for a dataset, not {name!r}")
     return SourceRequest(
         name,
         events=args.events,
-        drift_every=args.drift_every,
+        drift_every=args.drift_every or SourceRequest.drift_every,
         kafka=KafkaRange(args.start_offset, args.stop_offset, args.since, args.until),
         delay=args.delay,
     )

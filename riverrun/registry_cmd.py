@@ -18,7 +18,9 @@ from models.signing import SignatureError
 from models.specs import build_model
 from riverrun.argtypes import challenger_alias, fraction, model_name, nonempty, positive
 from riverrun.evaluate_cmd import (
+    DATASET_FLAGS,
     KAFKA_FLAGS,
+    KAFKA_RANGE_FLAGS,
     add_source_flags,
     check_labelled,
     new_evaluation,
@@ -170,6 +172,13 @@ def _champion_features(reg: Registry, model: str) -> list[str] | None:
 def push(args: argparse.Namespace, settings: Settings) -> int:
     """Register a model built from a spec (optionally warm-started on recorded data) and
     set it as a challenger: running learn flows shadow it from their next event on."""
+    if args.warm_start is None:
+        for flag in (*KAFKA_RANGE_FLAGS, *DATASET_FLAGS):
+            if getattr(args, flag) is not None:
+                raise RegistryError(f"--{flag.replace('_', '-')} bounds a --warm-start: give one")
+        request = None
+    else:
+        request = source_request(args, args.warm_start)  # its flags checked before any work
     reg = _registry(settings)
     champion_task = _champion_task(reg, args)
     task = champion_task or args.task or settings.task
@@ -177,9 +186,9 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     metrics: dict[str, float] = {}
     events_seen = 0
     tags = {"pushed": "true"}
-    if args.warm_start is not None:
+    if request is not None:
         rejects = Rejects()
-        source, first = open_checked(source_request(args, args.warm_start), settings, args, rejects)
+        source, first = open_checked(request, settings, args, rejects)
         if source.task != task and champion_task is not None:
             raise RegistryError(
                 f"{source.description} is a {source.task} stream, and model {args.model!r} "

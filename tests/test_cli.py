@@ -584,6 +584,36 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "least 0",
         ),
         (
+            ["evaluate", "--model", "logreg", "--source", "phishing", "--start-offset", "10"],
+            {},
+            "riverrun evaluate: error: --start-offset is for the source kafka, not 'phishing'",
+        ),
+        (
+            ["evaluate", "--model", "logreg", "--source", "kafka", "--drift-every", "10"],
+            {},
+            "riverrun evaluate: error: --drift-every is for a dataset, not 'kafka'",
+        ),
+        (
+            [
+                "registry",
+                "push",
+                "m",
+                "--spec",
+                "logreg",
+                "--warm-start",
+                "a.jsonl",
+                "--events",
+                "9",
+            ],
+            {},
+            "riverrun registry: error: --events is for a dataset, not 'a.jsonl'",
+        ),
+        (
+            ["registry", "push", "m", "--spec", "logreg", "--since", "2024-05-01"],
+            {},
+            "riverrun registry: error: --since bounds a --warm-start: give one",
+        ),
+        (
             ["evaluate", "--model", "logreg", "--task", "regression", "--source", "phishing"],
             {},
             "riverrun evaluate: error: dataset phishing is a binary stream, not regression",
