@@ -72,6 +72,15 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
         ({"RIVERRUN_LABEL_TTL": "nan"}, "RIVERRUN_LABEL_TTL is NaN: expected a number"),
         ({"RIVERRUN_PROMOTE_ALPHA": "nan"}, "RIVERRUN_PROMOTE_ALPHA is NaN: expected a number"),
         ({"RIVERRUN_TRIGGER_LOOKBACK": "0"}, "RIVERRUN_TRIGGER_LOOKBACK must be positive"),
+        ({"RIVERRUN_MAX_MESSAGE_BYTES": "-5"}, "RIVERRUN_MAX_MESSAGE_BYTES must be at least 1"),
+        ({"RIVERRUN_PROMOTE_ALPHA": "5"}, "RIVERRUN_PROMOTE_ALPHA must lie between 0 and 1"),
+        ({"RIVERRUN_PROMOTE_ALPHA": "0"}, "RIVERRUN_PROMOTE_ALPHA must lie between 0 and 1"),
+        (
+            {"RIVERRUN_PROMOTE_LATENCY_BUDGET": "-1"},
+            "RIVERRUN_PROMOTE_LATENCY_BUDGET must be positive",
+        ),
+        ({"RIVERRUN_DRIFT_MIN_GAP": "-3"}, "RIVERRUN_DRIFT_MIN_GAP must be at least 0"),
+        ({"RIVERRUN_DATA_DRIFT_WINDOW": "-1"}, "RIVERRUN_DATA_DRIFT_WINDOW must be at least 0"),
         (
             {"RIVERRUN_TRIGGER_SCHEDULE_EVERY": "-1"},
             "RIVERRUN_TRIGGER_SCHEDULE_EVERY must be at least 0",
@@ -82,9 +91,9 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
             "RIVERRUN_TRIGGER_SLUMP_METRIC='rolling_accuracy': the status of a regression model "
             "does not report it; use one of mae, rmse, rolling_mae, rolling_rmse",
         ),
-        ({"RIVERRUN_MODEL_NAME": ""}, "RIVERRUN_MODEL_NAME='': expected a name that can be"),
+        ({"RIVERRUN_MODEL_NAME": ""}, "RIVERRUN_MODEL_NAME='': expected a model name that can"),
         ({"RIVERRUN_TOPIC_EVENTS": ""}, "RIVERRUN_TOPIC_EVENTS is empty: expected a topic name"),
-        ({"RIVERRUN_MODEL_NAME": "a/b"}, "RIVERRUN_MODEL_NAME='a/b': expected a name that can"),
+        ({"RIVERRUN_MODEL_NAME": "a/b"}, "RIVERRUN_MODEL_NAME='a/b': expected a model name"),
         (
             {"RIVERRUN_METRICS_PORT": "65535", "RIVERRUN_PROCESSES": "2"},
             "RIVERRUN_METRICS_PORT: learn process K serves /metrics on port \\+ K",
