@@ -7,6 +7,7 @@ import argparse
 import time
 from typing import Any
 
+import orjson
 import redis
 
 from models.ab import CHALLENGER
@@ -29,13 +30,27 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     client = redis.Redis.from_url(
         settings.redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
     )
-    report = read_status(client, name)
+    try:
+        report = read_status(client, name)
+    except orjson.JSONDecodeError as exc:
+        raise StatusError(f"the status of model {name!r} in Redis is not JSON: {exc}") from None
     if report is None:
         raise StatusError(
             f"no status for model {name!r}: no learn flow has reported on it to "
             f"{hide_password(settings.redis_url)} (see --model-name and --redis-url)"
         )
-    return emit(args.json, report, text(name, report, time.time()))
+    if not isinstance(report, dict):
+        raise StatusError(f"the status of model {name!r} in Redis is no JSON object")
+    if args.json:
+        return emit(True, report, "")
+    try:
+        shown = text(name, report, time.time())
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # written by no flow
+        raise StatusError(
+            f"the status of model {name!r} is not one a learn flow writes "
+            f"({type(exc).__name__}: {exc}); --json shows it as it is"
+        ) from None
+    return emit(False, report, shown)
 
 
 def text(name: str, report: dict[str, Any], now: float) -> str:

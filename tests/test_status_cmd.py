@@ -68,6 +68,25 @@ def test_status_of_a_model_no_flow_reported_on_or_of_an_unreachable_redis_is_one
     assert "127.0.0.1:1" in one_line(down)
 
 
+def test_a_status_no_flow_wrote_is_one_line_and_json_still_shows_it(
+    stack: LocalStack, make_settings: Any
+) -> None:
+    """Whatever else wrote the status key, the command says so in one line (it raised)."""
+    s = make_settings()
+    client = redis.Redis.from_url(s.redis_url)
+    env = {**stack.env(), "RIVERRUN_MODEL_NAME": s.model_name}
+    unshowable = orjson.dumps({"events": 1, "models": [{"alias": "champion"}]})
+    for raw, message in [
+        (b"not json", "is not JSON: "),
+        (b"[1, 2]", "is no JSON object"),
+        (unshowable, "is not one a learn flow writes (KeyError: 'spec'); --json shows it"),
+    ]:
+        client.set(f"riverrun:status:{s.model_name}", raw)
+        assert message in one_line(run_cli(env, "status")), raw
+    shown = run_cli(env, "status", "--json")
+    assert shown.returncode == 0 and orjson.loads(shown.stdout) == orjson.loads(unshowable)
+
+
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 CHAMPION = {"alias": "champion", "spec": "logreg", "version": 3}
 
