@@ -579,7 +579,9 @@ class Registry:
         return bool(self.client.exists(self._k(model, "ab")))
 
     def history(self, model: str, count: int = 1000) -> list[AliasMove]:
-        """The last ``count`` audit entries of ``model``, oldest first."""
+        """The last ``count`` audit entries of ``model``, oldest first (any ``count``: the
+        stream keeps about ``AUDIT_MAXLEN``, and Redis refuses a count past a 64-bit one)."""
+        count = min(count, 2 * AUDIT_MAXLEN)
         entries = self.client.xrevrange(self._k(model, "audit"), count=count)
         return [_move(entry_id, fields) for entry_id, fields in reversed(entries)]
 

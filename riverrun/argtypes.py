@@ -92,6 +92,8 @@ def output_file(text: str) -> str:
     ...
     argparse.ArgumentTypeError: '/nonexistent/report.json': there is no folder '/nonexistent'
     """
+    if not text:
+        raise argparse.ArgumentTypeError("'': expected a file name")
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")

@@ -42,7 +42,7 @@ from riverrun.metrics import MetricsPortError
 from riverrun.recovery import RecoveryStateError
 from riverrun.runner import LearnProcessError, run_learn
 from riverrun.serve_cmd import PredictError
-from riverrun.settings import Settings, SettingsError, add_flags, from_args
+from riverrun.settings import Settings, SettingsError, add_flags, from_args, hide_password
 
 VERBOSITY = (logging.WARNING, logging.INFO, logging.DEBUG)  # by how many -v
 KAFKA = ("bootstrap_servers",)
@@ -350,7 +350,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handler: Handler = args.handler
-    return reporting(args.command, lambda: handler(args, from_args(args)))
+
+    def work() -> int:
+        settings = from_args(args)
+        try:
+            return handler(args, settings)
+        except RedisError as exc:  # redis-py's text may not say which server
+            raise RedisError(f"Redis at {hide_password(settings.redis_url)}: {exc}") from None
+
+    return reporting(args.command, work)
 
 
 if __name__ == "__main__":

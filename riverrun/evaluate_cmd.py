@@ -23,7 +23,7 @@ from models.gates import OVER, UNDER, Gate, GateError, failures, parse_gate
 from models.progressive import Evaluation, Rejects, sample_every
 from models.schema import Event
 from models.specs import build_model
-from riverrun.argtypes import count, output_file, plot_file, positive
+from riverrun.argtypes import count, nonempty, output_file, plot_file, positive
 from riverrun.retrain_cmd import parse_time
 from riverrun.settings import Settings, add_flags
 
@@ -217,6 +217,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--source",
+        type=nonempty,
         required=True,
         help="a file (.csv, .jsonl or .parquet), a folder of Parquet files, kafka, or a dataset",
     )

@@ -518,6 +518,21 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "riverrun status: error: RIVERRUN_MODEL_NAME='..': expected a model name that can be",
         ),
         (
+            ["status", "--redis-url", "redis://:secret@127.0.0.1:1/0"],
+            {},
+            "riverrun status: error: Redis at redis://:***@127.0.0.1:1/0: ",  # which, unsaid
+        ),
+        (
+            ["evaluate", "--model", "logreg", "--source", ""],  # was "'.': no Parquet files"
+            {},
+            "riverrun evaluate: error: argument --source: '': expected a non-empty value",
+        ),
+        (
+            ["evaluate", "--model", "logreg", "--source", "phishing", "--json", ""],
+            {},
+            "riverrun evaluate: error: argument --json: '': expected a file name (",
+        ),
+        (
             ["produce", "--labels-topic"],
             {},
             "riverrun produce: error: --labels-topic sends delayed labels: give --delay-labels",

@@ -593,6 +593,7 @@ def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: s
     assert [m.actor for m in reg.newest_moves(name, 100, page=5)] == every  # newest first
     assert [m.actor for m in reg.newest_moves(name, 12, page=5)] == every[:12]
     assert list(reg.newest_moves("no-such-model", 100)) == []
+    assert [m.actor for m in reg.history(name, count=10**30)] == every[::-1], "Redis refused it"
 
 
 def test_cli_sets_the_ab_split_audited_and_refuses_what_it_cannot_set(
