@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from confluent_kafka import KafkaException
 
 from flows import files, kafka_range
 from flows.codec import Parser
-from flows.kafka_io import recorded_topics
+from flows.kafka_io import KafkaUnavailable, reach, recorded_topics
 from flows.kafka_range import KafkaRange
 from models.datasets import DATASETS, open_stream
 from models.progressive import Rejects, hold_labels
@@ -25,6 +26,8 @@ from models.schema import Event, InvalidInput, Record
 from riverrun.settings import Settings
 
 KAFKA = "kafka"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,8 +146,14 @@ def _kafka(rng: KafkaRange, settings: Settings, rejects: Rejects) -> Source:
 
 def latest_event(settings: Settings, look_back: int = 100, timeout: float = 5) -> Event | None:
     """The newest readable event among the last ``look_back`` messages of each partition of
-    the events topic: a sample of the live stream (``None`` if Kafka has none to give)."""
+    the events topic: a sample of the live stream (``None`` if Kafka has none to give; an
+    unreachable Kafka is said in one warning, not in librdkafka's every failed connection)."""
     boot = settings.bootstrap_servers
+    try:
+        reach(boot, timeout)
+    except KafkaUnavailable as exc:
+        log.warning("%s: no sample of the live stream to build the model on", exc)
+        return None
     try:
         bounds = [
             dataclasses.replace(b, start=max(b.start, b.stop - look_back))

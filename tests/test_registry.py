@@ -586,6 +586,20 @@ def test_a_model_name_that_cannot_be_a_folder_is_refused_by_the_api(reg: Registr
         assert reg.versions(bad) == []
 
 
+def test_cli_push_beside_an_unreachable_kafka_says_so_once(
+    reg: Registry, name: str, stack: LocalStack
+) -> None:
+    """The live stream's sample is a nicety: without Kafka the push goes on, with one
+    warning, where librdkafka wrote about a hundred lines of failed connections."""
+    env = {**stack.env(), "RIVERRUN_REGISTRY_KEY": KEY, "RIVERRUN_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    done = run_cli(env, "registry", "push", name, "--spec", "logreg")
+    assert done.returncode == 0, done.stderr
+    (warning,) = done.stderr.splitlines()
+    assert "cannot reach Kafka at 127.0.0.1:1" in warning
+    assert warning.endswith(": no sample of the live stream to build the model on")
+    assert [v.spec for v in reg.versions(name)] == ["logreg"]
+
+
 def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: str) -> None:
     for i in range(23):
         reg.audit(name, "decided", f"actor-{i}", "a trigger", {"i": i})
