@@ -168,10 +168,20 @@ class ScoringClient:
         times: Sequence[float] = (),
         model: str = "",
     ) -> PackedAnswer:
-        """Score the rows of ``matrix`` (columns ``names``) in one call, packed."""
+        """Score the rows of ``matrix`` (columns ``names``) in one call, packed;
+        :class:`InvalidInput` for a matrix that is not one row per event, one column per name.
+        """
+        matrix = np.asarray(matrix, float)
+        if matrix.ndim != 2 or matrix.shape[1] != len(names):
+            raise InvalidInput(
+                "bad_field",
+                f"matrix: expected rows of {len(names)} features (one per name), got an array "
+                f"of shape {matrix.shape}",
+                "matrix",
+            )
         rows = pb.PackedRows(
             feature_names=list(names),
-            values=np.asarray(matrix, float).ravel(),
+            values=matrix.ravel(),
             entities=list(entities),
             times=list(times),
         )

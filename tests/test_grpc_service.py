@@ -625,6 +625,9 @@ def test_the_client_refuses_non_numeric_features_naming_them_and_takes_numpys_nu
         with pytest.raises(InvalidInput) as info:
             client.predict({"long_url": "long"})
         assert info.value.field == "long_url" and "must be a number, got str" in str(info.value)
+        for flat in (np.ones(3), np.ones((2, 3))):  # the server would have answered first
+            with pytest.raises(InvalidInput, match=r"matrix: expected rows of 2 features"):
+                client.predict_packed(["a", "b"], flat)
         # NumPy's numbers are numbers (a data frame's row), answered as the floats they are
         numpy_row = {
             k: np.float32(v) if i % 2 else np.float64(v) for i, (k, v) in enumerate(rows[0].items())
