@@ -122,7 +122,9 @@ class LabelPublisher:
     ) -> tuple[str, int, int]:
         """Write one label message (:func:`label_message`) keyed by ``event_id``; returns
         ``(topic, partition, offset)`` once Kafka has it, waiting at most ``within`` seconds
-        if given (the caller's deadline), else the delivery timeout and a second."""
+        if given (the caller's deadline), else the delivery timeout and a second.
+        :class:`Unacknowledged` if the caller's deadline ends the wait (the label may still be
+        written), :class:`PublishError` if it was not written."""
         done = threading.Event()
         outcome: dict[str, Any] = {}
 
@@ -137,13 +139,14 @@ class LabelPublisher:
             raise PublishError(
                 f"cannot queue the label for Kafka topic {self.topic!r}: {exc}"
             ) from None
-        wait, within_what = self.timeout + 1.0, f"within {self.timeout:.0f} s"
-        if within is not None and within < wait:
-            wait, within_what = within, f"before the call's deadline ({within:.1f} s)"
-        if not done.wait(wait):
-            raise Unacknowledged(
-                f"Kafka had not acknowledged the label {within_what}; it may still be written"
-            )
+        if within is not None and within < self.timeout + 1.0:
+            if not done.wait(within):  # the caller's deadline, while Kafka may yet take it
+                raise Unacknowledged(
+                    f"Kafka had not acknowledged the label before the call's deadline "
+                    f"({within:.1f} s); it may still be written"
+                )
+        elif not done.wait(self.timeout + 1.0):  # past its message timeout: expired
+            raise PublishError(f"Kafka did not acknowledge the label within {self.timeout:.0f} s")
         err, msg = outcome["err"], outcome["msg"]
         if err is not None:
             raise PublishError(f"cannot write the label to Kafka topic {self.topic!r}: {err}")

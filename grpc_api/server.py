@@ -59,6 +59,10 @@ class ScoringServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
+                # a client gone without closing its stream frees the stream's place (a ping
+                # every minute, unanswered for 20 s), not hours later when TCP gives up
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
             ],
         )
         service = ScoringService(
@@ -67,7 +71,7 @@ class ScoringServer:
             default_model=settings.model_name,
             max_batch=settings.serve_max_batch,
             max_message_bytes=settings.max_message_bytes,
-            waiting_calls=max(1, settings.serve_workers // 2),
+            waiting_calls=max(1, settings.serve_workers // 4),
         )
         add_to_server(service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -206,7 +206,8 @@ class ScoringService(rpc.ScoringServicer):
         self.default_model = default_model
         self.max_batch = max_batch
         # Open streams and labels waiting on Kafka hold their threads for as long as they
-        # wait: at most this many at once, so that Predict and health checks keep the rest.
+        # wait: at most this many of each at once, so that Predict and health checks keep
+        # the rest.
         self.waits = WaitingCalls(waiting_calls)
         self.max_message_bytes = max_message_bytes  # the learn flow's: larger labels are refused
         self._rpcs = {
@@ -267,9 +268,9 @@ class ScoringService(rpc.ScoringServicer):
     def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
         """Check a label against the model's task and publish it for the learn flow to join."""
         remaining = context.time_remaining()  # None without a deadline
-        within = None if remaining is None else max(remaining - DEADLINE_MARGIN, 0.0)
+        deadline = None if remaining is None else time.monotonic() + remaining
         return self._rpcs["Feedback"].unary(
-            lambda req: self._feedback(req, within), request, context
+            lambda req: self._feedback(req, deadline), request, context
         )
 
     def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
@@ -498,7 +499,7 @@ class ScoringService(rpc.ScoringServicer):
         out.answered_by.extend(merged[1])
         return out
 
-    def _feedback(self, request: pb.FeedbackRequest, within: float | None) -> pb.FeedbackResponse:
+    def _feedback(self, request: pb.FeedbackRequest, deadline: float | None) -> pb.FeedbackResponse:
         if not request.id:
             raise Refusal(Code.INVALID_ARGUMENT, "id: the event id is missing", "id")
         value = from_label(request.label)
@@ -523,7 +524,9 @@ class ScoringService(rpc.ScoringServicer):
                 "where it would be dead-lettered",
                 field,
             )
-        if within == 0.0:
+        # what is left of the call's time once the checks (and their Redis reads) are done
+        within = None if deadline is None else deadline - time.monotonic() - DEADLINE_MARGIN
+        if within is not None and within <= 0.0:
             raise Refusal(
                 Code.DEADLINE_EXCEEDED,
                 "the call's deadline leaves no time to wait for Kafka to acknowledge the label "

@@ -3,8 +3,9 @@
 An open ``PredictStream`` holds a thread until its client closes it, and a ``Feedback``
 call holds one until Kafka acknowledges the label. Left alone, a few idle streams (or a
 Kafka outage) would take every thread, and ``Predict`` and health checks would queue
-until their deadlines. :class:`WaitingCalls` lets at most ``limit`` such calls hold a
-thread at once; the others are refused at once, saying why.
+until their deadlines. :class:`WaitingCalls` lets at most ``limit`` calls of each kind
+hold a thread at once, so that neither kind locks the other out; the others are refused
+at once, saying why.
 """
 
 from __future__ import annotations
@@ -19,21 +20,22 @@ LABEL = "labels waiting on Kafka"
 
 
 class Busy(Exception):
-    """Every place for a waiting call is taken; the message says by what."""
+    """Every place for a waiting call of its kind is taken; the message says so."""
 
 
 class WaitingCalls:
-    """At most ``limit`` calls of the kinds :data:`STREAM` and :data:`LABEL` at once.
+    """At most ``limit`` calls of each kind (:data:`STREAM`, :data:`LABEL`) at once.
 
     >>> waits = WaitingCalls(1)
     >>> with waits.holding(STREAM):
-    ...     try:
-    ...         with waits.holding(LABEL):
-    ...             pass
-    ...     except Busy as busy:
-    ...         print(str(busy)[:80])
-    all 1 of this server's threads for calls that wait are taken (1 open PredictStre
-    >>> with waits.holding(LABEL):  # the stream's place is free again
+    ...     with waits.holding(LABEL):  # a place of its own
+    ...         try:
+    ...             with waits.holding(STREAM):
+    ...                 pass
+    ...         except Busy as busy:
+    ...             print(str(busy)[:63])
+    all 1 of this server's places for open PredictStreams are taken
+    >>> with waits.holding(STREAM):  # the first stream's place is free again
     ...     pass
     """
 
@@ -44,14 +46,13 @@ class WaitingCalls:
 
     @contextlib.contextmanager
     def holding(self, kind: str) -> Iterator[None]:
-        """Hold one place for the block; :class:`Busy` at once if none is free."""
+        """Hold one place of ``kind`` for the block; :class:`Busy` at once if none is free."""
         with self._lock:
-            if self._held.total() >= self.limit:
+            if self._held[kind] >= self.limit:
                 raise Busy(
-                    f"all {self.limit} of this server's threads for calls that wait are taken "
-                    f"({self._held[STREAM]} {STREAM}, {self._held[LABEL]} {LABEL}): try again "
-                    "later, or give the server more threads (RIVERRUN_SERVE_WORKERS: half of "
-                    "them may wait)"
+                    f"all {self.limit} of this server's places for {kind} are taken: try again "
+                    "later, or give the server more threads (a quarter of "
+                    "RIVERRUN_SERVE_WORKERS may hold open streams, a quarter labels)"
                 )
             self._held[kind] += 1
         try:

@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
+from grpc_api import service
 from grpc_api.client import ScoringClient
 from grpc_api.feedback import LabelPublisher, PublishError
 from grpc_api.proto import pb
@@ -688,9 +689,8 @@ def test_feedback_waiting_on_an_absent_kafka_leaves_threads_for_scoring(
         wait_for(lambda: server.publisher._producer, 10, "the first label to wait on Kafka")
         second = refusal(lambda: client.feedback("e2", True))
         assert second.code() == Code.UNAVAILABLE
-        assert (
-            "all 1 of this server's threads for calls that wait are taken (0 open "
-            "PredictStreams, 1 labels waiting on Kafka)" in str(second.details())
+        assert "all 1 of this server's places for labels waiting on Kafka are taken" in str(
+            second.details()
         )
         assert client.predict(rows[0]).id == "", "a thread is left for scoring"
         waiting.join(30)
@@ -702,7 +702,7 @@ def test_open_streams_leave_threads_for_scoring_and_health_checks(make_settings:
     streams left open used to take every thread and Predict waited out its deadline."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    s = make_settings(serve_workers=2)  # one call may wait: here, an open stream
+    s = make_settings(serve_workers=4)  # a quarter of the threads may hold open streams
     model, rows = trained()
     publish(s, model)
     with running(s) as (_, client):
@@ -720,7 +720,7 @@ def test_open_streams_leave_threads_for_scoring_and_health_checks(make_settings:
         with pytest.raises(grpc.RpcError) as error:
             list(second)
         assert error.value.code() == Code.RESOURCE_EXHAUSTED
-        assert "all 1 of this server's threads for calls that wait are taken (1 open " in str(
+        assert "all 1 of this server's places for open PredictStreams are taken" in str(
             error.value.details()
         )
         assert requests_counted("PredictStream", "RESOURCE_EXHAUSTED") == before + 1
@@ -728,8 +728,8 @@ def test_open_streams_leave_threads_for_scoring_and_health_checks(make_settings:
         health = health_pb2_grpc.HealthStub(client.channel)
         reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        sends.put(None)  # the first stream ends: its place is free again
-        assert list(first) == []
+        first.cancel()  # the client gives up on it: its place is free again
+        sends.put(None)  # and its request thread, waiting on the queue, ends
 
         def another_stream_answers() -> bool:
             try:
@@ -739,7 +739,8 @@ def test_open_streams_leave_threads_for_scoring_and_health_checks(make_settings:
             except grpc.RpcError:
                 return False
 
-        wait_for(another_stream_answers, 10, "a new stream in the closed one's place")
+        wait_for(another_stream_answers, 10, "a new stream in the cancelled one's place")
+        wait_for(another_stream_answers, 10, "a new stream in the place of one that ended")
 
 
 def test_a_server_on_an_ipv6_address_is_reached_from_the_same_settings(
@@ -891,20 +892,16 @@ def test_a_label_kafka_does_not_take_is_unavailable_saying_why(make_settings: An
         # gives up on Kafka well inside the client's 10 s, so that the client hears why
         server.publisher.timeout = 1.0
         error = refusal(lambda: client.feedback("e1", True, time=T0))
-        code, details = error.code(), error.details()  # type: ignore[attr-defined]
+        assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+        details = error.details()  # type: ignore[attr-defined]
         # librdkafka reports the expired label within about a second of its timeout, and
-        # the publisher waits that long: either says why, and only the second leaves it open
-        assert (
-            code == Code.UNAVAILABLE
-            and details.startswith(f"cannot write the label to Kafka topic {s.topic_labels!r}: ")
-        ) or (
-            code == Code.DEADLINE_EXCEEDED
-            and details
-            == "Kafka had not acknowledged the label within 1 s; it may still be written"
-        ), (code, details)
+        # the publisher waits that long: either says why, and neither wrote the label
+        assert details.startswith(
+            f"cannot write the label to Kafka topic {s.topic_labels!r}: "
+        ) or details == ("Kafka did not acknowledge the label within 1 s"), details
         assert field_of(error) == ""
         assert client.predict(rows[0]).version == 1, "scoring needs no Kafka"
-    assert requests_counted("Feedback", code.name) == before + (code == Code.UNAVAILABLE)
+    assert requests_counted("Feedback", "UNAVAILABLE") == before + 1
 
 
 def test_a_label_kafka_does_not_take_in_the_callers_time_may_still_be_written_it_says(
@@ -929,7 +926,7 @@ def test_a_label_kafka_does_not_take_in_the_callers_time_may_still_be_written_it
 
 
 def test_a_label_whose_deadline_leaves_no_time_to_wait_is_refused_unwritten(
-    make_settings: Any,
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A deadline within the server's margin: refused before the label is queued, so the
     caller's retry (with more time) writes it once, where it used to be written and answered
@@ -937,8 +934,9 @@ def test_a_label_whose_deadline_leaves_no_time_to_wait_is_refused_unwritten(
     s = make_settings()
     publish(s, trained()[0])
     write_raw(s, s.topic_labels, [])
+    monkeypatch.setattr(service, "DEADLINE_MARGIN", 5.0)  # a margin slow machines keep too
     with running(s) as (_, client):
-        client.timeout = 0.25  # within the 0.25 s the server keeps to answer
+        client.timeout = 3.0  # within the 5 s the server keeps to answer
         error = refusal(lambda: client.feedback("short", True, time=T0))
         assert error.code() == Code.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
         assert error.details().endswith(": nothing was written")  # type: ignore[attr-defined]
