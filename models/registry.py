@@ -88,11 +88,12 @@ def check_model_name(name: str) -> str:
     Traceback (most recent call last):
     ...
     models.registry.RegistryError: 'fraud/v2': expected a model name that can be a folder \
-name (not empty, no '/')
+name (not empty, no '/', not '.' or '..')
     """
     if not name or name in (".", "..") or "/" in name:
         raise RegistryError(
-            f"{name!r}: expected a model name that can be a folder name (not empty, no '/')"
+            f"{name!r}: expected a model name that can be a folder name (not empty, no '/', "
+            "not '.' or '..')"
         )
     return name
 

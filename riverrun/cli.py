@@ -194,6 +194,8 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # argparse's own (private) pattern of the negative numbers it takes as values, not
+        # flags; Python 3.11's knows only -5 and -.5 (tests/test_registry.py: registry ab)
         self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:

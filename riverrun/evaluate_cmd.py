@@ -62,15 +62,24 @@ KAFKA_RANGE_FLAGS = ("start_offset", "stop_offset", "since", "until")
 DATASET_FLAGS = ("events", "drift_every")
 
 
+def check_source_flags(args: argparse.Namespace, name: str | None, source: str = "") -> None:
+    """:class:`EvaluateError` for a source flag given that the source ``name`` has no use
+    for (``None``: no source, named by the flag ``source``); it would be ignored unsaid."""
+    for flag in (*KAFKA_RANGE_FLAGS, *DATASET_FLAGS):
+        if getattr(args, flag) is None:
+            continue
+        given = "--" + flag.replace("_", "-")
+        if name is None:
+            raise EvaluateError(f"{given} bounds a source: give {source}")
+        if flag in KAFKA_RANGE_FLAGS and name != KAFKA:
+            raise EvaluateError(f"{given} is for the source kafka, not {name!r}")
+        if flag in DATASET_FLAGS and name not in DATASETS:
+            raise EvaluateError(f"{given} is for a dataset, not {name!r}")
+
+
 def source_request(args: argparse.Namespace, name: str) -> SourceRequest:
-    """What the source flags ask for, of the source ``name``; :class:`EvaluateError` for a
-    flag this kind of source has no use for (it would be ignored without a word)."""
-    for flag in KAFKA_RANGE_FLAGS if name != KAFKA else ():
-        if getattr(args, flag) is not None:
-            raise EvaluateError(f"--{flag.replace('_', '-')} is for the source kafka, not {name!r}")
-    for flag in DATASET_FLAGS if name not in DATASETS else ():
-        if getattr(args, flag) is not None:
-            raise EvaluateError(f"--{flag.replace('_', '-')} is for a dataset, not {name!r}")
+    """What the source flags ask for, of the source ``name`` (:func:`check_source_flags`)."""
+    check_source_flags(args, name)
     return SourceRequest(
         name,
         events=args.events,

@@ -18,11 +18,10 @@ from models.signing import SignatureError
 from models.specs import build_model
 from riverrun.argtypes import challenger_alias, fraction, model_name, nonempty, positive
 from riverrun.evaluate_cmd import (
-    DATASET_FLAGS,
     KAFKA_FLAGS,
-    KAFKA_RANGE_FLAGS,
     add_source_flags,
     check_labelled,
+    check_source_flags,
     new_evaluation,
     open_checked,
     run,
@@ -100,10 +99,13 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
 def rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Move the champion back to the previous champion."""
     reg = _registry(settings)
-    expected = ANY if args.from_version is None else args.from_version
+    current = reg.alias(args.model, "champion")
+    # the champion checked against: one moved since (to another rollback target) is a
+    # conflict, and a --from that is not the champion is refused as one, unchecked
+    expected = current if args.from_version is None else args.from_version
     previous = reg.champion_history(args.model)
-    if previous:  # else the rollback itself says there is nothing to roll back to
-        _check_champion(reg, args.model, previous[0], reg.alias(args.model, "champion"))
+    if previous and expected == current:  # else the rollback says why it cannot be done
+        _check_champion(reg, args.model, previous[0], current)
     move = reg.rollback(args.model, actor=_actor(), reason=args.reason, expected=expected)
     text = f"{args.model}: champion rolled back v{move.from_version} -> v{move.to_version}"
     return emit(args.json, move.to_dict(), text)
@@ -172,13 +174,10 @@ def _champion_features(reg: Registry, model: str) -> list[str] | None:
 def push(args: argparse.Namespace, settings: Settings) -> int:
     """Register a model built from a spec (optionally warm-started on recorded data) and
     set it as a challenger: running learn flows shadow it from their next event on."""
-    if args.warm_start is None:
-        for flag in (*KAFKA_RANGE_FLAGS, *DATASET_FLAGS):
-            if getattr(args, flag) is not None:
-                raise RegistryError(f"--{flag.replace('_', '-')} bounds a --warm-start: give one")
-        request = None
-    else:
-        request = source_request(args, args.warm_start)  # its flags checked before any work
+    # the source flags checked before any work
+    request = None if args.warm_start is None else source_request(args, args.warm_start)
+    if request is None:
+        check_source_flags(args, None, "--warm-start")
     reg = _registry(settings)
     champion_task = _champion_task(reg, args)
     task = champion_task or args.task or settings.task

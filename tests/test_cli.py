@@ -505,7 +505,7 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             ["registry", "push", "", "--spec", "logreg"],
             {},
             "riverrun registry push: error: argument model: '': expected a model name that can "
-            "be a folder name (not empty, no '/')",
+            "be a folder name (not empty, no '/', not '.' or '..')",
         ),
         (
             ["registry", "list", "a/b"],  # which an empty name listed every model
@@ -626,7 +626,7 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         (
             ["registry", "push", "m", "--spec", "logreg", "--since", "2024-05-01"],
             {},
-            "riverrun registry: error: --since bounds a --warm-start: give one",
+            "riverrun registry: error: --since bounds a source: give --warm-start",
         ),
         (
             ["evaluate", "--model", "logreg", "--task", "regression", "--source", "phishing"],
