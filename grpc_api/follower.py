@@ -145,6 +145,8 @@ class Follower:
         record = Served(name, champion, challenger, fraction, spec, store, refused)
         if record != current:
             self.served[name] = record
+        for role in (CHAMPION, CHALLENGER):  # once it serves: a failed read above swapped none
+            _announce(name, role, getattr(current, role, None), getattr(record, role))
 
     def _version(
         self, name: str, role: str, version: int | None, current: Served | None
@@ -153,8 +155,6 @@ class Follower:
         loaded now; the one in memory if the new one is refused."""
         before = getattr(current, role) if current is not None else None
         if version is None:
-            if before is not None:
-                SERVED_VERSION.remove(name, role)
             return None
         try:
             stored: Identity | None = _identity(self.registry.info(name, version))
@@ -183,11 +183,20 @@ class Follower:
                 exc,
             )
             return before
-        loaded = Loaded(info, scorer, role, time.time())
-        SERVED_VERSION.labels(name, role).set(version)
-        SWAPS.labels(name).inc()
-        log.info("%s %s is now v%s (%s)", name, role, version, info.spec)
-        return loaded
+        return Loaded(info, scorer, role, time.time())
+
+
+def _announce(name: str, role: str, before: Loaded | None, now: Loaded | None) -> None:
+    """Count and log a swap of ``role`` from ``before`` to ``now``, and set the version gauge
+    (or drop it: the role serves nothing now); nothing if the same version serves on."""
+    if now is before:
+        return
+    if now is None:
+        SERVED_VERSION.remove(name, role)
+        return
+    SERVED_VERSION.labels(name, role).set(now.info.version)
+    SWAPS.labels(name).inc()
+    log.info("%s %s is now v%s (%s)", name, role, now.info.version, now.info.spec)
 
 
 Identity = tuple[int, float, str]

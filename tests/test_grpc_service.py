@@ -20,17 +20,20 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import KafkaError
+from prometheus_client import REGISTRY
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
 from grpc_api import service
 from grpc_api.client import ScoringClient
 from grpc_api.feedback import LabelPublisher, PublishError
+from grpc_api.follower import Follower
 from grpc_api.proto import pb
 from grpc_api.server import MAX_MESSAGE_BYTES
 from models.ab import serving_arm
 from models.feature_store import FeatureStore
 from models.features import FeatureSpec
+from models.registry import Registry
 from models.schema import InvalidInput, LabelMessage
 from models.status import read_status
 from riverrun.local import free_port, start_broker, start_redis
@@ -761,6 +764,56 @@ def test_a_server_on_an_ipv6_address_is_reached_from_the_same_settings(
         assert server.target == f"[::1]:{server.port}"
         with ScoringClient.from_settings(s.override({"serve_port": server.port})) as client:
             assert client.predict(rows[0]).version == 1
+
+
+class _FirstChallengerReadFails(Registry):
+    """The session's registry, whose first read of one version fails as a Redis outage would
+    (between the champion's load and the challenger's)."""
+
+    def __init__(self, client: redis.Redis, key: str, version: int) -> None:
+        super().__init__(client, key)
+        self.version = version
+        self.failed = False
+
+    def load_version(self, model: str, version: int) -> Any:
+        if version == self.version and not self.failed:
+            self.failed = True
+            raise redis.ConnectionError("a passing outage")
+        return super().load_version(model, version)
+
+
+def test_a_swap_is_counted_once_it_serves_not_again_after_a_read_failed_midway(
+    make_settings: Any,
+) -> None:
+    """The champion loaded, then the challenger's read failed: nothing served changed, so
+    nothing is counted until the retry serves both (the champion was counted twice)."""
+    s = make_settings()
+    champion = publish(s, trained()[0])
+    challenger = publish(s, trained(seed=2)[0], alias="challenger")
+    reg = registry(s)
+    reg.set_ab_fraction(s.model_name, 0.5, actor="t", reason="t")
+    flaky = _FirstChallengerReadFails(reg.client, s.registry_key, challenger)
+    follower = Follower(flaky, reg.client, models=[s.model_name], sync_interval=60)
+
+    def swaps() -> float | None:
+        return REGISTRY.get_sample_value("riverrun_model_swaps_total", {"model": s.model_name})
+
+    def served(role: str) -> float | None:
+        labels = {"model": s.model_name, "role": role}
+        return REGISTRY.get_sample_value("riverrun_served_model_version", labels)
+
+    follower.start()
+    try:
+        wait_for(
+            lambda: getattr(follower.served.get(s.model_name), "challenger", None),
+            20,
+            "both versions served after the failed read",
+        )
+        assert flaky.failed
+        assert swaps() == 2, "one swap of each role"
+        assert served("champion") == champion and served("challenger") == challenger
+    finally:
+        follower.stop()
 
 
 def test_a_champion_refused_from_the_start_is_refused_saying_why(make_settings: Any) -> None:
