@@ -64,14 +64,16 @@ class Contest:
         self.gates.pop(uid, None)
 
     def record(self, champion_uid: int, losses: dict[int, float], label: Any) -> None:
-        """One labelled event's losses by model uid (only models that predicted it)."""
+        """One labelled event's losses by model uid (only models that predicted it); that of
+        a model taken out meanwhile (its code failed to learn the event) is left out."""
         self.labels_seen.add(label)
         champion_loss = losses.get(champion_uid)
         if champion_loss is None:
             return
+        paired = self.paired
         for uid, loss in losses.items():
-            if uid != champion_uid:
-                self.paired[uid].add(champion_loss, loss)
+            if uid != champion_uid and uid in paired:
+                paired[uid].add(champion_loss, loss)
 
     def cooling_down(self, labelled: int) -> bool:
         """Whether the last swap was fewer than ``cooldown`` labelled events ago."""

@@ -37,6 +37,19 @@ def test_a_failing_challenger_is_taken_out_and_the_champion_goes_on() -> None:
     assert champion.learned == 300 and lr.counts.model_errors == 1
 
 
+def test_a_challenger_that_fails_to_learn_beside_another_is_taken_out_of_the_contest() -> None:
+    """Its loss of the event it failed on was still paired with the champion's (KeyError)."""
+    champion = Slot("logreg", build_model("logreg", "binary", 0), Prequential("binary", 10))
+    rival = Slot("logreg", build_model("logreg", "binary", 1), Prequential("binary", 10), "c-2")
+    clumsy = Slot("clumsy", Clumsy(), Prequential("binary", 10), "challenger", version=3)
+    lr = OnlineLearner("binary", [champion, rival, clumsy])
+    for i, (x, y) in enumerate(_events(300)):
+        lr.on_event(Event(str(i), float(i), "a", x, y))
+    assert [s.alias for s in lr.slots] == ["champion", "c-2"]
+    assert [b.alias for b in lr.broken] == ["challenger"] and lr.counts.model_errors == 1
+    assert len(lr.contest.paired[rival.uid]) == 300, "the rival's contest went on"
+
+
 def test_a_champion_that_fails_to_learn_an_event_has_not_learned_it() -> None:
     lr = OnlineLearner("binary", [Slot("clumsy", Clumsy(), Prequential("binary", 10))])
     events = _events(300)
