@@ -107,7 +107,7 @@ class OfflineStore:
             rows = self._buffers.pop(key).rows
             try:
                 written.append(self._write(key, rows))
-            except OSError as exc:  # a full or broken disk never stops the flow
+            except (OSError, pa.ArrowException) as exc:  # a full disk never stops the flow
                 self.rows_dropped += len(rows)
                 log.error("offline store: %d rows of %s not written: %s", len(rows), key, exc)
         return written
@@ -142,7 +142,8 @@ class OfflineStore:
             "label": pa.array([self._label(r.label) for r in rows], LABEL_TYPES[self.task]),
         }
         for name, column in _feature_columns(names).items():
-            columns[column] = pa.array([r.features.get(name) for r in rows], pa.float64())
+            values = [r.features.get(name) for r in rows]  # ints past 64 bits included
+            columns[column] = pa.array([v if v is None else float(v) for v in values], pa.float64())
         columns["predictions"] = pa.array(
             [[self._prediction(p) for p in r.predictions] for r in rows],
             pa.list_(self._schema_of),
@@ -150,6 +151,8 @@ class OfflineStore:
         return pa.table(columns)
 
     def _label(self, label: Any) -> Any:
+        if self.task == "regression":
+            return float(label)  # an int label may be past 64 bits
         return str(label) if self.task == "multiclass" else label
 
     def _prediction(self, entry: tuple[str, str, int, Any]) -> dict[str, Any]:

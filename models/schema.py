@@ -183,6 +183,10 @@ def check_label(task: str, label: Any) -> Label:
     Traceback (most recent call last):
     ...
     models.schema.InvalidInput: a regression label must be a number, got str
+    >>> check_label("multiclass", 2**64)  # no JSON object could key a prediction by it
+    Traceback (most recent call last):
+    ...
+    models.schema.InvalidInput: a multiclass label must be a string or a 64-bit integer, got int
     >>> check_label("regression", 10**400)
     Traceback (most recent call last):
     ...
@@ -196,9 +200,9 @@ def check_label(task: str, label: Any) -> Label:
             return bool(label)
         expected = "true, false, 0 or 1"
         ok = False
-    elif task == "multiclass":
-        ok = kind is str or kind is int
-        expected = "a string or an integer"
+    elif task == "multiclass":  # an int class past 64 bits cannot key a JSON prediction
+        ok = kind is str or (kind is int and -(2**63) <= label < 2**63)
+        expected = "a string or a 64-bit integer"
     else:
         ok = (kind is float and math.isfinite(label)) or kind is int
         expected = "a number"

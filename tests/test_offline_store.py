@@ -237,3 +237,15 @@ def test_features_named_like_columns_or_folders_keep_their_values(tmp_path: Path
     assert (row["id"], str(row["hour"]), str(row["date"])) == ("r0", "22", "2023-11-14")
     columns = ("feature_feature_id", "feature_id", "feature_hour", "feature_date", "x")
     assert [row[c] for c in columns] == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_ints_past_64_bits_are_written_as_the_doubles_they_are(tmp_path: Path) -> None:
+    """The flow takes any int within the feature limit (a JSON number): Arrow refused one past
+    64 bits, and the flow stopped."""
+    store = OfflineStore(tmp_path, "regression", max_bytes=1)
+    features = {"x": 2**63, "y": 3}
+    store.take([LabelledRow("r0", 1_700_000_000.0, "e", features, 2**70, [])])
+    store.close()
+    assert store.rows_written == 1 and store.rows_dropped == 0
+    row = pd.read_parquet(tmp_path).iloc[0]
+    assert (row["x"], row["y"], row["label"]) == (2.0**63, 3.0, 2.0**70)
