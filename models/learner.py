@@ -25,6 +25,9 @@ from models.promotion import Decision, PromotionPolicy
 from models.schema import Event, InvalidInput, LabelMessage, check_schema
 from models.sharing import group
 
+# seconds an event's time may run ahead of this machine's clock: one further ahead would
+# move event time there, and every prediction waiting for its label would expire at once
+FUTURE_TOLERANCE = 86_400.0
 TIMING_EVERY = 32  # sample each model's predict and learn time on one event in this many
 
 
@@ -309,8 +312,16 @@ class OnlineLearner:
         (inline or early); returns the predictions and the model that serves it.
 
         Raises :class:`~models.schema.InvalidInput` for an event whose id already waits for
-        its label: its label could join only one of the two.
+        its label (its label could join only one of the two), and for one dated more than
+        :data:`FUTURE_TOLERANCE` ahead of this machine's clock.
         """
+        if event.time > self.watermark and event.time > time.time() + FUTURE_TOLERANCE:
+            raise InvalidInput(
+                "bad_field",
+                f"field 'time' is {event.time}, more than a day ahead of this machine's clock "
+                "(it would expire every prediction waiting for its label)",
+                "time",
+            )
         waiting = self.pending.get(event.id)
         if waiting is not None:
             if waiting.time >= max(self.watermark, event.time) - self.label_ttl:

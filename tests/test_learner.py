@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import time
 
 import pytest
 from river import linear_model
@@ -40,6 +41,17 @@ def test_early_label_expires_after_ttl_of_event_time() -> None:
     lr.on_event(_event(2, 111.0))
     assert [label.id for label in lr.expire()] == ["ghost"]
     assert lr.counts.unknown_labels == 1
+
+
+def test_an_event_from_the_far_future_is_refused_and_expires_nothing() -> None:
+    lr = _learner(label_ttl=7200.0)
+    now = time.time()
+    lr.on_event(_event(1, now))
+    with pytest.raises(InvalidInput, match="more than a day ahead of this machine's clock"):
+        lr.on_event(_event(2, now + 30 * 86_400))  # a producer's clock set a month ahead
+    lr.on_event(_event(3, now + 3600))  # an hour ahead: a clock that drifts a little
+    assert lr.on_label(LabelMessage("e1", 1.0, now)) is None
+    assert lr.counts.labelled == 1 and lr.counts.expired == 0 and lr.counts.events == 2
 
 
 def test_second_early_label_for_one_event_is_rejected() -> None:
