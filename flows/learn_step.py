@@ -45,7 +45,7 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.learner = learner
         self.sync = sync
         self.key = check_key(settings.registry_key)
-        self.status = StatusReporter(settings)
+        self.status = StatusReporter(settings, learner)
         self.classify = learner.task != "regression"
         self.offline = offline_store(settings, learner.task)
         learner.keep_rows = self.offline is not None  # also for a learner from recovery

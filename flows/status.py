@@ -29,14 +29,20 @@ log = logging.getLogger(__name__)
 class StatusReporter:
     """Writes the learner's status to Redis and its figures to Prometheus, every interval."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, learner: OnlineLearner) -> None:
         self.settings = settings
         self.client = redis.Redis.from_url(
             settings.redis_url, socket_timeout=1, socket_connect_timeout=1
         )
         self.next_at = 0.0
         self.failures = 0
-        self._seen: dict[str, int] = {}
+        # what the counters already hold: a learner restored from recovery brings counts this
+        # process did not make, and adding them at once would read as a burst of work
+        self._seen: dict[str, int] = {
+            "labelled": learner.counts.labelled,
+            "expired": learner.counts.expired,
+            **{f"p{slot.uid}": slot.predicted for slot in learner.slots},
+        }
         self._series: set[tuple[Any, ...]] = set()
 
     def maybe_write(self, learner: OnlineLearner, *, force: bool = False) -> None:

@@ -5,6 +5,7 @@ flow's models back."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
@@ -335,3 +337,24 @@ def test_a_promotion_whose_challenger_move_fails_is_still_a_swap(
         finally:
             for server in servers:
                 server.stop()
+
+
+def test_a_step_resumed_from_a_snapshot_counts_only_its_own_work_in_prometheus(
+    make_settings: Any,
+) -> None:
+    """A restart's counters start from zero, as Prometheus expects of a new process: the
+    learned events the snapshot brings were counted by the process that learned them, and
+    counting them again read as a burst of work right after each restart."""
+    s = make_settings()
+    labelled = functools.partial(
+        REGISTRY.get_sample_value, "riverrun_labelled_total", {"model": s.model_name}
+    )
+    first = _learn_step(s)
+    first.on_batch([_events(s.topic_events, range(0, 50))])
+    state = first.snapshot()
+    first.on_eof()
+    assert labelled() == 50
+    resumed = LearnLogic(s, loads_signed(state, first.key), RegistrySync(s, registry_link(s)))
+    resumed.on_batch([_events(s.topic_events, range(50, 70))])
+    resumed.on_eof()
+    assert resumed.learner.counts.labelled == 70 and labelled() == 70, "20 more, not 70"
