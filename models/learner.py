@@ -397,8 +397,7 @@ class OnlineLearner:
         orphans = self.orphans
         early = orphans.get(label.id)
         if early is not None:
-            if early[1] >= limit:
-                self.counts.unknown_labels += 1
+            if early[1] >= limit:  # a duplicate_label: dead-lettered, no unknown label
                 return label
             del orphans[label.id]  # expired: the new label waits in its place
             self._unclaim(early[0])
