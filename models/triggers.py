@@ -23,6 +23,9 @@ from models.gates import HIGHER_IS_BETTER, LOWER_IS_BETTER
 SLUMP_ACTIONS = ("off", "retrain", "promote", "rollback")
 METRICS = tuple(sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER))  # of any task
 SLUMP_MIN_SCORED = 100  # labelled events a champion is scored on before a slump can count
+# seconds a status may go unrewritten (the flow writes one every few seconds) before its
+# metrics count as frozen: a flow that stopped is no champion slumping
+STALE_STATUS = 60.0
 
 
 class TriggerConfigError(ValueError):
@@ -188,7 +191,9 @@ class Triggers:
         """What to do now, given the learn flow's latest status."""
         labelled = int(status.get("labelled", 0))
         self._forget_the_future(labelled)
-        actions = self._slump(status, now)
+        written = status.get("written_at")  # a flow of an older version wrote none
+        fresh = not isinstance(written, (int, float)) or now - written <= STALE_STATUS
+        actions = self._slump(status, now) if fresh else self._no_slump()
         if self.running or self._cooling(now, self.last_retrain):
             return [a for a in actions if a.kind != "retrain"]
         if not any(a.kind == "retrain" for a in actions):
@@ -255,6 +260,11 @@ class Triggers:
         self.last_schedule = now
         return Action("retrain", f"scheduled every {every:g} s", since=self.policy.lookback)
 
+    def _no_slump(self) -> list[Action]:
+        """No slump now: one seen later starts its clock again."""
+        self.slump_since = None
+        return []
+
     def _slump(self, status: dict[str, Any], now: float) -> list[Action]:
         policy = self.policy
         if policy.slump_action == "off":
@@ -265,9 +275,10 @@ class Triggers:
         metrics = champion.get("metrics", {})
         value = metrics.get(policy.slump_metric)
         scored = metrics.get("n", 0) >= SLUMP_MIN_SCORED  # else its metric means nothing yet
-        if value is None or not scored or not policy.slumping(value):
-            self.slump_since = None
-            return []
+        # null: NaN or infinite (JSON holds neither), what a champion gone wrong scores
+        broken = policy.slump_metric in metrics and value is None
+        if not scored or not (broken or (value is not None and policy.slumping(value))):
+            return self._no_slump()
         if self.slump_since is None:
             self.slump_since = now
         if now - self.slump_since < policy.slump_for:
@@ -276,8 +287,9 @@ class Triggers:
         if swap and self._cooling(now, self.last_swap):  # no swap after swap: each gets its time
             return []  # the slump goes on: its action comes once the cool-down is over
         self.slump_since = None
+        shown = "null (NaN or infinite)" if value is None else f"{value:.4f}"
         reason = (
-            f"{policy.slump_metric} {value:.4f} worse than {policy.slump_threshold} "
+            f"{policy.slump_metric} {shown} worse than {policy.slump_threshold} "
             f"for {policy.slump_for:g} s"
         )
         evidence = {policy.slump_metric: value, "champion_version": champion.get("version")}

@@ -8,6 +8,7 @@ import pytest
 
 from models.triggers import (
     SLUMP_MIN_SCORED,
+    STALE_STATUS,
     BadDriftEvent,
     TriggerConfigError,
     TriggerPolicy,
@@ -116,6 +117,30 @@ def test_a_slump_promotes_only_a_challenger_the_promotion_policy_would_promote()
     (action,) = t.decide(_status(100, 0.5, challenger=worse, **{"challenger-2": better}), 1.0)
     assert action.kind == "promote" and action.alias == "challenger-2"
     assert action.evidence["champion_version"] == 3, "it acts on the champion it saw slump"
+
+
+def test_a_status_the_flow_stopped_rewriting_is_no_slump() -> None:
+    """Its metrics are frozen: a stopped flow's last status acted on for ever rolled back."""
+    t = Triggers(TriggerPolicy(on_drift=False, slump_action="rollback", slump_for=60.0))
+    stale = {**_status(100, 0.5), "written_at": 0.0}
+    assert t.decide(stale, 10.0) == []
+    assert t.decide(stale, 10.0 + STALE_STATUS + 1) == [] and t.slump_since is None
+    assert t.decide(stale, 10_000.0) == [], "however long it was bad"
+    live = {**_status(200, 0.5), "written_at": 10_000.0}
+    assert t.decide(live, 10_001.0) == [], "a live slump starts its own clock"
+    assert [a.kind for a in t.decide({**live, "written_at": 10_060.0}, 10_061.0)] == ["rollback"]
+
+
+def test_a_champion_whose_metric_is_nan_is_slumping() -> None:
+    """NaN (written as null) compares as no slump: a regressor answering NaN stayed."""
+    t = Triggers(TriggerPolicy(on_drift=False, slump_action="rollback", slump_for=0.0))
+    nan = _status(200)
+    nan["models"][0]["metrics"]["rolling_accuracy"] = None
+    (action,) = t.decide(nan, 1.0)
+    assert action.kind == "rollback" and "rolling_accuracy null (NaN or infinite)" in action.reason
+    other = _status(300)
+    del other["models"][0]["metrics"]["rolling_accuracy"]  # a metric the status lacks: no slump
+    assert t.decide(other, 1000.0) == []
 
 
 def test_a_champion_scored_on_too_few_events_is_not_slumping() -> None:
