@@ -251,6 +251,7 @@ class TriggerService:
     def _run_retrain(self, action: Action, token: str) -> None:
         env = {**os.environ, **self.settings.to_env()}
         argv = retrain_argv(action, self.settings.trigger_retrain_alias)
+        outcome = "failed"
         try:
             done = subprocess.run(
                 argv, env=env, capture_output=True, text=True, timeout=RETRAIN_TIMEOUT
@@ -258,9 +259,9 @@ class TriggerService:
             outcome = "registered" if done.returncode == 0 else "failed"
             detail = (done.stdout if done.returncode == 0 else done.stderr).strip()[-500:]
         except subprocess.TimeoutExpired:
-            outcome, detail = "failed", f"still running after {RETRAIN_TIMEOUT:.0f} s: stopped"
-        finally:
-            self.triggers.retrain_ended(time.time())
+            detail = f"still running after {RETRAIN_TIMEOUT:.0f} s: stopped"
+        finally:  # a failed drift retrain is tried again after the cool-down
+            self.triggers.retrain_ended(time.time(), action if outcome == "failed" else None)
         RETRAINS.labels(self.model, outcome).inc()
         self._audit(action, f"retrain {outcome} ({detail})")
         try:

@@ -170,8 +170,8 @@ class Triggers:
 
     def retry(self, action: Action, now: float) -> None:
         """A retrain the service could not start (another holds the model's retrain lock, or
-        Redis is away): a drift retrain stays armed, and the next try waits for the
-        cool-down, so a lock left behind is not retried (and audited) twice a second."""
+        Redis is away) or that failed: a drift retrain stays armed, and the next try waits
+        for the cool-down, so a lock left behind is not retried (and audited) twice a second."""
         drift = action.evidence.get("drift")
         if drift is not None and self.drift is None:
             self.drift = drift
@@ -182,10 +182,13 @@ class Triggers:
         self.running = True
         self.last_retrain = now
 
-    def retrain_ended(self, now: float) -> None:
-        """The retrain ended (whatever its outcome): the cool-down starts now."""
+    def retrain_ended(self, now: float, action: Action | None = None) -> None:
+        """The retrain ended: the cool-down starts now. ``action``, if given, failed: a
+        drift it was to answer is armed again (unless a newer one is), for the next try."""
         self.running = False
         self.last_retrain = now
+        if action is not None:
+            self.retry(action, now)
 
     def decide(self, status: dict[str, Any], now: float) -> list[Action]:
         """What to do now, given the learn flow's latest status."""

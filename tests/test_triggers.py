@@ -119,6 +119,20 @@ def test_a_slump_promotes_only_a_challenger_the_promotion_policy_would_promote()
     assert action.evidence["champion_version"] == 3, "it acts on the champion it saw slump"
 
 
+def test_a_drift_retrain_that_failed_is_tried_again_after_the_cooldown() -> None:
+    t = Triggers(TriggerPolicy(drift_wait=0, cooldown=100))
+    t.drift_event(_drift(1000))
+    (first,) = t.decide(_status(1000), 0.0)
+    t.retrain_started(0.0)
+    t.retrain_ended(50.0, first)  # it failed: Kafka was away, say
+    assert t.decide(_status(1100), 60.0) == [], "the cool-down first"
+    (again,) = t.decide(_status(1200), 151.0)
+    assert again.kind == "retrain" and again.evidence == first.evidence
+    t.retrain_started(151.0)
+    t.retrain_ended(200.0)  # it registered its model: the drift is answered
+    assert t.decide(_status(1300), 1000.0) == []
+
+
 def test_a_status_the_flow_stopped_rewriting_is_no_slump() -> None:
     """Its metrics are frozen: a stopped flow's last status acted on for ever rolled back."""
     t = Triggers(TriggerPolicy(on_drift=False, slump_action="rollback", slump_for=60.0))
