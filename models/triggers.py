@@ -286,8 +286,11 @@ class Triggers:
             self.slump_since = now
         if now - self.slump_since < policy.slump_for:
             return []
-        swap = policy.slump_action in ("promote", "rollback")
-        if swap and self._cooling(now, self.last_swap):  # no swap after swap: each gets its time
+        if policy.slump_action in ("promote", "rollback"):
+            waits = self._cooling(now, self.last_swap)  # no swap after swap: each gets its time
+        else:
+            waits = self.running or self._cooling(now, self.last_retrain)
+        if waits:
             return []  # the slump goes on: its action comes once the cool-down is over
         self.slump_since = None
         shown = "null (NaN or infinite)" if value is None else f"{value:.4f}"

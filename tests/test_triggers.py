@@ -133,6 +133,16 @@ def test_a_drift_retrain_that_failed_is_tried_again_after_the_cooldown() -> None
     assert t.decide(_status(1300), 1000.0) == []
 
 
+def test_a_slump_retrain_due_in_a_cooldown_comes_when_it_ends() -> None:
+    """It was decided, dropped unaudited, and its slump's clock started over."""
+    t = Triggers(TriggerPolicy(on_drift=False, slump_action="retrain", slump_for=60.0))
+    t.retrain_started(0.0)
+    t.retrain_ended(1.0)  # another trigger's retrain: cooling down until 301
+    assert t.decide(_status(100, 0.5), 10.0) == []
+    assert t.decide(_status(200, 0.5), 80.0) == [], "due, but in the cool-down"
+    assert [a.kind for a in t.decide(_status(300, 0.5), 302.0)] == ["retrain"]
+
+
 def test_a_status_the_flow_stopped_rewriting_is_no_slump() -> None:
     """Its metrics are frozen: a stopped flow's last status acted on for ever rolled back."""
     t = Triggers(TriggerPolicy(on_drift=False, slump_action="rollback", slump_for=60.0))
