@@ -218,7 +218,7 @@ class TriggerService:
         seen = action.evidence.get("champion_version")
         if seen is None:
             return self.registry.alias(self.model, "champion")
-        return self.registry.same_champion(self.model, seen)
+        return self.registry.same_model(self.model, "champion", seen)
 
     def _audit(self, action: Action, outcome: str) -> None:
         try:
@@ -273,7 +273,12 @@ class TriggerService:
         reg = self.registry
         try:
             champion = self._slumped_champion(action)
-            challenger = reg.alias(self.model, action.alias)
+            seen = action.evidence.get("challenger_version")  # the one the contest tested
+            challenger = (
+                reg.alias(self.model, action.alias)
+                if seen is None
+                else reg.same_model(self.model, action.alias, seen)
+            )
             if champion is None or challenger is None:
                 self._audit(action, "not done: the champion or challenger moved since the slump")
                 return

@@ -601,16 +601,16 @@ class Registry:
             read += len(entries)
             top = entries[-1][0]
 
-    def same_champion(self, model: str, version: int, limit: int = 1000) -> int | None:
-        """The champion's version now if it is the model that was champion as ``version``,
+    def same_model(self, model: str, alias: str, version: int, limit: int = 1000) -> int | None:
+        """The version ``alias`` points at now if it is the model it pointed at as ``version``,
         moved since by its own checkpoints only (newer snapshots of one model), else
         ``None`` (a promotion, rollback or set since, or ``version`` not among the last
         ``limit`` audit entries)."""
-        current = self.alias(model, "champion")
+        current = self.alias(model, alias)
         if current == version:
             return current
         for move in self.newest_moves(model, limit):
-            if move.alias != "champion":
+            if move.alias != alias:
                 continue
             if move.action != "checkpoint":
                 return None

@@ -315,5 +315,12 @@ class Triggers:
             return []
         alias, e = max(better, key=lambda pair: pair[1]["mean_difference"])
         self.last_swap = now
-        e = {**e, "champion_version": champion.get("version")}
+        tested: dict[str, Any] = next(
+            (m for m in status.get("models", []) if m.get("alias") == alias), {}
+        )
+        e = {
+            **e,
+            "champion_version": champion.get("version"),
+            "challenger_version": tested.get("version"),
+        }
         return [Action("promote", f"{reason}; {alias} is better", alias=alias, evidence=e)]

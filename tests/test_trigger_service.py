@@ -98,3 +98,29 @@ def test_a_slump_rollback_leaves_a_champion_moved_since_alone(make_settings: Any
     assert reg.alias(name, "champion") == v3, "v1 slumped, but v2 was promoted since"
     service._rollback(Action("rollback", "slump", evidence={"champion_version": v2}))
     assert reg.alias(name, "champion") == v1, "v2 slumped: v3 is its checkpoint, rolled back"
+
+
+def test_a_slump_promotion_promotes_only_the_challenger_the_contest_tested(
+    make_settings: Any,
+) -> None:
+    """A challenger pushed (or retrained) under the alias since the status is not the one
+    the contest found better, and is not promoted; one moved since only by its own
+    checkpoints is."""
+    s = make_settings()
+    service = TriggerService(s, threading.Event())
+    reg, name = service.registry, s.model_name
+    model = build_model("logreg", "binary", 1)
+    v1, v2, v3, v4 = (
+        reg.register(name, model, spec="logreg", task="binary").version for _ in "abcd"
+    )
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
+    reg.move_alias(name, "challenger", v2, expected=None, actor="t", reason="a", action="set")
+    reg.move_alias(name, "challenger", v3, expected=v2, actor="t", reason="pushed", action="set")
+    seen = {"champion_version": v1, "challenger_version": v2}
+    service._promote(Action("promote", "slump", alias="challenger", evidence=seen))
+    assert reg.alias(name, "champion") == v1, "v2 was tested, v3 replaced it since"
+    reg.move_alias(name, "challenger", v4, expected=v3, actor="t", reason="c", action="checkpoint")
+    seen = {"champion_version": v1, "challenger_version": v3}
+    service._promote(Action("promote", "slump", alias="challenger", evidence=seen))
+    assert reg.alias(name, "champion") == v4, "v3 was tested: v4 is its checkpoint"
+    assert reg.alias(name, "challenger") == v1, "the former champion, kept as a challenger"
