@@ -36,7 +36,7 @@ def test_unscored_models_show_no_metric_and_checkpoints_start_no_series(
     ]
     slots[0].version, slots[1].version = 3, 4
     learner = learner_of(s, slots)
-    reporter = StatusReporter(s)
+    reporter = StatusReporter(s, learner)
     name = s.model_name
 
     reporter.maybe_write(learner, force=True)
@@ -74,7 +74,8 @@ def test_two_challengers_of_one_spec_keep_their_own_series(make_settings: Any) -
     ]
     slots[1].metrics.update(True, {True: 0.9, False: 0.1})
     slots[2].metrics.update(True, {True: 0.1, False: 0.9})
-    StatusReporter(s).maybe_write(learner_of(s, slots), force=True)
+    learner = learner_of(s, slots)
+    StatusReporter(s, learner).maybe_write(learner, force=True)
     accuracy = {
         dict(labels)["alias"]: value
         for labels, value in _samples("riverrun_model_metric", s.model_name).items()
