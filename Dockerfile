@@ -15,6 +15,6 @@ USER riverrun
 WORKDIR /home/riverrun
 # /metrics of the learn flow (one port per process), the trigger service, the gRPC server;
 # and gRPC itself.
-EXPOSE 9800 9850 9900 50051
+EXPOSE 9800 9801 9850 9900 50051
 ENTRYPOINT ["riverrun"]
 CMD ["--help"]

@@ -5,7 +5,9 @@ targets agree with the settings, and promtool and amtool accept the configs."""
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -235,3 +237,19 @@ def test_dockerfile_runs_riverrun_as_a_user_from_python_311_slim() -> None:
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
     assert 'ENTRYPOINT ["riverrun"]' in lines
+
+
+def test_files_the_readme_writes_in_the_checkout_stay_out_of_git_and_images() -> None:
+    """``riverrun local up > stack.env`` puts the registry key in that file: neither a commit
+    nor an image build (``COPY . .``) may take it."""
+    shell = re.compile(r"> ?([A-Za-z][\w./-]*\.[a-z]+)")  # a command's output to a file
+    written = sorted(set(shell.findall((ROOT / "README.md").read_text())))
+    assert "stack.env" in written
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *written], cwd=ROOT, capture_output=True, text=True
+    )
+    assert ignored.stdout.split() == written, "git would commit them"
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    for name in written:
+        assert any(fnmatch.fnmatch(name, p) for p in patterns), f"{name} goes into the build"
