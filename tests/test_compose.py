@@ -25,6 +25,7 @@ METRICS_PORT = {
 }
 SECRET_NAME = re.compile(r"KEY|PASSWORD|SECRET|TOKEN")
 REQUIRED_FROM_USER = re.compile(r"\$\{(\w+):\?[^}]+\}")
+URL_PASSWORD = re.compile(r"://[^/@\s$]*:[^/@\s$]+@")  # redis://:pw@redis; a ${VAR} is the user's
 
 
 @cache
@@ -120,6 +121,7 @@ def test_secrets_come_from_the_users_environment() -> None:
         for var, value in service.get("environment", {}).items():
             if SECRET_NAME.search(var):
                 assert REQUIRED_FROM_USER.fullmatch(str(value)), f"{name}: {var} is not ${{...}}"
+            assert not URL_PASSWORD.search(str(value)), f"{name}: {var} holds a password"
     assert REQUIRED_FROM_USER.fullmatch(
         str(_services()["learn"]["environment"]["RIVERRUN_REGISTRY_KEY"])
     )
