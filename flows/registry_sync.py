@@ -244,6 +244,9 @@ class RegistrySync:
                 fraction = self.settings.ab_fraction
         except redis.RedisError:
             return
+        except RegistryError as exc:  # a value written by hand: the flow keeps its split
+            log.error("%s: keeping the A/B split %g: %s", self.model, learner.ab_fraction, exc)
+            return
         learner.ab_fraction = fraction
 
     def _set_aside_broken(self, learner: OnlineLearner) -> None:
@@ -270,6 +273,9 @@ class RegistrySync:
             learner.ab_fraction = self.registry.ab_fraction(self.model)
         except redis.RedisError:
             self.link.watcher.changed.set()  # try again later
+            return
+        except RegistryError as exc:  # a value written by hand: the next change retries
+            log.error("%s: keeping the models and split this flow runs: %s", self.model, exc)
             return
         if CHAMPION not in aliases and self.link.writer.head(CHAMPION) is not None:
             self._register_again(learner)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib.metadata
+import math
 import pickle
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -195,9 +196,14 @@ def _move(entry_id: bytes, fields: dict[bytes, bytes]) -> AliasMove:
 
 
 def _version(raw: bytes | str | None) -> int | None:
+    """A version number as stored (``None`` for none): :class:`RegistryError` for anything
+    else, such as a value written into Redis by hand."""
     if raw is None or raw in (b"", ""):
         return None
-    return int(raw)
+    try:
+        return int(raw)
+    except ValueError:
+        raise RegistryError(f"the registry holds {raw!r} where a version number goes") from None
 
 
 def _code_version() -> str:
@@ -454,7 +460,7 @@ class Registry:
     def aliases(self, model: str) -> dict[str, int]:
         """Every alias of ``model`` and the version it points at."""
         raw = self.client.hgetall(self._k(model, "aliases"))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {k.decode(): v for k, v in ((k, _version(v)) for k, v in raw.items()) if v}
 
     def alias(self, model: str, alias: str) -> int | None:
         """The version ``alias`` points at, or ``None``."""
@@ -558,7 +564,10 @@ class Registry:
         Returns the fraction before, as audited."""
         if not 0.0 <= fraction <= 1.0:
             raise RegistryError(f"A/B fraction must be within [0, 1], not {fraction}")
-        previous = self.ab_fraction(model)
+        try:
+            previous = self.ab_fraction(model)
+        except RegistryError:  # unreadable: this sets it right
+            previous = math.nan
         with self.client.pipeline(transaction=True) as tx:
             tx.set(self._k(model, "ab"), repr(fraction))
             evidence = {"from": previous, "to": fraction}
@@ -573,7 +582,18 @@ class Registry:
     def ab_fraction(self, model: str) -> float:
         """The fraction of entities the challenger serves (0 when no split is set)."""
         raw = self.client.get(self._k(model, "ab"))
-        return 0.0 if raw is None else float(raw)
+        if raw is None:
+            return 0.0
+        try:
+            fraction = float(raw)
+        except ValueError:
+            fraction = math.nan
+        if not 0.0 <= fraction <= 1.0:  # NaN too
+            raise RegistryError(
+                f"the A/B split of {model!r} holds {raw!r}, not a fraction within [0, 1]: set "
+                f"it again (riverrun registry ab {model} FRACTION)"
+            )
+        return fraction
 
     def ab_split_set(self, model: str) -> bool:
         """Whether anyone ever set ``model``'s split, to 0 included."""

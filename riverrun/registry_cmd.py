@@ -144,8 +144,9 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
 
 def _moved(move: AliasMove) -> str:
     """What an audit entry moved: an alias's versions, or the A/B split's fractions."""
-    if move.action == "ab":
-        return f"{move.alias:<11} {move.evidence['from']:g} -> {move.evidence['to']:g}"
+    if move.action == "ab":  # a "from" of null: the split it replaced was unreadable
+        was, to = (move.evidence[k] for k in ("from", "to"))
+        return f"{move.alias:<11} {'-' if was is None else f'{was:g}'} -> {to:g}"
     return f"{move.alias or '-':<11} {_v(move.from_version)} -> {_v(move.to_version)}"
 
 

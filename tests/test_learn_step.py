@@ -358,3 +358,20 @@ def test_a_step_resumed_from_a_snapshot_counts_only_its_own_work_in_prometheus(
     resumed.on_batch([_events(s.topic_events, range(50, 70))])
     resumed.on_eof()
     assert resumed.learner.counts.labelled == 70 and labelled() == 70, "20 more, not 70"
+
+
+def test_a_split_written_into_redis_by_hand_stops_no_flow(
+    make_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flow that starts on an unreadable split keeps its own (it raised ValueError, and a
+    restart raised it again)."""
+    s = make_settings(ab_fraction=0.25)
+    redis_client = registry_link(s).registry.client
+    redis_client.set(f"riverrun:registry:{s.model_name}:ab", b"xyz")
+    logic = _learn_step(s)
+    try:
+        (out,), _ = logic.on_batch([_events(s.topic_events, range(0, 5))])
+        assert len(out.predictions) == 5 and logic.learner.ab_fraction == 0.25, "its settings'"
+        assert "keeping the A/B split 0.25: the A/B split of" in caplog.text
+    finally:
+        logic.on_eof()

@@ -600,6 +600,25 @@ def test_cli_push_beside_an_unreachable_kafka_says_so_once(
     assert [v.spec for v in reg.versions(name)] == ["logreg"]
 
 
+def test_values_written_into_redis_by_hand_are_one_line_and_a_split_is_set_over_one(
+    reg: Registry, name: str, stack: LocalStack
+) -> None:
+    (v1,) = _register(reg, name)
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="r")
+    reg.client.hset(f"riverrun:registry:{name}:aliases", "challenger", "abc")
+    with pytest.raises(RegistryError, match="holds b'abc' where a version number goes"):
+        reg.aliases(name)
+    assert "where a version number goes" in one_line(_cli(stack, "list", name)), "no ValueError"
+    reg.client.hset(f"riverrun:registry:{name}:aliases", "challenger", v1)
+    reg.client.set(f"riverrun:registry:{name}:ab", "xyz")
+    with pytest.raises(RegistryError, match="holds b'xyz', not a fraction within"):
+        reg.ab_fraction(name)
+    fixed = _cli(stack, "ab", name, "0.5")
+    assert fixed.returncode == 0 and fixed.stdout.strip().endswith("(was nan)"), fixed.stderr
+    assert reg.ab_fraction(name) == 0.5
+    assert " ab          - -> 0.5  by " in _cli(stack, "history", name).stdout
+
+
 def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: str) -> None:
     for i in range(23):
         reg.audit(name, "decided", f"actor-{i}", "a trigger", {"i": i})
