@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from flows.kafka_io import consumer, ensure_topics, offsets_at
 from models.registry import Registry, RegistryError
-from models.status import read_status
+from models.status import UnreadableStatus, read_status
 from models.triggers import Action, BadDriftEvent, TriggerPolicy, Triggers, check_drift_event
 from riverrun.metrics import RETRAINS
 from riverrun.settings import Settings
@@ -196,7 +196,7 @@ class TriggerService:
         """Decide on the latest status and carry out the actions."""
         try:
             status = read_status(self.registry.client, self.model)
-        except redis.RedisError as exc:
+        except (redis.RedisError, UnreadableStatus) as exc:
             log.warning("cannot read the learn flow's status: %s", exc)
             return
         if status is None:

@@ -23,7 +23,22 @@ def write_status(client: redis.Redis, model_name: str, status: dict[str, Any]) -
     client.set(status_key(model_name), orjson.dumps(status, option=orjson.OPT_NON_STR_KEYS))
 
 
+class UnreadableStatus(ValueError):
+    """The status key holds what no flow writes: not JSON, or no JSON object."""
+
+
 def read_status(client: redis.Redis, model_name: str) -> dict[str, Any] | None:
-    """The model's last status, or ``None`` if no flow has written one."""
+    """The model's last status, or ``None`` if no flow has written one;
+    :class:`UnreadableStatus` for a key something else wrote."""
     raw = client.get(status_key(model_name))
-    return None if raw is None else orjson.loads(raw)
+    if raw is None:
+        return None
+    try:
+        status = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableStatus(
+            f"the status of model {model_name!r} in Redis is not JSON: {exc}"
+        ) from None
+    if not isinstance(status, dict):
+        raise UnreadableStatus(f"the status of model {model_name!r} in Redis is no JSON object")
+    return status

@@ -7,11 +7,10 @@ import argparse
 import time
 from typing import Any
 
-import orjson
 import redis
 
 from models.ab import CHALLENGER
-from models.status import read_status
+from models.status import UnreadableStatus, read_status
 from riverrun.settings import Settings, add_flags, hide_password
 from riverrun.shown import emit, metrics_text, models_table, promotion_text, utc_text
 
@@ -21,7 +20,7 @@ COUNTS = ("events", "labelled", "pending", "expired", "unknown_labels", "model_e
 
 
 class StatusError(RuntimeError):
-    """No learn flow has reported on the model."""
+    """No status a learn flow wrote on the model can be shown."""
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,15 +31,13 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         report = read_status(client, name)
-    except orjson.JSONDecodeError as exc:
-        raise StatusError(f"the status of model {name!r} in Redis is not JSON: {exc}") from None
+    except UnreadableStatus as exc:
+        raise StatusError(str(exc)) from None
     if report is None:
         raise StatusError(
             f"no status for model {name!r}: no learn flow has reported on it to "
             f"{hide_password(settings.redis_url)} (see --model-name and --redis-url)"
         )
-    if not isinstance(report, dict):
-        raise StatusError(f"the status of model {name!r} in Redis is no JSON object")
     if args.json:
         return emit(True, report, "")
     try:

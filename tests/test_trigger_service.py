@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import orjson
+import pytest
 
 from flows.trigger_service import TriggerService, retrain_argv
 from models.specs import build_model
@@ -124,3 +125,15 @@ def test_a_slump_promotion_promotes_only_the_challenger_the_contest_tested(
     service._promote(Action("promote", "slump", alias="challenger", evidence=seen))
     assert reg.alias(name, "champion") == v4, "v3 was tested: v4 is its checkpoint"
     assert reg.alias(name, "challenger") == v1, "the former champion, kept as a challenger"
+
+
+def test_a_status_no_flow_wrote_is_skipped_with_a_warning(
+    make_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It raised out of the service's loop (a JSONDecodeError), stopping the service."""
+    s = make_settings()
+    service = TriggerService(s, threading.Event())
+    service.registry.client.set(f"riverrun:status:{s.model_name}", b"not json")
+    service.step(time.time())
+    assert "cannot read the learn flow's status: the status of model" in caplog.text
+    assert service.registry.history(s.model_name) == [], "nothing decided on it"
