@@ -118,7 +118,7 @@ class ScoringServer:
         self.follower.start()
         self.server.start()
         deadline = time.monotonic() + ready_timeout
-        while not self.follower.ready.wait(min(STOP_CHECK, max(deadline - time.monotonic(), 0))):
+        while not self.follower.ready.wait(STOP_CHECK):
             if stop is not None and stop.is_set():
                 return self
             if time.monotonic() >= deadline:
