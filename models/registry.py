@@ -460,7 +460,8 @@ class Registry:
     def aliases(self, model: str) -> dict[str, int]:
         """Every alias of ``model`` and the version it points at."""
         raw = self.client.hgetall(self._k(model, "aliases"))
-        return {k.decode(): v for k, v in ((k, _version(v)) for k, v in raw.items()) if v}
+        versions = {k.decode(): _version(v) for k, v in raw.items()}
+        return {alias: v for alias, v in versions.items() if v}
 
     def alias(self, model: str, alias: str) -> int | None:
         """The version ``alias`` points at, or ``None``."""
