@@ -37,7 +37,7 @@ class ProduceRequest:
     skip: int = 0  # leave out the stream's first events (to resume it where it stopped)
     delay_labels: int = 0
     labels_topic: bool = False
-    drift_every: int = 12_500
+    drift_every: int | None = None  # a paced dataset's, else DRIFT_EVERY
     entities: int = 100
     id_prefix: str | None = None
     start_time: float | None = None

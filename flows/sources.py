@@ -69,7 +69,7 @@ class SourceRequest:
 
     name: str
     events: int | None = None
-    drift_every: int = 12_500
+    drift_every: int | None = None  # a paced dataset's, else DRIFT_EVERY
     kafka: KafkaRange = field(default_factory=KafkaRange)
     delay: int = 0
 

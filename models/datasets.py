@@ -18,6 +18,7 @@ from river.datasets import synth
 from models.agrawal import Agrawal
 
 Sample = tuple[dict[str, Any], Any]
+DRIFT_EVERY = 12_500  # events between a paced dataset's drifts, unless asked otherwise
 
 
 class DatasetError(ValueError):
@@ -45,6 +46,7 @@ class DatasetSpec:
     size: int | None
     abrupt: bool
     make: Callable[[int, int], Iterator[Sample]]  # (seed, drift_every) -> samples
+    paced: bool = False  # drift_every places its drifts (else it is no use with this one)
 
 
 def _bundled(cls: Callable[[], Any]) -> Callable[[int, int], Iterator[Sample]]:
@@ -145,6 +147,7 @@ DATASETS: dict[str, DatasetSpec] = {
             None,
             True,
             _abrupt([_agrawal(f) for f in (0, 2, 5, 8)]),
+            paced=True,
         ),
         DatasetSpec(
             "agrawal-switch",
@@ -153,6 +156,7 @@ DATASETS: dict[str, DatasetSpec] = {
             None,
             True,
             _abrupt([_agrawal(f) for f in (4, 6)]),
+            paced=True,
         ),
         DatasetSpec(
             "sea-drift",
@@ -161,6 +165,7 @@ DATASETS: dict[str, DatasetSpec] = {
             None,
             True,
             _abrupt([_sea(v) for v in (0, 1, 2, 3)]),
+            paced=True,
         ),
         DatasetSpec(
             "sea-gradual",
@@ -169,6 +174,7 @@ DATASETS: dict[str, DatasetSpec] = {
             None,
             False,
             _gradual,
+            paced=True,
         ),
         DatasetSpec(
             "hyperplane",
@@ -182,11 +188,19 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-def open_stream(name: str, *, seed: int, events: int | None, drift_every: int = 12_500) -> Stream:
-    """Draw ``events`` samples (all of a bundled dataset when ``None``) of a named stream."""
+def open_stream(
+    name: str, *, seed: int, events: int | None, drift_every: int | None = None
+) -> Stream:
+    """Draw ``events`` samples (all of a bundled dataset when ``None``) of a named stream,
+    whose drifts, if it is paced, come every ``drift_every`` events (:data:`DRIFT_EVERY`)."""
     spec = DATASETS.get(name)
     if spec is None:
         raise DatasetError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+    if drift_every is not None and not spec.paced:
+        paced = ", ".join(d.name for d in DATASETS.values() if d.paced)
+        raise DatasetError(f"{name} has no drifts to place: --drift-every is for {paced}")
+    if drift_every is None:
+        drift_every = DRIFT_EVERY
     if drift_every < 1:
         raise DatasetError("drift_every must be at least 1")
     if events is None:

@@ -25,7 +25,7 @@ from flows.kafka_io import KafkaUnavailable
 from flows.produce import STREAM_EVENTS
 from flows.retrain import RetrainError
 from grpc_api.errors import ServeError
-from models.datasets import DATASETS, DatasetError
+from models.datasets import DATASETS, DRIFT_EVERY, DatasetError
 from models.drift import DriftConfigError
 from models.features import FeatureSpecError
 from models.registry import RegistryError
@@ -177,10 +177,10 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drift-every",
         type=positive,
-        default=12_500,
+        default=None,
         metavar="N",
         help="events between drifts of agrawal-drift, agrawal-switch and sea-drift, or the "
-        "centre of sea-gradual's (default: 12500)",
+        f"centre of sea-gradual's (default: {DRIFT_EVERY})",
     )
 
 

@@ -41,7 +41,7 @@ class DemoRequest:
     dataset: str = "agrawal-drift"
     events: int | None = STREAM_EVENTS
     delay_labels: int = 0
-    drift_every: int = 12_500
+    drift_every: int | None = None  # a paced dataset's, else DRIFT_EVERY
     report_path: str | None = None
 
 
@@ -53,7 +53,9 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
         "seed": settings.seed,
         "entity_features": settings.entity_features or ("count", "since_last"),
         "rolling_window": settings.rolling_window,
-        "task": open_stream(req.dataset, seed=settings.seed, events=1).task,
+        "task": open_stream(
+            req.dataset, seed=settings.seed, events=1, drift_every=req.drift_every
+        ).task,
     }
     try:  # refused now, not after the stack starts
         check_learn_settings(settings.override(chosen))

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from flows.kafka_range import KafkaRange
 from flows.sources import KAFKA, Source, SourceRequest, open_source
-from models.datasets import DATASETS
+from models.datasets import DATASETS, DRIFT_EVERY
 from models.gates import OVER, UNDER, Gate, GateError, failures, parse_gate
 from models.progressive import Evaluation, Rejects, sample_every
 from models.schema import Event
@@ -43,7 +43,7 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
         type=positive,
         default=None,
         metavar="N",
-        help="events between a drifting dataset's drifts (default: 12500)",
+        help=f"events between a paced dataset's drifts (default: {DRIFT_EVERY})",
     )
     p.add_argument("--start-offset", type=count, default=None, help="kafka: first offset")
     p.add_argument("--stop-offset", type=count, default=None, help="kafka: offset to stop before")
@@ -83,7 +83,7 @@ def source_request(args: argparse.Namespace, name: str) -> SourceRequest:
     return SourceRequest(
         name,
         events=args.events,
-        drift_every=args.drift_every or SourceRequest.drift_every,
+        drift_every=args.drift_every,
         kafka=KafkaRange(args.start_offset, args.stop_offset, args.since, args.until),
         delay=args.delay,
     )

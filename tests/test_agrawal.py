@@ -10,7 +10,7 @@ import pytest
 from river.datasets import synth
 
 from models.agrawal import Agrawal
-from models.datasets import open_stream
+from models.datasets import DRIFT_EVERY, DatasetError, open_stream
 
 
 @pytest.mark.parametrize("function", range(10))
@@ -70,3 +70,11 @@ def test_agrawal_streams_use_it(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert [x for x, _ in stream.samples] == [{str(k): v for k, v in x.items()} for x, _ in river]
     assert concepts == [0, 2, 5], "drawn by models.agrawal, not River's slower generator"
+
+
+def test_a_paced_stream_drifts_every_drift_every_events_unless_told_otherwise() -> None:
+    assert open_stream("agrawal-drift", seed=3, events=30_000).drifts == (DRIFT_EVERY, 25_000)
+    assert open_stream("agrawal-drift", seed=3, events=30, drift_every=10).drifts == (10, 20)
+    assert open_stream("agrawal", seed=3, events=30).drifts == ()
+    with pytest.raises(DatasetError, match="agrawal has no drifts to place"):
+        open_stream("agrawal", seed=3, events=30, drift_every=10)

@@ -633,9 +633,22 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             {},
             "riverrun evaluate: error: dataset phishing is a binary stream, not regression",
         ),
+        *[
+            (
+                [*command, "--drift-every", "10"],
+                {},
+                f"riverrun {command[0]}: error: {dataset} has no drifts to place: --drift-every "
+                "is for agrawal-drift, agrawal-switch, sea-drift, sea-gradual",
+            )
+            for dataset, command in (
+                ("phishing", ["evaluate", "--model", "logreg", "--source", "phishing"]),
+                ("agrawal", ["produce", "--dataset", "agrawal", "--events", "10"]),
+                ("hyperplane", ["demo", "--dataset", "hyperplane"]),  # before the stack starts
+            )
+        ],
     ],
 )
-def test_bad_requests_exit_2_withone_line(
+def test_bad_requests_exit_2_with_one_line(
     riverrun_main: Any, argv: list[str], env: Any, message: str
 ) -> None:
     assert message in one_line(riverrun_main(env, *argv))
