@@ -186,9 +186,10 @@ class Triggers:
         """The retrain ended: the cool-down starts now. ``action``, if given, failed: a
         drift it was to answer is armed again (unless a newer one is), for the next try."""
         self.running = False
-        self.last_retrain = now
-        if action is not None:
-            self.retry(action, now)
+        if action is None:
+            self.last_retrain = now
+        else:
+            self.retry(action, now)  # which starts the cool-down too
 
     def decide(self, status: dict[str, Any], now: float) -> list[Action]:
         """What to do now, given the learn flow's latest status."""
