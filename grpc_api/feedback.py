@@ -7,7 +7,8 @@ never send feedback needs no Kafka.
 
 librdkafka's own lines go to the ``riverrun.serve.kafka`` logger at DEBUG, not to stderr:
 the publisher says once, as a warning, when labels stop reaching Kafka (naming
-librdkafka's last error) and once when one gets through again.
+librdkafka's last error) and once when one gets through again, and once for each kind of
+error with which Kafka refused a label (a topic it will not take, say).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class LabelPublisher:
         self._closed = threading.Event()
         self._kafka_log = KafkaLog()
         self._unreached = False  # said that Kafka is unreachable, not yet that it is back
+        self._refusals: set[int] = set()  # the error codes of refusals already said
         self._said = threading.Lock()
 
     def _get(self) -> Producer:
@@ -100,7 +102,8 @@ class LabelPublisher:
             producer.poll(0.05)
 
     def _note(self, err: KafkaError | None) -> None:
-        """Say once that Kafka is unreachable when a delivery fails so, and once when back."""
+        """Say once that Kafka is unreachable when a delivery fails so, and once when back;
+        say each other kind of failure (Kafka refused the label) the first time it comes."""
         with self._said:
             if err is None:
                 self._kafka_log.last_error = ""  # a later failure names only errors after it
@@ -115,6 +118,15 @@ class LabelPublisher:
                     self.bootstrap,
                     self.topic,
                     self._kafka_log.last_error or err.str(),
+                )
+            elif err.code() not in UNREACHED and err.code() not in self._refusals:
+                self._refusals.add(err.code())
+                log.warning(
+                    "Kafka at %s refused a label for topic %r: %s; Feedback answers UNAVAILABLE "
+                    "for each such label (said once for each kind of refusal)",
+                    self.bootstrap,
+                    self.topic,
+                    err.str(),
                 )
 
     def publish(

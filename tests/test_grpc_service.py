@@ -36,7 +36,7 @@ from models.features import FeatureSpec
 from models.registry import Registry
 from models.schema import InvalidInput, LabelMessage
 from models.status import read_status
-from riverrun.local import free_port, start_broker, start_redis
+from riverrun.local import LocalStack, free_port, start_broker, start_redis
 from tests.helpers import (
     event,
     produce_stream,
@@ -1091,7 +1091,8 @@ def test_kafka_unreachable_and_back_again_are_each_said_once_whatever_fails_betw
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The reports librdkafka would give, in an order hard to make a real broker give: a
-    message too large is no sign of an unreachable Kafka, nor of one back."""
+    message too large is no sign of an unreachable Kafka, nor of one back; it is said once,
+    as a refusal."""
     publisher = LabelPublisher("127.0.0.1:1", "labels")
     timed_out, too_large = (
         KafkaError(KafkaError._MSG_TIMED_OUT),
@@ -1101,6 +1102,9 @@ def test_kafka_unreachable_and_back_again_are_each_said_once_whatever_fails_betw
         for err in (too_large, timed_out, timed_out, None, None, too_large, timed_out):
             publisher._note(err)
     assert [r.getMessage() for r in caplog.records] == [
+        "Kafka at 127.0.0.1:1 refused a label for topic 'labels': Broker: Message size too "
+        "large; Feedback answers UNAVAILABLE for each such label (said once for each kind of "
+        "refusal)",
         "Kafka at 127.0.0.1:1 is unreachable: labels for topic 'labels' fail and Feedback "
         "answers UNAVAILABLE until one gets through; librdkafka's last error: Local: Message "
         "timed out",
@@ -1108,6 +1112,26 @@ def test_kafka_unreachable_and_back_again_are_each_said_once_whatever_fails_betw
         "Kafka at 127.0.0.1:1 is unreachable: labels for topic 'labels' fail and Feedback "
         "answers UNAVAILABLE until one gets through; librdkafka's last error: Local: Message "
         "timed out",
+    ]
+
+
+def test_a_label_kafka_refuses_is_said_once_in_the_log_and_each_time_to_the_caller(
+    caplog: pytest.LogCaptureFixture, stack: LocalStack
+) -> None:
+    """A topic the broker will not take (an invalid name here) fails every label, through the
+    real broker: each caller is told, and the server's log says it once, not at DEBUG only."""
+    kafka = stack.bootstrap_servers
+    publisher = LabelPublisher(kafka, "no such topic!")
+    try:
+        with caplog.at_level(logging.WARNING, logger="grpc_api.feedback"):
+            for n in range(3):
+                with pytest.raises(PublishError, match="topic 'no such topic!': KafkaError"):
+                    publisher.publish(f"e{n}", b"{}")
+    finally:
+        publisher.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Kafka at {kafka} refused a label for topic 'no such topic!': Broker: Invalid topic; "
+        "Feedback answers UNAVAILABLE for each such label (said once for each kind of refusal)"
     ]
 
 
