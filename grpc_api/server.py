@@ -71,7 +71,7 @@ class ScoringServer:
             default_model=settings.model_name,
             max_batch=settings.serve_max_batch,
             max_message_bytes=settings.max_message_bytes,
-            waiting_calls=max(1, settings.serve_workers // 4),
+            waiting_calls=settings.serve_workers // 4,
         )
         add_to_server(service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -130,7 +130,8 @@ class PSIWatch:
     ) -> None:
         if window < bins * 10 * every:
             raise DriftConfigError(
-                f"the data-drift window needs at least {bins * 10 * every} events"
+                f"the data-drift window needs at least {bins * 10 * every} events (0 turns "
+                "the data-drift check off)"
             )
         self.window = window
         self.bins = bins

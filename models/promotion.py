@@ -37,6 +37,8 @@ class PromotionPolicy:
     def __post_init__(self) -> None:
         if self.min_samples < 2 * self.block:
             raise ValueError("min_samples must cover at least two blocks")
+        if self.window < self.min_samples:
+            raise ValueError("a window below min_samples never holds enough to promote")
         if not 0 < self.alpha < 1:
             raise ValueError("alpha must be within (0, 1)")
 

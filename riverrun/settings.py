@@ -22,6 +22,7 @@ from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 from redis.connection import parse_url
 
 from models.ab import check_new_model_alias
+from models.promotion import PromotionPolicy
 from models.registry import RegistryError, check_model_name
 from models.schema import TASKS
 from models.triggers import slump_metrics
@@ -50,10 +51,7 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
             "processes",
             "snapshot_every",
             "registry_keep",
-            "promote_min_samples",
-            "promote_window",
             "promote_cooldown",
-            "serve_workers",
             "serve_max_batch",
             "offline_store_max_bytes",
             "max_message_bytes",
@@ -76,6 +74,12 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
         "must be positive",
     ),
     (("promote_alpha",), lambda value: 0 < value < 1, "must lie between 0 and 1 (a p-value)"),
+    (
+        ("serve_workers",),
+        lambda value: value >= 4,
+        "must be at least 4: open streams and labels waiting on Kafka may each hold a quarter "
+        "of the threads, and scoring keeps the rest",
+    ),
     (("drift_min_gap",), lambda value: value >= 0, "must be at least 0"),
     (
         ("trigger_drift_wait", "trigger_slump_for", "trigger_cooldown"),
@@ -250,6 +254,7 @@ class Settings:
             for name in names:
                 if not holds(getattr(self, name)):
                     raise SettingsError(f"{env_name(name)} {rule}")
+        self._check_promotion()
         try:
             check_new_model_alias(self.trigger_retrain_alias, "a retrained model")
         except ValueError as exc:
@@ -282,6 +287,21 @@ class Settings:
                 f"{env_name('serve_tls_cert')} and {env_name('serve_tls_key')} go together"
             )
         return self
+
+    def _check_promotion(self) -> None:
+        """Refuse promotion thresholds that the test cannot use, or that no window meets."""
+        block = PromotionPolicy.block
+        if self.promote_min_samples < 2 * block:
+            raise SettingsError(
+                f"{env_name('promote_min_samples')} must be at least {2 * block}: the paired "
+                f"test compares means of blocks of {block} events, and needs two"
+            )
+        if self.promote_window < self.promote_min_samples:
+            raise SettingsError(
+                f"{env_name('promote_window')}={self.promote_window} is below "
+                f"{env_name('promote_min_samples')}={self.promote_min_samples}: the window "
+                "would never hold enough paired events to promote"
+            )
 
     def __repr__(self) -> str:
         shown = []

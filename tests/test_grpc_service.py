@@ -681,7 +681,7 @@ def test_a_request_that_cannot_be_decoded_is_refused_and_counted(make_settings: 
 def test_feedback_waiting_on_an_absent_kafka_leaves_threads_for_scoring(
     make_settings: Any,
 ) -> None:
-    s = make_settings(serve_workers=2, bootstrap_servers="127.0.0.1:1")  # one Feedback waits
+    s = make_settings(serve_workers=4, bootstrap_servers="127.0.0.1:1")  # one Feedback waits
     model, rows = trained()
     publish(s, model)
     first: list[grpc.RpcError] = []

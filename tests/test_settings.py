@@ -80,6 +80,17 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
             "RIVERRUN_PROMOTE_LATENCY_BUDGET must be positive",
         ),
         ({"RIVERRUN_DRIFT_MIN_GAP": "-3"}, "RIVERRUN_DRIFT_MIN_GAP must be at least 0"),
+        (
+            {"RIVERRUN_PROMOTE_MIN_SAMPLES": "50"},
+            "RIVERRUN_PROMOTE_MIN_SAMPLES must be at least 100: the paired test compares means "
+            "of blocks of 50 events, and needs two",
+        ),
+        (
+            {"RIVERRUN_PROMOTE_WINDOW": "500"},
+            "RIVERRUN_PROMOTE_WINDOW=500 is below RIVERRUN_PROMOTE_MIN_SAMPLES=1000: the window "
+            "would never hold enough paired events to promote",
+        ),
+        ({"RIVERRUN_SERVE_WORKERS": "3"}, "RIVERRUN_SERVE_WORKERS must be at least 4: open"),
         ({"RIVERRUN_DATA_DRIFT_WINDOW": "-1"}, "RIVERRUN_DATA_DRIFT_WINDOW must be at least 0"),
         (
             {"RIVERRUN_TRIGGER_SCHEDULE_EVERY": "-1"},
