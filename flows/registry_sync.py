@@ -89,6 +89,14 @@ def new_learner(
     if CHAMPION not in found:
         model = build_model(settings.model_spec, task, settings.seed)
         slots.insert(0, Slot(settings.model_spec, model, Prequential(task, window)))
+    elif settings.model_spec not in (Settings.model_spec, found[CHAMPION][0].spec):  # asked for
+        log.warning(
+            "the registry already has a champion for %s (%s): RIVERRUN_MODEL_SPEC=%s is "
+            "ignored (push a model of that spec with riverrun registry push)",
+            settings.model_name,
+            found[CHAMPION][0].spec,
+            settings.model_spec,
+        )
     if len(found) > (CHAMPION in found) and settings.challengers:
         log.warning(
             "the registry already has challengers for %s: RIVERRUN_CHALLENGERS is "

@@ -50,7 +50,7 @@ class RetrainError(RuntimeError):
 class RetrainRequest:
     """What to learn from, with which spec, why, and where the result goes."""
 
-    spec: str = ""  # empty: the champion's spec (or the settings' model spec)
+    spec: str = ""  # empty: the champion's spec
     since: float | None = None  # epoch seconds of the first message (Kafka timestamp)
     until: float | None = None
     start_offsets: Offsets = field(default_factory=dict)

@@ -23,7 +23,6 @@ KAFKA_AND_REDIS = (
     "topic_drift",
     "partitions",
     "model_name",
-    "model_spec",
     "task",
     "seed",
     "entity_features",
@@ -157,6 +156,8 @@ def add_parsers(sub: Any) -> None:
     add_flags(p, KAFKA_AND_REDIS)
     p.set_defaults(handler=retrain)
 
-    p = sub.add_parser("trigger", help="retrain, promote or roll back on drift, slump, data")
+    p = sub.add_parser(
+        "trigger", help="retrain, promote or roll back on drift, a slump, fresh data or a schedule"
+    )
     add_flags(p, KAFKA_AND_REDIS + TRIGGERS)
     p.set_defaults(handler=trigger)

@@ -375,3 +375,28 @@ def test_a_split_written_into_redis_by_hand_stops_no_flow(
         assert "keeping the A/B split 0.25: the A/B split of" in caplog.text
     finally:
         logic.on_eof()
+
+
+def test_specs_the_registry_overrides_are_named_in_a_warning(
+    make_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model with a champion and challengers in the registry learns those: a spec asked for
+    in the settings is ignored, and said to be (it used to be ignored without a word)."""
+    s = make_settings(challengers=("logreg",))
+    _learn_step(s).on_eof()  # a first start registers the champion and the challenger
+    asked = replace(s, model_spec="hoeffding", challengers=("linreg",))
+    with caplog.at_level(logging.WARNING, logger="flows.registry_sync"):
+        learner = new_learner(asked, registry_link(asked))
+    assert [slot.spec for slot in learner.slots] == ["logreg", "logreg"]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"the registry already has a champion for {s.model_name} (logreg): "
+        "RIVERRUN_MODEL_SPEC=hoeffding is ignored (push a model of that spec with riverrun "
+        "registry push)",
+        f"the registry already has challengers for {s.model_name}: RIVERRUN_CHALLENGERS is "
+        "ignored (push or remove challengers in the registry)",
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flows.registry_sync"):
+        new_learner(replace(s, challengers=()), registry_link(s))
+    assert caplog.records == [], "nothing asked for, nothing ignored"
