@@ -22,7 +22,7 @@ from typing import Any
 from bytewax.run import cli_main
 
 from flows import heap
-from flows.kafka_io import ensure_topics
+from flows.kafka_io import ensure_topics, partition_count
 from flows.learn import build_flow
 from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
@@ -53,6 +53,8 @@ def run_learn(settings: Settings) -> int:
     """Run the learn flow until its input ends (``follow=False``) or it is stopped."""
     check_learn_settings(settings)
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
+    if settings.processes > 1:
+        warn_of_idle_processes(settings)
     if prepare_recovery(settings):
         print(f"learn flow resumes from {settings.recovery_path}", file=sys.stderr)
     with stop_quietly_on_signal():
@@ -61,6 +63,20 @@ def run_learn(settings: Settings) -> int:
             return 0
         return _run_cluster(settings)
     return 0
+
+
+def warn_of_idle_processes(settings: Settings) -> None:
+    """Say so when the events topic has fewer partitions than the flow has processes: a
+    topic's partitions are fixed when it is made, and the extra processes read nothing."""
+    partitions = partition_count(settings.bootstrap_servers, settings.topic_events)
+    if partitions < settings.processes:
+        print(
+            f"warning: topic {settings.topic_events!r} has {partitions} partition(s) for "
+            f"{settings.processes} processes: {settings.processes - partitions} will have no "
+            "events to read (RIVERRUN_PARTITIONS sets the partitions of the topics riverrun "
+            "creates)",
+            file=sys.stderr,
+        )
 
 
 @contextlib.contextmanager

@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import redis
 
+from flows.kafka_io import ensure_topics
 from models.status import read_status
-from riverrun.runner import learn_topics
+from riverrun.runner import learn_topics, warn_of_idle_processes
 from tests.helpers import produce_stream, read_topic, run_flow_to_end
 
 
@@ -100,3 +102,22 @@ def test_the_bytewax_run_entry_point_freezes_the_heap_it_builds(
         assert gc.get_freeze_count() > 10_000  # everything alive, the new flow included
     finally:
         gc.unfreeze()
+
+
+def test_processes_past_the_events_topics_partitions_are_named_in_a_warning(
+    make_settings: Any, capsys: Any
+) -> None:
+    """The partitions of a topic are fixed when it is made: a cluster larger than them has
+    idle processes, which the user hears of (it used to run so without a word)."""
+    one = make_settings(partitions=1)
+    ensure_topics(one.bootstrap_servers, learn_topics(one), 1)
+    warn_of_idle_processes(replace(one, processes=3))
+    assert capsys.readouterr().err == (
+        f"warning: topic {one.topic_events!r} has 1 partition(s) for 3 processes: 2 will have "
+        "no events to read (RIVERRUN_PARTITIONS sets the partitions of the topics riverrun "
+        "creates)\n"
+    )
+    two = make_settings(partitions=2)
+    ensure_topics(two.bootstrap_servers, learn_topics(two), 2)
+    warn_of_idle_processes(replace(two, processes=2))
+    assert capsys.readouterr().err == ""
