@@ -29,8 +29,9 @@ tools:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
 	    || ! command -v amtool >/dev/null; then \
 	  if command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install \
+	      -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
 	  else \
 	    echo "promtool, prometheus or amtool missing and no apt-get: install Prometheus" \
 	      "and Alertmanager, or the Prometheus tests fail" >&2; \

@@ -58,7 +58,12 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("local", help="start or stop a local Kafka broker and Redis")
     local_sub = p.add_subparsers(dest="local_command", required=True, metavar="ACTION")
     p_up = local_sub.add_parser("up", help="start them and wait (Ctrl-C stops them)")
-    p_up.add_argument("--workdir", default=None, help="directory for logs (default: a temp dir)")
+    p_up.add_argument(
+        "--workdir",
+        default=None,
+        help="folder kept for the servers' logs and the recovery state (default: a temporary "
+        "one, removed on a clean stop)",
+    )
     p_up.set_defaults(handler=up)
     p_down = local_sub.add_parser("down", help="stop the stack that `local up` started")
     p_down.set_defaults(handler=down)

@@ -634,6 +634,20 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "riverrun evaluate: error: dataset phishing is a binary stream, not regression",
         ),
         *[
+            (  # they build no model of it: a retrain takes --spec or the champion's
+                [command, "--model-spec", "arf"],
+                {},
+                "riverrun: error: unrecognized arguments: --model-spec arf",
+            )
+            for command in ("retrain", "trigger")
+        ],
+        (
+            ["learn", "--no-follow"],  # before Kafka is touched
+            {"RIVERRUN_DATA_DRIFT_WINDOW": "100"},
+            "riverrun learn: error: the data-drift window needs at least 400 events (0 turns the "
+            "data-drift check off)",
+        ),
+        *[
             (
                 [*command, "--drift-every", "10"],
                 {},
