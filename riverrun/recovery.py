@@ -20,8 +20,9 @@ from typing import Any
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from models.signing import check_key, verify
-from riverrun.settings import Settings
+from models.features import EntityFeatures, FeatureSpec
+from models.signing import check_key, loads_signed, verify
+from riverrun.settings import Settings, env_name
 
 # A snapshot pickle may hold one None, int or bytes, with nothing around it but framing.
 _FRAMING = frozenset({"PROTO", "FRAME", "MEMOIZE", "BINPUT", "LONG_BINPUT", "STOP"})
@@ -31,6 +32,10 @@ _PLAIN = frozenset(
 )
 _SNAPSHOTS = (
     "SELECT step_id, state_key, snap_epoch, ser_change FROM snaps WHERE ser_change NOT NULL"
+)
+_LAST_FEATURES = (  # one partition's newest entity-feature state (every key has one spec)
+    "SELECT ser_change FROM snaps WHERE step_id = 'riverrun-learn.features' "
+    "AND ser_change NOT NULL ORDER BY snap_epoch DESC LIMIT 1"
 )
 
 
@@ -46,7 +51,9 @@ def prepare_recovery(settings: Settings) -> bool:
     if path is None:
         return False
     if partitions(path):
-        check_snapshots(path, check_key(settings.registry_key))
+        key = check_key(settings.registry_key)
+        check_snapshots(path, key)
+        check_entity_features(path, key, FeatureSpec.parse(settings.entity_features))
         return True
     _create_partitions(path, settings.processes)
     return False
@@ -122,6 +129,24 @@ def check_snapshots(path: Path, key: bytes) -> None:
                 f"{step} for {state_key!r} (epoch {epoch}) fails its check: {exc}; "
                 f"delete {path} to start over from the registry's champion"
             ) from None
+
+
+def check_entity_features(path: Path, key: bytes, asked: FeatureSpec) -> None:
+    """:class:`RecoveryStateError` if the entity features kept at ``path`` (checked by
+    :func:`check_snapshots`) are not those ``asked`` for: resumed, their state would be
+    published under the new spec, and the models would miss the features they learned."""
+    for (blob,) in query_partitions(path, _LAST_FEATURES):
+        value = snapshot_value(blob)
+        if not isinstance(value, bytes):
+            continue
+        features: EntityFeatures = loads_signed(value, key)
+        if features.spec != asked:
+            kept, new = (",".join(spec.items()) or "(none)" for spec in (features.spec, asked))
+            raise RecoveryStateError(
+                f"the recovery state in {path} keeps the entity features {kept}, not "
+                f"{env_name('entity_features')}={new}: set it back, or delete {path} to "
+                "start over from the registry's champion (which learned the old features)"
+            )
 
 
 def query_partitions(path: Path, sql: str) -> list[tuple[Any, ...]]:

@@ -137,3 +137,27 @@ def test_a_recovery_folder_holding_other_files_is_refused_in_one_line(
         "other files: move them away, or set another RIVERRUN_RECOVERY_DIR"
     )
     assert (path / "notes.txt").read_text() == "mine"
+
+
+def test_a_resume_with_other_entity_features_is_refused_in_one_line(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """The kept per-entity state is of the features the flow started with: resumed under
+    another list, it was published to the servers under the new list's layout (they then
+    refused every request), and the models missed the features they had learned."""
+    s, path = _with_recovery(
+        make_settings, tmp_path, epoch_interval=0.2, entity_features=("count", "mean:0")
+    )
+    produce_stream(s, 300, "e")
+    run_flow_to_end(s)
+    before = _contents(path)
+    for asked, named in ((("count", "mean:1"), "count,mean:1"), ((), "(none)")):
+        line = one_line(run_cli(s.override({"entity_features": asked}).to_env(), "learn"))
+        assert line == (
+            f"riverrun learn: error: the recovery state in {path} keeps the entity features "
+            f"count,mean:0, not RIVERRUN_ENTITY_FEATURES={named}: set it back, or delete {path} "
+            "to start over from the registry's champion (which learned the old features)"
+        )
+        assert _contents(path) == before, "the recovery directory changed"
+    resumed = run_cli(s.to_env(), "learn")  # the same features: it resumes
+    assert resumed.returncode == 0, resumed.stderr
