@@ -4,7 +4,9 @@ The replay runs the learn flow's own steps (parse, features, test-then-train wit
 delayed-label join) over a range of the events and labels topics, given by offsets or by
 time, and the result is registered as a new version with its lineage (the trigger and the
 data range) and set as a challenger. Whether it serves is then the shadow policy's call.
-Entity features are recomputed from the start of the range.
+Entity features are recomputed from the start of the range. The replay never goes past
+the learn flow's last reported positions: the flow scores the challenger on the events
+after them, which it must not have learned.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
 from models.schema import Event, InvalidInput, LabelMessage, Record
 from models.specs import build_model
+from models.status import UnreadableStatus, read_status
 from riverrun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,11 +64,13 @@ class RetrainRequest:
 
 @dataclass(frozen=True)
 class Retrained:
-    """The registered version, and the replayed messages refused, by reason (the learn
-    flow dead-lettered them when it read them; a retrain only counts them)."""
+    """The registered version, the replayed messages refused, by reason (the learn flow
+    dead-lettered them when it read them; a retrain only counts them), and the partitions
+    whose replay stopped at the learn flow's position instead of where it was asked to."""
 
     info: VersionInfo
     rejected: Counter[str]
+    held_back: dict[str, tuple[int, int]] = field(default_factory=dict)  # where: (stop, asked)
 
 
 class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
@@ -153,7 +158,9 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     topics = recorded_topics(
         settings.bootstrap_servers, settings.topic_events, settings.topic_labels
     )
-    start, stop = replay_range(settings, req, topics)
+    start, asked = replay_range(settings, req, topics)
+    stop, held_back = before_the_flow(asked, _flow_positions(registry, settings.model_name))
+    start = {where: min(offset, stop[where]) for where, offset in start.items()}
     window = None
     if req.since or req.until:  # Kafka stamps whole milliseconds: round inwards
         window = (math.ceil((req.since or 0) * 1000), math.ceil((req.until or 1e12) * 1000))
@@ -188,6 +195,7 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     if slot.learned == 0:
         raise RetrainError(
             f"nothing to learn in the range {_describe(start, stop)}: no labelled event"
+            + (" (held back to the learn flow's positions)" if held_back else "")
         )
     stop_positions = {f"{t}-{p}": o for (t, p), o in stop.items()}
     data_range = {
@@ -218,7 +226,39 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
         action="set",
     )
     log.info("retrained %s on %d events as v%s (%s)", spec, slot.learned, info.version, req.alias)
-    return Retrained(info, rejected)
+    return Retrained(info, rejected, held_back)
+
+
+def before_the_flow(
+    stop: Offsets, flow: dict[str, int]
+) -> tuple[Offsets, dict[str, tuple[int, int]]]:
+    """``stop`` held back to the learn flow's positions, and where it was, by partition: the
+    flow shadows the new model on the events after its positions, so a model that learned
+    them would be scored on what it learned.
+
+    >>> before_the_flow({("events", 0): 900, ("labels", 0): 5}, {"events-0": 600})
+    ({('events', 0): 600, ('labels', 0): 5}, {'events-0': (600, 900)})
+    """
+    held = dict(stop)
+    back = {}
+    for (topic, part), offset in stop.items():
+        position = flow.get(f"{topic}-{part}")
+        if position is not None and position < offset:
+            held[(topic, part)] = position
+            back[f"{topic}-{part}"] = (position, offset)
+    return held, back
+
+
+def _flow_positions(registry: Registry, model: str) -> dict[str, int]:
+    """Where the model's learn flow last said it was, by ``topic-partition`` (none: no flow
+    reported, or its status is unreadable)."""
+    try:
+        status = read_status(registry.client, model)
+    except UnreadableStatus as exc:
+        log.warning("%s: the replay is not held back to the flow's positions", exc)
+        return {}
+    positions = (status or {}).get("positions")
+    return positions if isinstance(positions, dict) else {}
 
 
 def _count(rejected: Counter[str], dead: list[Out]) -> None:

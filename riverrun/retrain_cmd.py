@@ -103,6 +103,12 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
         f"{settings.model_name} v{info.version} ({info.spec}, {info.task}) learned "
         f"{info.events_seen} labelled events and is now {args.alias}: {metrics}"
     )
+    if done.held_back:
+        held = ", ".join(f"{w} at {stop} of {asked}" for w, (stop, asked) in done.held_back.items())
+        print(
+            f"the replay stopped at the learn flow's position ({held}): the flow scores the "
+            "new model on the events after it, which it must not have learned"
+        )
     if done.rejected:
         reasons = ", ".join(f"{n} {reason}" for reason, n in done.rejected.most_common())
         print(f"{done.rejected.total()} messages of the range were refused: {reasons}")
@@ -144,7 +150,8 @@ def add_parsers(sub: Any) -> None:
         "--to-positions",
         default=None,
         metavar="TOPIC-P=OFFSET,...",
-        help="stop offsets (default: the topics' current end)",
+        help="stop offsets (default: the topics' current end); never past the learn flow's "
+        "last reported positions",
     )
     p.add_argument("--reason", default="requested by hand", help="recorded with the version")
     p.add_argument(

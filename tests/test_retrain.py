@@ -59,6 +59,25 @@ def test_retrain_from_offsets_registers_a_challenger_with_its_lineage(make_setti
     assert reg.load(s.model_name, version).predict_proba_one({"salary": 1.0})
 
 
+def test_a_retrain_stops_at_the_learn_flows_position(make_settings: Any) -> None:
+    """Events the flow has not scored yet are where it will test the new model: a replay to
+    the topic's end used to learn them too, and its shadow metrics scored what it learned."""
+    s = make_settings(model_spec="logreg")
+    _produce(s, 2000, "seen")
+    run_flow_to_end(s)  # its status says events-0 = 2000
+    _produce(s, 1000, "unseen", seed=5)
+    done = _retrain(s, "--spec", "hoeffding")
+    assert done.returncode == 0, done.stderr
+    assert "learned 2000 labelled events" in done.stdout
+    assert (
+        f"the replay stopped at the learn flow's position ({s.topic_events}-0 at 2000 of 3000)"
+        in done.stdout
+    )
+    reg = Registry.connect(s.redis_url, s.registry_key)
+    info = reg.info(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
+    assert info.events_seen == 2000 and info.positions[f"{s.topic_events}-0"] == 2000
+
+
 def test_retrain_by_time_replays_only_messages_after_since(make_settings: Any) -> None:
     s = make_settings(model_spec="logreg")
     _produce(s, 700, "old")
