@@ -12,9 +12,12 @@ signed state.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import pickletools
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,34 @@ _LAST_FEATURES = (  # one partition's newest entity-feature state (every key has
 def partitions(path: Path) -> list[Path]:
     """The recovery partitions in ``path`` (none if it does not exist)."""
     return sorted(path.glob("part-*.sqlite3"))
+
+
+@contextlib.contextmanager
+def holding_recovery(settings: Settings) -> Iterator[None]:
+    """Hold the model's recovery folder for the block (a lock file beside it, with this
+    process's pid): a second flow on one state would write every prediction twice, and
+    the two would fight over the registry's aliases. The lock goes with the process."""
+    path = settings.recovery_path
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.parent / f".{path.name}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise RecoveryStateError(
+                f"another riverrun learn (pid {holder}) runs from {path}: stop it first, or "
+                f"give this one another {env_name('model_name')} or "
+                f"{env_name('recovery_dir')}"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def prepare_recovery(settings: Settings) -> bool:

@@ -31,7 +31,7 @@ from riverrun.deathsig import guarded
 from riverrun.local import free_port, stop_all
 from riverrun.metrics import serve_metrics
 from riverrun.peers import await_listeners
-from riverrun.recovery import prepare_recovery, recovery_config
+from riverrun.recovery import holding_recovery, prepare_recovery, recovery_config
 from riverrun.settings import Settings
 
 STOP_TIMEOUT = 5.0  # seconds a cluster's processes have to stop before they are killed
@@ -55,13 +55,14 @@ def run_learn(settings: Settings) -> int:
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
     if settings.processes > 1:
         warn_of_idle_processes(settings)
-    if prepare_recovery(settings):
-        print(f"learn flow resumes from {settings.recovery_path}", file=sys.stderr)
-    with stop_quietly_on_signal():
-        if settings.processes == 1:
-            run_process(settings)
-            return 0
-        return _run_cluster(settings)
+    with holding_recovery(settings):
+        if prepare_recovery(settings):
+            print(f"learn flow resumes from {settings.recovery_path}", file=sys.stderr)
+        with stop_quietly_on_signal():
+            if settings.processes == 1:
+                run_process(settings)
+                return 0
+            return _run_cluster(settings)
     return 0
 
 

@@ -15,7 +15,14 @@ from bytewax.recovery import init_db_dir
 from riverrun import recovery
 from riverrun.recovery import partitions
 from riverrun.settings import Settings
-from tests.helpers import one_line, produce_stream, run_cli, run_flow_to_end
+from tests.helpers import (
+    LearnProcess,
+    one_line,
+    produce_stream,
+    run_cli,
+    run_flow_to_end,
+    wait_for,
+)
 from tests.recovery_db import LEARN_STEP, resume_point
 
 
@@ -161,3 +168,24 @@ def test_a_resume_with_other_entity_features_is_refused_in_one_line(
         assert _contents(path) == before, "the recovery directory changed"
     resumed = run_cli(s.to_env(), "learn")  # the same features: it resumes
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_second_flow_on_one_recovery_folder_is_refused_in_one_line(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """Two flows resuming one state wrote every prediction twice and fought over the
+    registry; the second is now refused, naming the first, and the lock goes with it."""
+    s, path = _with_recovery(make_settings, tmp_path)
+    lock = path.parent / f".{path.name}.lock"
+    with LearnProcess(s) as first:
+        pid = str(first.process.pid)
+        wait_for(lambda: lock.exists() and lock.read_text().strip() == pid, 30, "the lock")
+        line = one_line(run_cli(s.to_env(), "learn"))
+        assert line == (
+            f"riverrun learn: error: another riverrun learn (pid {pid}) runs from {path}: stop "
+            "it first, or give this one another RIVERRUN_MODEL_NAME or RIVERRUN_RECOVERY_DIR"
+        )
+        assert first.alive()
+    assert first.process.returncode == 0, first.stderr()
+    again = run_cli(s.override({"follow": False}).to_env(), "learn")
+    assert again.returncode == 0, again.stderr
