@@ -33,12 +33,14 @@ from flows.kafka_io import (
 )
 from flows.learn import record_streams, reject_reason
 from models.evaluation import Prequential
+from models.feature_store import FeatureStore
+from models.features import FeatureSpec
 from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
 from models.schema import Event, InvalidInput, LabelMessage, Record
 from models.specs import build_model
 from models.status import UnreadableStatus, read_status
-from riverrun.settings import Settings
+from riverrun.settings import Settings, env_name
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,7 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     champion = _champion(registry, settings)
     if champion is not None:  # parse and score as the champion does (the rest is checked)
         settings = dataclasses.replace(settings, task=champion.task)
+    settings = with_the_flows_features(settings)
     task = settings.task
     if req.spec:
         spec = req.spec
@@ -227,6 +230,24 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     )
     log.info("retrained %s on %d events as v%s (%s)", spec, slot.learned, info.version, req.alias)
     return Retrained(info, rejected, held_back)
+
+
+def with_the_flows_features(settings: Settings) -> Settings:
+    """The settings with the entity features the model's learn flow computes (as it wrote
+    them to the feature store), whatever this process was told: the new model must learn
+    the features the flow will give it. Without a flow that keeps any, the settings' own."""
+    kept = FeatureStore.connect(settings.redis_url, settings.model_name).read_spec()
+    if kept is None or FeatureSpec.parse(settings.entity_features) == kept:
+        return settings
+    if settings.entity_features:
+        log.warning(
+            "%s=%s is not what the learn flow of %s computes: the replay computes its %s",
+            env_name("entity_features"),
+            ",".join(settings.entity_features),
+            settings.model_name,
+            ",".join(kept.items()),
+        )
+    return dataclasses.replace(settings, entity_features=kept.items())
 
 
 def before_the_flow(

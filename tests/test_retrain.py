@@ -78,6 +78,22 @@ def test_a_retrain_stops_at_the_learn_flows_position(make_settings: Any) -> None
     assert info.events_seen == 2000 and info.positions[f"{s.topic_events}-0"] == 2000
 
 
+def test_a_retrain_computes_the_entity_features_of_the_learn_flow(make_settings: Any) -> None:
+    """A retrain run from another shell (or a trigger service set up apart) used to compute
+    the entity features of its own environment: the new model missed those the flow gives."""
+    s = make_settings(entity_features=("count",))
+    _produce(s, 600, "f")
+    run_flow_to_end(s)
+    reg = Registry.connect(s.redis_url, s.registry_key)
+    for told in ((), ("since_last",)):
+        done = _retrain(s.override({"entity_features": told}), "--spec", "logreg")
+        assert done.returncode == 0, done.stderr
+        info = reg.info(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
+        assert "entity_count" in info.features and "entity_since_last" not in info.features
+        said = "RIVERRUN_ENTITY_FEATURES=since_last is not what the learn flow of"
+        assert (said in done.stderr) == bool(told), done.stderr
+
+
 def test_retrain_by_time_replays_only_messages_after_since(make_settings: Any) -> None:
     s = make_settings(model_spec="logreg")
     _produce(s, 700, "old")
