@@ -5,8 +5,8 @@ partitioned by hour of event time, for data scientists to start from (pandas, Du
 Layout: ``DIR/date=YYYY-MM-DD/hour=HH/part-<written>-<random>.parquet`` (UTC). One row per
 labelled example: ``id``, ``time`` (event time, epoch seconds), ``entity``, ``label``, one
 ``float64`` column per feature as the models saw it at prediction time (a feature named
-like one of these columns, or ``date`` or ``hour``, is stored as ``feature_<name>``,
-prefixed again while that is taken), and ``predictions``: a list of
+like one of these columns, ``date`` or ``hour``, or starting with ``feature_``, is stored
+as ``feature_<name>``, the same in every file), and ``predictions``: a list of
 ``{alias, spec, version, prediction, proba}``, one per model, ``proba`` mapping class
 names (``"true"``, ``"false"``, ...) to probabilities (null for regression).
 
@@ -168,24 +168,20 @@ class OfflineStore:
 
 
 def _feature_columns(names: list[str]) -> dict[str, str]:
-    """The column of each feature: its name, prefixed with ``feature_`` (again, if need be)
-    while that is a fixed column, a folder's ``date`` or ``hour`` (which readers of the
-    folders add as columns), or another feature's name.
+    """The column of each feature: its name, or ``feature_<name>`` for a name that is a fixed
+    column, a folder's ``date`` or ``hour`` (which readers of the folders add as columns), or
+    that starts with ``feature_``. The rule looks at the name alone, so a column means one
+    feature in every file, and no two features share one.
 
     >>> _feature_columns(["feature_id", "hour", "id", "x"])
-    {'feature_id': 'feature_id', 'hour': 'feature_hour', 'id': 'feature_feature_id', 'x': 'x'}
+    {'feature_id': 'feature_feature_id', 'hour': 'feature_hour', 'id': 'feature_id', 'x': 'x'}
     """
-    taken = {*FIXED, *PARTITION_COLUMNS, *names}
-    out = {}
-    for name in names:
-        column = name
-        if name in FIXED or name in PARTITION_COLUMNS:
-            column = f"feature_{name}"
-            while column in taken:
-                column = f"feature_{column}"
-            taken.add(column)
-        out[name] = column
-    return out
+    return {
+        name: f"feature_{name}"
+        if name in FIXED or name in PARTITION_COLUMNS or name.startswith("feature_")
+        else name
+        for name in names
+    }
 
 
 def _prediction_schema(task: str) -> pa.StructType:

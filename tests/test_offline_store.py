@@ -232,11 +232,26 @@ def test_features_named_like_columns_or_folders_keep_their_values(tmp_path: Path
     features = {"id": 1.0, "feature_id": 2.0, "hour": 3.0, "date": 4.0, "x": 5.0}
     store.take([LabelledRow("r0", 1_700_000_000.0, "e", features, True, [])])
     store.close()
-    frame = pd.read_parquet(tmp_path)  # as README reads it: the folders' date and hour too
+    frame = pd.read_parquet(tmp_path)  # the folders' date and hour come too
     row = frame.iloc[0]
     assert (row["id"], str(row["hour"]), str(row["date"])) == ("r0", "22", "2023-11-14")
-    columns = ("feature_feature_id", "feature_id", "feature_hour", "feature_date", "x")
+    columns = ("feature_id", "feature_feature_id", "feature_hour", "feature_date", "x")
     assert [row[c] for c in columns] == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_features_column_is_the_same_in_every_file(tmp_path: Path) -> None:
+    """The column of a feature named like a fixed one used to depend on the other features of
+    its file: ``feature_id`` held feature ``id`` in one file and feature ``feature_id`` in the
+    next. Read as the README reads the store, each column keeps one meaning."""
+    store = OfflineStore(tmp_path, "binary", max_bytes=1)
+    store.take([LabelledRow("r0", 1_700_000_000.0, "e", {"id": 1.0}, True, [])])
+    store.take([LabelledRow("r1", 1_700_003_600.0, "e", {"id": 2.0, "feature_id": 3.0}, True, [])])
+    store.close()
+    frame = duckdb.sql(
+        f"SELECT id, feature_id, feature_feature_id FROM read_parquet('{tmp_path}/**/*.parquet', "
+        "hive_partitioning=true, union_by_name=true) ORDER BY id"
+    ).fetchall()
+    assert frame == [("r0", 1.0, None), ("r1", 2.0, 3.0)]
 
 
 def test_ints_past_64_bits_are_written_as_the_doubles_they_are(tmp_path: Path) -> None:
