@@ -767,14 +767,14 @@ def test_registry_history_needs_a_positive_limit(make_settings: Any, limit: str)
     assert f"{limit!r}: expected a whole number of at least 1" in line
 
 
-def test_a_cluster_process_that_cannot_serve_metrics_fails_inone_line(
+def test_a_cluster_process_that_cannot_serve_metrics_fails_in_one_line(
     make_settings: Any,
 ) -> None:
     first = free_ports(2)  # process K serves /metrics on port + K: process 1's is taken
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", first + 1))
         taken.listen()
-        s = make_settings(processes=2, metrics_port=first, follow=True)
+        s = make_settings(processes=2, partitions=2, metrics_port=first, follow=True)
         done = run_cli(s.to_env(), "learn", timeout=60)
     line = one_line(done)
     assert line.startswith(f"riverrun learn: error: cannot serve /metrics on 127.0.0.1:{first + 1}")
