@@ -31,17 +31,17 @@ class FeatureLogic(StatefulBatchLogic[list[Record], list[Record], bytes]):
                 if type(rec) is Event:
                     rec.features = update(rec.entity, rec.time, rec.features)
                     touched.append(rec.entity)
-        self._store(touched)
+        self._store(touched, self.features.expire())
         return values, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[list[Record]], bool]:
         """Write the last entity states to the feature store before the input ends."""
-        self._store((), force=True)
+        self._store((), (), force=True)
         return [], StatefulBatchLogic.RETAIN
 
-    def _store(self, touched: Iterable[str], *, force: bool = False) -> None:
+    def _store(self, touched: Iterable[str], gone: Iterable[str], *, force: bool = False) -> None:
         if self.writer is not None and not self.writer.write(
-            self.features.entities, touched, force=force
+            self.features.entities, touched, gone, force=force
         ):
             FEATURE_STORE_FAILURES.labels(self.writer.store.model).inc()
 

@@ -57,7 +57,9 @@ def record_streams(
 
         def build_features(state: bytes | None) -> FeatureLogic:
             features = EntityFeatures(spec) if state is None else loads_signed(state, key)
-            return FeatureLogic(features, key, FeatureWriter(store, spec) if online_store else None)
+            features.ttl = settings.entity_ttl  # this run's, also for a resumed state
+            writer = FeatureWriter(store, spec, ttl=settings.entity_ttl) if online_store else None
+            return FeatureLogic(features, key, writer)
 
         records = op.stateful_batch("features", records, build_features)
     return records, parse_dead

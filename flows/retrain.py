@@ -233,13 +233,16 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
 
 
 def with_the_flows_features(settings: Settings) -> Settings:
-    """The settings with the entity features the model's learn flow computes (as it wrote
-    them to the feature store), whatever this process was told: the new model must learn
-    the features the flow will give it. Without a flow that keeps any, the settings' own."""
-    kept = FeatureStore.connect(settings.redis_url, settings.model_name).read_spec()
-    if kept is None or FeatureSpec.parse(settings.entity_features) == kept:
+    """The settings with the entity features (and their TTL) the model's learn flow computes,
+    as it wrote them to the feature store, whatever this process was told: the new model
+    must learn the features the flow will give it. Without a flow that keeps any, the
+    settings' own."""
+    store = FeatureStore.connect(settings.redis_url, settings.model_name)
+    kept = store.read_spec()
+    if kept is None:
         return settings
-    if settings.entity_features:
+    ttl = store.read_ttl()
+    if settings.entity_features and FeatureSpec.parse(settings.entity_features) != kept:
         log.warning(
             "%s=%s is not what the learn flow of %s computes: the replay computes its %s",
             env_name("entity_features"),
@@ -247,7 +250,7 @@ def with_the_flows_features(settings: Settings) -> Settings:
             settings.model_name,
             ",".join(kept.items()),
         )
-    return dataclasses.replace(settings, entity_features=kept.items())
+    return dataclasses.replace(settings, entity_features=kept.items(), entity_ttl=ttl)
 
 
 def before_the_flow(

@@ -46,11 +46,14 @@ class Served:
     spec: FeatureSpec = field(default_factory=FeatureSpec)
     store: FeatureStore | None = None
     refused: str = ""  # why the champion the registry names is not loaded, if it is not
+    ttl: float = 0.0  # seconds an idle entity's aggregates last, as the learn flow keeps them
 
     @property
     def features(self) -> EntityFeatures | None:
         """The per-entity feature code of the learn flow, if this model uses any."""
-        return EntityFeatures(self.spec) if self.spec and self.store is not None else None
+        if not self.spec or self.store is None:
+            return None
+        return EntityFeatures(self.spec, self.ttl)
 
     def pick(self, entity: str) -> Loaded | None:
         """The version that answers ``entity``: the challenger for its A/B share, else the

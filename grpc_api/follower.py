@@ -137,12 +137,13 @@ class Follower:
         store = current.store if current is not None and current.store else None
         store = store or FeatureStore(self.store_client, name)
         spec = store.read_spec() or FeatureSpec()
+        ttl = store.read_ttl() if spec else 0.0
         refused = ""
         if champion is None and aliases.get(CHAMPION) is not None:
             version = aliases[CHAMPION]
             why = self._refused[(name, version)][1] if (name, version) in self._refused else "?"
             refused = f"v{version} was refused: {why}"
-        record = Served(name, champion, challenger, fraction, spec, store, refused)
+        record = Served(name, champion, challenger, fraction, spec, store, refused, ttl)
         if record != current:
             self.served[name] = record
         for role in (CHAMPION, CHALLENGER):  # once it serves: a failed read above swapped none

@@ -53,6 +53,7 @@ class FeatureStore:
         self.client: Any = client
         self.model = model
         self.spec_key = f"{PREFIX}:{model}:spec"
+        self.ttl_key = f"{PREFIX}:{model}:ttl"
 
     @classmethod
     def connect(cls, url: str, model: str, *, timeout: float = 1.0) -> FeatureStore:
@@ -64,21 +65,37 @@ class FeatureStore:
         """The hash holding the states of entities under ``spec``."""
         return f"{PREFIX}:{self.model}:state:{fingerprint(spec)}"
 
-    def write(self, spec: FeatureSpec, states: Mapping[str, EntityState]) -> None:
-        """Store the spec and ``states`` in one round trip."""
+    def write(
+        self,
+        spec: FeatureSpec,
+        states: Mapping[str, EntityState],
+        forget: Iterable[str] = (),
+        ttl: float = 0.0,
+    ) -> None:
+        """Store the spec and the entity TTL the flow keeps, ``states``, and drop the entities
+        to ``forget``, in one round trip."""
+        forget = list(forget)
         with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.spec_key, orjson.dumps(spec.items()))
+            pipe.set(self.ttl_key, orjson.dumps(ttl))
             if states:
                 pipe.hset(
                     self.state_key(spec),
                     mapping={entity: encode_state(state) for entity, state in states.items()},
                 )
+            if forget:
+                pipe.hdel(self.state_key(spec), *forget)
             pipe.execute()
 
     def read_spec(self) -> FeatureSpec | None:
         """The spec the learn flow last wrote, or ``None`` if it keeps no entity features."""
         raw = self.client.get(self.spec_key)
         return None if raw is None else FeatureSpec.parse(orjson.loads(raw))
+
+    def read_ttl(self) -> float:
+        """The entity TTL the learn flow last wrote (0: entities are kept for ever)."""
+        raw = self.client.get(self.ttl_key)
+        return 0.0 if raw is None else float(orjson.loads(raw))
 
     def read(self, spec: FeatureSpec, entity: str) -> EntityState | None:
         """The entity's latest state, or ``None`` if the flow has not seen it."""
@@ -100,33 +117,52 @@ class FeatureWriter:
     """
 
     def __init__(
-        self, store: FeatureStore, spec: FeatureSpec, clock: Callable[[], float] = time.monotonic
+        self,
+        store: FeatureStore,
+        spec: FeatureSpec,
+        clock: Callable[[], float] = time.monotonic,
+        ttl: float = 0.0,
     ) -> None:
         self.store = store
         self.spec = spec
+        self.ttl = ttl
         self.clock = clock
         self.dirty: set[str] = set()
+        self.gone: set[str] = set()  # entities the flow forgot, still to drop from Redis
         self.failures = 0
         self.backoff = 0.0
         self.retry_at = 0.0
 
     def write(
-        self, states: Mapping[str, EntityState], touched: Iterable[str], *, force: bool = False
+        self,
+        states: Mapping[str, EntityState],
+        touched: Iterable[str],
+        gone: Iterable[str] = (),
+        *,
+        force: bool = False,
     ) -> bool:
-        """Write the touched (and still unwritten) entities; ``False`` if the write failed.
+        """Write the touched (and still unwritten) entities and drop those ``gone`` (and still
+        stored); ``False`` if the write failed.
 
         While backing off nothing is tried (unless ``force``) and ``True`` is returned.
         """
         self.dirty.update(touched)
-        if not self.dirty or (not force and self.clock() < self.retry_at):
+        self.gone.update(gone)
+        if not (self.dirty or self.gone) or (not force and self.clock() < self.retry_at):
             return True
         try:
-            self.store.write(self.spec, {e: states[e] for e in self.dirty if e in states})
+            self.store.write(
+                self.spec,
+                {e: states[e] for e in self.dirty if e in states},
+                [e for e in self.gone if e not in states],  # unless it came back meanwhile
+                self.ttl,
+            )
         except redis.RedisError:
             self.failures += 1
             self.backoff = min(max(self.backoff * 2, 0.5), MAX_BACKOFF)
             self.retry_at = self.clock() + self.backoff
             return False
         self.dirty.clear()
+        self.gone.clear()
         self.backoff = 0.0
         return True

@@ -8,8 +8,12 @@ writes to Redis, so serving and learning compute features the same way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from time import time as _clock
+
+from models.schema import FUTURE_TOLERANCE
 
 
 class FeatureSpecError(ValueError):
@@ -63,23 +67,38 @@ class EntityFeatures:
     """Running aggregates per entity, added to each event's features.
 
     The features of an event include the event itself (its count is 1 on first sight) and
-    ``since_last`` is 0 for an entity's first event.
+    ``since_last`` is 0 for an entity's first event. With a ``ttl``, an entity idle for
+    longer than it (in event time, to the latest event) starts afresh at its next event, and
+    :meth:`expire` frees its state: the state then holds the entities of the last ``ttl``
+    seconds, not every one ever seen. Where a stream's batches end changes nothing.
 
-    >>> f = EntityFeatures(FeatureSpec.parse(["count", "since_last", "mean:amount"]))
+    >>> f = EntityFeatures(FeatureSpec.parse(["count", "since_last", "mean:amount"]), ttl=60)
     >>> f.update("alice", 10.0, {"amount": 4.0})
     {'amount': 4.0, 'entity_count': 1.0, 'entity_since_last': 0.0, 'entity_mean_amount': 4.0}
     >>> f.update("alice", 12.5, {"amount": 2.0})["entity_since_last"]
     2.5
+    >>> _ = f.update("bob", 100.0, {"amount": 1.0})
+    >>> f.expire(), sorted(f.entities)
+    (['alice'], ['bob'])
     """
 
-    def __init__(self, spec: FeatureSpec) -> None:
+    # Defaults of a state pickled before entities could expire: kept for ever.
+    ttl = 0.0
+    latest = -math.inf  # the latest event time seen (within FUTURE_TOLERANCE of the clock)
+    swept = -math.inf  # ``latest`` at the last sweep
+
+    def __init__(self, spec: FeatureSpec, ttl: float = 0.0) -> None:
         self.spec = spec
         self.entities: dict[str, EntityState] = {}
+        self.ttl = ttl
 
     def update(self, entity: str, time: float, features: dict[str, float]) -> dict[str, float]:
         """Fold the event into its entity's state and return its features with the aggregates."""
+        ttl = self.ttl
+        if ttl and time > self.latest and time <= _clock() + FUTURE_TOLERANCE:
+            self.latest = time  # an event too far ahead (refused by the learner) moves nothing
         state = self.entities.get(entity)
-        if state is None:
+        if state is None or (ttl and state[1] < self.latest - ttl):  # new, or expired
             state = [0.0, time] + [0.0] * len(self.spec.mean_of)
             self.entities[entity] = state
         since_last = time - state[1]
@@ -89,13 +108,26 @@ class EntityFeatures:
             state[2 + i] += float(features.get(name, 0.0))
         return self._augment(features, state, since_last)
 
+    def expire(self) -> list[str]:
+        """Forget the entities whose last event is over ``ttl`` seconds older than the latest
+        one, and return them; the whole state is swept at most four times per ``ttl``."""
+        if not self.ttl or self.latest - self.swept < self.ttl / 4:
+            return []
+        self.swept = self.latest
+        limit = self.latest - self.ttl
+        gone = [entity for entity, state in self.entities.items() if state[1] < limit]
+        for entity in gone:
+            del self.entities[entity]
+        return gone
+
     def peek(self, state: EntityState | None, time: float, features: dict[str, float]) -> dict:
         """The features an event would get from ``state``, without changing anything.
 
         This is what a server computes for a request: the entity's stored state plus the
-        request itself, as if the request were the entity's next event.
+        request itself, as if the request were the entity's next event (a state idle for
+        over ``ttl`` before it has expired, as in the flow).
         """
-        if state is None:
+        if state is None or (self.ttl and state[1] < time - self.ttl):
             state = [0.0, time] + [0.0] * len(self.spec.mean_of)
         after = [state[0] + 1.0, time] + [
             total + float(features.get(name, 0.0))

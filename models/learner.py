@@ -22,12 +22,9 @@ from models.drift import DriftWatch
 from models.evaluation import Prequential
 from models.kernels import learn_and_scale, learn_logreg, plain_logreg, proba_logreg
 from models.promotion import Decision, PromotionPolicy
-from models.schema import Event, InvalidInput, LabelMessage, check_schema
+from models.schema import FUTURE_TOLERANCE, Event, InvalidInput, LabelMessage, check_schema
 from models.sharing import group
 
-# seconds an event's time may run ahead of this machine's clock: one further ahead would
-# move event time there, and every prediction waiting for its label would expire at once
-FUTURE_TOLERANCE = 86_400.0
 TIMING_EVERY = 32  # sample each model's predict and learn time on one event in this many
 
 

@@ -22,6 +22,10 @@ FEATURE_LIMIT = 1e100
 # and times in milliseconds or nanoseconds are refused.
 EARLIEST_TIME = dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()
 LATEST_TIME = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+# seconds an event's time may run ahead of this machine's clock: one further ahead would
+# move event time there (every prediction waiting for its label, and every entity's
+# aggregates under a TTL, would expire at once); the learner refuses it
+FUTURE_TOLERANCE = 86_400.0
 _NUMBERS = frozenset((int, float))  # bool is not a number here
 
 

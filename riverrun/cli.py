@@ -55,7 +55,7 @@ TOPICS = (
     "topic_drift",
     "partitions",
 )
-MODEL = ("model_name", "model_spec", "challengers", "task", "seed", "entity_features")
+MODEL = ("model_name", "model_spec", "challengers", "task", "seed", "entity_features", "entity_ttl")
 FLOW = (
     "rolling_window",
     "label_ttl",

@@ -87,7 +87,7 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
         "must be at least 0 (0: at once)",
     ),
     (
-        ("trigger_fresh_every", "trigger_schedule_every", "data_drift_window"),
+        ("trigger_fresh_every", "trigger_schedule_every", "data_drift_window", "entity_ttl"),
         lambda value: value >= 0,
         "must be at least 0 (0: off)",
     ),
@@ -118,6 +118,9 @@ class Settings:
     task: str = _setting("binary", "learning task: binary, multiclass or regression")
     entity_features: tuple[str, ...] = _setting(
         (), "per-entity features: count, since_last, mean:FIELD (comma separated)"
+    )
+    entity_ttl: float = _setting(
+        0.0, "seconds of event time an idle entity's aggregates are kept (0: for ever)"
     )
     seed: int = _setting(42, "random seed of models and producers")
     rolling_window: int = _setting(1000, "window of rolling metrics, in labelled events")

@@ -68,3 +68,41 @@ def test_writer_keeps_entities_through_an_outage_and_writes_them_after(tmp_path:
         assert store.read_many(spec, ["a", "b", "c"]) == [[2.0, 6.0], [1.0, 6.0], [1.0, 7.0]]
     finally:
         server.stop()
+
+
+def test_with_a_ttl_idle_entities_are_forgotten_by_the_flow_and_the_store(
+    make_settings: Any,
+) -> None:
+    """``RIVERRUN_ENTITY_TTL`` bounds the state to the entities of the last TTL seconds of
+    event time: one idle for longer leaves the flow's state and Redis (the server then sees
+    it as new), and its next event starts afresh; the TTL is written beside the spec."""
+    s = make_settings(entity_features=("count",), entity_ttl=100.0)
+    early = [(b"old", event(i, {"x": 1.0}, True, entity="old")) for i in range(3)]
+    late = [(b"new", event(i, {"x": 1.0}, True, entity="new")) for i in range(300, 600)]
+    back = [(b"old", event(600, {"x": 1.0}, True, entity="old", prefix="back"))]
+    write_raw(s, s.topic_events, early + late)
+    run_flow_to_end(s)
+    spec = FeatureSpec.parse(["count"])
+    store = FeatureStore.connect(s.redis_url, s.model_name)
+    assert store.read(spec, "old") is None, "idle 300 s, past its 100 s TTL"
+    assert store.read(spec, "new") == [300.0, 1_000_599.0]
+    assert store.read_ttl() == 100.0
+    write_raw(s, s.topic_events, back)
+    run_flow_to_end(s)
+    assert store.read(spec, "old") == [1.0, 1_000_600.0], "it starts afresh"
+
+
+def test_an_entity_state_expires_by_event_time_and_ignores_times_far_ahead() -> None:
+    f = EntityFeatures(FeatureSpec.parse(["count"]), ttl=10.0)
+    f.update("a", 100.0, {})
+    f.update("b", 105.0, {})
+    f.update("z", 1e12, {})  # decades ahead: the learner refuses it; it moves no clock here
+    assert f.expire() == [] and sorted(f.entities) == ["a", "b", "z"]
+    f.update("b", 112.0, {})
+    assert f.expire() == ["a"], "idle 12 s of the latest event's time"
+    f.update("b", 113.0, {})
+    assert f.expire() == [], "swept at most four times per TTL"
+    kept = EntityFeatures(FeatureSpec.parse(["count"]))  # no TTL: kept for ever
+    kept.update("a", 0.0, {})
+    kept.update("b", 1e6, {})
+    assert kept.expire() == [] and len(kept.entities) == 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from models.feature_store import FeatureStore
 from models.features import EntityFeatures, FeatureSpec
 from models.specs import build_model
@@ -36,8 +38,13 @@ def _trained_on_entity_features() -> Any:
     return model
 
 
-def test_server_predicts_what_the_flow_predicts_for_the_same_event(make_settings: Any) -> None:
-    s = make_settings(entity_features=ITEMS)
+@pytest.mark.parametrize("ttl", [0.0, 350.0])
+def test_server_predicts_what_the_flow_predicts_for_the_same_event(
+    make_settings: Any, ttl: float
+) -> None:
+    """With an entity TTL, the entities idle for longer than it at their next event (the last
+    three here) are new to both."""
+    s = make_settings(entity_features=ITEMS, entity_ttl=ttl)
     publish(s, _trained_on_entity_features())
     history = _stream(200, seed=2)
     write_raw(
@@ -67,6 +74,11 @@ def test_server_predicts_what_the_flow_predicts_for_the_same_event(make_settings
             entities=[e for e, _, _ in upcoming],
             times=[t for _, _, t in upcoming],
         )
+        as_new = [
+            client.predict(x, entity="never-seen", time=t).proba["true"] == served[f"n{k}"]
+            for k, (_, x, t) in enumerate(upcoming)
+        ]
+    assert as_new == [bool(ttl) and k >= 7 for k in range(len(upcoming))]
 
     # ...then by the flow, which replays the same history and reaches the same states.
     write_raw(
