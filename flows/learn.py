@@ -28,6 +28,7 @@ from models.feature_store import FeatureStore, FeatureWriter
 from models.features import EntityFeatures, FeatureSpec
 from models.schema import Record
 from models.signing import check_key, loads_signed
+from riverrun.hush import panics_hushed
 from riverrun.metrics import DEADLETTERS, EVENTS_IN
 from riverrun.settings import Settings
 
@@ -56,7 +57,8 @@ def record_streams(
         store = FeatureStore.connect(settings.redis_url, settings.model_name)
 
         def build_features(state: bytes | None) -> FeatureLogic:
-            features = EntityFeatures(spec) if state is None else loads_signed(state, key)
+            with panics_hushed():
+                features = EntityFeatures(spec) if state is None else loads_signed(state, key)
             features.ttl = settings.entity_ttl  # this run's, also for a resumed state
             writer = FeatureWriter(store, spec, ttl=settings.entity_ttl) if online_store else None
             return FeatureLogic(features, key, writer)
@@ -79,15 +81,16 @@ def build_flow(settings: Settings) -> Dataflow:
     to_model = op.map("route-model", records, lambda kv: (settings.model_name, kv[1]))
 
     def build_learn(state: bytes | None) -> LearnLogic:
-        link = registry_link(settings)
-        if state is not None:
-            learner = loads_signed(state, check_key(settings.registry_key))
-            return LearnLogic(settings, learner, RegistrySync(settings, link))
-        learner = new_learner(settings, link, read_start(settings))
-        logic = LearnLogic(settings, learner, RegistrySync(settings, link))  # registers new ones
-        if all(slot.version for slot in learner.slots):
-            record_start(settings, {slot.alias: slot.version for slot in learner.slots})
-        return logic
+        with panics_hushed():  # a refusal (a tampered champion, say) is reported alone
+            link = registry_link(settings)
+            if state is not None:
+                learner = loads_signed(state, check_key(settings.registry_key))
+                return LearnLogic(settings, learner, RegistrySync(settings, link))
+            learner = new_learner(settings, link, read_start(settings))
+            logic = LearnLogic(settings, learner, RegistrySync(settings, link))  # registers
+            if all(slot.version for slot in learner.slots):
+                record_start(settings, {slot.alias: slot.version for slot in learner.slots})
+            return logic
 
     learned = op.stateful_batch("learn", to_model, build_learn)
     outs = op.map("unkey", learned, lambda kv: kv[1])

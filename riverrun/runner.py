@@ -28,6 +28,7 @@ from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
 from models.specs import build_model
 from riverrun.deathsig import guarded
+from riverrun.hush import STDERR
 from riverrun.local import free_port, stop_all
 from riverrun.metrics import serve_metrics
 from riverrun.peers import await_listeners
@@ -92,50 +93,25 @@ def stop_quietly_on_signal(announce: bool = True) -> Iterator[None]:
     processes, whose parent says it once.
     """
     stopping = threading.Event()
-    hushed = _Hush()
 
     def stop(signum: int, frame: Any) -> None:
         if not stopping.is_set():
             stopping.set()
-            hushed.start()
+            STDERR.start()
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with STDERR.armed_for():  # a step's own error hushes it too (panics_hushed)
+            yield
     except (KeyboardInterrupt, Exception) as exc:
         if not (isinstance(exc, KeyboardInterrupt) or stopping.is_set()):
-            raise  # an error of its own: reported once stderr is back (finally)
-        hushed.end()
+            raise  # an error of its own: reported now that stderr is back
         if announce:
             print("learn flow stopped by signal", file=sys.stderr)
     finally:
-        hushed.end()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-class _Hush:
-    """Points file descriptor 2 at /dev/null until :meth:`end` puts it back."""
-
-    def __init__(self) -> None:
-        self._saved: int | None = None
-
-    def start(self) -> None:
-        """Hush stderr (Python's and Rust's: both write to descriptor 2)."""
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
-
-    def end(self) -> None:
-        """Give stderr back, if it was hushed."""
-        if self._saved is not None:
-            sys.stderr.flush()
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-            self._saved = None
 
 
 def run_process(

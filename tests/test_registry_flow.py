@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis
 
 from flows.produce import ProduceRequest, produce
@@ -22,7 +23,9 @@ from tests.helpers import (
     LearnProcess,
     child_env,
     count_messages,
+    one_line,
     read_topic,
+    run_cli,
     run_flow_to_end,
     wait_for,
 )
@@ -189,23 +192,33 @@ def open_stream_model() -> Any:
     return model
 
 
-def test_flow_refuses_a_tampered_champion_at_start(make_settings: Any) -> None:
+@pytest.mark.parametrize(
+    ("refusal", "said"),
+    [
+        ("tampered", "snapshot signature does not match: refused (tampered, or signed with"),
+        ("task", "champion v{champion} of '{model}' does binary, but this flow's task is "),
+    ],
+)
+def test_flow_refuses_a_champion_it_cannot_run_at_start_in_one_line(
+    make_settings: Any, refusal: str, said: str
+) -> None:
+    """Refused as the flow starts, in one line: Bytewax's Rust panic (a whole backtrace
+    with RUST_BACKTRACE set) used to come before it."""
     s = make_settings()
     _produce(s, 100, "t")
     run_flow_to_end(s)
     client = redis.Redis.from_url(s.redis_url)
     champion = _registry(s).alias(s.model_name, "champion")
-    client.set(f"riverrun:registry:{s.model_name}:blob:{champion}", b"RRS1" + b"0" * 40)
     again = make_settings(model_name=s.model_name)
+    if refusal == "tampered":
+        client.set(f"riverrun:registry:{s.model_name}:blob:{champion}", b"RRS1" + b"0" * 40)
+    else:  # events without labels, which a regression flow would otherwise dead-letter
+        again = again.override({"task": "regression", "model_spec": "linreg"})
+        _produce(again, 10, "u", delay_labels=5, labels_topic=True)
     _produce(again, 10, "u")
-    env = child_env(**again.to_env())
-    done = subprocess.run(
-        [sys.executable, "-m", "riverrun.cli", "learn"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode != 0
-    assert "signature does not match" in done.stderr
-    assert _registry(s).refused_count(s.model_name) == 1
+    done = run_cli({**again.to_env(), "RUST_BACKTRACE": "1"}, "learn")
+    line = one_line(done)
+    assert line.startswith(
+        f"riverrun learn: error: {said.format(model=s.model_name, champion=champion)}"
+    ), line
+    assert _registry(s).refused_count(s.model_name) == (refusal == "tampered")
