@@ -5,8 +5,8 @@ partitioned by hour of event time, for data scientists to start from (pandas, Du
 Layout: ``DIR/date=YYYY-MM-DD/hour=HH/part-<written>-<random>.parquet`` (UTC). One row per
 labelled example: ``id``, ``time`` (event time, epoch seconds), ``entity``, ``label``, one
 ``float64`` column per feature as the models saw it at prediction time (a feature named
-like one of these columns, ``date`` or ``hour``, or starting with ``feature_``, is stored
-as ``feature_<name>``, the same in every file), and ``predictions``: a list of
+like one of these columns, ``date`` or ``hour``, or like one with ``feature_`` before it,
+is stored as ``feature_<name>``, the same in every file), and ``predictions``: a list of
 ``{alias, spec, version, prediction, proba}``, one per model, ``proba`` mapping class
 names (``"true"``, ``"false"``, ...) to probabilities (null for regression).
 
@@ -169,19 +169,22 @@ class OfflineStore:
 
 def _feature_columns(names: list[str]) -> dict[str, str]:
     """The column of each feature: its name, or ``feature_<name>`` for a name that is a fixed
-    column, a folder's ``date`` or ``hour`` (which readers of the folders add as columns), or
-    that starts with ``feature_``. The rule looks at the name alone, so a column means one
-    feature in every file, and no two features share one.
+    column or a folder's ``date`` or ``hour`` (which readers of the folders add as columns),
+    preceded by any number of ``feature_``. The rule looks at the name alone, so a column
+    means one feature in every file, and no two features share one.
 
-    >>> _feature_columns(["feature_id", "hour", "id", "x"])
-    {'feature_id': 'feature_feature_id', 'hour': 'feature_hour', 'id': 'feature_id', 'x': 'x'}
+    >>> _feature_columns(["feature_id", "hour", "id", "f_1"])  # doctest: +NORMALIZE_WHITESPACE
+    {'feature_id': 'feature_feature_id', 'hour': 'feature_hour', 'id': 'feature_id',
+     'f_1': 'f_1'}
     """
-    return {
-        name: f"feature_{name}"
-        if name in FIXED or name in PARTITION_COLUMNS or name.startswith("feature_")
-        else name
-        for name in names
-    }
+    return {name: f"feature_{name}" if _reserved(name) else name for name in names}
+
+
+def _reserved(name: str) -> bool:
+    """Whether ``name``, less any ``feature_`` before it, is a fixed or a folder's column."""
+    while name.startswith("feature_"):
+        name = name[len("feature_") :]
+    return name in FIXED or name in PARTITION_COLUMNS
 
 
 def _prediction_schema(task: str) -> pa.StructType:

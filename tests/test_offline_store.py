@@ -244,14 +244,16 @@ def test_a_features_column_is_the_same_in_every_file(tmp_path: Path) -> None:
     its file: ``feature_id`` held feature ``id`` in one file and feature ``feature_id`` in the
     next. Read as the README reads the store, each column keeps one meaning."""
     store = OfflineStore(tmp_path, "binary", max_bytes=1)
-    store.take([LabelledRow("r0", 1_700_000_000.0, "e", {"id": 1.0}, True, [])])
-    store.take([LabelledRow("r1", 1_700_003_600.0, "e", {"id": 2.0, "feature_id": 3.0}, True, [])])
+    first, then = {"id": 1.0, "feature_1": 4.0}, {"id": 2.0, "feature_id": 3.0, "feature_1": 5.0}
+    store.take([LabelledRow("r0", 1_700_000_000.0, "e", first, True, [])])
+    store.take([LabelledRow("r1", 1_700_003_600.0, "e", then, True, [])])
     store.close()
     frame = duckdb.sql(
-        f"SELECT id, feature_id, feature_feature_id FROM read_parquet('{tmp_path}/**/*.parquet', "
-        "hive_partitioning=true, union_by_name=true) ORDER BY id"
+        "SELECT id, feature_id, feature_feature_id, feature_1 FROM "
+        f"read_parquet('{tmp_path}/**/*.parquet', hive_partitioning=true, union_by_name=true) "
+        "ORDER BY id"
     ).fetchall()
-    assert frame == [("r0", 1.0, None), ("r1", 2.0, 3.0)]
+    assert frame == [("r0", 1.0, None, 4.0), ("r1", 2.0, 3.0, 5.0)], "feature_1 keeps its name"
 
 
 def test_ints_past_64_bits_are_written_as_the_doubles_they_are(tmp_path: Path) -> None:
