@@ -40,6 +40,9 @@ _LAST_FEATURES = (  # one partition's newest entity-feature state (every key has
     "SELECT ser_change FROM snaps WHERE step_id = 'riverrun-learn.features' "
     "AND ser_change NOT NULL ORDER BY snap_epoch DESC LIMIT 1"
 )
+_ANY_LEARNER = (  # whether the learn step kept a state: a flow ran, with or without features
+    "SELECT 1 FROM snaps WHERE step_id = 'riverrun-learn.learn' AND ser_change NOT NULL LIMIT 1"
+)
 
 
 def partitions(path: Path) -> list[Path]:
@@ -166,18 +169,22 @@ def check_entity_features(path: Path, key: bytes, asked: FeatureSpec) -> None:
     """:class:`RecoveryStateError` if the entity features kept at ``path`` (checked by
     :func:`check_snapshots`) are not those ``asked`` for: resumed, their state would be
     published under the new spec, and the models would miss the features they learned."""
+    kept = None
     for (blob,) in query_partitions(path, _LAST_FEATURES):
         value = snapshot_value(blob)
-        if not isinstance(value, bytes):
-            continue
-        features: EntityFeatures = loads_signed(value, key)
-        if features.spec != asked:
-            kept, new = (",".join(spec.items()) or "(none)" for spec in (features.spec, asked))
-            raise RecoveryStateError(
-                f"the recovery state in {path} keeps the entity features {kept}, not "
-                f"{env_name('entity_features')}={new}: set it back, or delete {path} to "
-                "start over from the registry's champion (which learned the old features)"
-            )
+        if isinstance(value, bytes):
+            features: EntityFeatures = loads_signed(value, key)
+            kept = features.spec
+            break
+    if kept is None and query_partitions(path, _ANY_LEARNER):
+        kept = FeatureSpec()  # a flow without entity features kept its state
+    if kept is not None and kept != asked:
+        named, new = (",".join(spec.items()) or "(none)" for spec in (kept, asked))
+        raise RecoveryStateError(
+            f"the recovery state in {path} keeps the entity features {named}, not "
+            f"{env_name('entity_features')}={new}: set it back, or delete {path} to "
+            "start over from the registry's champion (which learned the old features)"
+        )
 
 
 def query_partitions(path: Path, sql: str) -> list[tuple[Any, ...]]:

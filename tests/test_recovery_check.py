@@ -170,6 +170,21 @@ def test_a_resume_with_other_entity_features_is_refused_in_one_line(
     assert resumed.returncode == 0, resumed.stderr
 
 
+def test_a_resume_with_entity_features_where_there_were_none_is_refused(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """A flow without entity features keeps no state of theirs: the check looks at the
+    learner's state then, which it kept."""
+    s, path = _with_recovery(make_settings, tmp_path, epoch_interval=0.2)
+    produce_stream(s, 300, "e")
+    run_flow_to_end(s)
+    line = one_line(run_cli(s.override({"entity_features": ("count",)}).to_env(), "learn"))
+    assert line.startswith(
+        f"riverrun learn: error: the recovery state in {path} keeps the entity features "
+        "(none), not RIVERRUN_ENTITY_FEATURES=count: set it back"
+    )
+
+
 def test_a_second_flow_on_one_recovery_folder_is_refused_in_one_line(
     make_settings: Any, tmp_path: Path
 ) -> None:
