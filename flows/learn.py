@@ -11,9 +11,11 @@ challengers predict every event and learn every label) → ``predictions``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import bytewax.operators as op
+import redis
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream
 
@@ -31,6 +33,8 @@ from models.signing import check_key, loads_signed
 from riverrun.hush import panics_hushed
 from riverrun.metrics import DEADLETTERS, EVENTS_IN
 from riverrun.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def record_streams(
@@ -64,6 +68,11 @@ def record_streams(
             return FeatureLogic(features, key, writer)
 
         records = op.stateful_batch("features", records, build_features)
+    elif online_store:  # a spec left by an earlier run would have servers compute features
+        try:
+            FeatureStore.connect(settings.redis_url, settings.model_name).forget_spec()
+        except redis.RedisError as exc:
+            log.warning("cannot say in Redis that the flow keeps no entity features: %s", exc)
     return records, parse_dead
 
 

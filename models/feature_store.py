@@ -87,6 +87,11 @@ class FeatureStore:
                 pipe.hdel(self.state_key(spec), *forget)
             pipe.execute()
 
+    def forget_spec(self) -> None:
+        """Say that the learn flow keeps no entity features (any more): servers and retrains
+        then compute none."""
+        self.client.delete(self.spec_key, self.ttl_key)
+
     def read_spec(self) -> FeatureSpec | None:
         """The spec the learn flow last wrote, or ``None`` if it keeps no entity features."""
         raw = self.client.get(self.spec_key)

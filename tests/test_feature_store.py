@@ -106,3 +106,17 @@ def test_an_entity_state_expires_by_event_time_and_ignores_times_far_ahead() -> 
     kept.update("a", 0.0, {})
     kept.update("b", 1e6, {})
     assert kept.expire() == [] and len(kept.entities) == 2
+
+
+def test_a_flow_without_entity_features_says_so_to_servers_and_retrains(
+    make_settings: Any,
+) -> None:
+    """The spec an earlier run wrote used to stay: servers and retrains went on computing
+    features that the flow no longer gave its models."""
+    s = make_settings(entity_features=("count",), entity_ttl=60.0)
+    write_raw(s, s.topic_events, [(b"a", event(0, {"x": 1.0}, True))])
+    run_flow_to_end(s)
+    store = FeatureStore.connect(s.redis_url, s.model_name)
+    assert (store.read_spec(), store.read_ttl()) == (FeatureSpec.parse(["count"]), 60.0)
+    run_flow_to_end(s.override({"entity_features": (), "entity_ttl": 0.0}))
+    assert (store.read_spec(), store.read_ttl()) == (None, 0.0)
