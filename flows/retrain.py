@@ -73,6 +73,7 @@ class Retrained:
     info: VersionInfo
     rejected: Counter[str]
     held_back: dict[str, tuple[int, int]] = field(default_factory=dict)  # where: (stop, asked)
+    flow_known: bool = True  # whether the flow had said where it was (else: nothing held)
 
 
 class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
@@ -162,7 +163,8 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
         settings.bootstrap_servers, settings.topic_events, settings.topic_labels
     )
     start, asked = replay_range(settings, req, topics)
-    stop, held_back = before_the_flow(asked, _flow_positions(registry, settings.model_name))
+    positions = _flow_positions(registry, settings.model_name)
+    stop, held_back = before_the_flow(start, asked, positions)
     start = {where: min(offset, stop[where]) for where, offset in start.items()}
     window = None
     if req.since or req.until:  # Kafka stamps whole milliseconds: round inwards
@@ -229,7 +231,7 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
         action="set",
     )
     log.info("retrained %s on %d events as v%s (%s)", spec, slot.learned, info.version, req.alias)
-    return Retrained(info, rejected, held_back)
+    return Retrained(info, rejected, held_back, bool(positions))
 
 
 def with_the_flows_features(settings: Settings) -> Settings:
@@ -254,22 +256,25 @@ def with_the_flows_features(settings: Settings) -> Settings:
 
 
 def before_the_flow(
-    stop: Offsets, flow: dict[str, int]
+    start: Offsets, stop: Offsets, flow: dict[str, int]
 ) -> tuple[Offsets, dict[str, tuple[int, int]]]:
-    """``stop`` held back to the learn flow's positions, and where it was, by partition: the
-    flow shadows the new model on the events after its positions, so a model that learned
-    them would be scored on what it learned.
+    """``stop`` held back to the learn flow's positions (``topic-partition``: offset; none
+    without a flow), and where it was, by partition: the flow shadows the new model on the
+    events after its positions, so a model that learned them would be scored on what it
+    learned. A partition the flow has not read from stops at its ``start``.
 
-    >>> before_the_flow({("events", 0): 900, ("labels", 0): 5}, {"events-0": 600})
-    ({('events', 0): 600, ('labels', 0): 5}, {'events-0': (600, 900)})
+    >>> before_the_flow({("e", 0): 0, ("e", 1): 0}, {("e", 0): 900, ("e", 1): 5}, {"e-0": 600})
+    ({('e', 0): 600, ('e', 1): 0}, {'e-0': (600, 900), 'e-1': (0, 5)})
     """
+    if not flow:
+        return dict(stop), {}
     held = dict(stop)
     back = {}
-    for (topic, part), offset in stop.items():
-        position = flow.get(f"{topic}-{part}")
-        if position is not None and position < offset:
-            held[(topic, part)] = position
-            back[f"{topic}-{part}"] = (position, offset)
+    for where, offset in stop.items():
+        position = flow.get(f"{where[0]}-{where[1]}", start[where])
+        if position < offset:
+            held[where] = position
+            back[f"{where[0]}-{where[1]}"] = (position, offset)
     return held, back
 
 

@@ -103,6 +103,11 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
         f"{settings.model_name} v{info.version} ({info.spec}, {info.task}) learned "
         f"{info.events_seen} labelled events and is now {args.alias}: {metrics}"
     )
+    if not done.flow_known:
+        print(
+            f"no learn flow of {settings.model_name} has said where it is: the replay was not "
+            "held back to it"
+        )
     if done.held_back:
         held = ", ".join(f"{w} at {stop} of {asked}" for w, (stop, asked) in done.held_back.items())
         print(

@@ -102,6 +102,7 @@ def test_retrain_by_time_replays_only_messages_after_since(make_settings: Any) -
     _produce(s, 400, "new", seed=5)
     done = _retrain(s, "--since", f"{since:.6f}", "--spec", "hoeffding")
     assert done.returncode == 0, done.stderr
+    assert f"no learn flow of {s.model_name} has said where it is" in done.stdout
     reg = Registry.connect(s.redis_url, s.registry_key)
     info = reg.info(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
     assert info.spec == "hoeffding" and info.events_seen == 400
