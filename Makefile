@@ -28,12 +28,14 @@ lint: $(STAMP)
 tools:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
 	    || ! command -v amtool >/dev/null; then \
-	  if command -v apt-get >/dev/null; then \
+	  if command -v apt-get >/dev/null \
+	      && { [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; }; then \
 	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install \
-	      -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get \
+	      install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
 	  else \
-	    echo "promtool, prometheus or amtool missing and no apt-get: install Prometheus" \
+	    echo "promtool, prometheus or amtool missing, and no apt-get (as root or with" \
+	      "sudo) to install them: install Prometheus" \
 	      "and Alertmanager, or the Prometheus tests fail" >&2; \
 	  fi; \
 	fi

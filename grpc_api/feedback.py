@@ -107,6 +107,7 @@ class LabelPublisher:
         with self._said:
             if err is None:
                 self._kafka_log.last_error = ""  # a later failure names only errors after it
+                self._refusals.clear()  # a refusal that comes back after a success is said
                 if self._unreached:
                     self._unreached = False
                     log.warning("Kafka at %s is reachable again", self.bootstrap)

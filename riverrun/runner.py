@@ -22,7 +22,7 @@ from typing import Any
 from bytewax.run import cli_main
 
 from flows import heap
-from flows.kafka_io import ensure_topics, partition_count
+from flows.kafka_io import KafkaUnavailable, ensure_topics, partition_count
 from flows.learn import build_flow
 from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
@@ -70,7 +70,10 @@ def run_learn(settings: Settings) -> int:
 def warn_of_idle_processes(settings: Settings) -> None:
     """Say so when the events topic has fewer partitions than the flow has processes: a
     topic's partitions are fixed when it is made, and the extra processes read nothing."""
-    partitions = partition_count(settings.bootstrap_servers, settings.topic_events)
+    try:
+        partitions = partition_count(settings.bootstrap_servers, settings.topic_events)
+    except KafkaUnavailable:  # a topic just made may not say yet (no leader): no warning
+        return
     if partitions < settings.processes:
         print(
             f"warning: topic {settings.topic_events!r} has {partitions} partition(s) for "

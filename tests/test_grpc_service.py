@@ -1091,8 +1091,8 @@ def test_kafka_unreachable_and_back_again_are_each_said_once_whatever_fails_betw
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The reports librdkafka would give, in an order hard to make a real broker give: a
-    message too large is no sign of an unreachable Kafka, nor of one back; it is said once,
-    as a refusal."""
+    message too large is no sign of an unreachable Kafka, nor of one back; it is said as a
+    refusal once, and again only after a label got through."""
     publisher = LabelPublisher("127.0.0.1:1", "labels")
     timed_out, too_large = (
         KafkaError(KafkaError._MSG_TIMED_OUT),
@@ -1109,6 +1109,9 @@ def test_kafka_unreachable_and_back_again_are_each_said_once_whatever_fails_betw
         "answers UNAVAILABLE until one gets through; librdkafka's last error: Local: Message "
         "timed out",
         "Kafka at 127.0.0.1:1 is reachable again",
+        "Kafka at 127.0.0.1:1 refused a label for topic 'labels': Broker: Message size too "
+        "large; Feedback answers UNAVAILABLE for each such label (said once for each kind of "
+        "refusal)",
         "Kafka at 127.0.0.1:1 is unreachable: labels for topic 'labels' fail and Feedback "
         "answers UNAVAILABLE until one gets through; librdkafka's last error: Local: Message "
         "timed out",
