@@ -26,6 +26,7 @@ from flows.kafka_io import KafkaUnavailable, ensure_topics, partition_count
 from flows.learn import build_flow
 from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
+from models.signing import check_key
 from models.specs import build_model
 from riverrun.deathsig import guarded
 from riverrun.hush import STDERR
@@ -53,6 +54,7 @@ def learn_topics(settings: Settings) -> list[str]:
 def run_learn(settings: Settings) -> int:
     """Run the learn flow until its input ends (``follow=False``) or it is stopped."""
     check_learn_settings(settings)
+    check_key(settings.registry_key)  # before Kafka is touched, as the step would refuse it
     ensure_topics(settings.bootstrap_servers, learn_topics(settings), settings.partitions)
     if settings.processes > 1:
         warn_of_idle_processes(settings)

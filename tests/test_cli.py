@@ -643,6 +643,11 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
         ],
         (
             ["learn", "--no-follow"],  # before Kafka is touched
+            {"RIVERRUN_REGISTRY_KEY": "", "RIVERRUN_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+            "riverrun learn: error: RIVERRUN_REGISTRY_KEY is not set or shorter than 16 bytes",
+        ),
+        (
+            ["learn", "--no-follow"],  # before Kafka is touched
             {"RIVERRUN_DATA_DRIFT_WINDOW": "100"},
             "riverrun learn: error: the data-drift window needs at least 400 events (0 turns the "
             "data-drift check off)",
