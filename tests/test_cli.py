@@ -642,6 +642,18 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             for command in ("retrain", "trigger")
         ],
         (
+            ["evaluate", "--model", "logreg", "--source", "/nonexistent.csv"],
+            {},
+            "riverrun evaluate: error: no such file, dataset or source: '/nonexistent.csv'",
+        ),
+        (
+            ["evaluate", "--model", "logreg", "--source", str(Path(__file__))],
+            {},
+            "test_cli.py': unknown file type (use .csv, .jsonl or .parquet, or a folder of "
+            "Parquet files)",
+        ),
+        (["serve"], {"RIVERRUN_SERVE_PORT": "70000"}, "RIVERRUN_SERVE_PORT must be a port number"),
+        (
             ["learn", "--no-follow"],  # before Kafka is touched
             {"RIVERRUN_REGISTRY_KEY": "", "RIVERRUN_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
             "riverrun learn: error: RIVERRUN_REGISTRY_KEY is not set or shorter than 16 bytes",

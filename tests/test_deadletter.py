@@ -32,6 +32,8 @@ BAD_EVENTS: list[tuple[str, bytes]] = [
     ("bad_field", orjson.dumps({"id": "bad16", "time": True, "features": GOOD_FEATURES})),
     ("bad_features", orjson.dumps({"id": "bad17", "features": [1]})),
     ("bad_features", orjson.dumps({"id": "bad18", "features": 3.0})),
+    # parsed, then refused by the learner: it would move event time centuries ahead
+    ("bad_field", orjson.dumps({"id": "bad19", "time": 1e10, "features": GOOD_FEATURES})),
 ]
 
 
@@ -69,6 +71,7 @@ def test_each_bad_input_is_dead_lettered_with_reason_and_bytes(make_settings: An
         # the second could join nothing the first would not
         (b"z", ghost),
         (b"z", ghost),
+        (b"z", orjson.dumps({"kind": "label", "id": "e2"})),
     ]
     expected |= {
         (s.topic_labels, 0): "unknown_event_id",
@@ -76,6 +79,7 @@ def test_each_bad_input_is_dead_lettered_with_reason_and_bytes(make_settings: An
         (s.topic_labels, 2): "bad_field",
         (s.topic_labels, 3): "unknown_event_id",
         (s.topic_labels, 4): "duplicate_label",
+        (s.topic_labels, 5): "missing_field",
     }
     write_raw(s, s.topic_labels, label_messages)
 
@@ -109,7 +113,7 @@ def test_each_bad_input_is_dead_lettered_with_reason_and_bytes(make_settings: An
         if m.headers["reason"] == b"bad_field"
         for detail in [m.headers["detail"].decode()]
     )
-    assert fields == ["entity", "id", "id", "id", "kind", "time", "time"], "it names the field"
+    assert fields == ["entity", "id", "id", "id", "kind", "time", "time", "time"], "names it"
 
     predicted = [m.json()["id"] for m in read_topic(s, s.topic_predictions)]
     assert predicted == [f"e{i}" for i in range(good)] + ["w0"]
