@@ -22,6 +22,7 @@ from bytewax.operators import KeyedStream
 from flows import heap
 from flows.codec import Parsed, Parser
 from flows.feature_step import FeatureLogic
+from flows.hush import panics_hushed
 from flows.kafka_io import KafkaBatchSource, Out, kafka_output
 from flows.learn_step import LearnLogic
 from flows.registry_sync import RegistrySync, new_learner, registry_link
@@ -30,7 +31,6 @@ from models.feature_store import FeatureStore, FeatureWriter
 from models.features import EntityFeatures, FeatureSpec
 from models.schema import Record
 from models.signing import check_key, loads_signed
-from riverrun.hush import panics_hushed
 from riverrun.metrics import DEADLETTERS, EVENTS_IN
 from riverrun.settings import Settings
 

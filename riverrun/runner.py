@@ -22,6 +22,7 @@ from typing import Any
 from bytewax.run import cli_main
 
 from flows import heap
+from flows.hush import STDERR
 from flows.kafka_io import KafkaUnavailable, ensure_topics, partition_count
 from flows.learn import build_flow
 from flows.registry_sync import drift_watch
@@ -29,7 +30,6 @@ from models.features import FeatureSpec
 from models.signing import check_key
 from models.specs import build_model
 from riverrun.deathsig import guarded
-from riverrun.hush import STDERR
 from riverrun.local import free_port, stop_all
 from riverrun.metrics import serve_metrics
 from riverrun.peers import await_listeners
