@@ -66,10 +66,17 @@ class Message:
 
 
 def messages(req: ProduceRequest, stream: Stream, prefix: str) -> Iterator[Message]:
-    """The stream as Kafka messages, in the order they must be written."""
+    """The stream as Kafka messages, in the order they must be written. Event times are
+    ``step`` apart from ``start_time``, the time of the stream's first event (so that a
+    resumed stream keeps its timeline); without one, the first event sent after the burst
+    is stamped now: the burst is history, and a resumed stream goes on from now, where it
+    used to be stamped ahead (the flow refuses events over a day ahead)."""
     rng = random.Random(req.seed)
     step = 1.0 / req.rate if req.rate else 0.001
-    start = req.start_time if req.start_time is not None else time.time()
+    if req.start_time is not None:
+        start = req.start_time
+    else:
+        start = time.time() - (req.skip + req.burst) * step
     entity_of: dict[int, str] = {}
     time_of: dict[int, float] = {}
     delay = req.delay_labels or None

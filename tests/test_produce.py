@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
+import orjson
 import pytest
 from river import stream
 
-from flows.produce import ProduceRequest, produce
+from flows.produce import ProduceRequest, messages, produce
 from models.datasets import open_stream
 from tests.helpers import count_messages, read_topic
 
@@ -48,6 +50,18 @@ def test_rate_paces_the_stream(make_settings: Any) -> None:
     assert summary.seconds >= 39 / 100.0
     times = [m.json()["time"] for m in read_topic(s, s.topic_events)]
     assert times[1] - times[0] == pytest.approx(0.01)
+
+
+def test_without_a_start_time_the_first_live_event_is_stamped_now() -> None:
+    """A burst is history and a resumed stream goes on from now: ``--skip 100000 --rate 1``
+    used to stamp its events 100,000 s ahead, and the learn flow refused them."""
+    req = ProduceRequest("agrawal", 100_010, seed=1, rate=1.0, burst=5, skip=100_000)
+    stream = open_stream("agrawal", seed=1, events=req.events)
+    before = time.time()
+    times = [orjson.loads(m.value)["time"] for m in messages(req, stream, "p")]
+    assert len(times) == 10 and times == sorted(times)
+    assert before - 5 <= times[0] <= time.time() - 5 + 1e-6, "the burst: five seconds ago"
+    assert times[5] - times[0] == pytest.approx(5.0), "then now, one a second"
 
 
 def test_skip_resumes_the_same_stream(make_settings: Any) -> None:
