@@ -84,7 +84,8 @@ def open_source(req: SourceRequest, settings: Settings, rejects: Rejects) -> Sou
         )
         read = Progress()
         records: Iterator[Record] = (
-            Event(f"{req.name}-{i}", float(i), "", x, y) for i, (x, y) in enumerate(stream.samples)
+            Event(f"{req.name}-{i}", i * files.ROW_SECONDS, "", x, y)
+            for i, (x, y) in enumerate(stream.samples)
         )
         source = Source(
             f"dataset {req.name}", stream.task, _counted(records, read), stream.size, read

@@ -245,3 +245,21 @@ def test_a_misspelt_events_topic_is_refused_and_not_created(make_settings: Any) 
         f"riverrun evaluate: error: Kafka topic {typo!r} does not exist on {s.bootstrap_servers}"
     )
     assert typo not in reach(s.bootstrap_servers, 10)[1], "a misspelt topic is not created"
+
+
+def test_a_delay_past_the_label_ttl_in_rows_still_equals_rivers_score(tmp_path: Path) -> None:
+    """Rows without times were a second apart, so a delay of 3,600 rows or more expired
+    every label (with the default TTL) and the score was another's; they are now a
+    millisecond apart, as ``produce`` spaces a stream."""
+    report = _evaluate(
+        tmp_path, "--model", "logreg", "--source", "agrawal", "--events", "6000", "--delay", "4000"
+    )
+    expected = river_evaluate.progressive_val_score(
+        open_stream("agrawal", seed=42, events=6000).samples,
+        build_model("logreg", "binary", 42),
+        metrics.Accuracy(),
+        delay=4000,
+    ).get()
+    (model,) = report["models"]
+    assert (report["labelled"], report["expired"]) == (6000, 0)
+    assert model["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-12)
