@@ -180,15 +180,22 @@ def _kind(path: Path) -> str:
 
 
 def _csv_chunks(path: Path) -> Iterator[list[dict[str, Any]]]:
-    """A CSV's rows, with every chunk's labels read alike: as text, then as numbers where
-    they are numbers. Left to pandas, a chunk with one word among its labels reads them all
-    as text, so that class 1 in one chunk would be class "1" (or "01", "1.0") in the next."""
+    """A CSV's rows, each cell read as a number where it is one. Left to pandas, a chunk
+    with one word in a column reads the whole column as text: every row of the chunk would
+    be refused for one bad cell, and class 1 in one chunk would be class "1" (or "01",
+    "1.0") in the next. Ids and entities stay text (``007`` is not ``7``), and spaces after
+    the commas are no part of a name."""
     sep = "\t" if path.name.lower().endswith(".tsv") else ","
-    with pd.read_csv(path, sep=sep, chunksize=CHUNK_ROWS, dtype={"label": str}) as reader:
+    text = {"label": str, "id": str, "entity": str}
+    with pd.read_csv(
+        path, sep=sep, chunksize=CHUNK_ROWS, dtype=text, skipinitialspace=True
+    ) as reader:
         for frame in reader:
-            if "label" in frame:
-                numbers = pd.to_numeric(frame["label"], errors="coerce")
-                frame["label"] = numbers.where(numbers.notna(), frame["label"])
+            for column in frame.columns:
+                numeric = pd.api.types.is_numeric_dtype(frame[column])
+                if not numeric and column not in ("id", "entity", "time"):
+                    numbers = pd.to_numeric(frame[column], errors="coerce")
+                    frame[column] = numbers.where(numbers.notna(), frame[column])
             yield frame.to_dict("records")
 
 

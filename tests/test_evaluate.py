@@ -263,3 +263,17 @@ def test_a_delay_past_the_label_ttl_in_rows_still_equals_rivers_score(tmp_path: 
     (model,) = report["models"]
     assert (report["labelled"], report["expired"]) == (6000, 0)
     assert model["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_one_bad_csv_cell_refuses_its_row_alone_and_ids_stay_text(tmp_path: Path) -> None:
+    """pandas read a whole chunk's column as text for one word in it: all 10,000 rows of the
+    chunk were refused. Ids stay text (``007`` is not ``7``), and spaces after the commas
+    are no part of a name."""
+    rows = ["id, a, label"] + [f"{i:03d}, {i % 7}, {i % 2}" for i in range(12_000)]
+    rows[11_000] = "x, ?, 1"
+    rows += ["7, 1.5, 0"]  # beside "007", another event
+    path = tmp_path / "messy.csv"
+    path.write_text("\n".join(rows) + "\n")
+    report = _evaluate(tmp_path, "--model", "logreg", "--source", str(path), "--delay", "2")
+    assert report["rejected"] == {"bad_feature": 1}
+    assert (report["events"], report["labelled"]) == (12_000, 12_000)
