@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from datetime import time as dt_time
@@ -54,6 +55,9 @@ BINARY_TEXT = {"true": True, "false": False, "1": True, "0": False}  # as writte
 ROW_SECONDS = 0.001
 
 
+_WHOLE_TEXT = re.compile(r"^(-?\d+)\.0*$")  # "100.0": a whole float written as text
+
+
 class SourceError(ValueError):
     """A source that cannot be read; the message says which and why."""
 
@@ -85,9 +89,16 @@ def _whole(value: Any) -> bool:
 
 
 def _key(value: Any, default: str) -> str:
-    """An id or entity as text, ``default`` if its cell is empty; a whole float without ``.0``."""
+    """An id or entity as text, ``default`` if its cell is empty; a whole float without ``.0``
+    (pandas writes an int column with an empty cell as floats), as a number or as text.
+
+    >>> _key(100.0, "1"), _key("100.0", "1"), _key("007", "1"), _key(None, "1")
+    ('100', '100', '007', '1')
+    """
     if _empty(value) or value == "":
         return default
+    if type(value) is str:
+        return _WHOLE_TEXT.sub(r"\1", value)
     return str(int(value)) if _whole(value) else str(value)
 
 
