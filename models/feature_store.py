@@ -88,9 +88,12 @@ class FeatureStore:
             pipe.execute()
 
     def forget_spec(self) -> None:
-        """Say that the learn flow keeps no entity features (any more): servers and retrains
-        then compute none."""
-        self.client.delete(self.spec_key, self.ttl_key)
+        """Say that the learn flow keeps no entity features (any more), and drop the states
+        it kept: servers and retrains then compute none, and a flow that keeps them again
+        starts with no stale state."""
+        spec = self.read_spec()
+        stale = [self.state_key(spec)] if spec is not None else []
+        self.client.delete(self.spec_key, self.ttl_key, *stale)
 
     def read_spec(self) -> FeatureSpec | None:
         """The spec the learn flow last wrote, or ``None`` if it keeps no entity features."""

@@ -94,9 +94,11 @@ class EntityFeatures:
 
     def update(self, entity: str, time: float, features: dict[str, float]) -> dict[str, float]:
         """Fold the event into its entity's state and return its features with the aggregates."""
+        if time > _clock() + FUTURE_TOLERANCE:
+            return features  # the learner refuses it: it changes no entity's state
         ttl = self.ttl
-        if ttl and time > self.latest and time <= _clock() + FUTURE_TOLERANCE:
-            self.latest = time  # an event too far ahead (refused by the learner) moves nothing
+        if time > self.latest:
+            self.latest = time
         state = self.entities.get(entity)
         if state is None or (ttl and state[1] < self.latest - ttl):  # new, or expired
             state = [0.0, time] + [0.0] * len(self.spec.mean_of)

@@ -96,8 +96,9 @@ def test_an_entity_state_expires_by_event_time_and_ignores_times_far_ahead() -> 
     f = EntityFeatures(FeatureSpec.parse(["count"]), ttl=10.0)
     f.update("a", 100.0, {})
     f.update("b", 105.0, {})
-    f.update("z", 1e12, {})  # decades ahead: the learner refuses it; it moves no clock here
-    assert f.expire() == [] and sorted(f.entities) == ["a", "b", "z"]
+    # decades ahead: the learner refuses it, so it changes no state and moves no clock
+    assert f.update("z", 1e12, {"x": 1.0}) == {"x": 1.0}
+    assert f.expire() == [] and sorted(f.entities) == ["a", "b"]
     f.update("b", 112.0, {})
     assert f.expire() == ["a"], "idle 12 s of the latest event's time"
     f.update("b", 113.0, {})
@@ -117,6 +118,8 @@ def test_a_flow_without_entity_features_says_so_to_servers_and_retrains(
     write_raw(s, s.topic_events, [(b"a", event(0, {"x": 1.0}, True))])
     run_flow_to_end(s)
     store = FeatureStore.connect(s.redis_url, s.model_name)
-    assert (store.read_spec(), store.read_ttl()) == (FeatureSpec.parse(["count"]), 60.0)
+    count = FeatureSpec.parse(["count"])
+    assert (store.read_spec(), store.read_ttl()) == (count, 60.0) and store.read(count, "a")
     run_flow_to_end(s.override({"entity_features": (), "entity_ttl": 0.0}))
     assert (store.read_spec(), store.read_ttl()) == (None, 0.0)
+    assert store.read(count, "a") is None, "no stale state for a flow that keeps them again"
