@@ -170,7 +170,7 @@ def check_entity_features(path: Path, key: bytes, asked: FeatureSpec) -> None:
     :func:`check_snapshots`) are not those ``asked`` for: resumed, their state would be
     published under the new spec, and the models would miss the features they learned."""
     kept = None
-    for (blob,) in query_partitions(path, _LAST_FEATURES):
+    for (blob,) in partition_rows(path, _LAST_FEATURES):  # every key has one spec: the first
         value = snapshot_value(blob)
         if isinstance(value, bytes):
             features: EntityFeatures = loads_signed(value, key)
@@ -188,15 +188,20 @@ def check_entity_features(path: Path, key: bytes, asked: FeatureSpec) -> None:
 
 
 def query_partitions(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` from every recovery partition at ``path`` (none from a partition whose
-    tables Bytewax has yet to make); :class:`RecoveryStateError` naming a partition that
-    SQLite cannot read (not a database, damaged, locked, unreadable)."""
-    out: list[tuple[Any, ...]] = []
+    """Rows of ``sql`` from every recovery partition at ``path`` (:func:`partition_rows`)."""
+    return list(partition_rows(path, sql))
+
+
+def partition_rows(path: Path, sql: str) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``sql`` from each recovery partition at ``path`` in turn, read as they are
+    asked for (none from a partition whose tables Bytewax has yet to make);
+    :class:`RecoveryStateError` naming a partition that SQLite cannot read (not a database,
+    damaged, locked, unreadable)."""
     for part in partitions(path):
         read_only = f"{part.absolute().as_uri()}?mode=ro"  # nothing written, not even the log
         try:
             with contextlib.closing(sqlite3.connect(read_only, uri=True, timeout=10)) as db:
-                out += db.execute(sql).fetchall()
+                rows = db.execute(sql).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 continue
@@ -209,4 +214,4 @@ def query_partitions(path: Path, sql: str) -> list[tuple[Any, ...]]:
                 f"recovery partition {part} cannot be read ({exc}), nothing unpickled; "
                 f"delete {path} to start over from the registry's champion"
             ) from None
-    return out
+        yield from rows
