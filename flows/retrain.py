@@ -231,7 +231,7 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
         action="set",
     )
     log.info("retrained %s on %d events as v%s (%s)", spec, slot.learned, info.version, req.alias)
-    return Retrained(info, rejected, held_back, bool(positions))
+    return Retrained(info, rejected, held_back, positions is not None)
 
 
 def with_the_flows_features(settings: Settings) -> Settings:
@@ -252,13 +252,20 @@ def with_the_flows_features(settings: Settings) -> Settings:
             settings.model_name,
             ",".join(kept.items()),
         )
+    if settings.entity_ttl and settings.entity_ttl != ttl:
+        log.warning(
+            "%s=%s is not the learn flow's: the replay keeps entities as it does (%s)",
+            env_name("entity_ttl"),
+            settings.entity_ttl,
+            ttl or "for ever",
+        )
     return dataclasses.replace(settings, entity_features=kept.items(), entity_ttl=ttl)
 
 
 def before_the_flow(
-    start: Offsets, stop: Offsets, flow: dict[str, int]
+    start: Offsets, stop: Offsets, flow: dict[str, int] | None
 ) -> tuple[Offsets, dict[str, tuple[int, int]]]:
-    """``stop`` held back to the learn flow's positions (``topic-partition``: offset; none
+    """``stop`` held back to the learn flow's positions (``topic-partition``: offset; ``None``
     without a flow), and where it was, by partition: the flow shadows the new model on the
     events after its positions, so a model that learned them would be scored on what it
     learned. A partition the flow has not read from stops at its ``start``.
@@ -266,7 +273,7 @@ def before_the_flow(
     >>> before_the_flow({("e", 0): 0, ("e", 1): 0}, {("e", 0): 900, ("e", 1): 5}, {"e-0": 600})
     ({('e', 0): 600, ('e', 1): 0}, {'e-0': (600, 900), 'e-1': (0, 5)})
     """
-    if not flow:
+    if flow is None:
         return dict(stop), {}
     held = dict(stop)
     back = {}
@@ -278,16 +285,16 @@ def before_the_flow(
     return held, back
 
 
-def _flow_positions(registry: Registry, model: str) -> dict[str, int]:
-    """Where the model's learn flow last said it was, by ``topic-partition`` (none: no flow
-    reported, or its status is unreadable)."""
+def _flow_positions(registry: Registry, model: str) -> dict[str, int] | None:
+    """Where the model's learn flow last said it was, by ``topic-partition`` (empty: it has
+    read nothing yet), or ``None`` if no flow reported, or its status is unreadable."""
     try:
         status = read_status(registry.client, model)
     except UnreadableStatus as exc:
         log.warning("%s: the replay is not held back to the flow's positions", exc)
-        return {}
-    positions = (status or {}).get("positions")
-    return positions if isinstance(positions, dict) else {}
+        return None
+    positions = None if status is None else status.get("positions")
+    return positions if isinstance(positions, dict) else None
 
 
 def _count(rejected: Counter[str], dead: list[Out]) -> None:
