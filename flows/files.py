@@ -149,6 +149,9 @@ def read_file(path: Path, task: str, max_bytes: int, on_reject: OnReject) -> Ite
         return
     index = 0
     for rows in _chunks(path, kind):
+        if index == 0 and rows and "label" not in rows[0]:  # each row has every column
+            columns = ", ".join(map(repr, rows[0]))
+            raise SourceError(f"{str(path)!r}: no 'label' column (its columns: {columns})")
         for row in rows:
             try:
                 yield row_event(row, index, task)
@@ -224,7 +227,9 @@ def _parquet_dataset(path: Path) -> ds.Dataset:
     )
     if not files:
         raise SourceError(f"{str(path)!r}: no Parquet files in this folder")
-    schema = pa.unify_schemas([ds.dataset(f, format="parquet").schema for f in files])
+    schema = pa.unify_schemas(  # an int column in one file may be doubles in the next
+        [ds.dataset(f, format="parquet").schema for f in files], promote_options="permissive"
+    )
     return ds.dataset([str(f) for f in files], format="parquet", schema=schema)
 
 
@@ -239,6 +244,8 @@ def _json_lines(path: Path, parser: Parser, task: str, on_reject: OnReject) -> I
     """Project events and labels, or tabular rows, one JSON object per line."""
     with path.open("rb") as lines:
         for index, line in enumerate(lines):
+            if index == 0:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is no JSON
             if not line.strip():
                 continue
             # The flow's parser, with the line number standing in for a missing time.

@@ -88,7 +88,7 @@ def run_demo(req: DemoRequest, settings: Settings) -> int:
         ensure_topics(s.bootstrap_servers, learn_topics(s), s.partitions)
         with Child(s, "learn") as learn, Child(s, "trigger") as trigger:
             _follow_to_the_end(s, summary.events, {"learn": learn, "trigger": trigger})
-        report = collect_report(s)
+        report = collect_report(s, summary.events)
     report["dataset"] = {"name": req.dataset, "events": summary.events, "drifts": summary.drifts}
     print(format_report(report))
     if req.report_path:
@@ -117,8 +117,9 @@ def _follow_to_the_end(settings: Settings, total: int, children: dict[str, Child
             time.sleep(0.3)
 
 
-def collect_report(settings: Settings) -> dict[str, Any]:
-    """Counts from the topics and the flow's last status, as the report's JSON."""
+def collect_report(settings: Settings, events: int) -> dict[str, Any]:
+    """The ``events`` produced, counts from the topics and the flow's last status, as the
+    report's JSON."""
     boot = settings.bootstrap_servers
 
     def count(topic: str) -> int:
@@ -142,7 +143,7 @@ def collect_report(settings: Settings) -> dict[str, Any]:
         if move.actor == "retrain" and move.to_version is not None
     ]
     return {
-        "events_in": count(settings.topic_events),
+        "events_in": events,  # the events topic also carries the delayed labels
         "predictions_out": count(settings.topic_predictions),
         "deadletter": count(settings.topic_deadletter),
         "labelled": status.get("labelled", 0),

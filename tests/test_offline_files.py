@@ -17,7 +17,7 @@ from flows.files import read_file
 from flows.kafka_io import ensure_topics, producer
 from models.schema import Event, InvalidInput
 from riverrun.cli import main
-from tests.helpers import event
+from tests.helpers import event, one_line, run_cli
 
 JAN_1_2024 = 1_704_067_200.0
 
@@ -249,3 +249,29 @@ def test_a_kafka_bar_ends_full_with_labels_and_records_out_of_the_range(
     kafka += ["--topic-labels", s.topic_labels, "--until", str(t0 / 1000 + 30)]
     assert main(["evaluate", "--model", "logreg", "--source", "kafka", *kafka]) == 0
     _bar_ends_full(capsys, 80)  # 30 events and 30 labels in the range, 20 records after it
+
+
+def test_a_file_without_a_label_column_is_refused_naming_its_columns(tmp_path: Path) -> None:
+    """It used to read every row as unlabelled: "no event was labelled", and no why."""
+    (path := tmp_path / "nolabel.csv").write_text("a,b,Label\n1,2,1\n")
+    done = run_cli({}, "evaluate", "--model", "logreg", "--source", str(path))
+    assert one_line(done) == (
+        f"riverrun evaluate: error: '{path}': no 'label' column (its columns: 'a', 'b', 'Label')"
+    )
+
+
+def test_a_parquet_folder_whose_files_disagree_on_int_and_double_is_read(tmp_path: Path) -> None:
+    """pandas writes an int column with an empty cell as doubles: such a folder was refused
+    ("Unable to merge: Field a has incompatible types: int64 vs double")."""
+    pd.DataFrame({"a": [1, 2], "label": [1, 0]}).to_parquet(tmp_path / "a.parquet")
+    pd.DataFrame({"a": [1.5, 2.5], "label": [1, 0]}).to_parquet(tmp_path / "b.parquet")
+    events, refused = _read(tmp_path)
+    assert [e.features["a"] for e in events] == [1.0, 2.0, 1.5, 2.5] and not refused
+
+
+def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(tmp_path: Path) -> None:
+    """A tabular first row behind a BOM was refused as an event without ``features``."""
+    lines = [orjson.dumps({"id": f"r{i}", "a": float(i), "label": i % 2 == 0}) for i in range(3)]
+    (path := tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")
+    events, refused = _read(path)
+    assert [e.id for e in events] == ["r0", "r1", "r2"] and not refused
