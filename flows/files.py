@@ -28,6 +28,7 @@ import pyarrow.dataset as ds
 
 from flows.codec import Parser
 from flows.kafka_io import Raw
+from models.offline_store import feature_of
 from models.schema import (
     Event,
     InvalidInput,
@@ -88,6 +89,18 @@ def _whole(value: Any) -> bool:
     return type(value) is float and value.is_integer()
 
 
+def _number(value: Any) -> Any:
+    """Text that writes a finite number as that number (``"2"`` and ``"02"`` are 2), as a
+    CSV's cells are read; anything else as it is."""
+    if type(value) is not str:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return number if math.isfinite(number) else value
+
+
 def _key(value: Any, default: str) -> str:
     """An id or entity as text, ``default`` if its cell is empty; a whole float without ``.0``
     (pandas writes an int column with an empty cell as floats), as a number or as text.
@@ -104,11 +117,12 @@ def _key(value: Any, default: str) -> str:
 
 def _label(value: Any, task: str) -> Label:
     """A row's label, checked for ``task``: binary words or digits as written in text, and a
-    whole float as the integer it was (1.0 is 1, 0.5 stays a float and is refused)."""
+    whole number, as a float or written as text (the offline store writes classes as text),
+    as the integer it was (1.0 and "1" are 1; 0.5 stays a float and is refused)."""
     if task == "binary" and type(value) is str:  # a column mixing true and 1 reads as text
         value = BINARY_TEXT.get(value.strip().lower(), value)
-    elif task != "regression" and _whole(value):
-        value = int(value)
+    elif task != "regression" and _whole(number := _number(value)):
+        value = int(number)
     return check_label(task, value)
 
 
@@ -234,9 +248,15 @@ def _parquet_dataset(path: Path) -> ds.Dataset:
 
 
 def _parquet_chunks(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """A Parquet source's rows; an offline store's (it has ``predictions``) under the names of
+    the features the flow saw, which the store prefixes where they are like its columns."""
     dataset = _parquet_dataset(path)
-    columns = [name for name in dataset.schema.names if name != "predictions"]
+    names = dataset.schema.names
+    columns = [name for name in names if name != "predictions"]
+    store = "predictions" in names
     for batch in dataset.to_batches(columns=columns, batch_size=CHUNK_ROWS):
+        if store:
+            batch = batch.rename_columns([feature_of(c) for c in columns])
         yield batch.to_pylist()
 
 

@@ -180,6 +180,16 @@ def _feature_columns(names: list[str]) -> dict[str, str]:
     return {name: f"feature_{name}" if _reserved(name) else name for name in names}
 
 
+def feature_of(column: str) -> str:
+    """The feature a store's column holds: the inverse of the store's naming.
+
+    >>> [feature_of(c) for c in ("feature_id", "feature_feature_id", "feature_1", "x")]
+    ['id', 'feature_id', 'feature_1', 'x']
+    """
+    name = column.removeprefix("feature_")
+    return name if name != column and _reserved(name) else column
+
+
 def _reserved(name: str) -> bool:
     """Whether ``name``, less any ``feature_`` before it, is a fixed or a folder's column."""
     while name.startswith("feature_"):

@@ -15,6 +15,8 @@ import pytest
 
 from flows.files import read_file
 from flows.kafka_io import ensure_topics, producer
+from models.learner import LabelledRow
+from models.offline_store import OfflineStore
 from models.schema import Event, InvalidInput
 from riverrun.cli import main
 from tests.helpers import event, one_line, run_cli
@@ -275,3 +277,17 @@ def test_a_byte_order_mark_before_the_first_json_line_is_no_part_of_it(tmp_path:
     (path := tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")
     events, refused = _read(path)
     assert [e.id for e in events] == ["r0", "r1", "r2"] and not refused
+
+
+def test_the_offline_store_reads_back_as_the_flow_saw_it(tmp_path: Path) -> None:
+    """A feature named like a store column comes back under its own name, and a multiclass
+    label the store wrote as text comes back as the class it was: a model warm-started on
+    the store used to learn ``feature_hour`` and classes "0", "1", "2", which no live event
+    carries."""
+    store = OfflineStore(tmp_path, "multiclass", max_bytes=1)
+    features = {"hour": 3.0, "feature_1": 4.0, "x": 5.0}
+    store.take([LabelledRow(f"r{k}", JAN_1_2024 + k, "e", features, k, []) for k in range(3)])
+    store.close()
+    events, refused = _read(tmp_path, "multiclass")
+    assert [e.label for e in events] == [0, 1, 2] and not refused
+    assert events[0].features == features
