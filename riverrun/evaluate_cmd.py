@@ -52,20 +52,21 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--delay",
         type=count,
-        default=0,
+        default=None,
         metavar="N",
-        help="hold each inline label back N events (river.stream.simulate_qa order)",
+        help="hold each inline label back N events (river.stream.simulate_qa order; default: 0)",
     )
 
 
 KAFKA_RANGE_FLAGS = ("start_offset", "stop_offset", "since", "until")
 DATASET_FLAGS = ("events", "drift_every")
+ANY_SOURCE_FLAGS = ("delay",)
 
 
 def check_source_flags(args: argparse.Namespace, name: str | None, source: str = "") -> None:
     """:class:`EvaluateError` for a source flag given that the source ``name`` has no use
     for (``None``: no source, named by the flag ``source``); it would be ignored unsaid."""
-    for flag in (*KAFKA_RANGE_FLAGS, *DATASET_FLAGS):
+    for flag in (*KAFKA_RANGE_FLAGS, *DATASET_FLAGS, *ANY_SOURCE_FLAGS):
         if getattr(args, flag) is None:
             continue
         given = "--" + flag.replace("_", "-")
@@ -85,7 +86,7 @@ def source_request(args: argparse.Namespace, name: str) -> SourceRequest:
         events=args.events,
         drift_every=args.drift_every,
         kafka=KafkaRange(args.start_offset, args.stop_offset, args.since, args.until),
-        delay=args.delay,
+        delay=args.delay or 0,
     )
 
 

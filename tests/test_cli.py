@@ -629,6 +629,11 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "riverrun registry: error: --since bounds a source: give --warm-start",
         ),
         (
+            ["registry", "push", "m", "--spec", "logreg", "--delay", "500"],
+            {},
+            "riverrun registry: error: --delay bounds a source: give --warm-start",
+        ),
+        (
             ["evaluate", "--model", "logreg", "--task", "regression", "--source", "phishing"],
             {},
             "riverrun evaluate: error: dataset phishing is a binary stream, not regression",
