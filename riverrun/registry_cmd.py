@@ -204,6 +204,10 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
         (done,) = report["models"]
         metrics, events_seen = done["metrics"], done["learned"]
         tags["warm_start"] = source.description
+        if rejects.counts:  # refused rows, recorded with the version and said below
+            tags["warm_start_rejected"] = ", ".join(
+                f"{n} {reason}" for reason, n in rejects.counts.most_common()
+            )
         features: Iterable[str] | None = evaluation.lead.schema  # what it asked of events
     else:
         sample = latest_event(settings)
@@ -235,6 +239,8 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     text += f", warm-started on {events_seen:,} labelled events)" if args.warm_start else ")"
     if move.from_version is not None:
         text += f" (was v{move.from_version})"
+    if "warm_start_rejected" in tags:
+        text += f"; refused: {tags['warm_start_rejected']}"
     return emit(args.json, {"version": info.to_dict(), "move": move.to_dict()}, text)
 
 

@@ -549,6 +549,13 @@ def test_cli_push_warm_starts_only_on_labelled_events_of_the_models_task(
     )
     assert fresh.returncode == 0, fresh.stderr
     assert orjson.loads(fresh.stdout)["version"]["task"] == "regression"
+    messy = tmp_path / "messy.csv"  # refused rows are said and kept with the version
+    messy.write_text("x,label\n1,2.0\n?,3.0\n2,4.5\n")
+    said = _cli(stack, *push, str(messy))
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.strip().endswith("; refused: 1 bad_feature"), said.stdout
+    latest = reg.versions(name)[-1]
+    assert (latest.events_seen, latest.tags["warm_start_rejected"]) == (2, "1 bad_feature")
 
 
 def test_cli_makes_champion_only_a_version_flows_can_load_that_does_the_champions_task(
