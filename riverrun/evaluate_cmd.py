@@ -194,8 +194,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"source    {report['source']}",
         f"events    {report['events']:,}   labelled {report['labelled']:,}   "
-        f"rejected {rejected:,}   expired {report['expired']:,}   "
-        f"unknown labels {report['unknown_labels']:,}",
+        f"pending {report['pending']:,}   rejected {rejected:,}   expired {report['expired']:,}"
+        f"   unknown labels {report['unknown_labels']:,}",
         "",
     ]
     for reason, n in sorted(report["rejected"].items()):
@@ -204,9 +204,10 @@ def format_table(report: dict[str, Any]) -> str:
     width = max(12, *(len(m["name"]) + 2 for m in report["models"]))
     lines.append("model".ljust(width) + "".join(k.rjust(18) for k in keys) + "events/s".rjust(12))
     for m in report["models"]:
+        scored = m["metrics"]["n"]  # a model that scored nothing has zeros, not metrics
         lines.append(
             m["name"].ljust(width)
-            + "".join(f"{m['metrics'][k]:>18.4f}" for k in keys)
+            + "".join(f"{m['metrics'][k]:>18.4f}" if scored else "-".rjust(18) for k in keys)
             + f"{m['events_per_second']:>12,.0f}"
         )
     return "\n".join(lines)

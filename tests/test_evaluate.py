@@ -20,6 +20,7 @@ from models.datasets import open_stream
 from models.specs import build_model
 from models.status import read_status
 from riverrun.cli import main
+from riverrun.evaluate_cmd import format_table
 from tests.helpers import event, one_line, read_topic, run_cli, run_flow_to_end
 
 
@@ -277,3 +278,30 @@ def test_one_bad_csv_cell_refuses_its_row_alone_and_ids_stay_text(tmp_path: Path
     report = _evaluate(tmp_path, "--model", "logreg", "--source", str(path), "--delay", "2")
     assert report["rejected"] == {"bad_feature": 1}
     assert (report["events"], report["labelled"]) == (12_000, 12_000)
+
+
+def test_the_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
+    """Its zeros read as a perfect log loss; the table now says ``-``, and counts the events
+    still waiting for a label, so that its counts add up."""
+    metrics = {"accuracy": 0.0, "log_loss": 0.0, "n": 0.0}
+    report = {
+        "source": "s",
+        "events": 5,
+        "labelled": 3,
+        "pending": 2,
+        "rejected": {},
+        "expired": 0,
+        "unknown_labels": 0,
+        "models": [
+            {"name": "broken", "metrics": metrics, "events_per_second": 1.0},
+            {
+                "name": "ok",
+                "metrics": {**metrics, "accuracy": 0.5, "n": 3.0},
+                "events_per_second": 1.0,
+            },
+        ],
+    }
+    lines = format_table(report).splitlines()
+    assert "labelled 3   pending 2   rejected 0" in lines[1]
+    assert lines[-2].split() == ["broken", "-", "-", "1"]
+    assert lines[-1].split() == ["ok", "0.5000", "0.0000", "1"]
