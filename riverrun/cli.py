@@ -97,6 +97,8 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.labels_topic and not args.delay_labels:
         raise SettingsError("--labels-topic sends delayed labels: give --delay-labels N too")
+    if args.burst and not args.rate:
+        raise SettingsError("--burst comes before the pace --rate sets: give --rate R too")
     req = ProduceRequest(
         dataset=args.dataset,
         events=args.events,

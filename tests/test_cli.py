@@ -558,6 +558,11 @@ def test_demo_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
             "riverrun produce: error: argument --id-prefix: '': expected a non-empty value",
         ),
         (
+            ["produce", "--burst", "10"],
+            {},
+            "riverrun produce: error: --burst comes before the pace --rate sets: give --rate R too",
+        ),
+        (
             ["produce", "--events", "0"],
             {},
             "riverrun produce: error: argument --events: '0': expected a whole number of at "
