@@ -19,6 +19,7 @@ class Hush:
     def __init__(self) -> None:
         self._saved: int | None = None
         self.armed = False
+        self.cause: BaseException | None = None  # the step's own error, once one raised
 
     def start(self) -> None:
         """Hush stderr (Python's and Rust's: both write to descriptor 2), if armed."""
@@ -41,7 +42,7 @@ class Hush:
     @contextlib.contextmanager
     def armed_for(self) -> Iterator[None]:
         """Allow :meth:`start` within the block, and give stderr back when it ends."""
-        self.armed = True
+        self.armed, self.cause = True, None
         try:
             yield
         finally:
@@ -55,9 +56,11 @@ STDERR = Hush()
 @contextlib.contextmanager
 def panics_hushed() -> Iterator[None]:
     """Around a step's own code: should it raise, stderr is hushed until the flow is down,
-    so that the error Python reports comes alone, without Rust's panic before it."""
+    so that the error Python reports comes alone, without Rust's panic before it. The error
+    is kept as :attr:`Hush.cause`: in a cluster, Bytewax hands back a panic instead."""
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
+        STDERR.cause = exc
         STDERR.start()
         raise

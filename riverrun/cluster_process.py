@@ -17,8 +17,14 @@ def main(process_id: int, addresses: list[str]) -> int:
     signal stops it (silently: the parent says it once)."""
 
     def work() -> int:
-        with stop_quietly_on_signal(announce=False):
-            run_process(Settings.from_env(), process_id, addresses)
+        try:
+            with stop_quietly_on_signal(announce=False):
+                run_process(Settings.from_env(), process_id, addresses)
+        except BaseException as exc:  # pyo3's PanicException, when a peer's failure stops it
+            if type(exc).__name__ != "PanicException":
+                raise
+            print(f"riverrun learn: learn process {process_id} stopped: {exc}", file=sys.stderr)
+            return 1  # its Python traceback says nothing more; the peer that failed says why
         return 0
 
     return reporting("learn", work)

@@ -37,6 +37,7 @@ from riverrun.recovery import holding_recovery, prepare_recovery, recovery_confi
 from riverrun.settings import Settings
 
 STOP_TIMEOUT = 5.0  # seconds a cluster's processes have to stop before they are killed
+PEERS_END = 5.0  # seconds the others of a failed cluster process have to end by themselves
 
 
 def learn_topics(settings: Settings) -> list[str]:
@@ -129,13 +130,18 @@ def run_process(
     if process_id and addresses:  # the processes it dials (all on this machine)
         await_listeners(addresses[:process_id])
     with heap.frozen():
-        cli_main(
-            flow,
-            process_id=process_id,
-            addresses=addresses,
-            epoch_interval=timedelta(seconds=settings.epoch_interval),
-            recovery_config=recovery_config(settings),
-        )
+        try:
+            cli_main(
+                flow,
+                process_id=process_id,
+                addresses=addresses,
+                epoch_interval=timedelta(seconds=settings.epoch_interval),
+                recovery_config=recovery_config(settings),
+            )
+        except BaseException:  # Bytewax's PanicException is no Exception
+            if STDERR.cause is None:
+                raise
+            raise STDERR.cause from None  # the step's own error, not the panic it became
 
 
 def check_learn_settings(settings: Settings) -> None:
@@ -169,12 +175,24 @@ def _run_cluster(settings: Settings) -> int:
             codes = [c.poll() for c in children]
             failed = [(k, code) for k, code in enumerate(codes) if code not in (None, 0)]
             if failed:
-                return _failure(*failed[0])
+                return _failure(*_first_to_say_why(children, failed))
             if all(code == 0 for code in codes):
                 return 0
             time.sleep(0.2)
     finally:
         stop_all(children, STOP_TIMEOUT)
+
+
+def _first_to_say_why(
+    children: list[subprocess.Popen[bytes]], failed: list[tuple[int, int]]
+) -> tuple[int, int]:
+    """The failed process that said why (exit status 2), given the others a moment to end as
+    their peer's failure stops them; else the first that failed."""
+    deadline = time.monotonic() + PEERS_END
+    while time.monotonic() < deadline and any(c.poll() is None for c in children):
+        time.sleep(0.05)
+    said = [(k, c.returncode) for k, c in enumerate(children) if c.returncode == 2]
+    return said[0] if said else failed[0]
 
 
 def _failure(process_id: int, code: int) -> int:

@@ -15,10 +15,12 @@ import orjson
 import pytest
 import redis
 
+from flows.kafka_io import ensure_topics
 from flows.produce import ProduceRequest, produce
 from models.datasets import open_stream
 from models.registry import Registry
 from riverrun.local import free_port, start_redis
+from riverrun.runner import learn_topics
 from tests.helpers import (
     LearnProcess,
     child_env,
@@ -222,3 +224,22 @@ def test_flow_refuses_a_champion_it_cannot_run_at_start_in_one_line(
         f"riverrun learn: error: {said.format(model=s.model_name, champion=champion)}"
     ), line
     assert _registry(s).refused_count(s.model_name) == (refusal == "tampered")
+
+
+def test_a_cluster_says_why_it_refused_a_champion_at_start(make_settings: Any) -> None:
+    """In a cluster, Bytewax hands each process a panic, not the step's error: the refusal
+    used to be counted and audited but never said ("learn process 1 failed", and two Rust
+    tracebacks). The process that refused says why, its peer says it stopped, no traceback."""
+    s = make_settings(partitions=2)
+    ensure_topics(s.bootstrap_servers, learn_topics(s), 2)  # a partition for each process
+    _produce(s, 100, "t")
+    run_flow_to_end(s)
+    champion = _registry(s).alias(s.model_name, "champion")
+    client = redis.Redis.from_url(s.redis_url)
+    client.set(f"riverrun:registry:{s.model_name}:blob:{champion}", b"RRS1" + b"0" * 40)
+    done = run_cli(s.override({"processes": 2}).to_env(), "learn")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("riverrun learn: error: snapshot signature does not match"), lines
+    assert all(line.startswith("riverrun learn: learn process ") for line in lines[1:]), lines
+    assert "Traceback" not in done.stderr
