@@ -158,9 +158,8 @@ class Evaluation:
         clock = time.perf_counter
         if type(record) is Event:
             rejected = self._event(record)
-            if rejected is not None:
+            if rejected is not None:  # the models that took it still expire and are sampled
                 self.rejects.add(rejected)
-                return
         else:
             for run in self.runs:
                 began = clock()

@@ -305,3 +305,17 @@ def test_the_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
     assert "labelled 3   pending 2   rejected 0" in lines[1]
     assert lines[-2].split() == ["broken", "-", "-", "1"]
     assert lines[-1].split() == ["ok", "0.5000", "0.0000", "1"]
+
+
+def test_a_model_that_fails_every_event_leaves_the_others_curves_whole(tmp_path: Path) -> None:
+    """Every event one model's code fails on is counted as refused; the feed used to stop
+    there, so the other model's rolling metrics were sampled once in 3,000 events."""
+    path = tmp_path / "high.csv"
+    # the first event passes the spec's check; the model's code fails on every later one
+    path.write_text("v,label\n0.5,1\n" + "".join(f"0.95,{i % 2}\n" for i in range(2999)))
+    report = _evaluate(
+        tmp_path, "--model", "logreg", "--model", "tests.recorder:flaky", "--source", str(path)
+    )
+    assert report["rejected"] == {"model_error": 2999}
+    points = report["series"]["logreg"]["labelled"]
+    assert len(points) > 10 and points[-1] == 3000
