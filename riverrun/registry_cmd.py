@@ -28,7 +28,7 @@ from riverrun.evaluate_cmd import (
     source_request,
 )
 from riverrun.settings import Settings, add_flags
-from riverrun.shown import emit, metrics_text, utc_text
+from riverrun.shown import counts_text, emit, metrics_text, utc_text
 
 
 def _registry(settings: Settings) -> Registry:
@@ -205,9 +205,7 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
         metrics, events_seen = done["metrics"], done["learned"]
         tags["warm_start"] = source.description
         if rejects.counts:  # refused rows, recorded with the version and said below
-            tags["warm_start_rejected"] = ", ".join(
-                f"{n} {reason}" for reason, n in rejects.counts.most_common()
-            )
+            tags["warm_start_rejected"] = counts_text(rejects.counts)
         features: Iterable[str] | None = evaluation.lead.schema  # what it asked of events
     else:
         sample = latest_event(settings)

@@ -13,7 +13,7 @@ from models.schema import LATEST_TIME, text_seconds
 from riverrun.argtypes import challenger_alias
 from riverrun.metrics import serve_metrics
 from riverrun.settings import Settings, SettingsError, add_flags, split_list
-from riverrun.shown import metrics_text
+from riverrun.shown import counts_text, metrics_text
 
 KAFKA_AND_REDIS = (
     "bootstrap_servers",
@@ -115,7 +115,7 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
             "new model on the events after it, which it must not have learned"
         )
     if done.rejected:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in done.rejected.most_common())
+        reasons = counts_text(done.rejected)
         print(f"{done.rejected.total()} messages of the range were refused: {reasons}")
     return 0
 

@@ -4,6 +4,7 @@ promotions."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,6 +36,15 @@ def metrics_text(metrics: Mapping[str, float | None]) -> str:
     'accuracy=0.9123, mae=-'
     """
     return ", ".join(f"{k}={metric_text(v)}" for k, v in metrics.items() if k != "n")
+
+
+def counts_text(counts: Counter[str]) -> str:
+    """``n reason, ...`` of refused records, the commonest first.
+
+    >>> counts_text(Counter({"bad_label": 1, "bad_feature": 3}))
+    '3 bad_feature, 1 bad_label'
+    """
+    return ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
 
 
 def models_table(rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[str]:
