@@ -94,11 +94,11 @@ class EntityFeatures:
 
     def update(self, entity: str, time: float, features: dict[str, float]) -> dict[str, float]:
         """Fold the event into its entity's state and return its features with the aggregates."""
-        if time > _clock() + FUTURE_TOLERANCE:
-            return features  # the learner refuses it: it changes no entity's state
-        ttl = self.ttl
-        if time > self.latest:
+        if time > self.latest:  # only a new latest time can be too far ahead: ask the clock
+            if time > _clock() + FUTURE_TOLERANCE:
+                return features  # the learner refuses it: it changes no entity's state
             self.latest = time
+        ttl = self.ttl
         state = self.entities.get(entity)
         if state is None or (ttl and state[1] < self.latest - ttl):  # new, or expired
             state = [0.0, time] + [0.0] * len(self.spec.mean_of)
