@@ -147,7 +147,7 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     champion = _champion(registry, settings)
     if champion is not None:  # parse and score as the champion does (the rest is checked)
         settings = dataclasses.replace(settings, task=champion.task)
-    settings = with_the_flows_features(settings)
+    settings = with_the_flows_features(settings, FeatureStore(registry.client, settings.model_name))
     task = settings.task
     if req.spec:
         spec = req.spec
@@ -234,12 +234,10 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     return Retrained(info, rejected, held_back, positions is not None)
 
 
-def with_the_flows_features(settings: Settings) -> Settings:
+def with_the_flows_features(settings: Settings, store: FeatureStore) -> Settings:
     """The settings with the entity features (and their TTL) the model's learn flow computes,
-    as it wrote them to the feature store, whatever this process was told: the new model
-    must learn the features the flow will give it. Without a flow that keeps any, the
-    settings' own."""
-    store = FeatureStore.connect(settings.redis_url, settings.model_name)
+    as it wrote them to ``store``, whatever this process was told: the new model must learn
+    the features the flow will give it. Without a flow that keeps any, the settings' own."""
     kept = store.read_spec()
     if kept is None:
         return settings
@@ -277,11 +275,12 @@ def before_the_flow(
         return dict(stop), {}
     held = dict(stop)
     back = {}
-    for where, offset in stop.items():
-        position = flow.get(f"{where[0]}-{where[1]}", start[where])
+    for (topic, part), offset in stop.items():
+        name = f"{topic}-{part}"
+        position = flow.get(name, start[(topic, part)])
         if position < offset:
-            held[where] = position
-            back[f"{where[0]}-{where[1]}"] = (position, offset)
+            held[(topic, part)] = position
+            back[name] = (position, offset)
     return held, back
 
 
