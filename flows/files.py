@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from datetime import time as dt_time
@@ -57,6 +58,7 @@ ROW_SECONDS = 0.001
 
 
 _WHOLE_TEXT = re.compile(r"^(-?\d+)\.0*$")  # "100.0": a whole float written as text
+_RAGGED = re.compile(r"^Skipping line (\d+): expected (\d+) fields, saw (\d+)$")  # pandas' words
 
 
 class SourceError(ValueError):
@@ -162,7 +164,7 @@ def read_file(path: Path, task: str, max_bytes: int, on_reject: OnReject) -> Ite
         yield from _json_lines(path, Parser(task, max_bytes), task, on_reject)
         return
     index = 0
-    for rows in _chunks(path, kind):
+    for rows in _chunks(path, kind, on_reject):
         if index == 0 and rows and "label" not in rows[0]:  # each row has every column
             columns = ", ".join(map(repr, rows[0]))
             raise SourceError(f"{str(path)!r}: no 'label' column (its columns: {columns})")
@@ -185,10 +187,11 @@ def _reading(path: Path, kind: str) -> Iterator[None]:
         raise SourceError(f"{str(path)!r}: cannot be read as {kind}: not UTF-8 ({exc})") from None
 
 
-def _chunks(path: Path, kind: str) -> Iterator[list[dict[str, Any]]]:
-    """The rows of a CSV or Parquet source, a chunk at a time."""
+def _chunks(path: Path, kind: str, on_reject: OnReject) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a CSV or Parquet source, a chunk at a time (a CSV's ragged rows to
+    ``on_reject``)."""
     with _reading(path, kind):
-        yield from _parquet_chunks(path) if kind == "parquet" else _csv_chunks(path)
+        yield from _parquet_chunks(path) if kind == "parquet" else _csv_chunks(path, on_reject)
 
 
 def _kind(path: Path) -> str:
@@ -207,24 +210,43 @@ def _kind(path: Path) -> str:
     )
 
 
-def _csv_chunks(path: Path) -> Iterator[list[dict[str, Any]]]:
+def _csv_chunks(path: Path, on_reject: OnReject) -> Iterator[list[dict[str, Any]]]:
     """A CSV's rows, each cell read as a number where it is one. Left to pandas, a chunk
     with one word in a column reads the whole column as text: every row of the chunk would
     be refused for one bad cell, and class 1 in one chunk would be class "1" (or "01",
     "1.0") in the next. Ids and entities stay text (``007`` is not ``7``), and spaces after
-    the commas are no part of a name."""
+    the commas are no part of a name. A row with more cells than the header is refused
+    alone (pandas would stop the whole file at it)."""
     sep = "\t" if path.name.lower().endswith(".tsv") else ","
     text = {"label": str, "id": str, "entity": str}
     with pd.read_csv(
-        path, sep=sep, chunksize=CHUNK_ROWS, dtype=text, skipinitialspace=True
+        path, sep=sep, chunksize=CHUNK_ROWS, dtype=text, skipinitialspace=True, on_bad_lines="warn"
     ) as reader:
-        for frame in reader:
+        while (frame := _next_chunk(reader, on_reject)) is not None:
             for column in frame.columns:
                 numeric = pd.api.types.is_numeric_dtype(frame[column])
                 if not numeric and column not in ("id", "entity", "time"):
                     numbers = pd.to_numeric(frame[column], errors="coerce")
                     frame[column] = numbers.where(numbers.notna(), frame[column])
             yield frame.to_dict("records")
+
+
+def _next_chunk(reader: Iterator[pd.DataFrame], on_reject: OnReject) -> pd.DataFrame | None:
+    """The reader's next chunk (``None`` after the last); each row it skipped as ragged, which
+    pandas tells only in a warning, to ``on_reject``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = next(reader, None)
+    for warning in caught:
+        text = str(warning.message).strip()
+        if (ragged := _RAGGED.match(text)) is None:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+            continue
+        line, header, cells = ragged.groups()
+        on_reject(InvalidInput("bad_row", f"line {line} has {cells} cells, the header {header}"))
+    return frame
 
 
 def _parquet_dataset(path: Path) -> ds.Dataset:

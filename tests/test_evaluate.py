@@ -17,6 +17,7 @@ from flows.files import SourceError, read_file
 from flows.kafka_io import ensure_topics, producer, reach
 from flows.produce import ProduceRequest, produce
 from models.datasets import open_stream
+from models.schema import InvalidInput
 from models.specs import build_model
 from models.status import read_status
 from riverrun.cli import main
@@ -278,6 +279,24 @@ def test_one_bad_csv_cell_refuses_its_row_alone_and_ids_stay_text(tmp_path: Path
     report = _evaluate(tmp_path, "--model", "logreg", "--source", str(path), "--delay", "2")
     assert report["rejected"] == {"bad_feature": 1}
     assert (report["events"], report["labelled"]) == (12_000, 12_000)
+
+
+def test_a_ragged_csv_row_is_refused_alone_and_the_file_read_on(tmp_path: Path) -> None:
+    """pandas stops at a row with more cells than the header: the whole file was refused
+    ("cannot be read as csv") for one stray comma, 12,000 rows in."""
+    rows = ["id,a,label"] + [f"{i},{i % 7},{i % 2}" for i in range(12_000)]
+    rows[11_001] = "11000,1,5,1"  # a stray comma: four cells under three names
+    path = tmp_path / "ragged.csv"
+    path.write_text("\n".join(rows) + "\n")
+    refused: list[InvalidInput] = []
+    ids = [e.id for e in read_file(path, "binary", 1_000_000, refused.append)]
+    assert ids == [str(i) for i in range(12_000) if i != 11_000]
+    assert [(r.reason, str(r)) for r in refused] == [
+        ("bad_row", "line 11002 has 4 cells, the header 3")
+    ]
+    report = _evaluate(tmp_path, "--model", "logreg", "--source", str(path))
+    assert report["rejected"] == {"bad_row": 1}
+    assert (report["events"], report["labelled"]) == (11_999, 11_999)
 
 
 def test_the_table_shows_no_metrics_for_a_model_that_scored_nothing() -> None:
