@@ -19,6 +19,8 @@ from typing import Any
 
 from river import drift
 
+from models.features import GROWING
+
 DETECTORS: dict[str, Callable[[], Any]] = {  # "off" is accepted where detectors are chosen
     "adwin": lambda: drift.ADWIN(),
     "page_hinkley": lambda: drift.PageHinkley(mode="up"),
@@ -123,10 +125,16 @@ class PSIWatch:
     exceeds ``threshold`` has moved, and the window that showed it becomes the reference.
     Distributions are estimated on one event in ``every`` (a window of 5,000 events still
     puts over a hundred in each bin), which keeps the check cheap on the hot path.
+    Features named in ``ignore`` are not watched: an entity's count moves by construction.
     """
 
     def __init__(
-        self, window: int = 5000, bins: int = 10, threshold: float = 0.2, every: int = 4
+        self,
+        window: int = 5000,
+        bins: int = 10,
+        threshold: float = 0.2,
+        every: int = 4,
+        ignore: frozenset[str] = GROWING,
     ) -> None:
         if window < bins * 10 * every:
             raise DriftConfigError(
@@ -137,6 +145,7 @@ class PSIWatch:
         self.bins = bins
         self.threshold = threshold
         self.every = every
+        self.ignore = ignore
         self.seen = 0
         self._sample: dict[str, list[float]] = {}
         self._reference: dict[str, list[float]] = {}
@@ -149,7 +158,8 @@ class PSIWatch:
         if not self._bins:
             if sampled:
                 for name, value in x.items():
-                    self._sample.setdefault(name, []).append(value)
+                    if name not in self.ignore:
+                        self._sample.setdefault(name, []).append(value)
             if self.seen == self.window:
                 self._set_reference()
             return []

@@ -59,6 +59,10 @@ class FeatureSpec:
         return self.count or self.since_last or bool(self.mean_of)
 
 
+# Aggregates whose distribution moves by construction: an entity's count only grows (until
+# a TTL restarts it), so a data-drift check would flag it at every window.
+GROWING = frozenset({"entity_count"})
+
 # Per entity: [events seen, time of the last event, sum of each mean_of field...]
 EntityState = list[float]
 

@@ -11,6 +11,7 @@ import pytest
 from flows.produce import ProduceRequest, produce
 from models.drift import DriftWatch, ErrorWatch, PSIWatch
 from models.drift_quality import measure
+from models.features import EntityFeatures, FeatureSpec
 from tests.helpers import read_topic, run_flow_to_end
 
 
@@ -44,6 +45,17 @@ def test_psi_names_the_feature_that_moved() -> None:
         x = {"steady": rng.gauss(0, 1), "moving": rng.gauss(shift, 1), "flag": float(i % 2)}
         moved += [(i, name) for name, _score in psi.update(x)]
     assert moved == [(5999, "moving")], "one alarm, for the moving feature, then a new reference"
+
+
+def test_psi_leaves_an_entitys_growing_count_alone() -> None:
+    """An entity's count grows by construction: PSI flagged it at every window, forever."""
+    entities = EntityFeatures(FeatureSpec.parse(["count", "since_last"]))
+    watch = DriftWatch("off", data_window=2000)
+    rng = random.Random(3)
+    for i in range(20_000):
+        x = {"steady": rng.gauss(0, 1), "moving": rng.gauss(3.0 * (i >= 12_000), 1)}
+        watch.features(entities.update(f"e{rng.randrange(100)}", i * 0.01, x), i, f"e{i}", i)
+    assert [(s.kind, s.features) for s in watch.signals] == [("data", ("moving",))]
 
 
 def test_psi_windows_need_not_be_a_multiple_of_the_sampling() -> None:
