@@ -89,9 +89,8 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
             for rec in records:
                 if type(rec) is Event:
                     self._predict(rec, out, described)
-                elif learner.on_label(rec) is not None:  # type: ignore[arg-type]
-                    detail = f"a label for event {rec.id!r} already waits"
-                    dead.append(dead_letter(rec.origin, "duplicate_label", detail))
+                else:
+                    self._join(rec, dead)  # type: ignore[arg-type]
                 if drift is not None and len(drift.signals) > len(stamps):
                     self._stamp(stamps, rec)
                 if learner.counts.labelled >= check_at:  # at this event, however batched
@@ -110,6 +109,13 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         self.sync.tick(learner)
         self.status.maybe_write(learner)
         return [out], StatefulBatchLogic.RETAIN
+
+    def _join(self, label: LabelMessage, dead: list[Out]) -> None:
+        """Give ``label`` to the learner, or dead-letter it if the learner refuses it."""
+        try:
+            self.learner.on_label(label)
+        except InvalidInput as exc:
+            dead.append(dead_letter(label.origin, exc.reason, str(exc)))
 
     def _unlearned(self, records: list[Record]) -> list[Record]:
         """``records`` (one source partition's, in offset order) without those the learner's

@@ -88,12 +88,11 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
         learner = self.learner
         for records in values:
             for rec in records:
-                if type(rec) is not Event:
-                    if learner.on_label(rec) is not None:  # type: ignore[arg-type]
-                        self.rejected["duplicate_label"] += 1
-                    continue
                 try:
-                    learner.on_event(rec)
+                    if type(rec) is Event:
+                        learner.on_event(rec)
+                    else:
+                        learner.on_label(rec)  # type: ignore[arg-type]
                 except InvalidInput as exc:
                     self.rejected[exc.reason] += 1
                 except ModelError:

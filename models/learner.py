@@ -162,6 +162,7 @@ class OnlineLearner:
     drift: DriftWatch | None = None
     keep_rows: bool = False
     schema: frozenset[str] | None = None
+    label_type: type | None = None  # of the first multiclass label: every other must match
     pending: dict[str, Pending] = field(default_factory=dict)
     orphans: dict[str, tuple[LabelMessage, float]] = field(default_factory=dict)
     unclaimed: list[LabelMessage] = field(default_factory=list, repr=False)  # for expire()
@@ -309,9 +310,12 @@ class OnlineLearner:
         (inline or early); returns the predictions and the model that serves it.
 
         Raises :class:`~models.schema.InvalidInput` for an event whose id already waits for
-        its label (its label could join only one of the two), and for one dated more than
-        :data:`FUTURE_TOLERANCE` ahead of this machine's clock.
+        its label (its label could join only one of the two), for one dated more than
+        :data:`FUTURE_TOLERANCE` ahead of this machine's clock, and for an inline label of
+        another type than the stream's first (:meth:`check_label_type`).
         """
+        if event.label is not None and self.task == "multiclass":
+            self.check_label_type(event.label)
         if event.time > self.watermark and event.time > time.time() + FUTURE_TOLERANCE:
             raise InvalidInput(
                 "bad_field",
@@ -377,32 +381,51 @@ class OnlineLearner:
         self.unclaimed.append(label)
         self.counts.unknown_labels += 1
 
-    def on_label(self, label: LabelMessage) -> LabelMessage | None:
+    def check_label_type(self, label: Any) -> None:
+        """Raise :class:`~models.schema.InvalidInput` for a multiclass label whose type is
+        not the first one's: River's trees and forests sort their classes, so one ``7`` among
+        ``"cat"`` and ``"dog"`` would fail every later prediction of theirs, for good."""
+        if self.label_type is None:
+            self.label_type = type(label)
+        elif type(label) is not self.label_type:
+            raise InvalidInput(
+                "bad_label",
+                f"a label of this stream must be a {self.label_type.__name__}, as its first "
+                f"was, got {type(label).__name__} {label!r}",
+                "label",
+            )
+
+    def on_label(self, label: LabelMessage) -> None:
         """Join a label to its pending prediction and learn; keep it a while if it came early.
 
         A prediction older than ``label_ttl`` (of event time) has expired, whether or not
         :meth:`expire` has dropped it yet: its label is treated as one whose event never came.
-        Returns the label back if it must be rejected: a second early label for one event.
+        Raises :class:`~models.schema.InvalidInput` for a second early label for one event
+        (``duplicate_label``) and for a label of another type than the stream's first
+        (:meth:`check_label_type`).
         """
+        if self.task == "multiclass":
+            self.check_label_type(label.label)
         limit = self.watermark - self.label_ttl
         pending = self.pending.pop(label.id, None)
         if pending is not None:
             if pending.time >= limit:
                 self._learn(label.id, pending, label.label)
-                return None
+                return
             self.counts.expired += 1
         orphans = self.orphans
         early = orphans.get(label.id)
         if early is not None:
-            if early[1] >= limit:  # a duplicate_label: dead-lettered, no unknown label
-                return label
+            if early[1] >= limit:  # dead-lettered, no unknown label
+                raise InvalidInput(
+                    "duplicate_label", f"a label for event {label.id!r} already waits", "id"
+                )
             del orphans[label.id]  # expired: the new label waits in its place
             self._unclaim(early[0])
         if len(orphans) >= self.max_pending:  # the oldest gives way, whenever expire() runs
             self._unclaim(orphans.pop(next(iter(orphans)))[0])
         # An early label waits label_ttl from its own time (or from now, if that is later).
         orphans[label.id] = (label, max(label.time, self.watermark))
-        return None
 
     def _learn(self, event_id: str, seen: Pending, y: Any) -> None:
         """Score every model's earlier prediction against ``y``, then let each learn."""

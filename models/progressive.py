@@ -161,13 +161,16 @@ class Evaluation:
             if rejected is not None:  # the models that took it still expire and are sampled
                 self.rejects.add(rejected)
         else:
+            refused = None
             for run in self.runs:
                 began = clock()
-                refused = run.learner.on_label(record)  # type: ignore[arg-type]
+                try:
+                    run.learner.on_label(record)  # type: ignore[arg-type]
+                except InvalidInput as exc:
+                    refused = refused or exc
                 run.seconds += clock() - began
             if refused is not None:
-                detail = f"a label for event {record.id!r} already waits"
-                self.rejects.add(InvalidInput("duplicate_label", detail))
+                self.rejects.add(refused)
         self._fed += 1
         if self._fed % self.expire_every == 0:
             for run in self.runs:

@@ -58,7 +58,9 @@ def test_second_early_label_for_one_event_is_rejected() -> None:
     lr = _learner()
     first, second = LabelMessage("e1", 1.0, 0.0), LabelMessage("e1", 2.0, 0.0)
     assert lr.on_label(first) is None
-    assert lr.on_label(second) is second
+    with pytest.raises(InvalidInput, match=r"^a label for event 'e1' already waits$") as refused:
+        lr.on_label(second)
+    assert refused.value.reason == "duplicate_label"
 
 
 def test_pending_predictions_expire_and_are_bounded() -> None:
@@ -98,14 +100,13 @@ def _run(records: list[Event | LabelMessage], expire_every: int | None) -> tuple
     lr = _learner(label_ttl=10.0, max_pending=3)
     refused, unclaimed = [], []
     for i, rec in enumerate(records):
-        if isinstance(rec, Event):
-            try:
+        try:
+            if isinstance(rec, Event):
                 lr.on_event(rec)
-            except InvalidInput as exc:
-                refused.append((i, exc.reason))
-        elif (returned := lr.on_label(rec)) is not None:
-            assert returned is rec, "a refused label comes back as it was given"
-            refused.append((i, "label refused"))
+            else:
+                lr.on_label(rec)
+        except InvalidInput as exc:
+            refused.append((i, exc.reason))
         if expire_every and i % expire_every == 0:
             unclaimed += [label.id for label in lr.expire()]
     unclaimed += [label.id for label in lr.expire() + lr.drain_orphans()]
@@ -137,7 +138,7 @@ def test_joins_refusals_and_unclaimed_labels_do_not_depend_on_when_expiry_runs()
     every_record, at_the_end = _run(records, 1), _run(records, None)
     assert every_record == at_the_end
     refused, unclaimed, labelled, expired, unknown, pending = at_the_end
-    assert refused == [(13, "label refused"), (14, "duplicate_event")]
+    assert refused == [(13, "duplicate_label"), (14, "duplicate_event")]
     assert unclaimed == ["q", "r", "s", "x", "y", "z", "z"] and unknown == 7, (
         "the refused x is a duplicate"
     )

@@ -6,13 +6,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
 from models.evaluation import Prequential
 from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import Registry
-from models.schema import Event
+from models.schema import Event, InvalidInput, LabelMessage
 from models.specs import build_model
 from models.status import read_status
 from tests.helpers import event, read_topic, run_flow_to_end, write_raw
@@ -85,3 +86,46 @@ def test_the_flow_dead_letters_what_the_champion_cannot_score(make_settings: Any
     assert list(registry.aliases(s.model_name)) == ["champion"], "no restart adopts it again"
     (removal,) = [m for m in registry.history(s.model_name) if m.to_version is None]
     assert removal.alias == "challenger" and "its code failed" in removal.reason
+
+
+def test_a_multiclass_label_of_another_type_is_refused_and_trees_go_on() -> None:
+    """River's trees sort their classes: one 7 among "cat" and "dog" failed every later
+    prediction of a hoeffding champion, for good (each event a model_error)."""
+    tree = Slot(
+        "hoeffding", build_model("hoeffding", "multiclass", 0), Prequential("multiclass", 10)
+    )
+    lr = OnlineLearner("multiclass", [tree])
+    for i in range(5):
+        lr.on_event(Event(f"c{i}", float(i), "a", {"v": 0.1 * i}, "cat"))
+    lr.on_event(Event("n", 5.0, "a", {"v": 0.5}))
+    with pytest.raises(InvalidInput, match="must be a str, as its first was, got int 7") as exc:
+        lr.on_label(LabelMessage("n", 7, 5.0))
+    assert exc.value.reason == "bad_label"
+    with pytest.raises(InvalidInput, match="got int 7"):
+        lr.on_event(Event("i", 6.0, "a", {"v": 0.6}, 7))
+    for i in range(5):
+        lr.on_event(Event(f"d{i}", 7.0 + i, "a", {"v": 0.1 * i}, "dog"))
+    lr.on_label(LabelMessage("n", "dog", 12.0))
+    assert lr.counts.model_errors == 0 and tree.learned == 11
+
+
+def test_the_flow_dead_letters_a_multiclass_label_of_another_type(make_settings: Any) -> None:
+    s = make_settings(task="multiclass", model_spec="hoeffding", challengers=("arf",))
+    classes = ["cat", "dog", "emu"]
+    events = [(b"a", event(i, {"v": float(i % 3)}, classes[i % 3])) for i in range(60)]
+    events.insert(30, (b"a", event(99, {"v": 1.0}, 1)))  # an int beside the strings
+    events.append((b"a", event(60, {"v": 0.0})))  # its label comes on the labels topic
+    write_raw(s, s.topic_events, events)
+    late = orjson.dumps({"kind": "label", "id": "e60", "label": 2})
+    write_raw(s, s.topic_labels, [(b"z", late)])
+    run_flow_to_end(s)
+    dead = read_topic(s, s.topic_deadletter)
+    assert sorted((m.headers["reason"], m.headers["source.topic"].decode()) for m in dead) == [
+        (b"bad_label", s.topic_events),
+        (b"bad_label", s.topic_labels),
+    ]
+    served = [m.json()["id"] for m in read_topic(s, s.topic_predictions)]
+    assert served == [f"e{i}" for i in range(61)], "no model_error after the int"
+    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
+    assert status is not None and status["labelled"] == 60
+    assert [m["alias"] for m in status["models"]] == ["champion", "challenger"]
