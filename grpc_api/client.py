@@ -22,7 +22,7 @@ import numpy as np
 
 from grpc_api.errors import read_tls_file
 from grpc_api.labels import from_label, to_label
-from grpc_api.proto import pb, rpc
+from grpc_api.proto import MAX_MESSAGE_BYTES, pb, rpc
 from models.schema import InvalidInput, Label
 from riverrun.settings import Settings, host_port
 
@@ -118,11 +118,13 @@ class ScoringClient:
     def __init__(
         self, target: str, *, root_certificate: bytes | None = None, timeout: float = 10.0
     ) -> None:
+        # what the server may send (gRPC's default would refuse a reply past 4 MiB)
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         if root_certificate is None:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options)
         else:
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificate)
-            self.channel = grpc.secure_channel(target, credentials)
+            self.channel = grpc.secure_channel(target, credentials, options)
         self.stub = rpc.ScoringStub(self.channel)
         self.timeout = timeout
 

@@ -12,5 +12,8 @@ except ImportError as exc:  # a source tree that was never installed
     ) from exc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Scoring"].full_name
+# The largest message the server takes or sends, and the client takes: a 10,000-row batch's
+# answer of many classes is past gRPC's default of 4 MiB.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-__all__ = ["SERVICE", "pb", "rpc"]
+__all__ = ["MAX_MESSAGE_BYTES", "SERVICE", "pb", "rpc"]

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_api.errors import ServeError, check_tls_pair, read_tls_file
 from grpc_api.feedback import LabelPublisher
 from grpc_api.follower import Follower
-from grpc_api.proto import SERVICE
+from grpc_api.proto import MAX_MESSAGE_BYTES, SERVICE
 from grpc_api.service import ScoringService, add_to_server
 from models.registry import Registry
 from riverrun.metrics import serve_metrics
@@ -31,7 +31,6 @@ from riverrun.settings import Settings, host_port
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 READY_TIMEOUT = 30.0
 STOP_CHECK = 0.1  # seconds between looks at a stop request while the start waits
 

@@ -32,12 +32,14 @@ from models.features import EntityFeatures
 from models.schema import (
     EARLIEST_TIME,
     FEATURE_LIMIT,
+    FUTURE_TOLERANCE,
     LATEST_TIME,
     InvalidInput,
     check_features,
     check_label,
     check_schema,
     check_time,
+    too_far_ahead,
 )
 from models.scorers import Answers
 from riverrun.metrics import GRPC_REQUESTS, GRPC_SECONDS
@@ -94,12 +96,16 @@ def _invalid(exc: InvalidInput) -> Refusal:
 def _event_time(given: float) -> float:
     """A request's event time: ``given`` if the learn flow would take it, now if it is 0 (the
     proto3 default: not given), else the refusal naming ``time``."""
+    now = time.time()
     if not given:
-        return time.time()
+        return now
     try:
-        return check_time(given)
+        at = check_time(given)
     except InvalidInput as exc:
         raise _invalid(exc) from None
+    if at > now + FUTURE_TOLERANCE:
+        raise _invalid(too_far_ahead(at))
+    return at
 
 
 @dataclass(frozen=True)
@@ -369,9 +375,9 @@ class ScoringService(rpc.ScoringServicer):
                     f"events[{i}].model is {event.model!r}, the batch's is {name!r}",
                     f"events[{i}].model",
                 )
+        served = self._served(name)  # an unknown model is NOT_FOUND, events or none
         if not events:
             return pb.PredictBatchResponse()
-        served = self._served(name)
         states = self._states(served, [event.entity for event in events])
         results = []
         for i, (event, state) in enumerate(zip(events, states, strict=True)):
@@ -421,15 +427,16 @@ class ScoringService(rpc.ScoringServicer):
         times = list(packed.times)
         # NaN fails both: the bounds events are held to, in one pass over all the rows
         bad = ~(np.abs(matrix) <= FEATURE_LIMIT).all(axis=1)
+        latest = min(LATEST_TIME, time.time() + FUTURE_TOLERANCE)
         if times:
             stamps = np.array(times)
-            bad |= ~((stamps >= EARLIEST_TIME) & (stamps <= LATEST_TIME))
+            bad |= ~((stamps >= EARLIEST_TIME) & (stamps <= latest))
         if bad.any():
             row = int(np.argmax(bad))
             try:  # says what is wrong with the row as it would for an event
                 check_features(dict(zip(names, matrix[row].tolist(), strict=True)))
-                if times:
-                    check_time(times[row])
+                if times and check_time(times[row]) > latest:
+                    raise too_far_ahead(times[row])
             except InvalidInput as exc:
                 field = "packed.times" if exc.field == "time" else exc.field or ""
                 raise Refusal(Code.INVALID_ARGUMENT, f"packed row {row}: {exc}", field) from None

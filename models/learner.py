@@ -22,7 +22,14 @@ from models.drift import DriftWatch
 from models.evaluation import Prequential
 from models.kernels import learn_and_scale, learn_logreg, plain_logreg, proba_logreg
 from models.promotion import Decision, PromotionPolicy
-from models.schema import FUTURE_TOLERANCE, Event, InvalidInput, LabelMessage, check_schema
+from models.schema import (
+    FUTURE_TOLERANCE,
+    Event,
+    InvalidInput,
+    LabelMessage,
+    check_schema,
+    too_far_ahead,
+)
 from models.sharing import group
 
 TIMING_EVERY = 32  # sample each model's predict and learn time on one event in this many
@@ -317,12 +324,7 @@ class OnlineLearner:
         if event.label is not None and self.task == "multiclass":
             self.check_label_type(event.label)
         if event.time > self.watermark and event.time > time.time() + FUTURE_TOLERANCE:
-            raise InvalidInput(
-                "bad_field",
-                f"field 'time' is {event.time}, more than a day ahead of this machine's clock "
-                "(it would expire every prediction waiting for its label)",
-                "time",
-            )
+            raise too_far_ahead(event.time)  # it would expire every prediction waiting
         waiting = self.pending.get(event.id)
         if waiting is not None:
             if waiting.time >= max(self.watermark, event.time) - self.label_ttl:
@@ -401,8 +403,9 @@ class OnlineLearner:
         A prediction older than ``label_ttl`` (of event time) has expired, whether or not
         :meth:`expire` has dropped it yet: its label is treated as one whose event never came.
         Raises :class:`~models.schema.InvalidInput` for a second early label for one event
-        (``duplicate_label``) and for a label of another type than the stream's first
-        (:meth:`check_label_type`).
+        (``duplicate_label``), for an early label dated more than :data:`FUTURE_TOLERANCE`
+        ahead of this machine's clock, and for a label of another type than the stream's
+        first (:meth:`check_label_type`).
         """
         if self.task == "multiclass":
             self.check_label_type(label.label)
@@ -424,7 +427,10 @@ class OnlineLearner:
             self._unclaim(early[0])
         if len(orphans) >= self.max_pending:  # the oldest gives way, whenever expire() runs
             self._unclaim(orphans.pop(next(iter(orphans)))[0])
-        # An early label waits label_ttl from its own time (or from now, if that is later).
+        # An early label waits label_ttl from its own time (or from now, if that is later);
+        # one dated far ahead would wait for ever, and hold up expire() behind it.
+        if label.time > self.watermark and label.time > time.time() + FUTURE_TOLERANCE:
+            raise too_far_ahead(label.time)
         orphans[label.id] = (label, max(label.time, self.watermark))
 
     def _learn(self, event_id: str, seen: Pending, y: Any) -> None:

@@ -132,6 +132,16 @@ def check_time(value: object) -> float:
     raise InvalidInput("bad_field", "field 'time' must be epoch seconds", "time")
 
 
+def too_far_ahead(value: float) -> InvalidInput:
+    """The refusal of a time more than :data:`FUTURE_TOLERANCE` ahead of this machine's clock,
+    as the learner, an early label's wait and the server each give it."""
+    return InvalidInput(
+        "bad_field",
+        f"field 'time' is {value}, more than a day ahead of this machine's clock",
+        "time",
+    )
+
+
 def utc_seconds(when: dt.datetime) -> float:
     """Epoch seconds of ``when``, a naive date and time taken as UTC."""
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()

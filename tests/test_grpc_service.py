@@ -11,6 +11,8 @@ import queue
 import re
 import socket
 import threading
+import time
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,14 @@ import redis
 from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 
+from bench.echo import Echo
 from flows.codec import Parser
 from flows.kafka_io import Raw
 from grpc_api import service
 from grpc_api.client import ScoringClient
 from grpc_api.feedback import LabelPublisher, PublishError
 from grpc_api.follower import Follower
-from grpc_api.proto import pb
-from grpc_api.server import MAX_MESSAGE_BYTES
+from grpc_api.proto import MAX_MESSAGE_BYTES, pb, rpc
 from models.ab import serving_arm
 from models.feature_store import FeatureStore
 from models.features import FeatureSpec
@@ -63,6 +65,8 @@ T0 = 1_700_000_000.0
 # Event times the learn flow dead-letters ("field 'time' must be epoch seconds"): NaN,
 # infinities and anything from 1e12 seconds (31,700 years) on either side of the epoch.
 BAD_TIMES = (float("nan"), float("inf"), float("-inf"), 1e12, -1e12, 1e13, 1.8e308)
+# ten days ahead of the clock: the flow dead-letters such an event ("more than a day ahead")
+AHEAD = time.time() + 10 * 86_400
 KAFKA_LOGGER = "riverrun.serve.kafka"  # librdkafka's lines, by the name operators filter on
 RAW_LIBRDKAFKA = re.compile(r"^%\d\|")  # librdkafka's own format: %3|1700000000.123|FAIL|...
 
@@ -496,6 +500,31 @@ def test_a_model_that_cannot_name_its_features_asks_for_those_the_flow_asked_for
             for t in BAD_TIMES
         ],
         (
+            "Predict",
+            lambda c, r: c.predict(r[0], time=AHEAD),
+            Code.INVALID_ARGUMENT,
+            "time",
+            "more than a day ahead of this machine's clock",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_packed(
+                sorted(r[0]),
+                np.array([[r[i][n] for n in sorted(r[0])] for i in range(3)]),
+                times=[T0, AHEAD, T0],
+            ),
+            Code.INVALID_ARGUMENT,
+            "packed.times",
+            "packed row 1: field 'time' is",
+        ),
+        (
+            "Feedback",
+            lambda c, r: c.feedback("e1", True, time=AHEAD),
+            Code.INVALID_ARGUMENT,
+            "time",
+            "more than a day ahead of this machine's clock",
+        ),
+        (
             "Feedback",
             lambda c, r: c.feedback("e" * 70_000, True),
             Code.INVALID_ARGUMENT,
@@ -574,6 +603,12 @@ def _refused_and_counted(
             True,
             "unknown model 'no-such'",
         ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_batch([], model="no-such"),
+            True,
+            "unknown model 'no-such'",
+        ),
         ("GetModel", lambda c, r: c.get_model("no-such"), True, "unknown model 'no-such'"),
         (
             "Feedback",
@@ -591,6 +626,12 @@ def _refused_and_counted(
         (
             "Feedback",
             lambda c, r: c.feedback("e1", True, model="no-such"),
+            False,
+            "model 'no-such' is not served here",
+        ),
+        (
+            "PredictBatch",
+            lambda c, r: c.predict_batch([], model="no-such"),
             False,
             "model 'no-such' is not served here",
         ),
@@ -1178,6 +1219,25 @@ def test_a_models_own_error_is_internal_counted_and_the_next_request_answered(
         ("b", "", ""),
     ]
     assert replies[1].result.proba["true"] == 0.5
+
+
+def test_the_client_takes_a_reply_as_large_as_the_server_may_send() -> None:
+    """gRPC's default of 4 MiB refused a 5,000-row answer of a 50-class model, which the
+    server counted as answered."""
+    port = free_port()
+    limits = [(f"grpc.max_{way}_message_length", MAX_MESSAGE_BYTES) for way in ("send", "receive")]
+    server = grpc.server(futures.ThreadPoolExecutor(2), options=limits)  # as riverrun serve's
+    rpc.add_ScoringServicer_to_server(Echo(), server)  # echoes the packed doubles back
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        with ScoringClient(f"127.0.0.1:{port}") as client:
+            values = [0.5] * 1_000_000  # 8 MB each way
+            packed = pb.PackedRows(feature_names=["a"], values=values)
+            reply = client.stub.PredictBatch(pb.PredictBatchRequest(packed=packed), timeout=30)
+        assert len(reply.packed.proba) == len(values)
+    finally:
+        server.stop(None)
 
 
 def test_a_request_over_the_message_limit_is_refused_saying_so(make_settings: Any) -> None:
