@@ -236,7 +236,8 @@ class SnapshotWriter:
         with self._lock:
             if generation == self._generation.get(job.alias, 0):
                 self._heads[job.alias] = info.version
-        SNAPSHOT_LAST.labels(self.model).set(time.time())
+        if job.alias == CHAMPION:  # the age the stale alert reads: the served model's
+            SNAPSHOT_LAST.labels(self.model).set(time.time())
         try:
             self.registry.prune(self.model)
         except redis.RedisError as exc:  # the checkpoint is in: pruning waits for the next

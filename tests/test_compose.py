@@ -183,6 +183,18 @@ def test_the_producer_runs_again_when_its_stream_ends() -> None:
     assert "--id-prefix" not in producer["command"]
 
 
+def test_the_producers_drifts_are_far_enough_apart_for_the_drift_alert_to_resolve() -> None:
+    """agrawal-drift's own period, 12,500 events, is 25 s at 500 a second: a drift alarm every
+    minute or so kept RiverrunConceptDrift (5 minutes) firing for ever."""
+    args = build_parser().parse_args(_services()["producer"]["command"])
+    assert args.drift_every / args.rate >= 600, "at least ten minutes between drifts"
+
+
+def test_every_riverrun_service_has_an_init_to_pass_on_sigterm() -> None:
+    """As PID 1, a process without a SIGTERM handler (`produce`) ignores `docker stop`."""
+    assert all(service.get("init") is True for service in _riverrun_services().values())
+
+
 def test_each_grpc_replica_gets_a_host_port_on_the_serving_port() -> None:
     serve = _services()["serve"]
     (published,) = serve["ports"]
