@@ -24,12 +24,16 @@ def write_status(client: redis.Redis, model_name: str, status: dict[str, Any]) -
 
 
 class UnreadableStatus(ValueError):
-    """The status key holds what no flow writes: not JSON, or no JSON object."""
+    """The status key holds what no flow writes: not JSON, no JSON object, or fields of
+    other types than a flow's."""
 
 
-def read_status(client: redis.Redis, model_name: str) -> dict[str, Any] | None:
+def read_status(
+    client: redis.Redis, model_name: str, *, shaped: bool = True
+) -> dict[str, Any] | None:
     """The model's last status, or ``None`` if no flow has written one;
-    :class:`UnreadableStatus` for a key something else wrote."""
+    :class:`UnreadableStatus` for a key something else wrote (``shaped=False``: any JSON
+    object, to show as it is)."""
     raw = client.get(status_key(model_name))
     if raw is None:
         return None
@@ -41,4 +45,36 @@ def read_status(client: redis.Redis, model_name: str) -> dict[str, Any] | None:
         ) from None
     if not isinstance(status, dict):
         raise UnreadableStatus(f"the status of model {model_name!r} in Redis is no JSON object")
+    wrong = _misshapen(status) if shaped else ""
+    if wrong:
+        raise UnreadableStatus(f"the status of model {model_name!r} in Redis has {wrong}")
     return status
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _misshapen(status: dict[str, Any]) -> str:
+    """What in ``status`` is not as a flow writes it, among the fields its readers act on
+    (the trigger service's policies), else ``""``."""
+    if not _number(status.get("labelled")):
+        return "no number for 'labelled'"
+    if "written_at" in status and not _number(status["written_at"]):
+        return "no number for 'written_at'"
+    positions = status.get("positions", {})
+    if not isinstance(positions, dict) or not all(type(o) is int for o in positions.values()):
+        return "no map of partitions to offsets for 'positions'"
+    models = status.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        return "no list of objects for 'models'"
+    for model in models:
+        metrics = model.get("metrics", {})
+        if not isinstance(metrics, dict) or not all(
+            v is None or _number(v) for v in metrics.values()
+        ):
+            return "a model whose 'metrics' are not numbers"
+    contest = status.get("contest", {})
+    if not isinstance(contest, dict) or not all(isinstance(e, dict) for e in contest.values()):
+        return "no map of objects for 'contest'"
+    return ""

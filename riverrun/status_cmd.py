@@ -30,7 +30,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         settings.redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
     )
     try:
-        report = read_status(client, name)
+        report = read_status(client, name, shaped=not args.json)
     except UnreadableStatus as exc:
         raise StatusError(str(exc)) from None
     if report is None:

@@ -75,10 +75,11 @@ def test_a_status_no_flow_wrote_is_one_line_and_json_still_shows_it(
     s = make_settings()
     client = redis.Redis.from_url(s.redis_url)
     env = {**stack.env(), "RIVERRUN_MODEL_NAME": s.model_name}
-    unshowable = orjson.dumps({"events": 1, "models": [{"alias": "champion"}]})
+    unshowable = orjson.dumps({"events": 1, "labelled": 1, "models": [{"alias": "champion"}]})
     for raw, message in [
         (b"not json", "is not JSON: "),
         (b"[1, 2]", "is no JSON object"),
+        (b'{"events": 1}', "has no number for 'labelled'"),
         (unshowable, "is not one a learn flow writes (KeyError: 'spec'); --json shows it"),
     ]:
         client.set(f"riverrun:status:{s.model_name}", raw)

@@ -127,13 +127,27 @@ def test_a_slump_promotion_promotes_only_the_challenger_the_contest_tested(
     assert reg.alias(name, "challenger") == v1, "the former champion, kept as a challenger"
 
 
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"not json", "is not JSON"),
+        (b"{}", "has no number for 'labelled'"),
+        (b'{"labelled": null}', "has no number for 'labelled'"),
+        (b'{"labelled": 10, "positions": [1]}', "no map of partitions to offsets"),
+        (b'{"labelled": 10, "models": [1]}', "no list of objects for 'models'"),
+        (b'{"labelled": 10, "models": [{"metrics": {"n": "many"}}]}', "are not numbers"),
+        (b'{"labelled": 10, "contest": {"challenger": 1}}', "no map of objects"),
+    ],
+)
 def test_a_status_no_flow_wrote_is_skipped_with_a_warning(
-    make_settings: Any, caplog: pytest.LogCaptureFixture
+    make_settings: Any, caplog: pytest.LogCaptureFixture, raw: bytes, says: str
 ) -> None:
-    """It raised out of the service's loop (a JSONDecodeError), stopping the service."""
-    s = make_settings()
+    """It raised out of the service's loop (a JSONDecodeError, a KeyError, a TypeError),
+    stopping the service with a traceback."""
+    s = make_settings(trigger_slump_action="promote")
     service = TriggerService(s, threading.Event())
-    service.registry.client.set(f"riverrun:status:{s.model_name}", b"not json")
+    service.registry.client.set(f"riverrun:status:{s.model_name}", raw)
     service.step(time.time())
     assert "cannot read the learn flow's status: the status of model" in caplog.text
+    assert says in caplog.text
     assert service.registry.history(s.model_name) == [], "nothing decided on it"
