@@ -282,6 +282,7 @@ class TriggerService:
             if champion is None or challenger is None:
                 self._audit(action, "not done: the champion or challenger moved since the slump")
                 return
+            reg.check_champion(self.model, challenger, champion)
             reg.move_alias(
                 self.model,
                 "champion",
@@ -309,6 +310,9 @@ class TriggerService:
             if champion is None:
                 self._audit(action, "not done: the champion moved since the slump")
                 return
+            previous = self.registry.champion_history(self.model)
+            if previous:  # else the rollback says why it cannot be done
+                self.registry.check_champion(self.model, previous[0], champion)
             self.registry.rollback(self.model, actor=ACTOR, reason=action.reason, expected=champion)
         except (redis.RedisError, RegistryError) as exc:
             self._audit(action, f"rollback failed ({exc})")

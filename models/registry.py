@@ -455,6 +455,25 @@ class Registry:
         self._checked_payload(info, blob)
         return info
 
+    def check_champion(self, model: str, version: int, current: int | None) -> None:
+        """Refuse (:class:`RegistryError`) to make ``version`` the champion in the place of
+        ``current`` if every flow and server would refuse to load it (its snapshot does not
+        check) or it does another task than ``current``: a move by hand or by a trigger."""
+        try:
+            info = self.check_version(model, version)
+        except SignatureError as exc:
+            raise RegistryError(
+                f"model {model!r} v{version} cannot be the champion: {exc} "
+                f"(riverrun registry verify {model} checks every version)"
+            ) from None
+        if current is not None and current != version:
+            task = self.info(model, current).task
+            if info.task != task:
+                raise RegistryError(
+                    f"model {model!r} v{version} does {info.task}, and its champion "
+                    f"v{current} does {task}: a model keeps its task (push one that does {task})"
+                )
+
     # -- aliases ---------------------------------------------------------------------------
 
     def aliases(self, model: str) -> dict[str, int]:

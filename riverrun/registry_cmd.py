@@ -14,7 +14,6 @@ from flows.sources import latest_event
 from models.ab import CHALLENGER
 from models.progressive import Rejects
 from models.registry import ANY, AliasMove, Registry, RegistryError, VersionInfo, model_params
-from models.signing import SignatureError
 from models.specs import build_model
 from riverrun.argtypes import challenger_alias, fraction, model_name, nonempty, positive
 from riverrun.evaluate_cmd import (
@@ -82,7 +81,7 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
     """Make a version the champion (compare-and-set on the current one)."""
     reg = _registry(settings)
     current = reg.alias(args.model, "champion")
-    _check_champion(reg, args.model, args.version, current)
+    reg.check_champion(args.model, args.version, current)
     move = reg.move_alias(
         args.model,
         "champion",
@@ -105,29 +104,10 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
     expected = current if args.from_version is None else args.from_version
     previous = reg.champion_history(args.model)
     if previous and expected == current:  # else the rollback says why it cannot be done
-        _check_champion(reg, args.model, previous[0], current)
+        reg.check_champion(args.model, previous[0], current)
     move = reg.rollback(args.model, actor=_actor(), reason=args.reason, expected=expected)
     text = f"{args.model}: champion rolled back v{move.from_version} -> v{move.to_version}"
     return emit(args.json, move.to_dict(), text)
-
-
-def _check_champion(reg: Registry, model: str, version: int, current: int | None) -> None:
-    """Refuse to make ``version`` the champion by hand if every flow and server would refuse
-    to load it (its snapshot does not check) or it does another task than the champion."""
-    try:
-        info = reg.check_version(model, version)
-    except SignatureError as exc:
-        raise RegistryError(
-            f"model {model!r} v{version} cannot be the champion: {exc} "
-            f"(riverrun registry verify {model} checks every version)"
-        ) from None
-    if current is not None and current != version:
-        task = reg.info(model, current).task
-        if info.task != task:
-            raise RegistryError(
-                f"model {model!r} v{version} does {info.task}, and its champion v{current} "
-                f"does {task}: a model keeps its task (push one that does {task})"
-            )
 
 
 def history(args: argparse.Namespace, settings: Settings) -> int:

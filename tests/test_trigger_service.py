@@ -127,6 +127,36 @@ def test_a_slump_promotion_promotes_only_the_challenger_the_contest_tested(
     assert reg.alias(name, "challenger") == v1, "the former champion, kept as a challenger"
 
 
+def test_a_slump_promotion_or_rollback_to_a_version_that_does_not_check_is_refused(
+    make_settings: Any,
+) -> None:
+    """As `riverrun registry promote` and `rollback` refuse it: every flow and server would
+    refuse to load the champion the trigger made."""
+    s = make_settings()
+    service = TriggerService(s, threading.Event())
+    reg, name = service.registry, s.model_name
+    model = build_model("logreg", "binary", 1)
+    v1, v2, v3 = (reg.register(name, model, spec="logreg", task="binary").version for _ in "abc")
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
+    reg.move_alias(name, "champion", v2, expected=v1, actor="t", reason="a promotion")
+    reg.move_alias(name, "challenger", v3, expected=None, actor="t", reason="a", action="set")
+    for tampered in (v1, v3):
+        reg.client.set(f"riverrun:registry:{name}:blob:{tampered}", b"RRS1" + b"0" * 40)
+    seen = {"champion_version": v2, "challenger_version": v3}
+    service._promote(Action("promote", "slump", alias="challenger", evidence=seen))
+    service._rollback(Action("rollback", "slump", evidence={"champion_version": v2}))
+    assert reg.aliases(name) == {"champion": v2, "challenger": v3}
+    refusals = [e.reason for e in reg.history(name) if e.action.startswith("trigger-")]
+    assert refusals == [
+        f"promotion failed (model {name!r} v{v3} cannot be the champion: snapshot signature "
+        f"does not match: refused (tampered, or signed with another key) (riverrun registry "
+        f"verify {name} checks every version)): slump",
+        f"rollback failed (model {name!r} v{v1} cannot be the champion: snapshot signature "
+        f"does not match: refused (tampered, or signed with another key) (riverrun registry "
+        f"verify {name} checks every version)): slump",
+    ]
+
+
 @pytest.mark.parametrize(
     ("raw", "says"),
     [
