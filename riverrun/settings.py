@@ -75,6 +75,11 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     ),
     (("promote_alpha",), lambda value: 0 < value < 1, "must lie between 0 and 1 (a p-value)"),
     (
+        ("promote_margin",),
+        lambda value: 0 <= value < 1,
+        "must lie from 0 up to 1 (a share of the champion's loss; 1 or more never promotes)",
+    ),
+    (
         ("serve_workers",),
         lambda value: value >= 4,
         "must be at least 4: open streams and labels waiting on Kafka may each hold a quarter "

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from river import base
+from scipy import stats
 
 from models.contest import Contest
 from models.datasets import open_stream
@@ -227,6 +228,24 @@ def test_equal_but_noisy_models_are_rarely_promoted() -> None:
             p.add(0.5 + a, 0.5 + b)
         promoted += decide(POLICY, p, GateReport()).promote
     assert promoted <= 10
+
+
+def test_the_paired_test_is_students_one_sided_t_test_on_the_block_means() -> None:
+    rng = random.Random(5)
+    for k in (2, 3, 10, 100):
+        means = [rng.gauss(0.01, 0.05) for _ in range(k)]
+        t, p = paired_test(means)
+        expected = stats.ttest_1samp(means, 0.0, alternative="greater")
+        assert math.isclose(t, expected.statistic, rel_tol=1e-9)
+        assert math.isclose(p, expected.pvalue, rel_tol=1e-9)
+
+
+def test_equal_models_pass_the_test_at_alpha_with_the_fewest_blocks_allowed() -> None:
+    """With the normal's tail, two blocks (promote_min_samples=100) of equal models passed
+    at alpha=0.01 about 13% of the time."""
+    rng = random.Random(6)
+    passed = sum(paired_test([rng.gauss(0, 1), rng.gauss(0, 1)])[1] < 0.01 for _ in range(20_000))
+    assert 0.007 < passed / 20_000 < 0.013
 
 
 def test_cooldown_stops_flapping_between_alternating_models() -> None:

@@ -75,6 +75,9 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
         ({"RIVERRUN_MAX_MESSAGE_BYTES": "-5"}, "RIVERRUN_MAX_MESSAGE_BYTES must be at least 1"),
         ({"RIVERRUN_PROMOTE_ALPHA": "5"}, "RIVERRUN_PROMOTE_ALPHA must lie between 0 and 1"),
         ({"RIVERRUN_PROMOTE_ALPHA": "0"}, "RIVERRUN_PROMOTE_ALPHA must lie between 0 and 1"),
+        ({"RIVERRUN_PROMOTE_MARGIN": "-0.1"}, "RIVERRUN_PROMOTE_MARGIN must lie from 0 up to 1"),
+        ({"RIVERRUN_PROMOTE_MARGIN": "1"}, "RIVERRUN_PROMOTE_MARGIN must lie from 0 up to 1"),
+        ({"RIVERRUN_PROMOTE_MARGIN": "inf"}, "RIVERRUN_PROMOTE_MARGIN must lie from 0 up to 1"),
         (
             {"RIVERRUN_PROMOTE_LATENCY_BUDGET": "-1"},
             "RIVERRUN_PROMOTE_LATENCY_BUDGET must be positive",
