@@ -6,6 +6,7 @@ keeps answering."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grpc_api.proto import pb, rpc
-from models.schema import EARLIEST_TIME, FEATURE_LIMIT, LATEST_TIME
+from models.schema import EARLIEST_TIME, FEATURE_LIMIT, FUTURE_TOLERANCE, LATEST_TIME
 from tests.serving import publish, requests_counted, running, trained
 
 Code = grpc.StatusCode
@@ -34,10 +35,12 @@ FUZZ = settings(
 )
 VALUES = st.floats() | st.sampled_from([1e308, -1e308, 5e-324, 0.0, -0.0])
 TEXT = st.text(max_size=16)
-# Event times: any double, and the edges of what the learn flow takes (years 1 to 9999).
+# Event times: any double, the edges of what the learn flow takes (years 1 to 9999), and
+# times two days ahead of the clock (it takes no more than one).
 EDGES = (EARLIEST_TIME, LATEST_TIME)
+AHEAD = time.time() + 2 * FUTURE_TOLERANCE
 TIMES = st.floats() | st.sampled_from(
-    [0.0, -0.0, 1.7e9, 5e11, -1e11, *EDGES, *(math.nextafter(t, -t) for t in EDGES), 1e12, 1e13]
+    [0.0, -0.0, 1.7e9, AHEAD, 5e11, -1e11, *EDGES, *(math.nextafter(t, -t) for t in EDGES), 1e12]
 )
 
 
@@ -75,8 +78,10 @@ def _in_range(values: Iterable[float]) -> bool:
 
 
 def _epoch(times: Iterable[float]) -> bool:
-    """Whether every time is one the learn flow takes: from year 1 to the end of 9999."""
-    return all(EARLIEST_TIME <= t <= LATEST_TIME for t in times)  # NaN is not
+    """Whether every time is one the learn flow takes: from year 1 to the end of 9999, and no
+    more than a day ahead of the clock."""
+    latest = min(LATEST_TIME, time.time() + FUTURE_TOLERANCE)
+    return all(EARLIEST_TIME <= t <= latest for t in times)  # NaN is not
 
 
 def _expected(request: pb.PredictRequest, model: str, names: set[str]) -> Code:
