@@ -41,7 +41,7 @@ from models.schema import (
     check_time,
     too_far_ahead,
 )
-from models.scorers import Answers
+from models.scorers import Answers, NoClassYet
 from riverrun.metrics import GRPC_REQUESTS, GRPC_SECONDS
 
 log = logging.getLogger(__name__)
@@ -498,10 +498,17 @@ class ScoringService(rpc.ScoringServicer):
                 for loaded, _ in groups
             ]
         )
-        if len(groups) == 1:
-            _fill(out, groups[0][0].scorer.predict_matrix(names, matrix))
-            return out
-        merged = _merge(names, matrix, groups, len(matrix))
+        try:
+            if len(groups) == 1:
+                _fill(out, groups[0][0].scorer.predict_matrix(names, matrix))
+                return out
+            merged = _merge(names, matrix, groups, len(matrix))
+        except NoClassYet as exc:
+            raise Refusal(
+                Code.UNAVAILABLE,
+                f"model {served.name!r}: a version that answers these rows {exc}; the packed "
+                "form has no way to say so per row: ask in the map form, or once it has learned",
+            ) from None
         _fill(out, merged[0])
         out.answered_by.extend(merged[1])
         return out

@@ -25,6 +25,11 @@ Features = dict[str, float]
 Prediction = dict[Hashable, float] | float  # class probabilities, or a regressor's value
 
 
+class NoClassYet(ValueError):
+    """A classifier that has learned no class yet has no probabilities for a row: the packed
+    form has no way to say "no prediction", as the map form does."""
+
+
 @dataclass(frozen=True)
 class Answers:
     """Predictions for the rows of a matrix.
@@ -61,10 +66,13 @@ class Scorer:
         return self.predict_rows(rows)
 
     def predict_rows(self, rows: list[Features]) -> Answers:
-        """Predictions for each row, one :meth:`predict_one` at a time."""
+        """Predictions for each row, one :meth:`predict_one` at a time; :class:`NoClassYet`
+        if a classifier has no probabilities for one (it has learned no class yet)."""
         preds = [self.predict_one(x) for x in rows]
         if not self.classify:
             return _regression(np.array(preds, dtype=float))
+        if not all(preds):
+            raise NoClassYet("it has learned no class yet, and predicts none")
         classes: dict[Hashable, int] = {False: 0, True: 1} if self.task == "binary" else {}
         for p in preds:
             for c in p:  # type: ignore[union-attr]

@@ -37,6 +37,7 @@ from models.feature_store import FeatureStore
 from models.features import FeatureSpec
 from models.registry import Registry
 from models.schema import InvalidInput, LabelMessage
+from models.specs import build_model
 from models.status import read_status
 from riverrun.local import LocalStack, free_port, start_broker, start_redis
 from tests.helpers import (
@@ -228,6 +229,40 @@ def test_a_b_split_answers_each_entity_from_its_arm(make_settings: Any) -> None:
             assert packed.answered_by[i] == (s.model_name, answer.version, arm)
             assert abs(packed.proba[i, packed.classes.index("true")] - expected) <= TOLERANCE
     assert {a for _, _, a in packed.answered_by} == {"champion", "challenger"}
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["alone", "a/b beside a trained one"])
+def test_a_classifier_that_learned_no_class_yet_is_unavailable_in_the_packed_form(
+    make_settings: Any, split: bool
+) -> None:
+    """Its packed rows came back as no answer at all (taken for a regressor's), or, in an
+    A/B split beside a model that has classes, as INTERNAL (an IndexError). The map form
+    says "no prediction" (None), as River does."""
+    s = make_settings()
+    trained_tree, rows = trained("hoeffding", dataset="imagesegments")
+    untrained = build_model("arf", "multiclass", 0)
+    publish(s, trained_tree if split else untrained, spec="hoeffding", task="multiclass")
+    if split:
+        publish(s, untrained, alias="challenger", spec="arf", task="multiclass")
+        registry(s).set_ab_fraction(s.model_name, 0.5, actor="test", reason="a/b")
+    entities = [f"user-{i}" for i in range(20)]
+    names = sorted(rows[0])
+    matrix = np.array([[rows[i][n] for n in names] for i in range(20)])
+    before = requests_counted("PredictBatch", "UNAVAILABLE")
+    with running(s) as (server, client):
+        wait_for(
+            lambda: not split or server.follower.served[s.model_name].challenger is not None,
+            10,
+            "the A/B challenger to load",
+        )
+        error = refusal(lambda: client.predict_packed(names, matrix, entities=entities))
+        assert error.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+        assert "has learned no class yet" in error.details()  # type: ignore[attr-defined]
+        arm = "challenger" if split else "champion"
+        entity = next(e for e in entities if serving_arm(e, 0.5 if split else 0.0) == arm)
+        answer = client.predict(rows[0], entity=entity)
+        assert (answer.arm, answer.prediction, answer.proba) == (arm, None, {})
+    assert requests_counted("PredictBatch", "UNAVAILABLE") == before + 1
 
 
 def test_feedback_goes_to_the_labels_topic_and_the_flow_learns_it(make_settings: Any) -> None:
