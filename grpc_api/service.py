@@ -25,7 +25,7 @@ from grpc_api.book import Loaded, Served
 from grpc_api.feedback import LabelPublisher, PublishError, Unacknowledged, label_message
 from grpc_api.follower import Follower
 from grpc_api.labels import class_text, from_label, to_label
-from grpc_api.proto import SERVICE, pb, rpc
+from grpc_api.proto import MAX_MESSAGE_BYTES, SERVICE, pb, rpc
 from grpc_api.waits import LABEL, STREAM, Busy, WaitingCalls
 from models.evaluation import predicted_label
 from models.features import EntityFeatures
@@ -86,6 +86,17 @@ def shortened(text: str, limit: int) -> str:
     return (
         text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
     )
+
+
+def _stream_error(request_id: str, refusal: Refusal) -> pb.StreamReply:
+    """A stream's reply to a refused request: its status in the reply, shortened as a
+    unary call's is (a 40 MiB feature name, named twice, made a reply gRPC would not send)."""
+    error = pb.StreamError(
+        code=refusal.code.name,
+        message=shortened(str(refusal), MESSAGE_LIMIT),
+        field=shortened(refusal.field, FIELD_LIMIT),
+    )
+    return pb.StreamReply(id=request_id, error=error)
 
 
 def _invalid(exc: InvalidInput) -> Refusal:
@@ -254,20 +265,22 @@ class ScoringService(rpc.ScoringServicer):
                 reply = pb.StreamReply(id=request.id, result=self._predict(request))
                 code = Code.OK
             except Refusal as exc:
-                code = exc.code
-                reply = pb.StreamReply(
-                    id=request.id,
-                    error=pb.StreamError(code=code.name, message=str(exc), field=exc.field),
-                )
+                code, reply = exc.code, _stream_error(request.id, exc)
             except Exception as exc:
                 log.exception("PredictStream failed on one request")
                 code = Code.INTERNAL
-                reply = pb.StreamReply(
-                    id=request.id,
-                    error=pb.StreamError(
-                        code=code.name, message=f"internal error: {type(exc).__name__}"
-                    ),
+                internal = Refusal(code, f"internal error: {type(exc).__name__}")
+                reply = _stream_error(request.id, internal)
+            size = reply.ByteSize()
+            if size > MAX_MESSAGE_BYTES:  # gRPC would end the stream, and drop what follows
+                code = Code.RESOURCE_EXHAUSTED
+                too_large = Refusal(
+                    code,
+                    f"the answer would be {size} bytes, over this server's limit of "
+                    f"{MAX_MESSAGE_BYTES} (a result holds its id twice): send a shorter id",
+                    "id",
                 )
+                reply = _stream_error(request.id, too_large)
             counted.record(code, began)
             yield reply
 

@@ -146,6 +146,40 @@ def test_predict_stream_answers_in_order_and_goes_on_after_a_bad_event(
     assert requests_counted("PredictStream", "OK") == ok_before + 2
 
 
+def test_a_stream_reply_too_large_to_send_is_refused_and_the_stream_goes_on(
+    make_settings: Any,
+) -> None:
+    """gRPC ended the whole stream on a reply past its limit (an error naming a 40 MiB
+    feature twice, a result holding a 34 MiB id twice): the requests after it got no answer,
+    and the lost reply was counted as answered."""
+    s = make_settings()
+    model, rows = trained()
+    publish(s, model)
+    long_id = "i" * (34 * 1024 * 1024)
+    events = [
+        {"id": "a", "features": rows[0]},
+        {"id": "b", "features": dict(rows[1], **{"x" * (40 * 1024 * 1024): float("nan")})},
+        {"id": long_id, "features": rows[2]},
+        {"id": "c", "features": rows[3]},
+    ]
+    before = {c: requests_counted("PredictStream", c) for c in ("OK", "RESOURCE_EXHAUSTED")}
+    with running(s) as (_, client):
+        replies = list(client.stream(events))
+    assert [len(r.id) for r in replies] == [1, 1, len(long_id), 1]
+    assert [getattr(r, "code", "OK") for r in replies] == [
+        "OK",
+        "INVALID_ARGUMENT",
+        "RESOURCE_EXHAUSTED",
+        "OK",
+    ]
+    assert replies[1].field.endswith("more characters)")  # type: ignore[union-attr]
+    assert "send a shorter id" in replies[2].message  # type: ignore[union-attr]
+    assert requests_counted("PredictStream", "OK") == before["OK"] + 2
+    assert requests_counted("PredictStream", "RESOURCE_EXHAUSTED") == (
+        before["RESOURCE_EXHAUSTED"] + 1
+    )
+
+
 def test_get_model_reports_both_arms_their_metrics_and_when_they_were_loaded(
     make_settings: Any,
 ) -> None:
