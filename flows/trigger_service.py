@@ -22,7 +22,14 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from flows.kafka_io import consumer, ensure_topics, offsets_at
 from models.registry import Registry, RegistryError
 from models.status import UnreadableStatus, read_status
-from models.triggers import Action, BadDriftEvent, TriggerPolicy, Triggers, check_drift_event
+from models.triggers import (
+    DRIFT_TRIES,
+    Action,
+    BadDriftEvent,
+    TriggerPolicy,
+    Triggers,
+    check_drift_event,
+)
 from riverrun.metrics import RETRAINS
 from riverrun.settings import Settings
 
@@ -53,6 +60,11 @@ def trigger_policy(settings: Settings) -> TriggerPolicy:
         lookback=settings.trigger_lookback,
         alpha=settings.promote_alpha,
     )
+
+
+def _next_try(again: bool) -> str:
+    """What comes of a retrain that failed or could not start, for its audit entry."""
+    return "next try after the cool-down" if again else f"given up after {DRIFT_TRIES} tries"
 
 
 def retrain_argv(action: Action, alias: str) -> list[str]:
@@ -241,8 +253,7 @@ class TriggerService:
         else:
             why = "skipped, a retrain of this model already runs"
         if not locked:
-            self._audit(action, f"{why}; next try after the cool-down")
-            self.triggers.retry(action, time.time())
+            self._audit(action, f"{why}; {_next_try(self.triggers.retry(action, time.time()))}")
             return
         self.triggers.retrain_started(time.time())
         self._worker = threading.Thread(target=self._run_retrain, args=(action, token), daemon=True)
@@ -251,7 +262,7 @@ class TriggerService:
     def _run_retrain(self, action: Action, token: str) -> None:
         env = {**os.environ, **self.settings.to_env()}
         argv = retrain_argv(action, self.settings.trigger_retrain_alias)
-        outcome = "failed"
+        outcome, detail = "failed", "stopped"
         try:
             done = subprocess.run(
                 argv, env=env, capture_output=True, text=True, timeout=RETRAIN_TIMEOUT
@@ -260,10 +271,12 @@ class TriggerService:
             detail = (done.stdout if done.returncode == 0 else done.stderr).strip()[-500:]
         except subprocess.TimeoutExpired:
             detail = f"still running after {RETRAIN_TIMEOUT:.0f} s: stopped"
-        finally:  # a failed drift retrain is tried again after the cool-down
-            self.triggers.retrain_ended(time.time(), action if outcome == "failed" else None)
+        finally:  # a failed retrain is due again after the cool-down
+            failed = outcome == "failed"
+            again = self.triggers.retrain_ended(time.time(), action if failed else None)
         RETRAINS.labels(self.model, outcome).inc()
-        self._audit(action, f"retrain {outcome} ({detail})")
+        note = f"retrain {outcome} ({detail})"
+        self._audit(action, f"{note}; {_next_try(again)}" if failed else note)
         try:
             self._release(keys=[self.lock], args=[token])
         except redis.RedisError as exc:  # it expires by itself

@@ -55,9 +55,12 @@ def check_drift_event(event: Any) -> dict[str, Any]:
         value = event.get(name, 0)
         if type(value) not in (int, float) or not math.isfinite(value):
             raise BadDriftEvent(f"field {name!r} is not a finite number")
+    if event.get("position", 0) < 0:
+        raise BadDriftEvent("field 'position' is negative")
     positions = event.get("positions", {})
     if not isinstance(positions, dict) or not all(
-        isinstance(part, str) and type(offset) is int for part, offset in positions.items()
+        isinstance(part, str) and type(offset) is int and offset >= 0
+        for part, offset in positions.items()
     ):
         raise BadDriftEvent("field 'positions' is not a map of partitions to offsets")
     return event
@@ -110,9 +113,20 @@ class Action:
     since: float | None = None
     alias: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    policy: str = ""  # which decided it: drift, slump, fresh or schedule
 
 
-_KEPT_NUMBERS = ("fresh_from", "last_labelled", "last_schedule", "last_retrain", "last_swap")
+_KEPT_NUMBERS = (
+    "fresh_from",
+    "last_labelled",
+    "last_schedule",
+    "last_retrain",
+    "last_swap",
+    "drift_tries",
+)
+# retrains a drift is given before it is given up: one that always fails (a factory that
+# raises, a range past the retrain timeout) was tried after every cool-down, for ever
+DRIFT_TRIES = 3
 _KEPT = ("drift", *_KEPT_NUMBERS)  # what Triggers.state keeps across restarts
 
 
@@ -129,6 +143,7 @@ class Triggers:
     last_retrain: float | None = None
     last_swap: float | None = None  # a slump's promotion or rollback
     last_labelled: int | None = None  # the labelled count of the last status decided on
+    drift_tries: int | None = None  # retrains of the armed drift that failed or never began
     running: bool = False
 
     def state(self) -> dict[str, Any]:
@@ -161,35 +176,53 @@ class Triggers:
     def drift_event(self, event: dict[str, Any]) -> None:
         """Note a drift event; concept drift on the champion arms the drift policy. An armed
         drift stays (its retrain starts from the first drift), unless the new one comes
-        from a count that went back: the flow started over, and the armed one is stale."""
+        from a count that went back (the flow started over, and the armed one is stale) or
+        the armed one's retrain already failed (the new one is tried afresh)."""
         concept = event.get("kind") == "concept" and event.get("source") == "champion"
         if not (self.policy.on_drift and concept):
             return
-        if self.drift is None or event.get("position", 0) < self.drift.get("position", 0):
-            self.drift = event
+        armed = self.drift
+        if armed is None or self.drift_tries or event.get("position", 0) < armed.get("position", 0):
+            self.drift, self.drift_tries = event, None
 
-    def retry(self, action: Action, now: float) -> None:
+    def retry(self, action: Action, now: float) -> bool:
         """A retrain the service could not start (another holds the model's retrain lock, or
-        Redis is away) or that failed: a drift retrain stays armed, and the next try waits
-        for the cool-down, so a lock left behind is not retried (and audited) twice a second."""
-        drift = action.evidence.get("drift")
-        if drift is not None and self.drift is None:
-            self.drift = drift
+        Redis is away) or that failed: it is due again once the cool-down is over (not twice a
+        second for a lock left behind, nor a whole period later for fresh data or a
+        schedule). A drift gets :data:`DRIFT_TRIES` tries in all, unless a drift came since;
+        returns whether the retrain is due again."""
         self.last_retrain = now
+        if action.policy == "fresh":
+            due = int(action.evidence["labelled"]) - self.policy.fresh_every
+            self.fresh_from = min(self.fresh_from or due, due)
+        elif action.policy == "schedule":
+            self.last_schedule = now - self.policy.schedule_every
+        elif action.policy == "slump":
+            self.slump_since = now - self.policy.slump_for  # if it still slumps
+        elif action.policy == "drift" and self.drift is None:  # else a newer drift comes
+            tries = (self.drift_tries or 0) + 1
+            if tries >= DRIFT_TRIES:
+                self.drift_tries = None
+                return False
+            self.drift, self.drift_tries = action.evidence["drift"], tries
+        return True
 
     def retrain_started(self, now: float) -> None:
         """A retrain began: no other starts until it ends."""
         self.running = True
         self.last_retrain = now
 
-    def retrain_ended(self, now: float, action: Action | None = None) -> None:
+    def retrain_ended(self, now: float, action: Action | None = None) -> bool:
         """The retrain ended: the cool-down starts now. ``action``, if given, failed: a
-        drift it was to answer is armed again (unless a newer one is), for the next try."""
+        drift it was to answer is armed again (unless a newer one is) for the next try, if it
+        has tries left; returns whether it is."""
         self.running = False
-        if action is None:
-            self.last_retrain = now
-        else:
-            self.retry(action, now)  # which starts the cool-down too
+        if action is not None:
+            return self.retry(action, now)  # which starts the cool-down too
+        self.last_retrain = now
+        if self.drift is None:  # the drift it answered, if any, is done with
+            self.drift_tries = None
+        return False
 
     def decide(self, status: dict[str, Any], now: float) -> list[Action]:
         """What to do now, given the learn flow's latest status."""
@@ -216,7 +249,7 @@ class Triggers:
         if not went_back:
             return
         if self.drift is not None and labelled < int(self.drift.get("position", 0)):
-            self.drift = None
+            self.drift = self.drift_tries = None
         if self.fresh_from is not None and labelled < self.fresh_from:
             self.fresh_from = labelled
 
@@ -235,6 +268,7 @@ class Triggers:
             f"({drift.get('detector')}, error {drift.get('statistic', 0):.3f})",
             positions=dict(drift.get("positions", {})),
             evidence={"drift": drift},
+            policy="drift",
         )
 
     def _fresh(self, labelled: int) -> Action | None:
@@ -251,6 +285,7 @@ class Triggers:
             f"{every} new labelled events",
             since=self.policy.lookback,
             evidence={"labelled": labelled},
+            policy="fresh",
         )
 
     def _schedule(self, now: float) -> Action | None:
@@ -262,7 +297,9 @@ class Triggers:
         if now - self.last_schedule < every:
             return None
         self.last_schedule = now
-        return Action("retrain", f"scheduled every {every:g} s", since=self.policy.lookback)
+        return Action(
+            "retrain", f"scheduled every {every:g} s", since=self.policy.lookback, policy="schedule"
+        )
 
     def _no_slump(self) -> list[Action]:
         """No slump now: one seen later starts its clock again."""
@@ -301,7 +338,9 @@ class Triggers:
         )
         evidence = {policy.slump_metric: value, "champion_version": champion.get("version")}
         if policy.slump_action == "retrain":
-            return [Action("retrain", reason, since=policy.lookback, evidence=evidence)]
+            return [
+                Action("retrain", reason, since=policy.lookback, evidence=evidence, policy="slump")
+            ]
         if policy.slump_action == "rollback":
             self.last_swap = now
             return [Action("rollback", reason, evidence=evidence)]

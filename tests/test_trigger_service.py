@@ -42,6 +42,8 @@ def test_unreadable_drift_messages_are_skipped_and_the_next_event_counts(
         orjson.dumps({**drift, "statistic": [0.4]}),
         orjson.dumps({**drift, "positions": [["events-0", 240]]}),
         orjson.dumps({**drift, "positions": {"events-0": "240"}}),
+        orjson.dumps({**drift, "positions": {"events-0": -5}}),  # no retrain could read it
+        orjson.dumps({**drift, "position": -1}),
     ]
     write_raw(s, s.topic_drift, [(None, raw) for raw in [*bad, orjson.dumps(drift)]])
     service = TriggerService(s, threading.Event())

@@ -133,6 +133,58 @@ def test_a_drift_retrain_that_failed_is_tried_again_after_the_cooldown() -> None
     assert t.decide(_status(1300), 1000.0) == []
 
 
+def test_a_drift_whose_retrain_keeps_failing_is_given_up_and_a_newer_one_is_not_held_up() -> None:
+    """It was tried after every cool-down, for ever, and no later drift was ever retrained
+    (an armed drift stayed, and it kept being armed again)."""
+    t = Triggers(TriggerPolicy(drift_wait=0, cooldown=100))
+    t.drift_event(_drift(1000))
+    now, tries = 0.0, []
+    for labelled in range(1100, 1600, 100):
+        actions = t.decide(_status(labelled), now)
+        if actions:
+            (action,) = actions
+            t.retrain_started(now)
+            tries.append(t.retrain_ended(now + 1, action))  # it failed
+        now += 101
+    assert tries == [True, True, False], "three tries, then given up"
+    assert t.drift is None and t.drift_tries is None
+    t.drift_event(_drift(2000))
+    (again,) = t.decide(_status(2100), now)
+    assert again.positions == {"events-0": 2000}
+
+
+def test_a_drift_after_a_failed_retrain_is_tried_in_its_place() -> None:
+    t = Triggers(TriggerPolicy(drift_wait=0, cooldown=100))
+    t.drift_event(_drift(1000))
+    (first,) = t.decide(_status(1000), 0.0)
+    t.retrain_started(0.0)
+    assert t.retrain_ended(1.0, first) is True
+    t.drift_event(_drift(1500))  # a newer drift: the failed one's range may be what fails
+    (again,) = t.decide(_status(1600), 200.0)
+    assert again.positions == {"events-0": 1500}
+
+
+@pytest.mark.parametrize("kind", ["fresh", "schedule"])
+def test_a_fresh_or_scheduled_retrain_that_could_not_start_comes_after_the_cooldown(
+    kind: str,
+) -> None:
+    """Its mark had moved on, so it came only a whole period later (a day, for a daily
+    schedule), while its audit entry said "next try after the cool-down"."""
+    policy = (
+        TriggerPolicy(on_drift=False, fresh_every=1000, cooldown=60)
+        if kind == "fresh"
+        else TriggerPolicy(on_drift=False, schedule_every=86_400, cooldown=60)
+    )
+    t = Triggers(policy)
+    assert t.decide(_status(0), 0.0) == []
+    (action,) = t.decide(_status(1000), 86_400.0)
+    assert action.policy == kind
+    assert t.retry(action, 86_400.0) is True  # another service holds the retrain lock
+    assert t.decide(_status(1100), 86_430.0) == [], "the cool-down first"
+    (again,) = t.decide(_status(1200), 86_461.0)
+    assert again.policy == kind
+
+
 def test_a_slump_retrain_due_in_a_cooldown_comes_when_it_ends() -> None:
     """It was decided, dropped unaudited, and its slump's clock started over."""
     t = Triggers(TriggerPolicy(on_drift=False, slump_action="retrain", slump_for=60.0))
