@@ -8,7 +8,9 @@ per batch instead of once per message.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,6 +29,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from flows.pacing import Arrival, Pacer
 from riverrun.metrics import CONSUMER_LAG
 
 # librdkafka waits 1 s between fetches of an empty queue by default, which stalls
@@ -227,6 +230,9 @@ def _kept(c: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
 
 
 class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
+    """One partition's consumer, handing on records in step with the process's other
+    partitions (:mod:`flows.pacing`): records read past the pacer's limit are held."""
+
     def __init__(
         self,
         bootstrap: str,
@@ -238,26 +244,57 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         config: dict[str, Any],
         lag_interval: float,
         window: tuple[int, int] | None,
+        pacer: Pacer,
     ) -> None:
         self._consumer = consumer(bootstrap, **config)
+        self._tp = TopicPartition(topic, part)
         self._consumer.assign([TopicPartition(topic, part, start)])
         self._topic = topic
         self._part = part
-        self._offset = start
+        self._name = f"{part}-{topic}"
+        self._pacer = pacer
+        self._held: deque[Raw] = deque()  # read, not yet handed on (past the pacer's limit)
+        self._read_to = start  # the consumer's next offset
+        self._last_stamp = 0  # the time of the last record read
+        self._offset = start  # the next offset to hand on: where a resumed flow starts
         self._stop = stop
         self._batch_size = batch_size
         self._lag = CONSUMER_LAG.labels(topic, str(part))
         self._lag_interval = lag_interval
         self._window = window
         self._lag_at = 0.0
+        low, high = self._consumer.get_watermark_offsets(self._tp, timeout=10)
+        waiting = high > (start if start >= 0 else low) and (stop is None or stop > start)
+        self._arrival = Arrival(waiting)
+        pacer.note(self._name, -math.inf if waiting else None)
 
     def next_batch(self) -> list[list[Raw]]:
-        """The messages waiting in the consumer (never blocks), as one batch."""
-        if self._stop is not None and self._offset >= self._stop:
+        """The records waiting in the consumer (never blocks) that the pacer lets through,
+        as one batch."""
+        held = self._held
+        if self._stop is not None and self._read_to >= self._stop and not held:
             self._report_lag()
+            self._pacer.note(self._name, None)
             raise StopIteration()
-        msgs = self._consumer.consume(self._batch_size, 0)
-        batch = []
+        took = self._read(self._batch_size - len(held)) if len(held) < self._batch_size else 0
+        limit = self._pacer.limit(self._name)
+        if limit == math.inf:
+            batch = list(held)
+            held.clear()
+        else:
+            batch = []
+            while held and held[0].timestamp_ms <= limit:
+                batch.append(held.popleft())
+        self._offset = held[0].offset if held else self._read_to
+        self._pacer.note(self._name, self._frontier(took))
+        if time.monotonic() >= self._lag_at:
+            self._report_lag()
+        return [batch] if batch else []
+
+    def _read(self, count: int) -> int:
+        """Read up to ``count`` records into the held ones; how many the consumer returned."""
+        msgs = self._consumer.consume(count, 0)
+        window, stop = self._window, self._stop
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -265,35 +302,41 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
                     raise RuntimeError(f"Kafka error on {self._topic}: {err}")
                 continue  # transient: librdkafka retries by itself
             offset = cast(int, msg.offset())
-            if self._stop is not None and offset >= self._stop:
+            if stop is not None and offset >= stop:
                 break
-            self._offset = offset + 1
+            self._read_to = offset + 1
             stamp = msg.timestamp()[1]
-            if self._window is not None and not self._window[0] <= stamp < self._window[1]:
+            if window is not None and not window[0] <= stamp < window[1]:
                 continue
             value = msg.value()
-            batch.append(
-                Raw(
-                    self._topic,
-                    self._part,
-                    offset,
-                    msg.key(),
-                    value if value else b"",
-                    stamp,
-                )
+            self._held.append(
+                Raw(self._topic, self._part, offset, msg.key(), value if value else b"", stamp)
             )
-        if time.monotonic() >= self._lag_at:
-            self._report_lag()
-        return [batch] if batch else []
+        if msgs:
+            self._arrival.arrived()
+            self._last_stamp = msgs[-1].timestamp()[1]
+        return len(msgs)
+
+    def _frontier(self, took: int) -> float | None:
+        """This partition's frontier for the pacer: its next held record's time; else, if the
+        read took records and the broker's end (as of the last fetch) lies past them, the
+        last one's (the next is no earlier); else nothing waits, unless its first records
+        are still on their way. A partition whose reads come back empty holds nobody back,
+        even if its end says otherwise (transaction markers are offsets no consumer sees)."""
+        if self._held:
+            return float(self._held[0].timestamp_ms)
+        high = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
+        if took and high > self._read_to:
+            return float(self._last_stamp)
+        return -math.inf if self._arrival.expected() else None
 
     def _report_lag(self) -> None:
-        """Set the lag gauge: high watermark minus the next offset to read, at least 0."""
+        """Set the lag gauge: high watermark minus the next offset to hand on, at least 0."""
         # The watermarks are the ones librdkafka cached from its last fetch of this
         # partition (no broker round trip), so the figure is as fresh as that fetch. Tansu
         # reports as high watermark the base offset of the last record batch plus one, so
         # there the lag is a lower bound (on Apache Kafka it is exact).
-        tp = TopicPartition(self._topic, self._part)
-        low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
         if high < 0:  # no fetch has answered yet
             return
         position = self._offset if self._offset >= 0 else max(low, 0)
@@ -301,11 +344,13 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         self._lag_at = time.monotonic() + self._lag_interval
 
     def snapshot(self) -> int:
-        """The next offset to read: where a resumed flow starts."""
+        """The next offset to hand on: where a resumed flow starts (held records are read
+        again)."""
         return self._offset
 
     def close(self) -> None:
         """Close the consumer."""
+        self._pacer.note(self._name, None)
         with contextlib.suppress(RuntimeError):
             self._consumer.close()
 
@@ -342,6 +387,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
         self._config = config or {}
         self._lag_interval = lag_interval
         self._window = window
+        self._pacer = Pacer()  # shared by the partitions this process reads
 
     def list_parts(self) -> list[str]:
         """One part per topic partition: ``"PARTITION-TOPIC"``."""
@@ -375,6 +421,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Raw], int]):
             self._config,
             self._lag_interval,
             self._window,
+            self._pacer,
         )
 
     def _low_watermark(self, topic: str, part: int) -> int:

@@ -7,9 +7,14 @@ from collections import Counter
 from typing import Any
 
 import orjson
+import pytest
 import redis
+from river import evaluate, metrics
 
+from flows.produce import ProduceRequest, produce
+from models.datasets import open_stream
 from models.features import EntityFeatures, FeatureSpec
+from models.specs import build_model
 from models.status import read_status
 from tests import recorder
 from tests.helpers import event, read_topic, run_flow_to_end, write_raw
@@ -68,3 +73,26 @@ def test_labels_join_once_to_prediction_time_features(make_settings: Any) -> Non
     status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
     assert status is not None
     assert status["labelled"] == n and status["expired"] == 1
+
+
+def test_a_backlog_of_events_waits_for_its_labels_on_their_own_topic(make_settings: Any) -> None:
+    """Each partition was read as fast as it allowed: the whole backlog of events was
+    predicted before a label was read (every prediction by a model that had learned
+    nothing: a log loss of exactly ln 2), and event time ran ahead of the labels, expiring
+    their waits. Read in step by record time, labels join within about a batch."""
+    s = make_settings(label_ttl=0.5)  # events are 1 ms apart: 500 of them
+    req = ProduceRequest(
+        "phishing", None, seed=s.seed, delay_labels=30, labels_topic=True, start_time=1.7e9
+    )
+    produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+    run_flow_to_end(s)
+    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
+    assert status is not None and status["labelled"] == 1250 and status["expired"] == 0
+    assert read_topic(s, s.topic_deadletter) == []
+    river = evaluate.progressive_val_score(
+        open_stream("phishing", seed=s.seed, events=None).samples,
+        build_model("logreg", "binary", s.seed),
+        metrics.LogLoss(),
+        delay=30,
+    ).get()  # 0.341; 0.364 at a delay of 100, and ln 2 = 0.693 learning nothing
+    assert status["models"][0]["metrics"]["log_loss"] == pytest.approx(river, abs=0.01)
