@@ -206,8 +206,12 @@ class LearnLogic(StatefulBatchLogic[list[Record], LearnOut, bytes]):
         return out
 
     def on_eof(self) -> tuple[list[LearnOut], bool]:
-        """Dead-letter labels that never found their event; write the last checkpoints."""
-        out = LearnOut(dead=[_unknown_label(label) for label in self.learner.drain_orphans()])
+        """Dead-letter labels that never found their event; write the last checkpoints.
+        With recovery on, labels still within their wait are kept, as predictions waiting
+        for theirs are: the next run resumes with them, and their events may come then."""
+        learner = self.learner
+        ended = learner.expire() if self.settings.recovery_path else learner.drain_orphans()
+        out = LearnOut(dead=[_unknown_label(label) for label in ended])
         if self.offline is not None:
             self.offline.close()
         self.sync.finish(self.learner)

@@ -96,3 +96,20 @@ def test_a_backlog_of_events_waits_for_its_labels_on_their_own_topic(make_settin
         delay=30,
     ).get()  # 0.341; 0.364 at a delay of 100, and ln 2 = 0.693 learning nothing
     assert status["models"][0]["metrics"]["log_loss"] == pytest.approx(river, abs=0.01)
+
+
+def test_an_early_label_waits_across_a_stop_and_resume_of_a_bounded_run(
+    make_settings: Any, tmp_path: Any
+) -> None:
+    """The end of a --no-follow run dead-lettered every early label as unknown_event_id,
+    while the predictions waiting for theirs were kept: a label read in one run never met
+    its event in the next, which resumes from recovery."""
+    s = make_settings(recovery_dir=str(tmp_path / "recovery"))
+    write_raw(s, s.topic_labels, [_label(1, True)])
+    write_raw(s, s.topic_events, [(b"u", event(0, {"v": 0.5}, True))])
+    run_flow_to_end(s)
+    write_raw(s, s.topic_events, [(b"u", event(1, {"v": 0.7}))])
+    run_flow_to_end(s)
+    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
+    assert status is not None and status["labelled"] == 2
+    assert read_topic(s, s.topic_deadletter) == []
