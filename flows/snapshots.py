@@ -240,8 +240,8 @@ class SnapshotWriter:
             SNAPSHOT_LAST.labels(self.model).set(time.time())
         try:
             self.registry.prune(self.model)
-        except redis.RedisError as exc:  # the checkpoint is in: pruning waits for the next
-            log.warning("old versions of %s not pruned: %s", self.model, exc)
+        except (redis.RedisError, RegistryError) as exc:  # the checkpoint is in: the next
+            log.warning("old versions of %s not pruned: %s", self.model, exc)  # prunes
 
     def write_now(self, job: Checkpoint, parent: int | None) -> VersionInfo:
         """Register ``job`` as a new version with ``parent``, on the caller's thread."""

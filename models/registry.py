@@ -180,19 +180,27 @@ def _bound_fields(info: VersionInfo) -> bytes:
 
 
 def _move(entry_id: bytes, fields: dict[bytes, bytes]) -> AliasMove:
-    """An audit stream entry as an :class:`AliasMove`."""
-    f = {k.decode(): v.decode() for k, v in fields.items()}
-    return AliasMove(
-        entry_id.decode(),
-        f["alias"],
-        _version(f["from"]),
-        _version(f["to"]),
-        f["action"],
-        f["actor"],
-        f["reason"],
-        orjson.loads(f["evidence"]),
-        float(f["at"]),
-    )
+    """An audit stream entry as an :class:`AliasMove`; :class:`RegistryError` for one
+    riverrun did not write (a field missing or unreadable, as an entry added by hand)."""
+    try:
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        return AliasMove(
+            entry_id.decode(),
+            f["alias"],
+            _version(f["from"]),
+            _version(f["to"]),
+            f["action"],
+            f["actor"],
+            f["reason"],
+            orjson.loads(f["evidence"]),
+            float(f["at"]),
+        )
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are too
+        what = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise RegistryError(
+            f"the registry's audit entry {entry_id.decode(errors='replace')} is not one "
+            f"riverrun writes ({what})"
+        ) from None
 
 
 def _version(raw: bytes | str | None) -> int | None:
@@ -660,7 +668,8 @@ class Registry:
 
     def champion_history(self, model: str) -> list[int]:
         """Previous champions, newest first: where ``rollback`` goes next."""
-        return [int(v) for v in self.client.lrange(self._k(model, "history"), 0, -1)]
+        versions = map(_version, self.client.lrange(self._k(model, "history"), 0, -1))
+        return [v for v in versions if v is not None]
 
     # -- retention -------------------------------------------------------------------------
 

@@ -626,6 +626,26 @@ def test_values_written_into_redis_by_hand_are_one_line_and_a_split_is_set_over_
     assert " ab          - -> 0.5  by " in _cli(stack, "history", name).stdout
 
 
+def test_junk_in_the_history_or_the_audit_stream_is_one_line_not_a_traceback(
+    reg: Registry, name: str, stack: LocalStack
+) -> None:
+    """int() and a missing field raised out of `registry rollback` and `registry history`
+    (exit 1, 23 lines), and out of the trigger service and the pruning writer."""
+    v1, v2 = _register(reg, name, 2)
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="r")
+    reg.move_alias(name, "champion", v2, expected=v1, actor="t", reason="r")
+    reg.client.lpush(f"riverrun:registry:{name}:history", "abc")
+    done = _cli(stack, "rollback", name)
+    assert done.returncode == 2
+    assert "holds b'abc' where a version number goes" in one_line(done)
+    reg.client.lrem(f"riverrun:registry:{name}:history", 0, "abc")
+    reg.client.xadd(f"riverrun:registry:{name}:audit", {"alias": "champion", "to": "1"})
+    with pytest.raises(RegistryError, match="is not one riverrun writes \\(no field 'from'\\)"):
+        reg.history(name)
+    done = _cli(stack, "history", name)
+    assert done.returncode == 2 and "is not one riverrun writes" in one_line(done)
+
+
 def test_newest_moves_read_back_page_by_page_to_the_limit(reg: Registry, name: str) -> None:
     for i in range(23):
         reg.audit(name, "decided", f"actor-{i}", "a trigger", {"i": i})
