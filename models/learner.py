@@ -628,4 +628,6 @@ class OnlineLearner:
             "arms": {arm: m.report() for arm, m in self._arm_metrics().items()},
             "promotions": [p.to_dict() for p in self.promotions],
             "contest": {alias: d.evidence() for alias, d in self.decisions().items()},
+            # no swap yet: within promote_cooldown labelled events of the last one
+            "cooling_down": self.contest.cooling_down(self.counts.labelled),
         }

@@ -324,8 +324,10 @@ class Triggers:
             self.slump_since = now
         if now - self.slump_since < policy.slump_for:
             return []
-        if policy.slump_action in ("promote", "rollback"):
-            waits = self._cooling(now, self.last_swap)  # no swap after swap: each gets its time
+        if policy.slump_action == "promote":  # no swap after swap: each gets its time
+            waits = self._cooling(now, self.last_swap) or status.get("cooling_down") is True
+        elif policy.slump_action == "rollback":
+            waits = self._cooling(now, self.last_swap)
         else:
             waits = self.running or self._cooling(now, self.last_retrain)
         if waits:

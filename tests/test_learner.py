@@ -206,10 +206,11 @@ def test_a_champion_set_elsewhere_starts_the_contest_over() -> None:
     lr.put_challenger(challenger)
     for i in range(50):
         lr.on_event(_event(i, float(i), label=2.0 * i))
-    assert len(lr.contest.paired[challenger.uid]) == 50
+    assert len(lr.contest.paired[challenger.uid]) == 50 and lr.report()["cooling_down"] is False
     lr.replace_champion(Slot("lin", linear_model.LinearRegression(), Prequential("regression", 10)))
     assert len(lr.contest.paired[challenger.uid]) == 0
     assert lr.contest.cooling_down(lr.counts.labelled) and lr.candidate() is None
+    assert lr.report()["cooling_down"] is True, "the status tells the trigger service"
 
 
 def test_prediction_comes_before_learning_and_uses_prediction_time_features() -> None:

@@ -119,6 +119,17 @@ def test_a_slump_promotes_only_a_challenger_the_promotion_policy_would_promote()
     assert action.evidence["champion_version"] == 3, "it acts on the champion it saw slump"
 
 
+def test_a_slump_promotion_waits_for_the_flows_promotion_cooldown() -> None:
+    """The contest's decisions leave the cool-down out: a slump promoted a challenger within
+    promote_cooldown labelled events of the last swap, which the flow itself never does."""
+    t = Triggers(TriggerPolicy(on_drift=False, slump_action="promote", slump_for=0.0))
+    better = {"promote": True, "mean_difference": 0.2, "p_value": 0.001}
+    cooling = {**_status(100, 0.5, challenger=better), "cooling_down": True}
+    assert t.decide(cooling, 0.0) == []
+    (action,) = t.decide({**cooling, "cooling_down": False}, 1.0)
+    assert action.kind == "promote" and action.alias == "challenger"
+
+
 def test_a_drift_retrain_that_failed_is_tried_again_after_the_cooldown() -> None:
     t = Triggers(TriggerPolicy(drift_wait=0, cooldown=100))
     t.drift_event(_drift(1000))
