@@ -305,6 +305,10 @@ class TriggerService:
                 reason=action.reason,
                 evidence=action.evidence,
             )
+        except (redis.RedisError, RegistryError) as exc:
+            self._audit(action, f"promotion failed ({exc})")
+            return
+        try:  # the promotion is done: the old champion is only kept, if nobody moved the alias
             reg.move_alias(
                 self.model,
                 action.alias,
@@ -315,7 +319,9 @@ class TriggerService:
                 action="set",
             )
         except (redis.RedisError, RegistryError) as exc:
-            self._audit(action, f"promotion failed ({exc})")
+            self._audit(
+                action, f"promoted; {action.alias} not moved to the former champion ({exc})"
+            )
 
     def _rollback(self, action: Action) -> None:
         try:

@@ -129,6 +129,34 @@ def test_a_slump_promotion_promotes_only_the_challenger_the_contest_tested(
     assert reg.alias(name, "challenger") == v1, "the former champion, kept as a challenger"
 
 
+def test_a_slump_promotion_whose_second_move_conflicts_is_audited_as_done(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow's checkpoint of the challenger between the two moves: the champion had moved,
+    and the audit said "promotion failed"."""
+    s = make_settings()
+    service = TriggerService(s, threading.Event())
+    reg, name = service.registry, s.model_name
+    model = build_model("logreg", "binary", 1)
+    v1, v2, v3 = (reg.register(name, model, spec="logreg", task="binary").version for _ in "abc")
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
+    reg.move_alias(name, "challenger", v2, expected=None, actor="t", reason="a", action="set")
+    move = reg.move_alias
+
+    def then_a_checkpoint(model_name: str, alias: str, *args: Any, **kwargs: Any) -> Any:
+        done = move(model_name, alias, *args, **kwargs)
+        if alias == "champion":  # the flow checkpoints its challenger meanwhile
+            move(name, "challenger", v3, expected=v2, actor="flow", reason="c", action="checkpoint")
+        return done
+
+    monkeypatch.setattr(reg, "move_alias", then_a_checkpoint)
+    seen = {"champion_version": v1, "challenger_version": v2}
+    service._promote(Action("promote", "slump", alias="challenger", evidence=seen))
+    assert reg.aliases(name) == {"champion": v2, "challenger": v3}
+    (audited,) = [e.reason for e in reg.history(name) if e.action == "trigger-promote"]
+    assert audited.startswith("promoted; challenger not moved to the former champion ("), audited
+
+
 def test_a_slump_promotion_or_rollback_to_a_version_that_does_not_check_is_refused(
     make_settings: Any,
 ) -> None:
