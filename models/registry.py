@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib.metadata
+import itertools
 import math
 import pickle
 import time
@@ -706,8 +707,12 @@ class Registry:
         protected = set(numbers[-self.keep :])
         protected.update(self.aliases(model).values())
         protected.update(self.champion_history(model))
-        moves = [m for m in self.history(model, count=self.keep * 4) if m.action != "refused"]
-        for move in moves[-self.keep :]:
+        moves = (  # newest first, paged: audit entries of triggers and A/B splits move none
+            m
+            for m in self.newest_moves(model, AUDIT_MAXLEN)
+            if m.action != "refused" and (m.from_version or m.to_version)
+        )
+        for move in itertools.islice(moves, self.keep):
             protected.update(v for v in (move.from_version, move.to_version) if v is not None)
         return [n for n in numbers if n not in protected]
 

@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -412,6 +413,20 @@ def test_retention_keeps_recent_aliased_and_rollback_versions(reg: Registry, nam
     assert reg.rollback(name, actor="t", reason="r").to_version == 1
 
 
+def test_retention_counts_alias_moves_past_trigger_and_split_entries(
+    reg: Registry, name: str
+) -> None:
+    """Only the last keep * 4 audit entries were read: a trigger's decisions and outcomes,
+    which move no alias, crowded the moves out, and a version they named was deleted."""
+    _register(reg, name, 12)
+    reg.move_alias(name, "challenger", 5, expected=None, actor="t", reason="r", action="set")
+    reg.move_alias(name, "challenger", 6, expected=5, actor="t", reason="r", action="set")
+    for i in range(12):
+        reg.audit(name, "trigger-retrain", "trigger", f"decided {i}", {})
+    reg.prune(name)
+    assert {v.version for v in reg.versions(name)} == {5, 6, 10, 11, 12}
+
+
 def test_a_version_that_scored_nothing_is_listed_without_metrics(
     reg: Registry, name: str, stack: LocalStack
 ) -> None:
@@ -455,16 +470,15 @@ def test_an_alias_moved_while_retention_reads_keeps_its_version(
     versions = _register(reg, name, 8)
     reg.move_alias(name, "champion", versions[-1], expected=None, actor="t", reason="r")
     other = Registry(redis.Redis.from_url(stack.redis_url), KEY)
-    read = reg.history  # retention's last read
+    read = reg.newest_moves  # retention's last read, after the aliases'
     moves = iter([versions[0]])
 
-    def read_then_promote(model: str, **kw: Any) -> list[AliasMove]:
-        history = read(model, **kw)
+    def promote_then_read(model: str, limit: int, page: int = 100) -> Iterator[AliasMove]:
         for version in moves:  # once
             other.move_alias(model, "champion", version, actor="ops", reason="by hand")
-        return history
+        return read(model, limit, page)
 
-    monkeypatch.setattr(reg, "history", read_then_promote)
+    monkeypatch.setattr(reg, "newest_moves", promote_then_read)
     removed = reg.prune(name)
     assert versions[0] not in removed and reg.alias(name, "champion") == versions[0]
     reg.load(name, versions[0])  # still there
