@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = "trigger"
 RETRAIN_TIMEOUT = 3000.0
+STOP_CHECK = 0.5  # seconds between looks at a stop request while a retrain runs
 LOCK_SECONDS = 3600  # longer than a retrain may take: a crashed service's lock expires
 # Deletes the lock only if it still holds our token (compare-and-delete).
 _RELEASE = """
@@ -60,6 +61,33 @@ def trigger_policy(settings: Settings) -> TriggerPolicy:
         lookback=settings.trigger_lookback,
         alpha=settings.promote_alpha,
     )
+
+
+def _run_until(
+    argv: list[str], env: dict[str, str], stop: threading.Event, timeout: float
+) -> subprocess.CompletedProcess[str] | str:
+    """Run ``argv`` to its end, or stop it (saying why) once ``stop`` is set or it has run
+    ``timeout`` seconds: a stopped service leaves no retrain behind, nor its lock held."""
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        while True:
+            try:
+                stdout, stderr = child.communicate(timeout=STOP_CHECK)
+                return subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
+            except subprocess.TimeoutExpired:
+                if stop.is_set() or time.monotonic() > deadline:
+                    break
+        child.terminate()
+        try:
+            child.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+    if stop.is_set():
+        return "stopped with the trigger service"
+    return f"still running after {timeout:.0f} s: stopped"
 
 
 def _next_try(again: bool) -> str:
@@ -166,7 +194,8 @@ class TriggerService:
         finally:
             drift.close()
             if self._worker is not None:
-                self._worker.join()
+                self._worker.join()  # a retrain is stopped with the service
+                self._save_state()  # its drift, armed again for the next start
 
     def _drift_consumer(self) -> Consumer:
         """A consumer of the drift topic that resumes where this service left off.
@@ -264,13 +293,12 @@ class TriggerService:
         argv = retrain_argv(action, self.settings.trigger_retrain_alias)
         outcome, detail = "failed", "stopped"
         try:
-            done = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=RETRAIN_TIMEOUT
-            )
-            outcome = "registered" if done.returncode == 0 else "failed"
-            detail = (done.stdout if done.returncode == 0 else done.stderr).strip()[-500:]
-        except subprocess.TimeoutExpired:
-            detail = f"still running after {RETRAIN_TIMEOUT:.0f} s: stopped"
+            done = _run_until(argv, env, self.stop, RETRAIN_TIMEOUT)
+            if isinstance(done, str):
+                detail = done
+            else:
+                outcome = "registered" if done.returncode == 0 else "failed"
+                detail = (done.stdout if done.returncode == 0 else done.stderr).strip()[-500:]
         finally:  # a failed retrain is due again after the cool-down
             failed = outcome == "failed"
             again = self.triggers.retrain_ended(time.time(), action if failed else None)

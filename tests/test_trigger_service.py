@@ -4,6 +4,7 @@ keeps what they noted."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from flows import trigger_service
 from flows.trigger_service import TriggerService, retrain_argv
 from models.specs import build_model
 from models.triggers import Action
@@ -74,6 +76,27 @@ def test_unreadable_drift_messages_are_skipped_and_the_next_event_counts(
     assert again.triggers.drift == drift, "and still armed"
     service.registry.client.set(service.state_key, b'{"drift": "not an event"}')
     assert TriggerService(s, threading.Event()).triggers.drift is None, "a bad state is ignored"
+
+
+def test_stopping_the_service_stops_its_running_retrain_and_frees_the_lock(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waited for the retrain (up to 3,000 s) before it stopped; killed meanwhile, it left
+    the retrain running and its lock held for an hour."""
+    s = make_settings(trigger_drift_wait=0)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    monkeypatch.setattr(trigger_service, "retrain_argv", lambda action, alias: sleeper)
+    service = TriggerService(s, threading.Event())
+    drift = {"kind": "concept", "source": "champion", "position": 10, "positions": {}}
+    service._retrain(Action("retrain", "drift", evidence={"drift": drift}, policy="drift"))
+    worker = service._worker
+    assert worker is not None and service.registry.client.get(service.lock) is not None
+    service.stop.set()
+    wait_for(lambda: not worker.is_alive(), 30, "the retrain to stop with the service")
+    assert service.registry.client.get(service.lock) is None, "the lock is free"
+    (entry,) = [e for e in service.registry.history(s.model_name) if e.action == "trigger-retrain"]
+    assert entry.reason.startswith("retrain failed (stopped with the trigger service); next try")
+    assert service.triggers.drift == drift, "armed again for the next start"
 
 
 def test_a_lookback_from_before_1970_replays_from_the_start() -> None:
