@@ -196,7 +196,7 @@ def check_label(task: str, label: Any) -> Label:
     >>> check_label("regression", "high")
     Traceback (most recent call last):
     ...
-    models.schema.InvalidInput: a regression label must be a number, got str
+    models.schema.InvalidInput: a regression label must be a finite number, got str
     >>> check_label("multiclass", 2**64)  # no JSON object could key a prediction by it
     Traceback (most recent call last):
     ...
@@ -219,7 +219,7 @@ def check_label(task: str, label: Any) -> Label:
         expected = "a string or a 64-bit integer"
     else:
         ok = (kind is float and math.isfinite(label)) or kind is int
-        expected = "a number"
+        expected = "a finite number"
     if not ok:
         raise InvalidInput(
             "bad_label", f"a {task} label must be {expected}, got {_type_name(label)}", "label"
