@@ -72,6 +72,17 @@ KAFKA_LOGGER = "riverrun.serve.kafka"  # librdkafka's lines, by the name operato
 RAW_LIBRDKAFKA = re.compile(r"^%\d\|")  # librdkafka's own format: %3|1700000000.123|FAIL|...
 
 
+def _packed_at(times: list[float]) -> Any:
+    """A call that scores the first rows packed, one for each of ``times``."""
+
+    def call(client: ScoringClient, rows: list[dict[str, float]]) -> Any:
+        names = sorted(rows[0])
+        matrix = np.array([[rows[i][n] for n in names] for i in range(len(times))])
+        return client.predict_packed(names, matrix, times=times)
+
+    return call
+
+
 def test_predict_answers_from_the_champion_with_rivers_numbers(make_settings: Any) -> None:
     s = make_settings()
     model, rows = trained()
@@ -549,11 +560,7 @@ def test_a_model_that_cannot_name_its_features_asks_for_those_the_flow_asked_for
         ),
         (
             "PredictBatch",
-            lambda c, r: c.predict_packed(
-                sorted(r[0]),
-                np.array([[r[i][n] for n in sorted(r[0])] for i in range(3)]),
-                times=[T0, T0, float("nan")],
-            ),
+            _packed_at([T0, T0, float("nan")]),
             Code.INVALID_ARGUMENT,
             "packed.times",
             "packed row 2: field 'time' must be epoch seconds",
@@ -577,11 +584,7 @@ def test_a_model_that_cannot_name_its_features_asks_for_those_the_flow_asked_for
         ),
         (
             "PredictBatch",
-            lambda c, r: c.predict_packed(
-                sorted(r[0]),
-                np.array([[r[i][n] for n in sorted(r[0])] for i in range(3)]),
-                times=[T0, AHEAD, T0],
-            ),
+            _packed_at([T0, AHEAD, T0]),
             Code.INVALID_ARGUMENT,
             "packed.times",
             "packed row 1: field 'time' is",

@@ -20,6 +20,15 @@ from riverrun.retrain_cmd import parse_time
 from tests.helpers import wait_for, write_raw
 
 
+def _service_and_versions(s: Any, count: int) -> tuple[Any, ...]:
+    """A trigger service of the settings' model, and ``count`` versions registered for it."""
+    service = TriggerService(s, threading.Event())
+    model = build_model("logreg", "binary", 1)
+    register = service.registry.register
+    versions = [register(s.model_name, model, spec="logreg", task="binary") for _ in range(count)]
+    return (service, *(info.version for info in versions))
+
+
 def test_unreadable_drift_messages_are_skipped_and_the_next_event_counts(
     make_settings: Any,
 ) -> None:
@@ -113,10 +122,8 @@ def test_a_slump_rollback_leaves_a_champion_moved_since_alone(make_settings: Any
     one that slumped, and is not rolled back; one moved since only by its own checkpoints
     (newer snapshots of the same model) is."""
     s = make_settings()
-    service = TriggerService(s, threading.Event())
+    service, v1, v2, v3 = _service_and_versions(s, 3)
     reg, name = service.registry, s.model_name
-    model = build_model("logreg", "binary", 1)
-    v1, v2, v3 = (reg.register(name, model, spec="logreg", task="binary").version for _ in "abc")
     reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
     reg.move_alias(name, "champion", v2, expected=v1, actor="t", reason="a promotion")
     reg.move_alias(name, "champion", v3, expected=v2, actor="t", reason="c", action="checkpoint")
@@ -133,12 +140,8 @@ def test_a_slump_promotion_promotes_only_the_challenger_the_contest_tested(
     the contest found better, and is not promoted; one moved since only by its own
     checkpoints is."""
     s = make_settings()
-    service = TriggerService(s, threading.Event())
+    service, v1, v2, v3, v4 = _service_and_versions(s, 4)
     reg, name = service.registry, s.model_name
-    model = build_model("logreg", "binary", 1)
-    v1, v2, v3, v4 = (
-        reg.register(name, model, spec="logreg", task="binary").version for _ in "abcd"
-    )
     reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
     reg.move_alias(name, "challenger", v2, expected=None, actor="t", reason="a", action="set")
     reg.move_alias(name, "challenger", v3, expected=v2, actor="t", reason="pushed", action="set")
@@ -158,10 +161,8 @@ def test_a_slump_promotion_whose_second_move_conflicts_is_audited_as_done(
     """A flow's checkpoint of the challenger between the two moves: the champion had moved,
     and the audit said "promotion failed"."""
     s = make_settings()
-    service = TriggerService(s, threading.Event())
+    service, v1, v2, v3 = _service_and_versions(s, 3)
     reg, name = service.registry, s.model_name
-    model = build_model("logreg", "binary", 1)
-    v1, v2, v3 = (reg.register(name, model, spec="logreg", task="binary").version for _ in "abc")
     reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
     reg.move_alias(name, "challenger", v2, expected=None, actor="t", reason="a", action="set")
     move = reg.move_alias
@@ -186,10 +187,8 @@ def test_a_slump_promotion_or_rollback_to_a_version_that_does_not_check_is_refus
     """As `riverrun registry promote` and `rollback` refuse it: every flow and server would
     refuse to load the champion the trigger made."""
     s = make_settings()
-    service = TriggerService(s, threading.Event())
+    service, v1, v2, v3 = _service_and_versions(s, 3)
     reg, name = service.registry, s.model_name
-    model = build_model("logreg", "binary", 1)
-    v1, v2, v3 = (reg.register(name, model, spec="logreg", task="binary").version for _ in "abc")
     reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
     reg.move_alias(name, "champion", v2, expected=v1, actor="t", reason="a promotion")
     reg.move_alias(name, "challenger", v3, expected=None, actor="t", reason="a", action="set")
