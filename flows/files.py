@@ -58,7 +58,7 @@ ROW_SECONDS = 0.001
 
 
 _WHOLE_TEXT = re.compile(r"^(-?\d+)\.0*$")  # "100.0": a whole float written as text
-_RAGGED = re.compile(r"^Skipping line (\d+): expected (\d+) fields, saw (\d+)$")  # pandas' words
+_RAGGED = re.compile(r"^Skipping line (\d+): expected (\d+) fields, saw (\d+)$", re.M)  # pandas
 
 
 class SourceError(ValueError):
@@ -238,14 +238,14 @@ def _next_chunk(reader: Iterator[pd.DataFrame], on_reject: OnReject) -> pd.DataF
         warnings.simplefilter("always")
         frame = next(reader, None)
     for warning in caught:
-        text = str(warning.message).strip()
-        if (ragged := _RAGGED.match(text)) is None:
+        ragged = _RAGGED.findall(str(warning.message))  # a line each, one warning a chunk
+        if not ragged:
             warnings.warn_explicit(
                 warning.message, warning.category, warning.filename, warning.lineno
             )
-            continue
-        line, header, cells = ragged.groups()
-        on_reject(InvalidInput("bad_row", f"line {line} has {cells} cells, the header {header}"))
+        for line, header, cells in ragged:
+            message = f"line {line} has {cells} cells, the header {header}"
+            on_reject(InvalidInput("bad_row", message))
     return frame
 
 
