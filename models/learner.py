@@ -169,7 +169,7 @@ class OnlineLearner:
     drift: DriftWatch | None = None
     keep_rows: bool = False
     schema: frozenset[str] | None = None
-    label_type: type | None = None  # of the first multiclass label: every other must match
+    label_type: type | None = None  # of the first multiclass label learned: every other's
     pending: dict[str, Pending] = field(default_factory=dict)
     orphans: dict[str, tuple[LabelMessage, float]] = field(default_factory=dict)
     unclaimed: list[LabelMessage] = field(default_factory=list, repr=False)  # for expire()
@@ -369,14 +369,17 @@ class OnlineLearner:
 
     def _early_label(self, event_id: str) -> LabelMessage | None:
         """The label that came before its event ``event_id``, taken from those waiting; one
-        past the TTL is unclaimed instead, whether or not :meth:`expire` ran."""
+        past the TTL is unclaimed instead, whether or not :meth:`expire` ran, as is one of
+        another type than the labels learned since it came (multiclass)."""
         early = self.orphans.pop(event_id, None)
         if early is None:
             return None
-        if early[1] < self.watermark - self.label_ttl:
-            self._unclaim(early[0])
+        label = early[0]
+        stale = early[1] < self.watermark - self.label_ttl
+        if stale or (self.label_type is not None and type(label.label) is not self.label_type):
+            self._unclaim(label)
             return None
-        return early[0]
+        return label
 
     def _unclaim(self, label: LabelMessage) -> None:
         """``label`` found no event: counted now, returned by the next :meth:`expire`."""
@@ -385,15 +388,13 @@ class OnlineLearner:
 
     def check_label_type(self, label: Any) -> None:
         """Raise :class:`~models.schema.InvalidInput` for a multiclass label whose type is
-        not the first one's: River's trees and forests sort their classes, so one ``7`` among
-        ``"cat"`` and ``"dog"`` would fail every later prediction of theirs, for good."""
-        if self.label_type is None:
-            self.label_type = type(label)
-        elif type(label) is not self.label_type:
+        not that of the first label learned: River's trees and forests sort their classes, so
+        one ``7`` among ``"cat"`` and ``"dog"`` would fail their every later prediction."""
+        if self.label_type is not None and type(label) is not self.label_type:
             raise InvalidInput(
                 "bad_label",
-                f"a label of this stream must be a {self.label_type.__name__}, as its first "
-                f"was, got {type(label).__name__} {label!r}",
+                f"a label of this stream must be a {self.label_type.__name__}, as the first "
+                f"one learned was, got {type(label).__name__} {label!r}",
                 "label",
             )
 
@@ -416,6 +417,10 @@ class OnlineLearner:
                 self._learn(label.id, pending, label.label)
                 return
             self.counts.expired += 1
+        # An early label waits label_ttl from its own time (or from now, if that is later);
+        # one dated far ahead would wait for ever, and hold up expire() behind it.
+        if label.time > self.watermark and label.time > time.time() + FUTURE_TOLERANCE:
+            raise too_far_ahead(label.time)
         orphans = self.orphans
         early = orphans.get(label.id)
         if early is not None:
@@ -427,10 +432,6 @@ class OnlineLearner:
             self._unclaim(early[0])
         if len(orphans) >= self.max_pending:  # the oldest gives way, whenever expire() runs
             self._unclaim(orphans.pop(next(iter(orphans)))[0])
-        # An early label waits label_ttl from its own time (or from now, if that is later);
-        # one dated far ahead would wait for ever, and hold up expire() behind it.
-        if label.time > self.watermark and label.time > time.time() + FUTURE_TOLERANCE:
-            raise too_far_ahead(label.time)
         orphans[label.id] = (label, max(label.time, self.watermark))
 
     def _learn(self, event_id: str, seen: Pending, y: Any) -> None:
@@ -439,6 +440,8 @@ class OnlineLearner:
         x, predictions = seen.features, seen.predictions
         if self.schema is None:  # the features every later event must have
             self.schema = frozenset(x)
+        if self.label_type is None and self.task == "multiclass":  # every later label's type
+            self.label_type = type(y)
         losses = {}
         drift = self.drift
         for slot in self.slots:

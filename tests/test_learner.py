@@ -46,13 +46,15 @@ def test_early_label_expires_after_ttl_of_event_time() -> None:
 def test_an_early_label_from_the_far_future_is_refused_and_holds_up_no_expiry() -> None:
     """It waited label_ttl from its own time, so for ever, and expire() (in arrival order)
     stopped at it: no early label behind it was ever given up."""
-    lr = _learner(label_ttl=10.0)
+    lr = _learner(label_ttl=10.0, max_pending=2)
     lr.on_event(_event(1, 100.0))
+    lr.on_label(LabelMessage("ghost-a", 1.0, 100.0))
+    lr.on_label(LabelMessage("ghost-b", 1.0, 100.0))
     with pytest.raises(InvalidInput, match="more than a day ahead of this machine's clock"):
         lr.on_label(LabelMessage("ghost-future", 1.0, 253_402_300_799.0))
-    lr.on_label(LabelMessage("ghost", 1.0, 100.0))
+    assert list(lr.orphans) == ["ghost-a", "ghost-b"], "refused, it made none give way"
     lr.on_event(_event(2, 200.0))
-    assert [label.id for label in lr.expire()] == ["ghost"] and not lr.orphans
+    assert [label.id for label in lr.expire()] == ["ghost-a", "ghost-b"] and not lr.orphans
 
 
 def test_an_event_from_the_far_future_is_refused_and_expires_nothing() -> None:

@@ -98,7 +98,9 @@ def test_a_multiclass_label_of_another_type_is_refused_and_trees_go_on() -> None
     for i in range(5):
         lr.on_event(Event(f"c{i}", float(i), "a", {"v": 0.1 * i}, "cat"))
     lr.on_event(Event("n", 5.0, "a", {"v": 0.5}))
-    with pytest.raises(InvalidInput, match="must be a str, as its first was, got int 7") as exc:
+    with pytest.raises(
+        InvalidInput, match="must be a str, as the first one learned was, got int 7"
+    ) as exc:
         lr.on_label(LabelMessage("n", 7, 5.0))
     assert exc.value.reason == "bad_label"
     with pytest.raises(InvalidInput, match="got int 7"):
@@ -129,3 +131,21 @@ def test_the_flow_dead_letters_a_multiclass_label_of_another_type(make_settings:
     status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
     assert status is not None and status["labelled"] == 60
     assert [m["alias"] for m in status["models"]] == ["champion", "challenger"]
+
+
+def test_only_a_label_learned_sets_the_type_the_others_must_have() -> None:
+    """The first label seen set it: a 7 that was then refused, or never met its event, made
+    every later "cat" a bad_label, for good."""
+    tree = Slot(
+        "hoeffding", build_model("hoeffding", "multiclass", 0), Prequential("multiclass", 10)
+    )
+    lr = OnlineLearner("multiclass", [tree])
+    with pytest.raises(InvalidInput, match="more than a day ahead"):
+        lr.on_event(Event("far", 1e10, "a", {"v": 0.0}, 7))
+    lr.on_label(LabelMessage("ghost", 7, 0.0))  # waits for an event that comes only later
+    for i in range(5):
+        lr.on_event(Event(f"c{i}", float(i), "a", {"v": 0.1 * i}, "cat"))
+    assert lr.label_type is str
+    lr.on_event(Event("ghost", 6.0, "a", {"v": 0.5}))  # its early label: a 7
+    assert "ghost" in lr.pending and [label.id for label in lr.expire()] == ["ghost"]
+    assert lr.counts.model_errors == 0 and tree.learned == 5
