@@ -128,6 +128,8 @@ class PSIWatch:
     Features named in ``ignore`` are not watched: an entity's count moves by construction.
     """
 
+    ignore: frozenset[str] = GROWING  # also for a watch from a snapshot older than the field
+
     def __init__(
         self,
         window: int = 5000,

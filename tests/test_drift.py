@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import random
 from typing import Any
 
@@ -56,6 +57,16 @@ def test_psi_leaves_an_entitys_growing_count_alone() -> None:
         x = {"steady": rng.gauss(0, 1), "moving": rng.gauss(3.0 * (i >= 12_000), 1)}
         watch.features(entities.update(f"e{rng.randrange(100)}", i * 0.01, x), i, f"e{i}", i)
     assert [(s.kind, s.features) for s in watch.signals] == [("data", ("moving",))]
+
+
+def test_a_watch_from_a_snapshot_older_than_its_ignore_field_goes_on() -> None:
+    """A recovery snapshot of an older riverrun has no ``ignore``: its first sampled event
+    raised AttributeError inside the learn step."""
+    old = PSIWatch(window=2000)
+    del old.__dict__["ignore"]
+    restored = pickle.loads(pickle.dumps(old))
+    assert [restored.update({"a": 1.0, "entity_count": 3.0}) for _ in range(4)] == [[]] * 4
+    assert restored.ignore == frozenset({"entity_count"})
 
 
 def test_psi_windows_need_not_be_a_multiple_of_the_sampling() -> None:
