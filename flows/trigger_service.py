@@ -65,9 +65,10 @@ def trigger_policy(settings: Settings) -> TriggerPolicy:
 
 def _run_until(
     argv: list[str], env: dict[str, str], stop: threading.Event, timeout: float
-) -> subprocess.CompletedProcess[str] | str:
-    """Run ``argv`` to its end, or stop it (saying why) once ``stop`` is set or it has run
-    ``timeout`` seconds: a stopped service leaves no retrain behind, nor its lock held."""
+) -> subprocess.CompletedProcess[str] | str | None:
+    """Run ``argv`` to its end, or stop it once ``stop`` is set (``None``) or it has run
+    ``timeout`` seconds (saying so): a stopped service leaves no retrain behind, nor its lock
+    held."""
     deadline = time.monotonic() + timeout
     with subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -85,9 +86,7 @@ def _run_until(
         except subprocess.TimeoutExpired:
             child.kill()
             child.communicate()
-    if stop.is_set():
-        return "stopped with the trigger service"
-    return f"still running after {timeout:.0f} s: stopped"
+    return None if stop.is_set() else f"still running after {timeout:.0f} s: stopped"
 
 
 def _next_try(again: bool) -> str:
@@ -193,8 +192,9 @@ class TriggerService:
                 self.step(time.time())
         finally:
             drift.close()
+            self.stop.set()  # also when the loop failed: a running retrain stops with it
             if self._worker is not None:
-                self._worker.join()  # a retrain is stopped with the service
+                self._worker.join()
                 self._save_state()  # its drift, armed again for the next start
 
     def _drift_consumer(self) -> Consumer:
@@ -289,26 +289,36 @@ class TriggerService:
         self._worker.start()
 
     def _run_retrain(self, action: Action, token: str) -> None:
+        try:
+            self._retrain_and_audit(action)
+        finally:  # whatever happened, the next retrain may start
+            self.triggers.running = False
+            try:
+                self._release(keys=[self.lock], args=[token])
+            except redis.RedisError as exc:  # it expires by itself
+                log.warning("retrain lock of %s not released: %s", self.model, exc)
+
+    def _retrain_and_audit(self, action: Action) -> None:
         env = {**os.environ, **self.settings.to_env()}
         argv = retrain_argv(action, self.settings.trigger_retrain_alias)
-        outcome, detail = "failed", "stopped"
         try:
             done = _run_until(argv, env, self.stop, RETRAIN_TIMEOUT)
-            if isinstance(done, str):
-                detail = done
-            else:
-                outcome = "registered" if done.returncode == 0 else "failed"
-                detail = (done.stdout if done.returncode == 0 else done.stderr).strip()[-500:]
-        finally:  # a failed retrain is due again after the cool-down
-            failed = outcome == "failed"
-            again = self.triggers.retrain_ended(time.time(), action if failed else None)
+        except (OSError, ValueError) as exc:  # it could not start, or wrote no text
+            done = f"cannot run it: {exc}"
+        if done is None:  # stopped with the service: due again at its next start, no try spent
+            self.triggers.retrain_ended(time.time(), action, tried=False)
+            self._audit(action, "retrain stopped with the trigger service; due again at its start")
+            return
+        if isinstance(done, str):
+            outcome, detail = "failed", done
+        else:
+            outcome = "registered" if done.returncode == 0 else "failed"
+            detail = (done.stdout if done.returncode == 0 else done.stderr).strip()[-500:]
+        failed = outcome == "failed"  # a failed retrain is due again after the cool-down
+        again = self.triggers.retrain_ended(time.time(), action if failed else None)
         RETRAINS.labels(self.model, outcome).inc()
         note = f"retrain {outcome} ({detail})"
         self._audit(action, f"{note}; {_next_try(again)}" if failed else note)
-        try:
-            self._release(keys=[self.lock], args=[token])
-        except redis.RedisError as exc:  # it expires by itself
-            log.warning("retrain lock of %s not released: %s", self.model, exc)
 
     def _promote(self, action: Action) -> None:
         reg = self.registry

@@ -70,11 +70,19 @@ def _misshapen(status: dict[str, Any]) -> str:
         return "no list of objects for 'models'"
     for model in models:
         metrics = model.get("metrics", {})
-        if not isinstance(metrics, dict) or not all(
+        if not isinstance(metrics, dict) or not all(  # null: NaN or infinite
             v is None or _number(v) for v in metrics.values()
         ):
             return "a model whose 'metrics' are not numbers"
+        if "n" in metrics and not _number(metrics["n"]):
+            return "a model whose scored count 'n' is no number"
     contest = status.get("contest", {})
     if not isinstance(contest, dict) or not all(isinstance(e, dict) for e in contest.values()):
         return "no map of objects for 'contest'"
+    for entry in contest.values():
+        if not isinstance(entry.get("promote", False), bool) or not all(
+            entry.get(name) is None or _number(entry[name])
+            for name in ("mean_difference", "p_value")
+        ):
+            return "a contest entry whose 'promote', 'mean_difference' or 'p_value' is askew"
     return ""

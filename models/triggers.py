@@ -36,6 +36,13 @@ class BadDriftEvent(ValueError):
     """A drift-topic message the policies cannot read: the message says which field."""
 
 
+def _finite(value: Any, default: float) -> float:
+    """``value`` if it is a finite number, else ``default`` (a status writes NaN as null)."""
+    if type(value) in (int, float) and math.isfinite(value):
+        return float(value)
+    return default
+
+
 def slump_metrics(task: str) -> tuple[str, ...]:
     """The champion metrics a slump can watch for ``task``: those the flow's status reports.
 
@@ -185,12 +192,13 @@ class Triggers:
         if armed is None or self.drift_tries or event.get("position", 0) < armed.get("position", 0):
             self.drift, self.drift_tries = event, None
 
-    def retry(self, action: Action, now: float) -> bool:
+    def retry(self, action: Action, now: float, *, tried: bool = True) -> bool:
         """A retrain the service could not start (another holds the model's retrain lock, or
         Redis is away) or that failed: it is due again once the cool-down is over (not twice a
         second for a lock left behind, nor a whole period later for fresh data or a
-        schedule). A drift gets :data:`DRIFT_TRIES` tries in all, unless a drift came since;
-        returns whether the retrain is due again."""
+        schedule). A drift gets :data:`DRIFT_TRIES` tries in all, unless a drift came since
+        (``tried=False``: it was stopped, not tried); returns whether the retrain is due
+        again."""
         self.last_retrain = now
         if action.policy == "fresh":
             due = int(action.evidence["labelled"]) - self.policy.fresh_every
@@ -200,7 +208,7 @@ class Triggers:
         elif action.policy == "slump":
             self.slump_since = now - self.policy.slump_for  # if it still slumps
         elif action.policy == "drift" and self.drift is None:  # else a newer drift comes
-            tries = (self.drift_tries or 0) + 1
+            tries = (self.drift_tries or 0) + tried
             if tries >= DRIFT_TRIES:
                 self.drift_tries = None
                 return False
@@ -212,13 +220,14 @@ class Triggers:
         self.running = True
         self.last_retrain = now
 
-    def retrain_ended(self, now: float, action: Action | None = None) -> bool:
-        """The retrain ended: the cool-down starts now. ``action``, if given, failed: a
-        drift it was to answer is armed again (unless a newer one is) for the next try, if it
-        has tries left; returns whether it is."""
+    def retrain_ended(
+        self, now: float, action: Action | None = None, *, tried: bool = True
+    ) -> bool:
+        """The retrain ended: the cool-down starts now. ``action``, if given, failed (or was
+        stopped: ``tried=False``): it is due again (:meth:`retry`); returns whether it is."""
         self.running = False
         if action is not None:
-            return self.retry(action, now)  # which starts the cool-down too
+            return self.retry(action, now, tried=tried)  # which starts the cool-down too
         self.last_retrain = now
         if self.drift is None:  # the drift it answered, if any, is done with
             self.drift_tries = None
@@ -350,8 +359,8 @@ class Triggers:
             (alias, e)
             for alias, e in status.get("contest", {}).items()
             if e.get("promote") is True
-            and e.get("mean_difference", 0) > 0
-            and e.get("p_value", 1) < policy.alpha
+            and _finite(e.get("mean_difference"), 0.0) > 0
+            and _finite(e.get("p_value"), 1.0) < policy.alpha  # null: NaN, no evidence
         ]
         if not better:
             return []

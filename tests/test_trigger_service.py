@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from flows import trigger_service
 from flows.trigger_service import TriggerService, retrain_argv
@@ -104,8 +105,12 @@ def test_stopping_the_service_stops_its_running_retrain_and_frees_the_lock(
     wait_for(lambda: not worker.is_alive(), 30, "the retrain to stop with the service")
     assert service.registry.client.get(service.lock) is None, "the lock is free"
     (entry,) = [e for e in service.registry.history(s.model_name) if e.action == "trigger-retrain"]
-    assert entry.reason.startswith("retrain failed (stopped with the trigger service); next try")
+    assert entry.reason.startswith("retrain stopped with the trigger service; due again")
     assert service.triggers.drift == drift, "armed again for the next start"
+    assert not service.triggers.drift_tries, "a stop is no failed try: three would give it up"
+    assert REGISTRY.get_sample_value(
+        "riverrun_retrains_total", {"model": s.model_name, "outcome": "failed"}
+    ) in (None, 0.0)
 
 
 def test_a_lookback_from_before_1970_replays_from_the_start() -> None:
@@ -219,6 +224,8 @@ def test_a_slump_promotion_or_rollback_to_a_version_that_does_not_check_is_refus
         (b'{"labelled": 10, "models": [1]}', "no list of objects for 'models'"),
         (b'{"labelled": 10, "models": [{"metrics": {"n": "many"}}]}', "are not numbers"),
         (b'{"labelled": 10, "contest": {"challenger": 1}}', "no map of objects"),
+        (b'{"labelled": 10, "models": [{"metrics": {"n": null}}]}', "'n' is no number"),
+        (b'{"labelled": 10, "contest": {"c": {"p_value": "0.01"}}}', "'p_value' is askew"),
     ],
 )
 def test_a_status_no_flow_wrote_is_skipped_with_a_warning(

@@ -130,6 +130,14 @@ def test_a_slump_promotion_waits_for_the_flows_promotion_cooldown() -> None:
     assert action.kind == "promote" and action.alias == "challenger"
 
 
+def test_a_contest_whose_figures_are_nan_is_no_evidence_for_a_slump_promotion() -> None:
+    """A status writes NaN as null: comparing null with 0 raised TypeError out of decide,
+    and stopped the trigger service."""
+    t = Triggers(TriggerPolicy(on_drift=False, slump_action="promote", slump_for=0.0))
+    nan = {"promote": True, "mean_difference": None, "p_value": None}
+    assert t.decide(_status(100, 0.5, challenger=nan), 0.0) == []
+
+
 def test_a_drift_retrain_that_failed_is_tried_again_after_the_cooldown() -> None:
     t = Triggers(TriggerPolicy(drift_wait=0, cooldown=100))
     t.drift_event(_drift(1000))
