@@ -263,7 +263,10 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         self._lag_interval = lag_interval
         self._window = window
         self._lag_at = 0.0
-        low, high = self._consumer.get_watermark_offsets(self._tp, timeout=10)
+        try:  # records waiting now: the others wait for this one's first (flows.pacing)
+            low, high = self._consumer.get_watermark_offsets(self._tp, timeout=10)
+        except KafkaException:  # the broker will not say: this one holds nobody back
+            low = high = 0
         waiting = high > (start if start >= 0 else low) and (stop is None or stop > start)
         self._arrival = Arrival(waiting)
         pacer.note(self._name, -math.inf if waiting else None)
