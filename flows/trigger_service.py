@@ -367,9 +367,7 @@ class TriggerService:
             if champion is None:
                 self._audit(action, "not done: the champion moved since the slump")
                 return
-            previous = self.registry.champion_history(self.model)
-            if previous:  # else the rollback says why it cannot be done
-                self.registry.check_champion(self.model, previous[0], champion)
+            self.registry.check_rollback(self.model, champion)
             self.registry.rollback(self.model, actor=ACTOR, reason=action.reason, expected=champion)
         except (redis.RedisError, RegistryError) as exc:
             self._audit(action, f"rollback failed ({exc})")

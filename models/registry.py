@@ -483,6 +483,13 @@ class Registry:
                     f"v{current} does {task}: a model keeps its task (push one that does {task})"
                 )
 
+    def check_rollback(self, model: str, current: int | None) -> None:
+        """:meth:`check_champion` for the version a rollback from ``current`` would make the
+        champion (none if there is no previous champion: the rollback says why)."""
+        previous = self.champion_history(model)
+        if previous:
+            self.check_champion(model, previous[0], current)
+
     # -- aliases ---------------------------------------------------------------------------
 
     def aliases(self, model: str) -> dict[str, int]:

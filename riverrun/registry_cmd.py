@@ -102,9 +102,8 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
     # the champion checked against: one moved since (to another rollback target) is a
     # conflict, and a --from that is not the champion is refused as one, unchecked
     expected = current if args.from_version is None else args.from_version
-    previous = reg.champion_history(args.model)
-    if previous and expected == current:  # else the rollback says why it cannot be done
-        reg.check_champion(args.model, previous[0], current)
+    if expected == current:  # else the rollback says why it cannot be done
+        reg.check_rollback(args.model, current)
     move = reg.rollback(args.model, actor=_actor(), reason=args.reason, expected=expected)
     text = f"{args.model}: champion rolled back v{move.from_version} -> v{move.to_version}"
     return emit(args.json, move.to_dict(), text)
