@@ -176,7 +176,7 @@ def check_entity_features(path: Path, key: bytes, asked: FeatureSpec) -> None:
             features: EntityFeatures = loads_signed(value, key)
             kept = features.spec
             break
-    if kept is None and query_partitions(path, _ANY_LEARNER):
+    if kept is None and next(partition_rows(path, _ANY_LEARNER), None) is not None:
         kept = FeatureSpec()  # a flow without entity features kept its state
     if kept is not None and kept != asked:
         named, new = (",".join(spec.items()) or "(none)" for spec in (kept, asked))
