@@ -38,7 +38,7 @@ class Span:
 
 def span(bootstrap: str, topic: str, timeout: float = 60.0) -> Span:
     """The topic's message count, first burst and earliest and latest timestamps."""
-    times = sorted(_ms(msg) for msg in _messages(bootstrap, topic, timeout))
+    times = sorted(_ms(msg) for msg in _messages(bootstrap, topic, timeout, {}))
     burst = next((i for i in range(1, len(times)) if times[i] - times[i - 1] >= GAP_MS), len(times))
     return Span(len(times), burst, times[0], times[-1])
 
@@ -52,13 +52,16 @@ class Stamp(NamedTuple):
     ms: int
 
 
-def stamps(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Stamp]:
-    """Every message of ``topic`` but labels, partition by partition in offset order."""
+def stamps(
+    bootstrap: str, topic: str, timeout: float = 60.0, since: dict[int, int] | None = None
+) -> list[Stamp]:
+    """Every message of ``topic`` but labels (from the offsets ``since``, if given),
+    partition by partition in offset order."""
     out = [
         Stamp(
             cast(int, msg.partition()), cast(int, msg.offset()), orjson.loads(value)["id"], _ms(msg)
         )
-        for msg in _messages(bootstrap, topic, timeout)
+        for msg in _messages(bootstrap, topic, timeout, since or {})
         if (value := msg.value()) and b'"kind":"label"' not in value
     ]
     return sorted(out)
@@ -100,12 +103,15 @@ class Arrivals:
         self._consumer.close()
 
 
-def _messages(bootstrap: str, topic: str, timeout: float) -> Iterator[Message]:
-    """Every message of ``topic``, read to the end it had when called."""
-    ends = {p: end for p, end in end_offsets(bootstrap, topic).items() if end > 0}
+def _messages(
+    bootstrap: str, topic: str, timeout: float, since: dict[int, int]
+) -> Iterator[Message]:
+    """Every message of ``topic`` from the offsets ``since`` (else its start), read to the end
+    it had when called."""
+    ends = {p: end for p, end in end_offsets(bootstrap, topic).items() if end > since.get(p, 0)}
     c = consumer(bootstrap)
     try:
-        c.assign([TopicPartition(topic, p, 0) for p in ends])
+        c.assign([TopicPartition(topic, p, since.get(p, 0)) for p in ends])
         deadline = time.monotonic() + timeout
         while ends:
             if time.monotonic() > deadline:

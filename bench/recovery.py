@@ -9,7 +9,7 @@ import redis
 
 from bench.child import wait_until
 from bench.harness import Report, best_of, timed
-from bench.kafka_time import stamps
+from bench.kafka_time import Stamp, stamps
 from bench.throughput import CHALLENGER, CHAMPION, produce_stream, produced
 from flows.kafka_io import end_offsets, ensure_topics
 from flows.registry_sync import challenger_alias, learner_of
@@ -69,22 +69,28 @@ def recovery(settings: Settings, *, events: int, dataset: str = "agrawal") -> Re
         child.process.kill()  # SIGKILL: any process of its own dies with it
         child.process.wait()
     killed_at = end_offsets(s.bootstrap_servers, s.topic_predictions)
+    before = stamps(s.bootstrap_servers, s.topic_predictions)  # the killed run's
+    known = {p.id for p in before}
     # More events wait for the restart, so it has something new to predict even if the
     # killed run had reached the end of the first ones.
-    produce_stream(s, events + events // 4, dataset, skip=events)
+    total = events + events // 4
+    produce_stream(s, total, dataset, skip=events)
     restarted = time.time()
     client = redis.Redis.from_url(s.redis_url)
+    since_kill: list[Stamp] = []
 
     def went_on() -> bool:  # a restart first repeats the events after its last snapshot
         status = read_status(client, s.model_name)
-        return status is not None and status["events"] >= events + events // 4
+        return status is not None and status["events"] >= total
+
+    def all_predicted() -> bool:  # the status is written before its batch's predictions are sent
+        since_kill[:] = stamps(s.bootstrap_servers, s.topic_predictions, since=killed_at)
+        return len(known.union(p.id for p in since_kill)) >= total
 
     with Child(s, "learn") as child:
-        wait_until(went_on, "the flow to predict the new events", children=(child,))
-    written = stamps(s.bootstrap_servers, s.topic_predictions)
-    before = [p for p in written if p.offset < killed_at.get(p.partition, 0)]
-    known = {p.id for p in before}
-    first_new = min(p.ms for p in written if p.id not in known)
+        wait_until(went_on, "the flow to learn the new events", children=(child,))
+        wait_until(all_predicted, "every event's prediction", 0.2, children=(child,))
+    first_new = min(p.ms for p in since_kill if p.id not in known)
     path = s.recovery_path
     state_kb = sum(p.stat().st_size for p in partitions(path)) / 1024 if path else 0.0
     report = Report("snapshots and recovery", {"events": events, "dataset": dataset})
