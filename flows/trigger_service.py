@@ -30,6 +30,7 @@ from models.triggers import (
     Triggers,
     check_drift_event,
 )
+from riverrun.deathsig import guarded
 from riverrun.metrics import RETRAINS
 from riverrun.settings import Settings
 
@@ -38,10 +39,17 @@ log = logging.getLogger(__name__)
 ACTOR = "trigger"
 RETRAIN_TIMEOUT = 3000.0
 STOP_CHECK = 0.5  # seconds between looks at a stop request while a retrain runs
-LOCK_SECONDS = 3600  # longer than a retrain may take: a crashed service's lock expires
+# A retrain's lock lasts this long unless its service renews it (every quarter of it while the
+# retrain runs), so the lock of a service killed outright soon frees itself.
+LEASE_SECONDS = 60
 # Deletes the lock only if it still holds our token (compare-and-delete).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Extends the lock by ARGV[2] seconds only if it still holds our token.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -64,14 +72,18 @@ def trigger_policy(settings: Settings) -> TriggerPolicy:
 
 
 def _run_until(
-    argv: list[str], env: dict[str, str], stop: threading.Event, timeout: float
+    argv: list[str],
+    env: dict[str, str],
+    stop: threading.Event,
+    timeout: float,
+    tick: Callable[[], None],
 ) -> subprocess.CompletedProcess[str] | str | None:
     """Run ``argv`` to its end, or stop it once ``stop`` is set (``None``) or it has run
-    ``timeout`` seconds (saying so): a stopped service leaves no retrain behind, nor its lock
-    held."""
+    ``timeout`` seconds (saying so), calling ``tick`` meanwhile: a stopped service leaves no
+    retrain behind, nor its lock held. The retrain gets SIGTERM if the service dies."""
     deadline = time.monotonic() + timeout
     with subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        guarded(argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as child:
         while True:
             try:
@@ -80,6 +92,7 @@ def _run_until(
             except subprocess.TimeoutExpired:
                 if stop.is_set() or time.monotonic() > deadline:
                     break
+                tick()
         child.terminate()
         try:
             child.communicate(timeout=10)
@@ -150,6 +163,8 @@ class TriggerService:
         self.offsets = _key(self.model, "drift-offsets")  # next drift offset per partition
         self.state_key = _key(self.model, "state")  # what the policies noted: see _save_state
         self._release = self.registry.client.register_script(_RELEASE)
+        self._renew = self.registry.client.register_script(_RENEW)
+        self._renewed = 0.0  # monotonic time of the lock's last renewal
         self._worker: threading.Thread | None = None
         self._saved = b""
         self._load_state()
@@ -276,7 +291,7 @@ class TriggerService:
     def _retrain(self, action: Action) -> None:
         token = uuid.uuid4().hex  # the lock is ours alone to release
         try:
-            locked = self.registry.client.set(self.lock, token, nx=True, ex=LOCK_SECONDS)
+            locked = self.registry.client.set(self.lock, token, nx=True, ex=LEASE_SECONDS)
         except redis.RedisError as exc:
             locked, why = False, f"skipped, Redis is unreachable ({exc})"
         else:
@@ -289,8 +304,9 @@ class TriggerService:
         self._worker.start()
 
     def _run_retrain(self, action: Action, token: str) -> None:
+        self._renewed = time.monotonic()
         try:
-            self._retrain_and_audit(action)
+            self._retrain_and_audit(action, lambda: self._keep_lock(token))
         finally:  # whatever happened, the next retrain may start
             self.triggers.running = False
             try:
@@ -298,11 +314,22 @@ class TriggerService:
             except redis.RedisError as exc:  # it expires by itself
                 log.warning("retrain lock of %s not released: %s", self.model, exc)
 
-    def _retrain_and_audit(self, action: Action) -> None:
+    def _keep_lock(self, token: str) -> None:
+        """Renew the running retrain's lock if a quarter of its lease has passed."""
+        if time.monotonic() - self._renewed < LEASE_SECONDS / 4:
+            return
+        self._renewed = time.monotonic()
+        try:
+            if not self._renew(keys=[self.lock], args=[token, LEASE_SECONDS]):
+                log.warning("the retrain lock of %s expired while it ran", self.model)
+        except redis.RedisError as exc:  # tried again at the next quarter
+            log.warning("retrain lock of %s not renewed: %s", self.model, exc)
+
+    def _retrain_and_audit(self, action: Action, tick: Callable[[], None]) -> None:
         env = {**os.environ, **self.settings.to_env()}
         argv = retrain_argv(action, self.settings.trigger_retrain_alias)
         try:
-            done = _run_until(argv, env, self.stop, RETRAIN_TIMEOUT)
+            done = _run_until(argv, env, self.stop, RETRAIN_TIMEOUT, tick)
         except (OSError, ValueError) as exc:  # it could not start, or wrote no text
             done = f"cannot run it: {exc}"
         if done is None:  # stopped with the service: due again at its next start, no try spent

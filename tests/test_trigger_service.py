@@ -4,13 +4,18 @@ keeps what they noted."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis
 from prometheus_client import REGISTRY
 
 from flows import trigger_service
@@ -18,7 +23,7 @@ from flows.trigger_service import TriggerService, retrain_argv
 from models.specs import build_model
 from models.triggers import Action
 from riverrun.retrain_cmd import parse_time
-from tests.helpers import wait_for, write_raw
+from tests.helpers import process_alive, wait_for, write_raw
 
 
 def _service_and_versions(s: Any, count: int) -> tuple[Any, ...]:
@@ -111,6 +116,56 @@ def test_stopping_the_service_stops_its_running_retrain_and_frees_the_lock(
     assert REGISTRY.get_sample_value(
         "riverrun_retrains_total", {"model": s.model_name, "outcome": "failed"}
     ) in (None, 0.0)
+
+
+KILLED_SERVICE = """
+import sys, threading, time
+from flows import trigger_service
+from models.triggers import Action
+from riverrun.settings import Settings
+trigger_service.LEASE_SECONDS = {lease}
+sleep = "import os, time; open({pid!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+sleeper = ["{python}", "-c", sleep]
+trigger_service.retrain_argv = lambda action, alias: sleeper
+service = trigger_service.TriggerService(Settings.from_env(), threading.Event())
+drift = {{"kind": "concept", "source": "champion", "position": 10, "positions": {{}}}}
+service._retrain(Action("retrain", "drift", evidence={{"drift": drift}}, policy="drift"))
+time.sleep(120)
+"""
+
+
+def test_a_killed_service_takes_its_retrain_along_and_its_lock_soon_frees_itself(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """SIGKILLed, the service left its retrain running to its end and the lock held for an
+    hour, so no retrain of the model could start meanwhile. The lock is now a lease, renewed
+    while the retrain runs, and the retrain gets SIGTERM when the service dies."""
+    s = make_settings()
+    lease = 2
+    pid = tmp_path / "retrain.pid"
+    code = KILLED_SERVICE.format(lease=lease, python=sys.executable, pid=str(pid))
+    service = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **s.to_env()})
+    client = redis.Redis.from_url(s.redis_url)
+    lock = trigger_service.retrain_lock(s.model_name)
+    try:
+        wait_for(lambda: client.exists(lock), 30, "the retrain to take its lock")
+        taken = time.monotonic()
+
+        def outlived_its_lease() -> bool:
+            assert client.exists(lock), "the lock lapsed while its retrain ran"
+            return time.monotonic() - taken > 2 * lease
+
+        wait_for(outlived_its_lease, 10, "the retrain to outlast two leases", every=0.1)
+        retrain = int(pid.read_text())
+        assert process_alive(retrain)
+        os.kill(service.pid, signal.SIGKILL)
+        service.wait()
+        wait_for(lambda: not process_alive(retrain), 10, "the retrain to end with its service")
+        wait_for(lambda: not client.exists(lock), 2 * lease, "the lock to free itself")
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
 
 
 def test_a_lookback_from_before_1970_replays_from_the_start() -> None:
