@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import redis
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from flows.kafka_io import consumer, ensure_topics, offsets_at
+from flows.retrain_lock import RetrainLock, retrain_lock
 from models.registry import Registry, RegistryError
 from models.status import UnreadableStatus, read_status
 from models.triggers import (
@@ -39,19 +39,6 @@ log = logging.getLogger(__name__)
 ACTOR = "trigger"
 RETRAIN_TIMEOUT = 3000.0
 STOP_CHECK = 0.5  # seconds between looks at a stop request while a retrain runs
-# A retrain's lock lasts this long unless its service renews it (every quarter of it while the
-# retrain runs), so the lock of a service killed outright soon frees itself.
-LEASE_SECONDS = 60
-# Deletes the lock only if it still holds our token (compare-and-delete).
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Extends the lock by ARGV[2] seconds only if it still holds our token.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 def trigger_policy(settings: Settings) -> TriggerPolicy:
@@ -107,10 +94,11 @@ def _next_try(again: bool) -> str:
     return "next try after the cool-down" if again else f"given up after {DRIFT_TRIES} tries"
 
 
-def retrain_argv(action: Action, alias: str) -> list[str]:
-    """The ``riverrun retrain`` command line that carries out a retrain action."""
+def retrain_argv(action: Action, alias: str, lock_token: str) -> list[str]:
+    """The ``riverrun retrain`` command line that carries out a retrain action, under the
+    lock held with ``lock_token``."""
     argv = [sys.executable, "-m", "riverrun.cli", "retrain", "--reason", action.reason]
-    argv += ["--alias", alias]
+    argv += ["--alias", alias, "--lock-token", lock_token]
     if action.positions:
         argv += ["--from-positions", _positions(action.positions)]
     elif action.since is not None:
@@ -123,11 +111,6 @@ def retrain_argv(action: Action, alias: str) -> list[str]:
 def _key(model: str, what: str) -> str:
     """The trigger service's Redis keys for ``model``, all under one prefix."""
     return f"riverrun:trigger:{model}:{what}"
-
-
-def retrain_lock(model: str) -> str:
-    """The Redis key held while a retrain of ``model`` runs (one at a time)."""
-    return _key(model, "retrain")
 
 
 def decided_key(model: str) -> str:
@@ -159,12 +142,8 @@ class TriggerService:
         self.model = s.model_name
         self.registry = Registry.connect(s.redis_url, s.registry_key)
         self.triggers = Triggers(trigger_policy(s), started=time.time())
-        self.lock = retrain_lock(self.model)
         self.offsets = _key(self.model, "drift-offsets")  # next drift offset per partition
         self.state_key = _key(self.model, "state")  # what the policies noted: see _save_state
-        self._release = self.registry.client.register_script(_RELEASE)
-        self._renew = self.registry.client.register_script(_RENEW)
-        self._renewed = 0.0  # monotonic time of the lock's last renewal
         self._worker: threading.Thread | None = None
         self._saved = b""
         self._load_state()
@@ -289,9 +268,9 @@ class TriggerService:
             log.warning("cannot audit %s: %s", action.kind, exc)
 
     def _retrain(self, action: Action) -> None:
-        token = uuid.uuid4().hex  # the lock is ours alone to release
+        lock = RetrainLock(self.registry.client, self.model)
         try:
-            locked = self.registry.client.set(self.lock, token, nx=True, ex=LEASE_SECONDS)
+            locked = lock.take()
         except redis.RedisError as exc:
             locked, why = False, f"skipped, Redis is unreachable ({exc})"
         else:
@@ -300,36 +279,21 @@ class TriggerService:
             self._audit(action, f"{why}; {_next_try(self.triggers.retry(action, time.time()))}")
             return
         self.triggers.retrain_started(time.time())
-        self._worker = threading.Thread(target=self._run_retrain, args=(action, token), daemon=True)
+        self._worker = threading.Thread(target=self._run_retrain, args=(action, lock), daemon=True)
         self._worker.start()
 
-    def _run_retrain(self, action: Action, token: str) -> None:
-        self._renewed = time.monotonic()
+    def _run_retrain(self, action: Action, lock: RetrainLock) -> None:
         try:
-            self._retrain_and_audit(action, lambda: self._keep_lock(token))
+            self._retrain_and_audit(action, lock)
         finally:  # whatever happened, the next retrain may start
             self.triggers.running = False
-            try:
-                self._release(keys=[self.lock], args=[token])
-            except redis.RedisError as exc:  # it expires by itself
-                log.warning("retrain lock of %s not released: %s", self.model, exc)
+            lock.release()
 
-    def _keep_lock(self, token: str) -> None:
-        """Renew the running retrain's lock if a quarter of its lease has passed."""
-        if time.monotonic() - self._renewed < LEASE_SECONDS / 4:
-            return
-        self._renewed = time.monotonic()
-        try:
-            if not self._renew(keys=[self.lock], args=[token, LEASE_SECONDS]):
-                log.warning("the retrain lock of %s expired while it ran", self.model)
-        except redis.RedisError as exc:  # tried again at the next quarter
-            log.warning("retrain lock of %s not renewed: %s", self.model, exc)
-
-    def _retrain_and_audit(self, action: Action, tick: Callable[[], None]) -> None:
+    def _retrain_and_audit(self, action: Action, lock: RetrainLock) -> None:
         env = {**os.environ, **self.settings.to_env()}
-        argv = retrain_argv(action, self.settings.trigger_retrain_alias)
+        argv = retrain_argv(action, self.settings.trigger_retrain_alias, lock.token)
         try:
-            done = _run_until(argv, env, self.stop, RETRAIN_TIMEOUT, tick)
+            done = _run_until(argv, env, self.stop, RETRAIN_TIMEOUT, lock.keep)
         except (OSError, ValueError) as exc:  # it could not start, or wrote no text
             done = f"cannot run it: {exc}"
         if done is None:  # stopped with the service: due again at its next start, no try spent

@@ -24,6 +24,7 @@ from flows.files import SourceError
 from flows.kafka_io import KafkaUnavailable
 from flows.produce import STREAM_EVENTS
 from flows.retrain import RetrainError
+from flows.retrain_lock import LockHeld
 from grpc_api.errors import ServeError
 from models.datasets import DATASETS, DRIFT_EVERY, DatasetError
 from models.drift import DriftConfigError
@@ -289,6 +290,7 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
     DriftConfigError,
     TriggerConfigError,
     RetrainError,
+    LockHeld,
     DemoError,
     FeatureSpecError,
     LauncherError,

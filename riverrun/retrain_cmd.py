@@ -83,9 +83,13 @@ def parse_positions(text: str) -> dict[tuple[str, int], int]:
 
 
 def retrain(args: argparse.Namespace, settings: Settings) -> int:
-    """Replay a range of the topics into a fresh model and make it a challenger."""
+    """Replay a range of the topics into a fresh model and make it a challenger, one retrain
+    of the model at a time."""
+    import redis
+
     from flows.retrain import RetrainRequest
     from flows.retrain import retrain as run
+    from flows.retrain_lock import retrain_held
 
     req = RetrainRequest(
         spec=args.spec or "",
@@ -96,7 +100,9 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
         reason=args.reason,
         alias=args.alias,
     )
-    done = run(settings, req)
+    client = redis.Redis.from_url(settings.redis_url)
+    with retrain_held(client, settings.model_name, args.lock_token):
+        done = run(settings, req)
     info = done.info
     metrics = metrics_text(info.metrics)
     print(
@@ -164,6 +170,9 @@ def add_parsers(sub: Any) -> None:
         type=challenger_alias,
         default="challenger",
         help="challenger alias to point at the new version (default: challenger)",
+    )
+    p.add_argument(  # the trigger service's: its retrains run under the lock it holds
+        "--lock-token", default="", help=argparse.SUPPRESS
     )
     add_flags(p, KAFKA_AND_REDIS)
     p.set_defaults(handler=retrain)

@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 
+from flows import retrain_lock as retrain_lock_module
 from flows.kafka_io import reach
 from flows.produce import ProduceRequest, produce
-from flows.trigger_service import TriggerService, caught_up, retrain_lock
+from flows.retrain_lock import retrain_held, retrain_lock
+from flows.trigger_service import TriggerService, caught_up
 from models.datasets import open_stream
 from models.registry import ANY, Registry
 from models.specs import build_model
 from models.status import write_status
+from models.triggers import Action
 from riverrun.retrain_cmd import parse_time
 from tests.helpers import event, one_line, run_cli, run_flow_to_end, wait_for, write_raw
 
@@ -194,6 +197,49 @@ def test_the_trigger_service_says_which_status_it_acted_on(make_settings: Any) -
     assert not caught_up(client, s.model_name, 401), "the flow has gone further since"
     client.set(retrain_lock(s.model_name), "a retrain runs")
     assert not caught_up(client, s.model_name, 400), "a running retrain is not caught up"
+
+
+def test_one_retrain_of_a_model_runs_at_a_time_by_hand_too(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``riverrun retrain`` took no lock: a retrain by hand ran beside the trigger service's,
+    and the service started one beside a retrain by hand."""
+    s = make_settings(model_spec="logreg", trigger_drift_wait=0)
+    _produce(s, 300, "lock")
+    client = Registry.connect(s.redis_url, s.registry_key).client
+    lock = retrain_lock(s.model_name)
+    client.set(lock, "the trigger service's token", ex=60)
+    refused = _retrain(s, "--spec", "logreg")
+    assert refused.returncode == 2
+    assert one_line(refused) == (
+        f"riverrun retrain: error: a retrain of {s.model_name} already runs (lock {lock}); "
+        "try again once it ends"
+    )
+    under = _retrain(s, "--spec", "logreg", "--lock-token", "the trigger service's token")
+    assert under.returncode == 0, under.stderr
+    assert client.get(lock) == b"the trigger service's token", "its caller's lock, kept"
+    wrong = _retrain(s, "--spec", "logreg", "--lock-token", "a stale token")
+    assert wrong.returncode == 2 and "is not held with the token given" in one_line(wrong)
+    client.delete(lock)
+    done = _retrain(s, "--spec", "logreg")
+    assert done.returncode == 0, done.stderr
+    assert not client.exists(lock), "freed at the end"
+    monkeypatch.setattr(retrain_lock_module, "LEASE_SECONDS", 1)
+    service = TriggerService(s, threading.Event())
+    drift = {"kind": "concept", "source": "champion", "position": 10, "positions": {}}
+    with retrain_held(client, s.model_name):  # a retrain by hand runs
+        taken = time.monotonic()
+
+        def renewed_past_its_lease() -> bool:
+            assert client.exists(lock), "the lease lapsed while the retrain ran"
+            return time.monotonic() - taken > 3
+
+        wait_for(renewed_past_its_lease, 10, "three leases", every=0.05)
+        service._retrain(Action("retrain", "drift", evidence={"drift": drift}, policy="drift"))
+    assert service._worker is None, "the service started no retrain beside it"
+    (entry,) = [e for e in service.registry.history(s.model_name) if e.action == "trigger-retrain"]
+    assert entry.reason.startswith("skipped, a retrain of this model already runs")
+    assert not client.exists(lock)
 
 
 BAD_TIMES = ["nan", "inf", "-inf", "1e300", "-5", "1969-12-31", "yesterday"]

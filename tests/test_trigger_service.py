@@ -19,6 +19,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from flows import trigger_service
+from flows.retrain_lock import retrain_lock
 from flows.trigger_service import TriggerService, retrain_argv
 from models.specs import build_model
 from models.triggers import Action
@@ -100,15 +101,16 @@ def test_stopping_the_service_stops_its_running_retrain_and_frees_the_lock(
     the retrain running and its lock held for an hour."""
     s = make_settings(trigger_drift_wait=0)
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
-    monkeypatch.setattr(trigger_service, "retrain_argv", lambda action, alias: sleeper)
+    monkeypatch.setattr(trigger_service, "retrain_argv", lambda action, alias, token: sleeper)
     service = TriggerService(s, threading.Event())
     drift = {"kind": "concept", "source": "champion", "position": 10, "positions": {}}
     service._retrain(Action("retrain", "drift", evidence={"drift": drift}, policy="drift"))
     worker = service._worker
-    assert worker is not None and service.registry.client.get(service.lock) is not None
+    lock = retrain_lock(s.model_name)
+    assert worker is not None and service.registry.client.get(lock) is not None
     service.stop.set()
     wait_for(lambda: not worker.is_alive(), 30, "the retrain to stop with the service")
-    assert service.registry.client.get(service.lock) is None, "the lock is free"
+    assert service.registry.client.get(lock) is None, "the lock is free"
     (entry,) = [e for e in service.registry.history(s.model_name) if e.action == "trigger-retrain"]
     assert entry.reason.startswith("retrain stopped with the trigger service; due again")
     assert service.triggers.drift == drift, "armed again for the next start"
@@ -120,13 +122,13 @@ def test_stopping_the_service_stops_its_running_retrain_and_frees_the_lock(
 
 KILLED_SERVICE = """
 import sys, threading, time
-from flows import trigger_service
+from flows import retrain_lock, trigger_service
 from models.triggers import Action
 from riverrun.settings import Settings
-trigger_service.LEASE_SECONDS = {lease}
+retrain_lock.LEASE_SECONDS = {lease}
 sleep = "import os, time; open({pid!r}, 'w').write(str(os.getpid())); time.sleep(120)"
 sleeper = ["{python}", "-c", sleep]
-trigger_service.retrain_argv = lambda action, alias: sleeper
+trigger_service.retrain_argv = lambda action, alias, token: sleeper
 service = trigger_service.TriggerService(Settings.from_env(), threading.Event())
 drift = {{"kind": "concept", "source": "champion", "position": 10, "positions": {{}}}}
 service._retrain(Action("retrain", "drift", evidence={{"drift": drift}}, policy="drift"))
@@ -146,7 +148,7 @@ def test_a_killed_service_takes_its_retrain_along_and_its_lock_soon_frees_itself
     code = KILLED_SERVICE.format(lease=lease, python=sys.executable, pid=str(pid))
     service = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **s.to_env()})
     client = redis.Redis.from_url(s.redis_url)
-    lock = trigger_service.retrain_lock(s.model_name)
+    lock = retrain_lock(s.model_name)
     try:
         wait_for(lambda: client.exists(lock), 30, "the retrain to take its lock")
         taken = time.monotonic()
@@ -170,10 +172,10 @@ def test_a_killed_service_takes_its_retrain_along_and_its_lock_soon_frees_itself
 
 def test_a_lookback_from_before_1970_replays_from_the_start() -> None:
     """``riverrun retrain`` refuses times before 1970; a lookback longer than that means all."""
-    argv = retrain_argv(Action("retrain", "scheduled", since=1e12), "challenger-retrain")
+    argv = retrain_argv(Action("retrain", "scheduled", since=1e12), "challenger-retrain", "t")
     since = argv[argv.index("--since") + 1]
     assert since == "0.000" and parse_time(since) == 0.0
-    recent = retrain_argv(Action("retrain", "scheduled", since=60.0), "challenger-retrain")
+    recent = retrain_argv(Action("retrain", "scheduled", since=60.0), "challenger-retrain", "t")
     assert abs(parse_time(recent[recent.index("--since") + 1]) - (time.time() - 60)) < 5
 
 
