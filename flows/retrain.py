@@ -120,7 +120,8 @@ def replay_range(
 ) -> tuple[Offsets, Offsets]:
     """First and stop offsets of every partition of ``topics``: from the first message kept
     (or ``since``) to the end as it is now; offsets asked for past the end stop there, as a
-    replay never waits for messages to come."""
+    replay never waits for messages to come, and those before the first kept start there,
+    as no reader could ever get to them."""
     boot = settings.bootstrap_servers
     start: Offsets = {}
     stop: Offsets = {}
@@ -129,7 +130,7 @@ def replay_range(
         since = offsets_at(boot, topic, math.ceil(req.since * 1000)) if req.since else {}
         for part, (first, end) in kept.items():
             asked = req.start_offsets.get((topic, part), since.get(part, first))
-            start[(topic, part)] = min(asked, end)
+            start[(topic, part)] = min(max(asked, first), end)
             stop[(topic, part)] = min(req.stop_offsets.get((topic, part), end), end)
     unknown = sorted((req.start_offsets.keys() | req.stop_offsets.keys()) - start.keys())
     if unknown:

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from flows import retrain as retrain_module
 from flows import retrain_lock as retrain_lock_module
 from flows.kafka_io import reach
 from flows.produce import ProduceRequest, produce
+from flows.retrain import RetrainRequest, replay_range
 from flows.retrain_lock import retrain_held, retrain_lock
 from flows.trigger_service import TriggerService, caught_up
 from models.datasets import open_stream
@@ -95,6 +97,21 @@ def test_a_retrain_computes_the_entity_features_of_the_learn_flow(make_settings:
         assert "entity_count" in info.features and "entity_since_last" not in info.features
         said = "RIVERRUN_ENTITY_FEATURES=since_last is not what the learn flow of"
         assert (said in done.stderr) == bool(told), done.stderr
+
+
+def test_a_replay_asked_to_start_before_the_first_kept_message_starts_there(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drift's positions older than the topic's retention started the replay at an offset
+    no reader could get to: the consumer reset to the end, and the replay waited for ever.
+    (Tansu never deletes, so the kept range of a topic with retention is given here.)"""
+    s = make_settings()
+    kept = {"events": {0: (100, 500), 1: (40, 60)}, "labels": {0: (0, 0)}}
+    monkeypatch.setattr(retrain_module, "kept_offsets", lambda boot, topic: kept[topic])
+    req = RetrainRequest(start_offsets={("events", 0): 0, ("events", 1): 50})
+    start, stop = replay_range(s, req, ["events", "labels"])
+    assert start == {("events", 0): 100, ("events", 1): 50, ("labels", 0): 0}
+    assert stop == {("events", 0): 500, ("events", 1): 60, ("labels", 0): 0}
 
 
 def test_retrain_by_time_replays_only_messages_after_since(make_settings: Any) -> None:
