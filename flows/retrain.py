@@ -237,18 +237,19 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
 def with_the_flows_features(settings: Settings, store: FeatureStore) -> Settings:
     """The settings with the entity features (and their TTL) the model's learn flow computes,
     as it wrote them to ``store``, whatever this process was told: the new model must learn
-    the features the flow will give it. Without a flow that keeps any, the settings' own."""
+    the features the flow will give it. None if the flow keeps none; the settings' own if no
+    flow has said."""
     kept = store.read_spec()
     if kept is None:
         return settings
     ttl = store.read_ttl()
     if settings.entity_features and FeatureSpec.parse(settings.entity_features) != kept:
         log.warning(
-            "%s=%s is not what the learn flow of %s computes: the replay computes its %s",
+            "%s=%s is not what the learn flow of %s computes: the replay computes %s",
             env_name("entity_features"),
             ",".join(settings.entity_features),
             settings.model_name,
-            ",".join(kept.items()),
+            ",".join(kept.items()) or "none",
         )
     if settings.entity_ttl and settings.entity_ttl != ttl:
         log.warning(

@@ -88,15 +88,19 @@ class FeatureStore:
             pipe.execute()
 
     def forget_spec(self) -> None:
-        """Say that the learn flow keeps no entity features (any more), and drop the states
-        it kept: servers and retrains then compute none, and a flow that keeps them again
-        starts with no stale state."""
+        """Say that the learn flow keeps no entity features (any more), with an empty spec,
+        and drop the states it kept: servers and retrains then compute none, and a flow that
+        keeps them again starts with no stale state."""
         spec = self.read_spec()
-        stale = [self.state_key(spec)] if spec is not None else []
-        self.client.delete(self.spec_key, self.ttl_key, *stale)
+        stale = [self.state_key(spec)] if spec else []
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(self.ttl_key, *stale)
+            pipe.set(self.spec_key, orjson.dumps([]))
+            pipe.execute()
 
     def read_spec(self) -> FeatureSpec | None:
-        """The spec the learn flow last wrote, or ``None`` if it keeps no entity features."""
+        """The spec the learn flow last wrote (empty if it keeps no entity features), or
+        ``None`` if no flow of the model has said."""
         raw = self.client.get(self.spec_key)
         return None if raw is None else FeatureSpec.parse(orjson.loads(raw))
 

@@ -121,5 +121,5 @@ def test_a_flow_without_entity_features_says_so_to_servers_and_retrains(
     count = FeatureSpec.parse(["count"])
     assert (store.read_spec(), store.read_ttl()) == (count, 60.0) and store.read(count, "a")
     run_flow_to_end(s.override({"entity_features": (), "entity_ttl": 0.0}))
-    assert (store.read_spec(), store.read_ttl()) == (None, 0.0)
+    assert (store.read_spec(), store.read_ttl()) == (FeatureSpec(), 0.0), "none, said"
     assert store.read(count, "a") is None, "no stale state for a flow that keeps them again"

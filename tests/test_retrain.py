@@ -97,6 +97,14 @@ def test_a_retrain_computes_the_entity_features_of_the_learn_flow(make_settings:
         assert "entity_count" in info.features and "entity_since_last" not in info.features
         said = "RIVERRUN_ENTITY_FEATURES=since_last is not what the learn flow of"
         assert (said in done.stderr) == bool(told), done.stderr
+    # a flow that keeps none any more: its spec was forgotten, and a retrain told of some
+    # computed them, so the server refused every request for a feature no flow gave
+    run_flow_to_end(s.override({"entity_features": ()}))
+    done = _retrain(s, "--spec", "logreg")
+    assert done.returncode == 0, done.stderr
+    assert "the replay computes none" in done.stderr
+    info = reg.info(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
+    assert not [name for name in info.features if name.startswith("entity_")]
 
 
 def test_a_replay_asked_to_start_before_the_first_kept_message_starts_there(
