@@ -151,6 +151,20 @@ def _champion_features(reg: Registry, model: str) -> list[str] | None:
     return None if version is None else reg.info(model, version).features
 
 
+def _check_features(reg: Registry, model: str, asked: Iterable[str], warm_start: str) -> None:
+    """Refuse a warm-started model that would ask for features the model's events do not
+    carry (those its champion recorded): once promoted, the server would refuse every
+    request for it."""
+    given = _champion_features(reg, model)
+    missing = sorted(set(asked) - set(given)) if given else []
+    if missing:
+        raise RegistryError(
+            f"{warm_start} has feature(s) {', '.join(map(repr, missing))} that the events of "
+            f"model {model!r} do not carry (its champion's features): drop them from the "
+            "warm start, or push under another model name"
+        )
+
+
 def push(args: argparse.Namespace, settings: Settings) -> int:
     """Register a model built from a spec (optionally warm-started on recorded data) and
     set it as a challenger: running learn flows shadow it from their next event on."""
@@ -186,6 +200,7 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
         if rejects.counts:  # refused rows, recorded with the version and said below
             tags["warm_start_rejected"] = counts_text(rejects.counts)
         features: Iterable[str] | None = evaluation.lead.schema  # what it asked of events
+        _check_features(reg, args.model, evaluation.lead.schema, source.description)
     else:
         sample = latest_event(settings)
         model = build_model(

@@ -572,6 +572,31 @@ def test_cli_push_warm_starts_only_on_labelled_events_of_the_models_task(
     assert (latest.events_seen, latest.tags["warm_start_rejected"]) == (2, "1 bad_feature")
 
 
+def test_cli_push_refuses_a_warm_start_with_features_the_models_events_lack(
+    reg: Registry, name: str, stack: LocalStack, tmp_path: Path
+) -> None:
+    """A warm start with a column the live events lack was registered, and once promoted the
+    server refused every request for a feature no event carried."""
+    (v1,) = _register(reg, name, features=["entity_count", "x"])
+    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="r")
+    push = ("push", name, "--spec", "linreg", "--quiet", "--warm-start")
+    wider = tmp_path / "wider.csv"
+    wider.write_text("x,account_age,label\n1,3,2.0\n2,4,4.5\n")
+    refused = _cli(stack, *push, str(wider))
+    assert refused.returncode == 2
+    assert one_line(refused).endswith(
+        f"file {wider} has feature(s) 'account_age' that the events of model {name!r} do not "
+        "carry (its champion's features): drop them from the warm start, or push under "
+        "another model name"
+    )
+    assert [v.version for v in reg.versions(name)] == [v1], "nothing registered"
+    narrower = tmp_path / "narrower.csv"  # a model that asks for fewer features serves
+    narrower.write_text("x,label\n1,2.0\n2,4.5\n")
+    done = _cli(stack, *push, str(narrower))
+    assert done.returncode == 0, done.stderr
+    assert reg.versions(name)[-1].features == ["x"]
+
+
 def test_cli_makes_champion_only_a_version_flows_can_load_that_does_the_champions_task(
     reg: Registry, name: str, stack: LocalStack
 ) -> None:
