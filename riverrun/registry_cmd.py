@@ -200,7 +200,7 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
         if rejects.counts:  # refused rows, recorded with the version and said below
             tags["warm_start_rejected"] = counts_text(rejects.counts)
         features: Iterable[str] | None = evaluation.lead.schema  # what it asked of events
-        _check_features(reg, args.model, evaluation.lead.schema, source.description)
+        _check_features(reg, args.model, features or (), source.description)
     else:
         sample = latest_event(settings)
         model = build_model(
