@@ -13,8 +13,9 @@ FORBIDDEN = {
     "flows": {"grpc", "grpc_api"},
     "grpc_api": {"flows", "bytewax"},  # siblings of flows: Kafka only through confluent_kafka
 }
-# flows and grpc_api may read the shared settings and metrics, nothing else of the shell.
-SHELL_LEAVES = {"riverrun.settings", "riverrun.metrics"}
+# flows and grpc_api may read the shared settings and metrics, and start children that end
+# with their parent (riverrun.deathsig, stdlib only), nothing else of the shell.
+SHELL_LEAVES = {"riverrun.settings", "riverrun.metrics", "riverrun.deathsig"}
 
 
 def _imports(path: Path) -> set[str]:
