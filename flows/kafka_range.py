@@ -1,6 +1,8 @@
 """A bounded range of Kafka topics, read once: by offsets, by record timestamps, or both.
 
-Offset bounds apply to every partition. Time bounds are Kafka record timestamps (epoch
+Offset bounds apply to every partition of the events topic; a labels topic is read whole
+(within the time bounds), as its offsets say nothing of which events its labels are for.
+Time bounds are Kafka record timestamps (epoch
 seconds): the broker's offsets-for-times only gives where to start reading (Tansu answers
 it with the earliest offset, so it is a lower bound), and every record is then filtered by
 its timestamp, which is exact on any broker. Partitions and topics are merged by record
@@ -24,8 +26,8 @@ POLL_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class KafkaRange:
-    """Which records of a topic to read: offsets ``[start_offset, stop_offset)`` of each
-    partition, and timestamps ``[since, until)``; ``None`` leaves a side open (the stop
+    """Which records to read: offsets ``[start_offset, stop_offset)`` of each partition of
+    the events topic, and timestamps ``[since, until)``; ``None`` leaves a side open (the stop
     is then the end of the partition when reading starts)."""
 
     start_offset: int | None = None
@@ -52,18 +54,20 @@ class Bounds:
 
 
 def plan(bootstrap: str, topics: list[str], rng: KafkaRange, timeout: float = 30) -> list[Bounds]:
-    """Where reading starts and stops in every partition of ``topics``."""
+    """Where reading starts and stops in every partition of ``topics``: the events topic,
+    then the labels topic if there is one (which the offset bounds leave alone)."""
     out = []
     c = consumer(bootstrap)
     try:
         for topic in topics:
+            offsets = rng if topic == topics[0] else KafkaRange()
             for part, end in end_offsets(bootstrap, topic, timeout).items():
                 tp = TopicPartition(topic, part)
                 low = int(c.get_watermark_offsets(tp, timeout=timeout)[0])
-                start = max(low, rng.start_offset or 0)
+                start = max(low, offsets.start_offset or 0)
                 if rng.since is not None:
                     start = max(start, _offset_at(c, tp, rng.since, end, timeout))
-                stop = end if rng.stop_offset is None else min(end, rng.stop_offset)
+                stop = end if offsets.stop_offset is None else min(end, offsets.stop_offset)
                 out.append(Bounds(topic, part, start, max(start, stop)))
     finally:
         c.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,30 @@ def test_a_kafka_range_by_time_or_offsets(make_settings: Any, tmp_path: Path) ->
         assert report["events"] == 300
         assert report["models"][0]["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-12)
     assert first["events"] == 300
+
+
+def test_offsets_bound_the_events_topic_and_its_labels_are_read_whole(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """The offsets cut the labels topic too, where they say nothing of which events its
+    labels are for: most events of the range went unlabelled."""
+    s = make_settings()
+    ensure_topics(s.bootstrap_servers, [s.topic_events, s.topic_labels], 1)
+    samples = list(open_stream("sea-drift", seed=3, events=600).samples)
+    out = producer(s.bootstrap_servers)
+    t0 = 1_700_000_000_000
+    for i, (x, _) in enumerate(samples):
+        out.produce(s.topic_events, event(i, x), timestamp=t0 + i)
+    order = list(range(len(samples)))
+    random.Random(5).shuffle(order)  # labels come in their own order, after the events
+    for j, i in enumerate(order):
+        label = {"kind": "label", "id": f"e{i}", "label": samples[i][1]}
+        out.produce(s.topic_labels, orjson.dumps(label), timestamp=t0 + 1000 + j)
+    out.flush()
+    bounds = ["--start-offset", "300", "--stop-offset", "400"]
+    report = _evaluate(tmp_path, "--model", "logreg", "--source", "kafka", *bounds, settings=s)
+    assert (report["events"], report["labelled"]) == (100, 100)
+    assert report["unknown_labels"] == 500, "the labels of the events outside the range"
 
 
 def test_gates_exit_1_when_a_model_is_worse_and_refuse_the_wrong_direction(
