@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,32 @@ def test_files_rotate_by_time_and_hold_each_hour_apart(tmp_path: Path) -> None:
         "feature_id": 1.0,
         "predictions": [],
     }
+
+
+@pytest.mark.parametrize(("features", "models"), [(3, 1), (20, 2), (100, 2), (8, 4)])
+def test_rows_wait_until_what_they_take_in_memory_reaches_the_budget(
+    tmp_path: Path, features: int, models: int
+) -> None:
+    """The budget counted the bytes a row takes in a file: rows held ten times it in memory
+    (about 15 GiB at worst with the defaults)."""
+    budget = 2 << 20
+
+    def row(i: int) -> LabelledRow:
+        x = {f"f{j}": i + j / 7 for j in range(features)}
+        predictions = [(f"c{k}", "logreg", 3, {True: 0.3, False: 0.7}) for k in range(models)]
+        return LabelledRow(f"model-{i}", HOUR + i, f"user{i % 50}", x, i % 2 == 0, predictions)
+
+    tracemalloc.start()
+    rows = [row(i) for i in range(2000)]
+    per_row = tracemalloc.get_traced_memory()[0] / len(rows)
+    tracemalloc.stop()
+    store = OfflineStore(tmp_path, "binary", max_bytes=budget)
+    taken = 0
+    while not _visible(tmp_path):
+        store.take([row(taken)])
+        taken += 1
+    held = taken * per_row
+    assert budget / 1.5 < held < budget * 1.5, f"{held / budget:.2f} of the budget in memory"
 
 
 def test_features_named_like_columns_or_folders_keep_their_values(tmp_path: Path) -> None:
