@@ -21,6 +21,7 @@ from flows.codec import Parser
 from flows.kafka_io import KafkaUnavailable, reach, recorded_topics
 from flows.kafka_range import KafkaRange
 from models.datasets import DATASETS, open_stream
+from models.features import EntityFeatures, FeatureSpec
 from models.progressive import Rejects, hold_labels
 from models.schema import Event, InvalidInput, Record
 from riverrun.settings import Settings
@@ -92,10 +93,28 @@ def open_source(req: SourceRequest, settings: Settings, rejects: Rejects) -> Sou
         )
     else:
         source = _file(req.name, settings, rejects)
+    if settings.entity_features:
+        spec = FeatureSpec.parse(settings.entity_features)
+        source.records = with_entity_features(source.records, spec, settings.entity_ttl)
+        source.description += f", with entity features {','.join(spec.items())}"
     if req.delay > 0:
         source.records = hold_labels(source.records, req.delay)
         source.description += f", labels delayed by {req.delay} events"
     return source
+
+
+def with_entity_features(
+    records: Iterator[Record], spec: FeatureSpec, ttl: float
+) -> Iterator[Record]:
+    """``records`` with each event's features joined by its entity's aggregates after it,
+    as the learn flow's features step computes them (entities idle ``ttl`` seconds of event
+    time start afresh)."""
+    features = EntityFeatures(spec, ttl)
+    for rec in records:
+        if type(rec) is Event:
+            rec.features = features.update(rec.entity, rec.time, rec.features)
+            features.expire()
+        yield rec
 
 
 def _counted(records: Iterator[Record], read: Progress) -> Iterator[Record]:

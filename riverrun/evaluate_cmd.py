@@ -29,6 +29,7 @@ from riverrun.settings import Settings, add_flags
 
 KAFKA_FLAGS = ("bootstrap_servers", "topic_events", "topic_labels")
 LEARN_FLAGS = ("task", "seed", "rolling_window", "label_ttl", "max_pending", "batch_size")
+ENTITY_FLAGS = ("entity_features", "entity_ttl")
 
 
 class EvaluateError(RuntimeError):
@@ -258,5 +259,5 @@ def add_parser(sub: Any) -> None:
         help="exit 1 if a model's lower-is-better metric (log_loss, mae, rmse) is above VALUE",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_flags(p, (*KAFKA_FLAGS, *LEARN_FLAGS, "max_message_bytes"))
+    add_flags(p, (*KAFKA_FLAGS, *LEARN_FLAGS, *ENTITY_FLAGS, "max_message_bytes"))
     p.set_defaults(handler=evaluate)

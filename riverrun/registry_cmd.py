@@ -10,8 +10,10 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
+from flows.retrain import with_the_flows_features
 from flows.sources import latest_event
 from models.ab import CHALLENGER
+from models.feature_store import FeatureStore
 from models.progressive import Rejects
 from models.registry import ANY, AliasMove, Registry, RegistryError, VersionInfo, model_params
 from models.specs import build_model
@@ -181,6 +183,8 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     tags = {"pushed": "true"}
     if request is not None:
         rejects = Rejects()
+        store = FeatureStore(reg.client, args.model)  # the warm start learns the flow's
+        settings = with_the_flows_features(settings.override({"model_name": args.model}), store)
         source, first = open_checked(request, settings, args, rejects)
         if source.task != task and champion_task is not None:
             raise RegistryError(

@@ -78,6 +78,36 @@ def test_evaluate_equals_the_learn_flow_through_kafka(
     _assert_same_metrics(from_file, flow)
 
 
+def test_evaluate_computes_the_entity_features_the_learn_flow_does(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """Evaluate left the entity aggregates out, so its numbers were not the flow's, and a
+    warm start from Kafka learned a model without the features the flow gives."""
+    entity = ("count", "since_last", "mean:https")
+    s = make_settings(entity_features=entity, entity_ttl=0.03)  # events 1 ms apart
+    req = ProduceRequest("phishing", None, seed=s.seed, id_prefix="ef", entities=20)
+    produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
+    run_flow_to_end(s)
+    status = read_status(redis.Redis.from_url(s.redis_url), s.model_name)
+    assert status is not None and status["labelled"] == 1250
+    flow = {m["spec"]: m["metrics"] for m in status["models"]}
+    features = ["--entity-features", ",".join(entity), "--entity-ttl", "0.03"]
+    with_them = _evaluate(tmp_path, "--model", "logreg", "--source", "kafka", *features, settings=s)
+    _assert_same_metrics(with_them, flow)
+    without = _evaluate(tmp_path, "--model", "logreg", "--source", "kafka", settings=s)
+    assert without["models"][0]["metrics"]["log_loss"] != pytest.approx(
+        flow["logreg"]["log_loss"], abs=1e-6
+    ), "the aggregates make a difference here"
+
+    pushed = run_cli(
+        s.to_env(), "registry", "push", s.model_name, "--spec", "logreg", "--quiet", "--json",
+        "--warm-start", "kafka",
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    learned = orjson.loads(pushed.stdout)["version"]["features"]
+    assert {"entity_count", "entity_since_last", "entity_mean_https"} <= set(learned)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
 def test_tabular_files_give_river_progressive_val_score(tmp_path: Path, suffix: str) -> None:
     rows = [{**x, "label": y} for x, y in open_stream("phishing", seed=42, events=None).samples]
