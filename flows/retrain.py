@@ -23,6 +23,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.run import cli_main
+from tqdm import tqdm
 
 from flows.kafka_io import (
     KafkaBatchSource,
@@ -62,6 +63,7 @@ class RetrainRequest:
     stop_offsets: Offsets = field(default_factory=dict)
     reason: str = "requested by hand"
     alias: str = "challenger"
+    progress: bool = True  # a progress bar of the replay on stderr
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,10 @@ class Retrained:
 class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
     """Feeds the learner and hands it on when the replay ends."""
 
-    def __init__(self, learner: OnlineLearner, rejected: Counter[str]) -> None:
+    def __init__(self, learner: OnlineLearner, rejected: Counter[str], bar: tqdm) -> None:
         self.learner = learner
         self.rejected = rejected
+        self.bar = bar
 
     def on_batch(self, values: list[list[Record]]) -> tuple[list[OnlineLearner], bool]:
         """Learn the replayed events and labels in order."""
@@ -98,11 +101,13 @@ class _Done(StatefulBatchLogic[list[Record], OnlineLearner, None]):
                 except ModelError:
                     self.rejected["model_error"] += 1
             self._unknown(learner.expire())
+            self.bar.update(len(records))
         return [], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[OnlineLearner], bool]:
         """Hand on the trained learner once the range is read."""
         self._unknown(self.learner.drain_orphans())
+        self.bar.close()
         return [self.learner], StatefulBatchLogic.DISCARD
 
     def _unknown(self, labels: list[LabelMessage]) -> None:
@@ -188,7 +193,9 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     rejected: Counter[str] = Counter()
     op.inspect("count-rejects", parse_rejects, lambda _step, dead: _count(rejected, dead))
     keyed = op.map("route-model", records, lambda kv: ("retrain", kv[1]))
-    done = op.stateful_batch("learn", keyed, lambda _state: _Done(learner, rejected))
+    total = sum(stop[where] - offset for where, offset in start.items())
+    bar = tqdm(total=total, unit="msg", desc="retrain replay", disable=not req.progress)
+    done = op.stateful_batch("learn", keyed, lambda _state: _Done(learner, rejected, bar))
     op.inspect("finished", done, _log_finished)
     began = time.monotonic()
     cli_main(flow, epoch_interval=timedelta(seconds=settings.epoch_interval))

@@ -98,7 +98,7 @@ def retrain_argv(action: Action, alias: str, lock_token: str) -> list[str]:
     """The ``riverrun retrain`` command line that carries out a retrain action, under the
     lock held with ``lock_token``."""
     argv = [sys.executable, "-m", "riverrun.cli", "retrain", "--reason", action.reason]
-    argv += ["--alias", alias, "--lock-token", lock_token]
+    argv += ["--alias", alias, "--lock-token", lock_token, "--quiet"]
     if action.positions:
         argv += ["--from-positions", _positions(action.positions)]
     elif action.since is not None:

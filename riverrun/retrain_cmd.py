@@ -99,6 +99,7 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
         stop_offsets=parse_positions(args.to_positions or ""),
         reason=args.reason,
         alias=args.alias,
+        progress=not args.quiet,
     )
     client = redis.Redis.from_url(settings.redis_url)
     with retrain_held(client, settings.model_name, args.lock_token):
@@ -165,6 +166,7 @@ def add_parsers(sub: Any) -> None:
         "last reported positions",
     )
     p.add_argument("--reason", default="requested by hand", help="recorded with the version")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--alias",
         type=challenger_alias,
