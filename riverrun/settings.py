@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +42,7 @@ def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
 
 
 # Numeric settings and the rule each group keeps: (names, holds, what the rule says).
+TEN_YEARS = 315_360_000
 _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (
         (
@@ -95,6 +97,25 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
         ("trigger_fresh_every", "trigger_schedule_every", "data_drift_window", "entity_ttl"),
         lambda value: value >= 0,
         "must be at least 0 (0: off)",
+    ),
+    (  # past this, clocks and Kafka's millisecond times overflow
+        (
+            "entity_ttl",
+            "label_ttl",
+            "status_interval",
+            "epoch_interval",
+            "snapshot_interval",
+            "serve_sync_interval",
+            "offline_store_max_seconds",
+            "trigger_lookback",
+            "trigger_drift_wait",
+            "trigger_slump_for",
+            "trigger_cooldown",
+            "trigger_schedule_every",
+            "promote_latency_budget",
+        ),
+        lambda value: value <= TEN_YEARS,
+        f"must be at most {TEN_YEARS:,} (seconds: ten years)",
     ),
 )
 
@@ -254,6 +275,8 @@ class Settings:
             name, value = f.name, getattr(self, f.name)
             if isinstance(value, float) and value != value:
                 raise SettingsError(f"{env_name(name)} is NaN: expected a number")
+            if isinstance(value, float) and math.isinf(value):
+                raise SettingsError(f"{env_name(name)} is {value}: expected a finite number")
             if name.startswith("topic_") and not value:
                 raise SettingsError(f"{env_name(name)} is empty: expected a topic name")
             if name.endswith("_port") and not 0 <= value <= 65535:
@@ -263,6 +286,12 @@ class Settings:
                 if not holds(getattr(self, name)):
                     raise SettingsError(f"{env_name(name)} {rule}")
         self._check_promotion()
+        for name in ("topic_predictions", "topic_shadow", "topic_deadletter", "topic_drift"):
+            if getattr(self, name) in (self.topic_events, self.topic_labels):
+                raise SettingsError(
+                    f"{env_name(name)}={getattr(self, name)!r} is a topic the flow reads: its "
+                    "outputs would come back as input, for ever"
+                )
         try:
             check_new_model_alias(self.trigger_retrain_alias, "a retrained model")
         except ValueError as exc:

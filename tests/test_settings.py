@@ -77,7 +77,14 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
         ({"RIVERRUN_PROMOTE_ALPHA": "0"}, "RIVERRUN_PROMOTE_ALPHA must lie between 0 and 1"),
         ({"RIVERRUN_PROMOTE_MARGIN": "-0.1"}, "RIVERRUN_PROMOTE_MARGIN must lie from 0 up to 1"),
         ({"RIVERRUN_PROMOTE_MARGIN": "1"}, "RIVERRUN_PROMOTE_MARGIN must lie from 0 up to 1"),
-        ({"RIVERRUN_PROMOTE_MARGIN": "inf"}, "RIVERRUN_PROMOTE_MARGIN must lie from 0 up to 1"),
+        ({"RIVERRUN_PROMOTE_MARGIN": "inf"}, "RIVERRUN_PROMOTE_MARGIN is inf: expected a finite"),
+        ({"RIVERRUN_ENTITY_TTL": "inf"}, "RIVERRUN_ENTITY_TTL is inf: expected a finite number"),
+        ({"RIVERRUN_TRIGGER_SLUMP_THRESHOLD": "-inf"}, "SLUMP_THRESHOLD is -inf: expected a"),
+        (
+            {"RIVERRUN_EPOCH_INTERVAL": "1e20"},
+            "RIVERRUN_EPOCH_INTERVAL must be at most 315,360,000 \\(seconds: ten years\\)",
+        ),
+        ({"RIVERRUN_TRIGGER_LOOKBACK": "1e12"}, "RIVERRUN_TRIGGER_LOOKBACK must be at most"),
         (
             {"RIVERRUN_PROMOTE_LATENCY_BUDGET": "-1"},
             "RIVERRUN_PROMOTE_LATENCY_BUDGET must be positive",
@@ -107,6 +114,11 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
         ),
         ({"RIVERRUN_MODEL_NAME": ""}, "RIVERRUN_MODEL_NAME='': expected a model name that can"),
         ({"RIVERRUN_TOPIC_EVENTS": ""}, "RIVERRUN_TOPIC_EVENTS is empty: expected a topic name"),
+        (
+            {"RIVERRUN_TOPIC_DEADLETTER": "events"},
+            "RIVERRUN_TOPIC_DEADLETTER='events' is a topic the flow reads: its outputs would",
+        ),
+        ({"RIVERRUN_TOPIC_PREDICTIONS": "labels"}, "RIVERRUN_TOPIC_PREDICTIONS='labels' is a"),
         ({"RIVERRUN_MODEL_NAME": "a/b"}, "RIVERRUN_MODEL_NAME='a/b': expected a model name"),
         (
             {"RIVERRUN_METRICS_PORT": "65535", "RIVERRUN_PROCESSES": "2"},
