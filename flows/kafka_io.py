@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -229,6 +230,17 @@ def _kept(c: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
     return int(low), int(end)
 
 
+_STOP_READING = threading.Event()
+
+
+def stop_reading() -> None:
+    """End the input of every Kafka source of this process, as if each partition had reached
+    its stop: the flow then finishes the records in hand, flushes its outputs and takes
+    its last snapshot, so a stopped flow loses no output and a resumed one repeats none.
+    Records read but not handed on are read again on resume."""
+    _STOP_READING.set()
+
+
 class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
     """One partition's consumer, handing on records in step with the process's other
     partitions (:mod:`flows.pacing`): records read past the pacer's limit are held."""
@@ -275,7 +287,8 @@ class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
         """The records waiting in the consumer (never blocks) that the pacer lets through,
         as one batch."""
         held = self._held
-        if self._stop is not None and self._read_to >= self._stop and not held:
+        ended = self._stop is not None and self._read_to >= self._stop and not held
+        if ended or _STOP_READING.is_set():
             self._report_lag()
             self._pacer.note(self._name, None)
             raise StopIteration()

@@ -18,7 +18,7 @@ def main(process_id: int, addresses: list[str]) -> int:
 
     def work() -> int:
         try:
-            with stop_quietly_on_signal(announce=False):
+            with stop_quietly_on_signal(announce=False, graceful=True):
                 run_process(Settings.from_env(), process_id, addresses)
         except BaseException as exc:  # pyo3's PanicException, when a peer's failure stops it
             if type(exc).__name__ != "PanicException":

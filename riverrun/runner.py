@@ -23,7 +23,7 @@ from bytewax.run import cli_main
 
 from flows import heap
 from flows.hush import STDERR
-from flows.kafka_io import KafkaUnavailable, ensure_topics, partition_count
+from flows.kafka_io import KafkaUnavailable, ensure_topics, partition_count, stop_reading
 from flows.learn import build_flow
 from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
@@ -36,7 +36,7 @@ from riverrun.peers import await_listeners
 from riverrun.recovery import holding_recovery, prepare_recovery, recovery_config
 from riverrun.settings import Settings
 
-STOP_TIMEOUT = 5.0  # seconds a cluster's processes have to stop before they are killed
+STOP_TIMEOUT = 10.0  # seconds a cluster's processes have to stop before they are killed
 PEERS_END = 5.0  # seconds the others of a failed cluster process have to end by themselves
 
 
@@ -62,7 +62,7 @@ def run_learn(settings: Settings) -> int:
     with holding_recovery(settings):
         if prepare_recovery(settings):
             print(f"learn flow resumes from {settings.recovery_path}", file=sys.stderr)
-        with stop_quietly_on_signal():
+        with stop_quietly_on_signal(graceful=settings.processes == 1):
             if settings.processes == 1:
                 run_process(settings)
                 return 0
@@ -88,22 +88,31 @@ def warn_of_idle_processes(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def stop_quietly_on_signal(announce: bool = True) -> Iterator[None]:
+def stop_quietly_on_signal(announce: bool = True, *, graceful: bool = False) -> Iterator[None]:
     """Ctrl-C or SIGTERM stop the flow; whichever code it interrupted, that is no error.
 
-    The signal raises ``KeyboardInterrupt`` wherever Python happens to be (inside a Kafka
-    flush, say), and Bytewax may wrap what that becomes: once a signal came, an error on
-    the way out is the stop itself. Bytewax's worker also panics on it and Rust prints the
-    panic (a whole backtrace with ``RUST_BACKTRACE`` set), so stderr is closed from the
-    signal until the flow is down. ``announce=False`` stops without a word: a cluster's
-    processes, whose parent says it once.
+    ``graceful``: the first signal ends the flow's Kafka input
+    (:func:`flows.kafka_io.stop_reading`), so it flushes its outputs and snapshots before
+    it stops; a second stops it at once, as a signal does without ``graceful`` (a cluster's
+    parent, whose children stop themselves). At once, the signal raises
+    ``KeyboardInterrupt`` wherever Python happens to be (inside a Kafka flush, say), and
+    Bytewax may wrap what that becomes: once a signal came, an error on the way out is the
+    stop itself. Bytewax's worker also panics on it and Rust prints the panic (a whole
+    backtrace with ``RUST_BACKTRACE`` set), so stderr is closed from then until the flow is
+    down. ``announce=False`` stops without a word: a cluster's processes, whose parent says
+    it once.
     """
     stopping = threading.Event()
 
     def stop(signum: int, frame: Any) -> None:
-        if not stopping.is_set():
+        if graceful and not stopping.is_set():
             stopping.set()
-            STDERR.start()
+            stop_reading()
+            if announce:
+                print("stopping: the flow ends its batch (again to stop at once)", file=sys.stderr)
+            return
+        stopping.set()
+        STDERR.start()
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -114,6 +123,9 @@ def stop_quietly_on_signal(announce: bool = True) -> Iterator[None]:
         if not (isinstance(exc, KeyboardInterrupt) or stopping.is_set()):
             raise  # an error of its own: reported now that stderr is back
         if announce:
+            print("learn flow stopped by signal", file=sys.stderr)
+    else:
+        if announce and stopping.is_set():
             print("learn flow stopped by signal", file=sys.stderr)
     finally:
         for sig, handler in previous.items():

@@ -10,11 +10,14 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
 import redis
 
 from flows.kafka_io import ensure_topics
@@ -346,3 +349,39 @@ def test_two_processes_killed_three_ways_learn_every_label_once(
     predicted = Counter(m.json()["id"] for m in read_topic(s, s.topic_predictions))
     assert set(predicted) == {f"ev-{i}" for i in range(events)}
     assert not read_topic(s, s.topic_deadletter)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_flow_stopped_by_a_signal_sends_what_it_did_and_resumes_with_no_repeat(
+    make_settings: Any, tmp_path: Path, processes: int
+) -> None:
+    """A signal stopped the flow where it was: predictions its producer still held were
+    lost, and the resumed flow repeated every event since its last snapshot. The first
+    signal now ends its input: it sends what it did and snapshots before it stops."""
+    s = make_settings(recovery_dir=str(tmp_path / "state"), epoch_interval=600.0, partitions=2)
+    ensure_topics(s.bootstrap_servers, learn_topics(s), s.partitions)
+    produce_stream(s, 200, "stop")  # the same first events as the whole stream
+    rest = {"rate": 500, "skip": 200}  # the rest at a pace, so the stop comes mid-stream
+    paced = threading.Thread(target=produce_stream, args=(s, 3000, "stop"), kwargs=rest)
+    log = tmp_path / "learn.log"
+    flow = _start(s, log)
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        wait_for(lambda: count_messages(s, s.topic_predictions) >= 200, DEADLINE, "the start")
+        paced.start()
+        wait_for(lambda: count_messages(s, s.topic_predictions) >= 600, DEADLINE, "predictions")
+        flow.send_signal(signal.SIGTERM)
+        assert flow.wait(DEADLINE) == 0, log.read_text()
+    finally:
+        if paced.is_alive():
+            paced.join()
+        if flow.poll() is None:
+            flow.kill()
+            flow.wait()
+    assert log.read_text().strip().splitlines()[-1] == "learn flow stopped by signal"
+    status = read_status(client, s.model_name)
+    sent = [orjson.loads(m.value)["id"] for m in read_topic(s, s.topic_predictions)]
+    assert status is not None and 0 < status["events"] == len(sent) < 3000, "all it did, sent"
+    run_flow_to_end(s)  # resumes from the snapshot the stop took
+    predicted = Counter(orjson.loads(m.value)["id"] for m in read_topic(s, s.topic_predictions))
+    assert len(predicted) == 3000 and set(predicted.values()) == {1}, "none lost, none repeated"
