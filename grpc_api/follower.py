@@ -195,8 +195,8 @@ def _announce(name: str, role: str, before: Loaded | None, now: Loaded | None) -
     if now is None:
         SERVED_VERSION.remove(name, role)
         return
+    SWAPS.labels(name).inc()  # first: who sees the new version counts its swap
     SERVED_VERSION.labels(name, role).set(now.info.version)
-    SWAPS.labels(name).inc()
     log.info("%s %s is now v%s (%s)", name, role, now.info.version, now.info.spec)
 
 

@@ -802,7 +802,7 @@ def test_a_cluster_process_that_cannot_serve_metrics_fails_in_one_line(
         taken.bind(("127.0.0.1", first + 1))
         taken.listen()
         s = make_settings(processes=2, partitions=2, metrics_port=first, follow=True)
-        done = run_cli(s.to_env(), "learn", timeout=60)
+        done = run_cli(s.to_env(), "learn", timeout=180)  # the peer has 5 s, then 10 to stop
     line = one_line(done)
     assert line.startswith(f"riverrun learn: error: cannot serve /metrics on 127.0.0.1:{first + 1}")
     assert "RIVERRUN_METRICS_PORT" in line

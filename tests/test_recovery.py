@@ -118,6 +118,19 @@ def _wait_until_predicted(s: Settings, flow: subprocess.Popen[bytes], events: in
     wait_for(there, DEADLINE, f"{events} events predicted", every=0.02)
 
 
+def _settled_count(s: Settings, topic: str) -> int:
+    """How many messages ``topic`` holds once two looks 0.5 s apart agree: a produce request
+    a killed flow had sent may still be landing."""
+    counts: list[int] = []
+
+    def settled() -> bool:
+        counts.append(count_messages(s, topic))
+        return len(counts) > 1 and counts[-1] == counts[-2]
+
+    wait_for(settled, DEADLINE, f"{topic} to settle", every=0.5)
+    return counts[-1]
+
+
 def _children(pid: int) -> list[int]:
     """Pids of the processes whose parent is ``pid``."""
     out = []
@@ -186,7 +199,7 @@ def test_flow_killed_three_times_ends_like_an_uninterrupted_run(
         assert offset is not None and offset > previous
         learner = point.learner(s.model_name, s.registry_key)
         assert learner.positions[position] == offset, "model state and offsets move together"
-        resumed.append((count_messages(s, s.topic_predictions), offset))
+        resumed.append((_settled_count(s, s.topic_predictions), offset))
         previous = offset
     _finish(s, tmp_path / "flow.log")
     assert len(executions(path)) == 4
