@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from bytewax.run import cli_main
@@ -34,7 +35,7 @@ from riverrun.local import free_port, stop_all
 from riverrun.metrics import serve_metrics
 from riverrun.peers import await_listeners
 from riverrun.recovery import holding_recovery, prepare_recovery, recovery_config
-from riverrun.settings import Settings
+from riverrun.settings import Settings, SettingsError, env_name
 
 STOP_TIMEOUT = 10.0  # seconds a cluster's processes have to stop before they are killed
 PEERS_END = 5.0  # seconds the others of a failed cluster process have to end by themselves
@@ -157,11 +158,25 @@ def run_process(
 
 
 def check_learn_settings(settings: Settings) -> None:
-    """Fail fast, before touching Kafka, on a spec or feature list that cannot work."""
+    """Fail fast, before touching Kafka, on a spec, feature list or folder that cannot work."""
     FeatureSpec.parse(settings.entity_features)
     drift_watch(settings)
     for spec in (settings.model_spec, *settings.challengers):
         build_model(spec, settings.task, settings.seed)
+    if settings.recovery_path is not None:  # private: Bytewax unpickles from it
+        make_folder("recovery_dir", settings.recovery_path.parent, 0o700)
+    if settings.offline_store_dir:
+        make_folder("offline_store_dir", Path(settings.offline_store_dir))
+
+
+def make_folder(setting: str, folder: Path, mode: int = 0o777) -> None:
+    """Make the folder a setting names, or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as exc:
+        raise SettingsError(
+            f"{env_name(setting)}={str(folder)!r}: cannot make the folder: {exc.strerror or exc}"
+        ) from None
 
 
 class LearnProcessError(RuntimeError):

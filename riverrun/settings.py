@@ -75,6 +75,11 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
         lambda value: value > 0,
         "must be positive",
     ),
+    (
+        ("processes",),
+        lambda value: value <= 256,
+        "must be at most 256 (each is a Python process with a port of its own)",
+    ),
     (("promote_alpha",), lambda value: 0 < value < 1, "must lie between 0 and 1 (a p-value)"),
     (
         ("promote_margin",),
@@ -231,7 +236,7 @@ class Settings:
         "", "folder of the offline store: labelled examples as Parquet (empty: off)"
     )
     offline_store_max_bytes: int = _setting(
-        64 << 20, "about how many bytes of rows an offline store file holds before rotating"
+        64 << 20, "about how many bytes of memory an hour's rows take before they are written"
     )
     offline_store_max_seconds: float = _setting(
         300.0, "most seconds rows wait in memory before an offline store file is written"

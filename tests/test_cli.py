@@ -749,6 +749,21 @@ def test_learn_stops_on_a_signal_with_one_line(
         assert "panicked" not in learn.stderr() and "Traceback" not in learn.stderr()
 
 
+@pytest.mark.parametrize("setting", ["recovery_dir", "offline_store_dir"])
+def test_learn_refuses_a_folder_it_cannot_make_in_one_line(
+    make_settings: Any, tmp_path: Path, setting: str
+) -> None:
+    """A file where the folder should be ended in a traceback, the offline store's only
+    after the flow had started."""
+    (afile := tmp_path / "afile").write_text("")
+    s = make_settings(**{setting: str(afile)})
+    done = run_cli(s.to_env(), "learn")
+    assert one_line(done) == (
+        f"riverrun learn: error: RIVERRUN_{setting.upper()}={str(afile)!r}: "
+        "cannot make the folder: File exists"
+    )
+
+
 def test_local_up_refuses_a_work_folder_it_cannot_make(tmp_path: Path) -> None:
     (afile := tmp_path / "afile").write_text("")
     done = run_cli({"XDG_RUNTIME_DIR": str(tmp_path)}, "local", "up", "--workdir", str(afile))

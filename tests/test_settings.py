@@ -85,6 +85,7 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
             "RIVERRUN_EPOCH_INTERVAL must be at most 315,360,000 \\(seconds: ten years\\)",
         ),
         ({"RIVERRUN_TRIGGER_LOOKBACK": "1e12"}, "RIVERRUN_TRIGGER_LOOKBACK must be at most"),
+        ({"RIVERRUN_PROCESSES": "100000"}, "RIVERRUN_PROCESSES must be at most 256"),
         (
             {"RIVERRUN_PROMOTE_LATENCY_BUDGET": "-1"},
             "RIVERRUN_PROMOTE_LATENCY_BUDGET must be positive",
