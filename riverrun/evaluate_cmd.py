@@ -25,7 +25,7 @@ from models.schema import Event
 from models.specs import build_model
 from riverrun.argtypes import count, nonempty, output_file, plot_file, positive
 from riverrun.retrain_cmd import parse_time
-from riverrun.settings import Settings, add_flags
+from riverrun.settings import Settings, SettingsError, add_flags
 
 KAFKA_FLAGS = ("bootstrap_servers", "topic_events", "topic_labels")
 LEARN_FLAGS = ("task", "seed", "rolling_window", "label_ttl", "max_pending", "batch_size")
@@ -79,9 +79,17 @@ def check_source_flags(args: argparse.Namespace, name: str | None, source: str =
             raise EvaluateError(f"{given} is for a dataset, not {name!r}")
 
 
+def check_range(start: float | None, stop: float | None, start_flag: str, stop_flag: str) -> None:
+    """Refuse a range that ends where or before it starts: it could hold nothing."""
+    if start is not None and stop is not None and start >= stop:
+        raise SettingsError(f"{start_flag} {start!r} is not before {stop_flag} {stop!r}")
+
+
 def source_request(args: argparse.Namespace, name: str) -> SourceRequest:
     """What the source flags ask for, of the source ``name`` (:func:`check_source_flags`)."""
     check_source_flags(args, name)
+    check_range(args.start_offset, args.stop_offset, "--start-offset", "--stop-offset")
+    check_range(args.since, args.until, "--since", "--until")
     return SourceRequest(
         name,
         events=args.events,

@@ -90,6 +90,9 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     from flows.retrain import RetrainRequest
     from flows.retrain import retrain as run
     from flows.retrain_lock import retrain_held
+    from riverrun.evaluate_cmd import check_range
+
+    check_range(args.since, args.until, "--since", "--until")
 
     req = RetrainRequest(
         spec=args.spec or "",

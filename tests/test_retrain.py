@@ -292,3 +292,27 @@ def test_a_time_kafka_cannot_hold_is_refused_in_one_line(
     line = one_line(run_cli(make_settings().to_env(), *command, f"{flag}={value}"))  # -inf
     assert line.startswith(f"riverrun {command[0]}: error: argument {flag}: {value!r}: ")
     assert "expected epoch seconds or an ISO-8601 time from 1970 to 9999" in line
+
+
+@pytest.mark.parametrize(
+    ("command", "bounds", "said"),
+    [
+        (["retrain"], ["--since", "2030-01-01", "--until", "2020-01-01"], "--since 1893456000.0"),
+        (
+            ["evaluate", "--model", "logreg", "--source", "kafka"],
+            ["--start-offset", "10", "--stop-offset", "5"],
+            "--start-offset 10 is not before --stop-offset 5",
+        ),
+        (
+            ["registry", "push", "m", "--spec", "logreg", "--warm-start", "kafka"],
+            ["--since", "100", "--until", "100"],
+            "--since 100.0 is not before --until 100.0",
+        ),
+    ],
+)
+def test_a_range_that_ends_before_it_starts_is_refused_in_one_line(
+    make_settings: Any, command: list[str], bounds: list[str], said: str
+) -> None:
+    """It read as a range with nothing in it: 'holds no event', 'nothing to learn'."""
+    line = one_line(run_cli(make_settings().to_env(), *command, *bounds))
+    assert line.startswith(f"riverrun {command[0]}: error: {said}"), line
