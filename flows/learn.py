@@ -38,10 +38,17 @@ log = logging.getLogger(__name__)
 
 
 def record_streams(
-    flow: Dataflow, settings: Settings, source: KafkaBatchSource, *, online_store: bool
+    flow: Dataflow,
+    settings: Settings,
+    source: KafkaBatchSource,
+    *,
+    online_store: bool,
+    features_from: EntityFeatures | None = None,
 ) -> tuple[KeyedStream[list[Record]], Stream[list[Out]]]:
     """``kafka-in`` → ``parse`` → ``features``: batches of records keyed by source partition,
-    and the parse rejects. ``online_store`` writes entity state for the servers."""
+    and the parse rejects. ``online_store`` writes entity state for the servers.
+    ``features_from``: the aggregates every partition goes on from (a replay's, warmed on
+    the events before it; an entity's events are all in one partition), else fresh ones."""
     raw = op.input("kafka-in", flow, source)
     parser = Parser(settings.task, settings.max_message_bytes)
 
@@ -62,7 +69,12 @@ def record_streams(
 
         def build_features(state: bytes | None) -> FeatureLogic:
             with panics_hushed():
-                features = EntityFeatures(spec) if state is None else loads_signed(state, key)
+                if features_from is not None:
+                    features = features_from
+                elif state is None:
+                    features = EntityFeatures(spec)
+                else:
+                    features = loads_signed(state, key)
             features.ttl = settings.entity_ttl  # this run's, also for a resumed state
             writer = FeatureWriter(store, spec, ttl=settings.entity_ttl) if online_store else None
             return FeatureLogic(features, key, writer)

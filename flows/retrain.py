@@ -4,7 +4,8 @@ The replay runs the learn flow's own steps (parse, features, test-then-train wit
 delayed-label join) over a range of the events and labels topics, given by offsets or by
 time, and the result is registered as a new version with its lineage (the trigger and the
 data range) and set as a challenger. Whether it serves is then the shadow policy's call.
-Entity features are recomputed from the start of the range. The replay never goes past
+Entity features are recomputed as the flow gave them: the events kept before the range
+are folded in first (:func:`features_before`). The replay never goes past
 the learn flow's last reported positions: the flow scores the challenger on the events
 after them, which it must not have learned.
 """
@@ -25,6 +26,8 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.run import cli_main
 from tqdm import tqdm
 
+from flows import kafka_range
+from flows.codec import Parser
 from flows.kafka_io import (
     KafkaBatchSource,
     Out,
@@ -32,10 +35,11 @@ from flows.kafka_io import (
     offsets_at,
     recorded_topics,
 )
+from flows.kafka_range import Bounds, KafkaRange
 from flows.learn import record_streams, reject_reason
 from models.evaluation import Prequential
 from models.feature_store import FeatureStore
-from models.features import FeatureSpec
+from models.features import EntityFeatures, FeatureSpec
 from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
 from models.schema import Event, InvalidInput, LabelMessage, Record
@@ -189,7 +193,10 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
         task, [slot], label_ttl=settings.label_ttl, max_pending=settings.max_pending
     )
     flow = Dataflow("riverrun-retrain")
-    records, parse_rejects = record_streams(flow, settings, source, online_store=False)
+    warmed = features_before(settings, start, stop, req.since, req.progress)
+    records, parse_rejects = record_streams(
+        flow, settings, source, online_store=False, features_from=warmed
+    )
     rejected: Counter[str] = Counter()
     op.inspect("count-rejects", parse_rejects, lambda _step, dead: _count(rejected, dead))
     keyed = op.map("route-model", records, lambda kv: ("retrain", kv[1]))
@@ -239,6 +246,41 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
     )
     log.info("retrained %s on %d events as v%s (%s)", spec, slot.learned, info.version, req.alias)
     return Retrained(info, rejected, held_back, positions is not None)
+
+
+def features_before(
+    settings: Settings, start: Offsets, stop: Offsets, since: float | None, progress: bool
+) -> EntityFeatures | None:
+    """The entity aggregates as the learn flow had them where the replay starts: every event
+    kept before it (before ``since``, by timestamp, if given) folded in, so the replay's
+    features are those the flow gave (``None`` without entity features). From nothing, an
+    entity seen a hundred times counted one."""
+    spec = FeatureSpec.parse(settings.entity_features)
+    if not spec:
+        return None
+    features = EntityFeatures(spec, settings.entity_ttl)
+    topic, boot = settings.topic_events, settings.bootstrap_servers
+    kept = kept_offsets(boot, topic)
+    until = start if since is None else stop  # by time: the window's records are filtered
+    bounds = [
+        Bounds(topic, part, first, until[(topic, part)])
+        for part, (first, _end) in kept.items()
+        if first < until.get((topic, part), first)
+    ]
+    parser = Parser(settings.task, settings.max_message_bytes)
+    total = sum(b.stop - b.start for b in bounds)
+    shown = progress and total > 0
+    with tqdm(total=total, unit="msg", desc="features before the range", disable=not shown) as bar:
+        for raw in kafka_range.read(boot, bounds, KafkaRange(until=since)):
+            bar.update()
+            try:
+                rec = parser.parse(raw)
+            except InvalidInput:  # dead-lettered when the flow read it
+                continue
+            if type(rec) is Event:
+                features.update(rec.entity, rec.time, rec.features)
+                features.expire()
+    return features
 
 
 def with_the_flows_features(settings: Settings, store: FeatureStore) -> Settings:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bench.kafka_time import stamps
 from flows import retrain as retrain_module
 from flows import retrain_lock as retrain_lock_module
 from flows.kafka_io import reach
@@ -21,12 +22,21 @@ from flows.retrain import RetrainRequest, replay_range
 from flows.retrain_lock import retrain_held, retrain_lock
 from flows.trigger_service import TriggerService, caught_up
 from models.datasets import open_stream
+from models.features import EntityFeatures, FeatureSpec
 from models.registry import ANY, Registry
 from models.specs import build_model
 from models.status import write_status
 from models.triggers import Action
 from riverrun.retrain_cmd import parse_time
-from tests.helpers import event, one_line, run_cli, run_flow_to_end, wait_for, write_raw
+from tests.helpers import (
+    event,
+    one_line,
+    read_topic,
+    run_cli,
+    run_flow_to_end,
+    wait_for,
+    write_raw,
+)
 
 
 def _produce(s: Any, events: int, prefix: str, seed: int = 4) -> None:
@@ -120,6 +130,34 @@ def test_a_replay_asked_to_start_before_the_first_kept_message_starts_there(
     start, stop = replay_range(s, req, ["events", "labels"])
     assert start == {("events", 0): 100, ("events", 1): 50, ("labels", 0): 0}
     assert stop == {("events", 0): 500, ("events", 1): 60, ("labels", 0): 0}
+
+
+@pytest.mark.parametrize("by", ["offset", "time"])
+def test_a_retrain_from_mid_stream_learns_the_entity_features_the_flow_gave(
+    make_settings: Any, by: str
+) -> None:
+    """The replay counted each entity from its start: an entity the flow had seen fifty
+    times counted one, and a drift retrain learned features the flow never gives."""
+    s = make_settings(model_spec="logreg", entity_features=("count", "mean:salary"))
+    _produce(s, 600, "mid")
+    run_flow_to_end(s)
+    events = [m.json() for m in read_topic(s, s.topic_events)]
+    ms = [stamp.ms for stamp in stamps(s.bootstrap_servers, s.topic_events)]
+    first = next(i for i in range(400, 600) if ms[i] > ms[i - 1])  # no earlier one its ms
+    features = EntityFeatures(FeatureSpec.parse(["count", "mean:salary"]))
+    want = build_model("logreg", "binary", s.seed)
+    for i, e in enumerate(events):
+        x = features.update(e["entity"], e["time"], e["features"])
+        if i >= first:  # what the retrain learns: the flow's features from there on
+            want.learn_one(x, e["label"])
+    where = f"{s.topic_events}-0={first}"
+    since = f"{ms[first] / 1000:.3f}"
+    bounds = ["--from-positions", where] if by == "offset" else ["--since", since]
+    done = _retrain(s, "--spec", "logreg", *bounds)
+    assert done.returncode == 0, done.stderr
+    reg = Registry.connect(s.redis_url, s.registry_key)
+    got = reg.load(s.model_name, reg.alias(s.model_name, "challenger"))  # type: ignore[arg-type]
+    assert got["LogisticRegression"].weights == pytest.approx(want["LogisticRegression"].weights)
 
 
 def test_retrain_by_time_replays_only_messages_after_since(make_settings: Any) -> None:
