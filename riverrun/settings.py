@@ -43,6 +43,16 @@ def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
 
 # Numeric settings and the rule each group keeps: (names, holds, what the rule says).
 TEN_YEARS = 315_360_000
+_POSITIVE_SECONDS = (
+    "label_ttl",
+    "status_interval",
+    "epoch_interval",
+    "snapshot_interval",
+    "serve_sync_interval",
+    "offline_store_max_seconds",
+    "trigger_lookback",
+    "promote_latency_budget",
+)
 _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (
         (
@@ -61,20 +71,7 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
         lambda value: value >= 1,
         "must be at least 1",
     ),
-    (
-        (
-            "label_ttl",
-            "status_interval",
-            "epoch_interval",
-            "snapshot_interval",
-            "serve_sync_interval",
-            "offline_store_max_seconds",
-            "trigger_lookback",
-            "promote_latency_budget",
-        ),
-        lambda value: value > 0,
-        "must be positive",
-    ),
+    (_POSITIVE_SECONDS, lambda value: value > 0, "must be positive"),
     (
         ("processes",),
         lambda value: value <= 256,
@@ -105,19 +102,12 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     ),
     (  # past this, clocks and Kafka's millisecond times overflow
         (
+            *_POSITIVE_SECONDS,
             "entity_ttl",
-            "label_ttl",
-            "status_interval",
-            "epoch_interval",
-            "snapshot_interval",
-            "serve_sync_interval",
-            "offline_store_max_seconds",
-            "trigger_lookback",
             "trigger_drift_wait",
             "trigger_slump_for",
             "trigger_cooldown",
             "trigger_schedule_every",
-            "promote_latency_budget",
         ),
         lambda value: value <= TEN_YEARS,
         f"must be at most {TEN_YEARS:,} (seconds: ten years)",
