@@ -5,6 +5,7 @@ the ``RIVERRUN_*`` environment. A known failure is one line and exit status 2, a
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from riverrun.cli import reporting
@@ -16,9 +17,13 @@ def main(process_id: int, addresses: list[str]) -> int:
     """Run process ``process_id`` of the cluster at ``addresses`` until the input ends or a
     signal stops it (silently: the parent says it once)."""
 
+    # Ctrl-C at a terminal reaches the whole process group: the parent passes it on to each
+    # process as one SIGTERM, which a second signal here would turn into a stop at once.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def work() -> int:
         try:
-            with stop_quietly_on_signal(announce=False, graceful=True):
+            with stop_quietly_on_signal(announce=False, graceful=True, signals=(signal.SIGTERM,)):
                 run_process(Settings.from_env(), process_id, addresses)
         except BaseException as exc:  # pyo3's PanicException, when a peer's failure stops it
             if type(exc).__name__ != "PanicException":

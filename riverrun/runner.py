@@ -89,7 +89,12 @@ def warn_of_idle_processes(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def stop_quietly_on_signal(announce: bool = True, *, graceful: bool = False) -> Iterator[None]:
+def stop_quietly_on_signal(
+    announce: bool = True,
+    *,
+    graceful: bool = False,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[None]:
     """Ctrl-C or SIGTERM stop the flow; whichever code it interrupted, that is no error.
 
     ``graceful``: the first signal ends the flow's Kafka input
@@ -101,7 +106,7 @@ def stop_quietly_on_signal(announce: bool = True, *, graceful: bool = False) -> 
     stop itself. Bytewax's worker also panics on it and Rust prints the panic (a whole
     backtrace with ``RUST_BACKTRACE`` set), so stderr is closed from then until the flow is
     down. ``announce=False`` stops without a word: a cluster's processes, whose parent says
-    it once.
+    it once. ``signals``: those that stop it.
     """
     stopping = threading.Event()
 
@@ -116,7 +121,7 @@ def stop_quietly_on_signal(announce: bool = True, *, graceful: bool = False) -> 
         STDERR.start()
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
     try:
         with STDERR.armed_for():  # a step's own error hushes it too (panics_hushed)
             yield

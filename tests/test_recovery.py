@@ -364,9 +364,13 @@ def test_two_processes_killed_three_ways_learn_every_label_once(
     assert not read_topic(s, s.topic_deadletter)
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize(
+    ("processes", "ctrl_c"),
+    [(1, False), (2, False), (2, True)],
+    ids=["alone", "cluster", "cluster-ctrl-c"],
+)
 def test_a_flow_stopped_by_a_signal_sends_what_it_did_and_resumes_with_no_repeat(
-    make_settings: Any, tmp_path: Path, processes: int
+    make_settings: Any, tmp_path: Path, processes: int, ctrl_c: bool
 ) -> None:
     """A signal stopped the flow where it was: predictions its producer still held were
     lost, and the resumed flow repeated every event since its last snapshot. The first
@@ -383,7 +387,10 @@ def test_a_flow_stopped_by_a_signal_sends_what_it_did_and_resumes_with_no_repeat
         wait_for(lambda: count_messages(s, s.topic_predictions) >= 200, DEADLINE, "the start")
         paced.start()
         wait_for(lambda: count_messages(s, s.topic_predictions) >= 600, DEADLINE, "predictions")
-        flow.send_signal(signal.SIGTERM)
+        if ctrl_c:  # a terminal's Ctrl-C: SIGINT to every process of the group
+            os.killpg(flow.pid, signal.SIGINT)
+        else:
+            flow.send_signal(signal.SIGTERM)
         assert flow.wait(DEADLINE) == 0, log.read_text()
     finally:
         if paced.is_alive():
