@@ -21,7 +21,7 @@ from bytewax.operators import KeyedStream
 
 from flows import heap
 from flows.codec import Parsed, Parser
-from flows.feature_step import FeatureLogic
+from flows.feature_step import ByPartition, FeatureLogic
 from flows.hush import panics_hushed
 from flows.kafka_io import KafkaBatchSource, Out, kafka_output
 from flows.learn_step import LearnLogic
@@ -43,12 +43,12 @@ def record_streams(
     source: KafkaBatchSource,
     *,
     online_store: bool,
-    features_from: EntityFeatures | None = None,
+    features_from: ByPartition | None = None,
 ) -> tuple[KeyedStream[list[Record]], Stream[list[Out]]]:
     """``kafka-in`` → ``parse`` → ``features``: batches of records keyed by source partition,
     and the parse rejects. ``online_store`` writes entity state for the servers.
-    ``features_from``: the aggregates every partition goes on from (a replay's, warmed on
-    the events before it; an entity's events are all in one partition), else fresh ones."""
+    ``features_from``: the aggregates the partitions go on from (a replay's, in one worker,
+    warmed on the events before it), else fresh or resumed ones per partition."""
     raw = op.input("kafka-in", flow, source)
     parser = Parser(settings.task, settings.max_message_bytes)
 
@@ -69,17 +69,15 @@ def record_streams(
 
         def build_features(state: bytes | None) -> FeatureLogic:
             with panics_hushed():
-                if features_from is not None:
-                    features = features_from
-                elif state is None:
-                    features = EntityFeatures(spec)
-                else:
-                    features = loads_signed(state, key)
+                features = EntityFeatures(spec) if state is None else loads_signed(state, key)
             features.ttl = settings.entity_ttl  # this run's, also for a resumed state
             writer = FeatureWriter(store, spec, ttl=settings.entity_ttl) if online_store else None
             return FeatureLogic(features, key, writer)
 
-        records = op.stateful_batch("features", records, build_features)
+        if features_from is None:
+            records = op.stateful_batch("features", records, build_features)
+        else:
+            records = op.map("features", records, lambda kv: (kv[0], features_from.fold(*kv)))
     elif online_store:  # a spec left by an earlier run would have servers compute features
         try:
             FeatureStore.connect(settings.redis_url, settings.model_name).forget_spec()

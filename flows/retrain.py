@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from flows import kafka_range
 from flows.codec import Parser
+from flows.feature_step import ByPartition
 from flows.kafka_io import (
     KafkaBatchSource,
     Out,
@@ -39,7 +40,7 @@ from flows.kafka_range import Bounds, KafkaRange
 from flows.learn import record_streams, reject_reason
 from models.evaluation import Prequential
 from models.feature_store import FeatureStore
-from models.features import EntityFeatures, FeatureSpec
+from models.features import FeatureSpec
 from models.learner import ModelError, OnlineLearner, Slot
 from models.registry import ANY, Registry, VersionInfo
 from models.schema import Event, InvalidInput, LabelMessage, Record
@@ -250,36 +251,34 @@ def retrain(settings: Settings, req: RetrainRequest) -> Retrained:
 
 def features_before(
     settings: Settings, start: Offsets, stop: Offsets, since: float | None, progress: bool
-) -> EntityFeatures | None:
+) -> ByPartition | None:
     """The entity aggregates as the learn flow had them where the replay starts: every event
-    kept before it (before ``since``, by timestamp, if given) folded in, so the replay's
-    features are those the flow gave (``None`` without entity features). From nothing, an
-    entity seen a hundred times counted one."""
+    kept before it (before ``since``, by timestamp, if given) folded in, partition by
+    partition, so the replay's features are those the flow gave (``None`` without entity
+    features). From nothing, an entity seen a hundred times counted one. It reads the
+    events topic's kept history before the range once more."""
     spec = FeatureSpec.parse(settings.entity_features)
     if not spec:
         return None
-    features = EntityFeatures(spec, settings.entity_ttl)
+    features = ByPartition(spec, settings.entity_ttl)
     topic, boot = settings.topic_events, settings.bootstrap_servers
-    kept = kept_offsets(boot, topic)
     until = start if since is None else stop  # by time: the window's records are filtered
     bounds = [
         Bounds(topic, part, first, until[(topic, part)])
-        for part, (first, _end) in kept.items()
+        for part, (first, _end) in kept_offsets(boot, topic).items()
         if first < until.get((topic, part), first)
     ]
     parser = Parser(settings.task, settings.max_message_bytes)
     total = sum(b.stop - b.start for b in bounds)
     shown = progress and total > 0
     with tqdm(total=total, unit="msg", desc="features before the range", disable=not shown) as bar:
-        for raw in kafka_range.read(boot, bounds, KafkaRange(until=since)):
-            bar.update()
-            try:
-                rec = parser.parse(raw)
-            except InvalidInput:  # dead-lettered when the flow read it
-                continue
-            if type(rec) is Event:
-                features.update(rec.entity, rec.time, rec.features)
-                features.expire()
+        for bound in bounds:  # each partition in its own order, as the flow read it
+            for raw in kafka_range.read(boot, [bound], KafkaRange(until=since)):
+                bar.update()
+                try:
+                    features.fold(raw.part, [parser.parse(raw)])
+                except InvalidInput:  # dead-lettered when the flow read it
+                    continue
     return features
 
 

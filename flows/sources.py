@@ -18,10 +18,11 @@ from confluent_kafka import KafkaException
 
 from flows import files, kafka_range
 from flows.codec import Parser
+from flows.feature_step import ByPartition
 from flows.kafka_io import KafkaUnavailable, reach, recorded_topics
 from flows.kafka_range import KafkaRange
 from models.datasets import DATASETS, open_stream
-from models.features import EntityFeatures, FeatureSpec
+from models.features import FeatureSpec
 from models.progressive import Rejects, hold_labels
 from models.schema import Event, InvalidInput, Record
 from riverrun.settings import Settings
@@ -107,13 +108,12 @@ def with_entity_features(
     records: Iterator[Record], spec: FeatureSpec, ttl: float
 ) -> Iterator[Record]:
     """``records`` with each event's features joined by its entity's aggregates after it,
-    as the learn flow's features step computes them (entities idle ``ttl`` seconds of event
-    time start afresh)."""
-    features = EntityFeatures(spec, ttl)
+    as the learn flow's features step computes them: per Kafka partition (a file is one),
+    entities idle ``ttl`` seconds of event time starting afresh."""
+    features = ByPartition(spec, ttl)
     for rec in records:
         if type(rec) is Event:
-            rec.features = features.update(rec.entity, rec.time, rec.features)
-            features.expire()
+            features.fold(getattr(rec.origin, "part", ""), [rec])
         yield rec
 
 

@@ -8,8 +8,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from flows.feature_step import ByPartition
 from models.feature_store import FeatureStore, FeatureWriter
 from models.features import EntityFeatures, FeatureSpec
+from models.schema import Event
 from riverrun.local import start_redis
 from tests.helpers import event, run_flow_to_end, write_raw
 
@@ -123,3 +125,16 @@ def test_a_flow_without_entity_features_says_so_to_servers_and_retrains(
     run_flow_to_end(s.override({"entity_features": (), "entity_ttl": 0.0}))
     assert (store.read_spec(), store.read_ttl()) == (FeatureSpec(), 0.0), "none, said"
     assert store.read(count, "a") is None, "no stale state for a flow that keeps them again"
+
+
+def test_aggregates_read_in_one_place_keep_each_partitions_clock() -> None:
+    """A replay or an evaluation that reads every partition in one place kept one clock:
+    a partition an hour ahead in event time expired the entities of one behind it, which
+    the flow, whose features step keeps each partition apart, never did."""
+    by = ByPartition(FeatureSpec.parse(["count"]), ttl=600.0)
+    counts = []
+    for i in range(5):
+        by.fold("events-0", [Event(f"a{i}", 3600.0 + 100 * i, "a", {})])
+        (b,) = by.fold("events-1", [Event(f"b{i}", 100.0 * i, "b", {})])
+        counts.append(b.features["entity_count"])  # type: ignore[union-attr]
+    assert counts == [1.0, 2.0, 3.0, 4.0, 5.0]
