@@ -241,6 +241,11 @@ def stop_reading() -> None:
     _STOP_READING.set()
 
 
+def read_again() -> None:
+    """Undo :func:`stop_reading`: the sources of a flow run next in this process read on."""
+    _STOP_READING.clear()
+
+
 class _BatchPartition(StatefulSourcePartition[list[Raw], int]):
     """One partition's consumer, handing on records in step with the process's other
     partitions (:mod:`flows.pacing`): records read past the pacer's limit are held."""

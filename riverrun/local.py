@@ -137,19 +137,23 @@ class Server:
         return self.process.poll() is None
 
 
-def stop_all(children: Sequence[subprocess.Popen[Any]], timeout: float) -> None:
+def stop_all(children: Sequence[subprocess.Popen[Any]], timeout: float) -> list[int]:
     """SIGTERM every child still running, and SIGKILL those still running ``timeout``
-    seconds later (one stuck where no signal reaches Python, joining a dead cluster say)."""
+    seconds later (one stuck where no signal reaches Python, joining a dead cluster say);
+    the positions of those killed."""
     for child in children:
         if child.poll() is None:
             child.terminate()
     deadline = time.monotonic() + timeout
-    for child in children:
+    killed = []
+    for k, child in enumerate(children):
         try:
             child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+            killed.append(k)
+    return killed
 
 
 def _spawn(

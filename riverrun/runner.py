@@ -24,7 +24,13 @@ from bytewax.run import cli_main
 
 from flows import heap
 from flows.hush import STDERR
-from flows.kafka_io import KafkaUnavailable, ensure_topics, partition_count, stop_reading
+from flows.kafka_io import (
+    KafkaUnavailable,
+    ensure_topics,
+    partition_count,
+    read_again,
+    stop_reading,
+)
 from flows.learn import build_flow
 from flows.registry_sync import drift_watch
 from models.features import FeatureSpec
@@ -37,7 +43,7 @@ from riverrun.peers import await_listeners
 from riverrun.recovery import holding_recovery, prepare_recovery, recovery_config
 from riverrun.settings import Settings, SettingsError, env_name
 
-STOP_TIMEOUT = 10.0  # seconds a cluster's processes have to stop before they are killed
+STOP_TIMEOUT = 25.0  # seconds a stopped cluster's processes have to stop (compose grants 30)
 PEERS_END = 5.0  # seconds the others of a failed cluster process have to end by themselves
 
 
@@ -108,16 +114,17 @@ def stop_quietly_on_signal(
     down. ``announce=False`` stops without a word: a cluster's processes, whose parent says
     it once. ``signals``: those that stop it.
     """
-    stopping = threading.Event()
+    asked, at_once = threading.Event(), threading.Event()  # a signal came; a stop at once
 
     def stop(signum: int, frame: Any) -> None:
-        if graceful and not stopping.is_set():
-            stopping.set()
+        if graceful and not asked.is_set():
+            asked.set()
             stop_reading()
             if announce:
                 print("stopping: the flow ends its batch (again to stop at once)", file=sys.stderr)
             return
-        stopping.set()
+        asked.set()
+        at_once.set()
         STDERR.start()
         raise KeyboardInterrupt
 
@@ -126,16 +133,17 @@ def stop_quietly_on_signal(
         with STDERR.armed_for():  # a step's own error hushes it too (panics_hushed)
             yield
     except (KeyboardInterrupt, Exception) as exc:
-        if not (isinstance(exc, KeyboardInterrupt) or stopping.is_set()):
-            raise  # an error of its own: reported now that stderr is back
+        if not (isinstance(exc, KeyboardInterrupt) or at_once.is_set()):
+            raise  # an error of its own, if while it ended its batch: reported, stderr back
         if announce:
             print("learn flow stopped by signal", file=sys.stderr)
     else:
-        if announce and stopping.is_set():
+        if announce and asked.is_set():
             print("learn flow stopped by signal", file=sys.stderr)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        read_again()  # a flow run next in this process reads its input
 
 
 def run_process(
@@ -211,8 +219,16 @@ def _run_cluster(settings: Settings) -> int:
             if all(code == 0 for code in codes):
                 return 0
             time.sleep(0.2)
-    finally:
-        stop_all(children, STOP_TIMEOUT)
+    except KeyboardInterrupt:  # stopped by signal: each process ends its batch, then stops
+        for k in stop_all(children, STOP_TIMEOUT):
+            print(
+                f"warning: learn process {k} did not stop within {STOP_TIMEOUT:.0f} s and was "
+                "killed: its restart repeats the outputs since its last snapshot",
+                file=sys.stderr,
+            )
+        raise
+    finally:  # ended or failed: what is left of the cluster has nothing to finish
+        stop_all(children, PEERS_END)
 
 
 def _first_to_say_why(

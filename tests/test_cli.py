@@ -854,7 +854,7 @@ def test_a_cluster_stops_processes_deaf_to_sigterm_within_one_timeout() -> None:
     ]
     for child in children:
         assert child.stdout is not None and Lines(child.stdout).next(30, "a deaf child") == "1\n"
-    stop_all(children, timeout=1.0)
+    assert stop_all(children, timeout=1.0) == [0, 1, 2, 3], "each one killed is named"
     assert [child.returncode for child in children] == [-signal.SIGKILL] * 4
     allowed = [t for child in children for t in child.allowed if t is not None]
     assert allowed and sum(allowed) <= 1.0, f"a timeout for each child, not one for all: {allowed}"

@@ -20,10 +20,11 @@ import orjson
 import pytest
 import redis
 
+from flows import kafka_io
 from flows.kafka_io import ensure_topics
 from models.registry import Registry
 from models.status import read_status, status_key
-from riverrun.runner import learn_topics
+from riverrun.runner import learn_topics, stop_quietly_on_signal
 from riverrun.settings import Settings
 from tests.helpers import (
     count_messages,
@@ -405,3 +406,19 @@ def test_a_flow_stopped_by_a_signal_sends_what_it_did_and_resumes_with_no_repeat
     run_flow_to_end(s)  # resumes from the snapshot the stop took
     predicted = Counter(orjson.loads(m.value)["id"] for m in read_topic(s, s.topic_predictions))
     assert len(predicted) == 3000 and set(predicted.values()) == {1}, "none lost, none repeated"
+
+
+def test_an_error_while_the_flow_ends_its_batch_is_no_stop_by_signal() -> None:
+    """Once a signal asked for a stop, any error on the way out was taken for the stop: a
+    refused message or a step's own bug exited 0. The stop request also outlived the run,
+    and every later flow of the process read nothing."""
+    bug = pytest.raises(RuntimeError, match="a step's own bug")
+    with bug, stop_quietly_on_signal(announce=False, graceful=True):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this thread
+        assert kafka_io._STOP_READING.is_set(), "the input is asked to end"
+        raise RuntimeError("a step's own bug")
+    assert not kafka_io._STOP_READING.is_set(), "the next run reads its input"
+    with stop_quietly_on_signal(announce=False, graceful=True):
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):  # a second signal: at once
+            os.kill(os.getpid(), signal.SIGTERM)
