@@ -44,8 +44,8 @@ def _produce(s: Any, events: int, prefix: str, seed: int = 4) -> None:
     produce(req, s.bootstrap_servers, s.topic_events, s.topic_labels, progress=False)
 
 
-def _retrain(s: Any, *argv: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(s.to_env(), "retrain", *argv)
+def _retrain(s: Any, *argv: str, quiet: bool = True) -> subprocess.CompletedProcess[str]:
+    return run_cli(s.to_env(), "retrain", *argv, *(["--quiet"] if quiet else []))
 
 
 def test_retrain_from_offsets_registers_a_challenger_with_its_lineage(make_settings: Any) -> None:
@@ -279,13 +279,13 @@ def test_one_retrain_of_a_model_runs_at_a_time_by_hand_too(
         "try again once it ends"
     )
     token = "the trigger service's token"
-    under = _retrain(s, "--spec", "logreg", "--lock-token", token, "--quiet")
+    under = _retrain(s, "--spec", "logreg", "--lock-token", token)
     assert under.returncode == 0 and "retrain replay" not in under.stderr, under.stderr
     assert client.get(lock) == b"the trigger service's token", "its caller's lock, kept"
     wrong = _retrain(s, "--spec", "logreg", "--lock-token", "a stale token")
     assert wrong.returncode == 2 and "is not held with the token given" in one_line(wrong)
     client.delete(lock)
-    done = _retrain(s, "--spec", "logreg")
+    done = _retrain(s, "--spec", "logreg", quiet=False)
     assert done.returncode == 0, done.stderr
     assert not client.exists(lock), "freed at the end"
     assert re.search(r"retrain replay: 100%\|.*\| 300/300 ", done.stderr), "its progress"
