@@ -158,7 +158,7 @@ def test_a_killed_service_takes_its_retrain_along_and_its_lock_soon_frees_itself
             return time.monotonic() - taken > 2 * lease
 
         wait_for(outlived_its_lease, 10, "the retrain to outlast two leases", every=0.1)
-        retrain = int(pid.read_text())
+        retrain = int(wait_for(lambda: pid.exists() and pid.read_text(), 30, "the retrain's pid"))
         assert process_alive(retrain)
         os.kill(service.pid, signal.SIGKILL)
         service.wait()
