@@ -115,14 +115,14 @@ def _from_factory(spec: str) -> Model:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module: an ImportError, or whatever its code raised
+    except (Exception, SystemExit) as exc:  # the user's module: an ImportError, or whatever
         raise SpecError(f"model spec {spec!r}: cannot import {module_name!r}: {exc!r}") from None
     factory: Any = getattr(module, attr, None)
     if not callable(factory):
         raise SpecError(f"model spec {spec!r}: {module_name} has no callable {attr!r}")
     try:
         return factory()
-    except Exception as exc:  # the user's code: report it, whatever it raised
+    except (Exception, SystemExit) as exc:  # the user's code: report it, an exit too
         raise SpecError(f"model spec {spec!r}: the factory raised {exc!r}") from None
 
 

@@ -63,6 +63,10 @@ def says_seven():
 
 def factory_raises():
     raise RuntimeError("no GPU here")
+
+
+def factory_exits():
+    raise SystemExit(0)
 '''
 
 
@@ -98,6 +102,7 @@ def test_the_sample_event_is_predicted_on_a_copy(factories: Path) -> None:
         ("dsfactories:needs_amount", "binary", {"age": 3.0}, "raised KeyError('amount')"),
         ("dsfactories:says_seven", "binary", None, "dict of class probabilities"),
         ("dsfactories:factory_raises", "binary", None, "the factory raised RuntimeError"),
+        ("dsfactories:factory_exits", "binary", None, "the factory raised SystemExit(0)"),
         ("dsfactories:nothing", "binary", None, "dsfactories has no callable 'nothing'"),
         ("dsbroken:make", "binary", None, "cannot import 'dsbroken'"),
         ("nosuch_module_xyz:make", "binary", None, "cannot import 'nosuch_module_xyz'"),
