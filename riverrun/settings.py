@@ -26,7 +26,7 @@ from models.ab import check_new_model_alias
 from models.promotion import PromotionPolicy
 from models.registry import RegistryError, check_model_name
 from models.schema import TASKS
-from models.triggers import slump_metrics
+from models.triggers import SLUMP_ACTIONS, slump_metrics
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +304,11 @@ class Settings:
             raise SettingsError(
                 f"{env_name('drift_detector')}=ddm watches a 0/1 error, not a regressor's:"
                 " use adwin or page_hinkley"
+            )
+        if self.trigger_slump_action not in SLUMP_ACTIONS:
+            raise SettingsError(
+                f"{env_name('trigger_slump_action')}={self.trigger_slump_action!r}: use one of "
+                f"{', '.join(SLUMP_ACTIONS)}"
             )
         watched = slump_metrics(self.task)
         if self.trigger_slump_action != "off" and self.trigger_slump_metric not in watched:

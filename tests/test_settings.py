@@ -87,6 +87,10 @@ def test_a_bad_flag_is_reported_by_its_flag_and_a_flag_replaces_a_bad_variable()
         ({"RIVERRUN_TRIGGER_LOOKBACK": "1e12"}, "RIVERRUN_TRIGGER_LOOKBACK must be at most"),
         ({"RIVERRUN_PROCESSES": "100000"}, "RIVERRUN_PROCESSES must be at most 256"),
         (
+            {"RIVERRUN_TRIGGER_SLUMP_ACTION": "bogus"},
+            "RIVERRUN_TRIGGER_SLUMP_ACTION='bogus': use one of off, retrain, promote, rollback",
+        ),
+        (
             {"RIVERRUN_PROMOTE_LATENCY_BUDGET": "-1"},
             "RIVERRUN_PROMOTE_LATENCY_BUDGET must be positive",
         ),
