@@ -1,5 +1,6 @@
 """Argument types of the command line: numbers refused with one clear line when out of range,
-and files a command will write, refused when the flags are read rather than after the work."""
+files a command will write, refused when the flags are read rather than after the work,
+and ranges two flags give, refused when they end before they start."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TypeVar
 
 from models.ab import check_new_model_alias
 from models.registry import RegistryError, check_model_name
+from riverrun.settings import SettingsError
 
 Number = TypeVar("Number", int, float)
 
@@ -127,3 +129,9 @@ def _bounded(kind: type[Number], text: str, least: Number, expected: str) -> Num
     if value < least or value != value:
         raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
     return value
+
+
+def check_range(start: float | None, stop: float | None, start_flag: str, stop_flag: str) -> None:
+    """Refuse a range that ends where or before it starts: it could hold nothing."""
+    if start is not None and stop is not None and start >= stop:
+        raise SettingsError(f"{start_flag} {start!r} is not before {stop_flag} {stop!r}")

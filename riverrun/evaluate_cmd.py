@@ -23,9 +23,9 @@ from models.gates import OVER, UNDER, Gate, GateError, failures, parse_gate
 from models.progressive import Evaluation, Rejects, sample_every
 from models.schema import Event
 from models.specs import build_model
-from riverrun.argtypes import count, nonempty, output_file, plot_file, positive
+from riverrun.argtypes import check_range, count, nonempty, output_file, plot_file, positive
 from riverrun.retrain_cmd import parse_time
-from riverrun.settings import Settings, SettingsError, add_flags
+from riverrun.settings import Settings, add_flags
 
 KAFKA_FLAGS = ("bootstrap_servers", "topic_events", "topic_labels")
 LEARN_FLAGS = ("task", "seed", "rolling_window", "label_ttl", "max_pending", "batch_size")
@@ -77,12 +77,6 @@ def check_source_flags(args: argparse.Namespace, name: str | None, source: str =
             raise EvaluateError(f"{given} is for the source kafka, not {name!r}")
         if flag in DATASET_FLAGS and name not in DATASETS:
             raise EvaluateError(f"{given} is for a dataset, not {name!r}")
-
-
-def check_range(start: float | None, stop: float | None, start_flag: str, stop_flag: str) -> None:
-    """Refuse a range that ends where or before it starts: it could hold nothing."""
-    if start is not None and stop is not None and start >= stop:
-        raise SettingsError(f"{start_flag} {start!r} is not before {stop_flag} {stop!r}")
 
 
 def source_request(args: argparse.Namespace, name: str) -> SourceRequest:

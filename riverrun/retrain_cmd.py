@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from models.schema import LATEST_TIME, text_seconds
-from riverrun.argtypes import challenger_alias
+from riverrun.argtypes import challenger_alias, check_range
 from riverrun.metrics import serve_metrics
 from riverrun.settings import Settings, SettingsError, add_flags, split_list
 from riverrun.shown import counts_text, metrics_text
@@ -90,7 +90,6 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     from flows.retrain import RetrainRequest
     from flows.retrain import retrain as run
     from flows.retrain_lock import retrain_held
-    from riverrun.evaluate_cmd import check_range
 
     check_range(args.since, args.until, "--since", "--until")
 
