@@ -36,6 +36,16 @@ def _service_and_versions(s: Any, count: int) -> tuple[Any, ...]:
     return (service, *(info.version for info in versions))
 
 
+def _crown(service: Any, name: str, *versions: int) -> None:
+    """Make each of ``versions`` the champion of ``name`` in turn, the first from none."""
+    before = None
+    for version in versions:
+        service.registry.move_alias(
+            name, "champion", version, expected=before, actor="t", reason="crowned"
+        )
+        before = version
+
+
 def test_unreadable_drift_messages_are_skipped_and_the_next_event_counts(
     make_settings: Any,
 ) -> None:
@@ -186,8 +196,7 @@ def test_a_slump_rollback_leaves_a_champion_moved_since_alone(make_settings: Any
     s = make_settings()
     service, v1, v2, v3 = _service_and_versions(s, 3)
     reg, name = service.registry, s.model_name
-    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
-    reg.move_alias(name, "champion", v2, expected=v1, actor="t", reason="a promotion")
+    _crown(service, name, v1, v2)
     reg.move_alias(name, "champion", v3, expected=v2, actor="t", reason="c", action="checkpoint")
     service._rollback(Action("rollback", "slump", evidence={"champion_version": v1}))
     assert reg.alias(name, "champion") == v3, "v1 slumped, but v2 was promoted since"
@@ -204,7 +213,7 @@ def test_a_slump_promotion_promotes_only_the_challenger_the_contest_tested(
     s = make_settings()
     service, v1, v2, v3, v4 = _service_and_versions(s, 4)
     reg, name = service.registry, s.model_name
-    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
+    _crown(service, name, v1)
     reg.move_alias(name, "challenger", v2, expected=None, actor="t", reason="a", action="set")
     reg.move_alias(name, "challenger", v3, expected=v2, actor="t", reason="pushed", action="set")
     seen = {"champion_version": v1, "challenger_version": v2}
@@ -225,7 +234,7 @@ def test_a_slump_promotion_whose_second_move_conflicts_is_audited_as_done(
     s = make_settings()
     service, v1, v2, v3 = _service_and_versions(s, 3)
     reg, name = service.registry, s.model_name
-    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
+    _crown(service, name, v1)
     reg.move_alias(name, "challenger", v2, expected=None, actor="t", reason="a", action="set")
     move = reg.move_alias
 
@@ -251,8 +260,7 @@ def test_a_slump_promotion_or_rollback_to_a_version_that_does_not_check_is_refus
     s = make_settings()
     service, v1, v2, v3 = _service_and_versions(s, 3)
     reg, name = service.registry, s.model_name
-    reg.move_alias(name, "champion", v1, expected=None, actor="t", reason="first")
-    reg.move_alias(name, "champion", v2, expected=v1, actor="t", reason="a promotion")
+    _crown(service, name, v1, v2)
     reg.move_alias(name, "challenger", v3, expected=None, actor="t", reason="a", action="set")
     for tampered in (v1, v3):
         reg.client.set(f"riverrun:registry:{name}:blob:{tampered}", b"RRS1" + b"0" * 40)
